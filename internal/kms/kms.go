@@ -1,0 +1,133 @@
+// Package kms defines how cmk talks to a key-encryption key (KEK) held
+// outside the service: the customer's key in Azure Key Vault, or the
+// system-managed key the platform holds before an org enables CMK.
+//
+// A Provider does three things: describe a key, wrap a data key under it,
+// and unwrap a data key it wrapped. Every failure is returned as *Error
+// carrying a Kind, so callers (validation, the enablement job, the health
+// monitor) branch on the cause without looking at error strings.
+package kms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// KeyRef names a customer key without its version: cmk keeps only the
+// vault and key name and always uses the newest version of the key.
+type KeyRef struct {
+	VaultURL string // https://{vault}.vault.azure.net, no trailing slash
+	Name     string
+}
+
+func (r KeyRef) String() string { return r.VaultURL + "/keys/" + r.Name }
+
+// KeyInfo describes the current (newest) version of a key.
+type KeyInfo struct {
+	KID           string     // full key identifier including the version
+	Version       string     // version segment of KID
+	KeyType       string     // "RSA", "RSA-HSM", "EC", ...
+	Bits          int        // modulus size for RSA keys, 0 otherwise
+	Ops           []string   // permitted operations (key_ops)
+	Enabled       bool       // attributes.enabled
+	NotBefore     *time.Time // attributes.nbf
+	Expires       *time.Time // attributes.exp
+	RecoveryLevel string     // attributes.recoveryLevel, e.g. "Recoverable"
+}
+
+// HasOp reports whether op is among the key's permitted operations.
+func (k KeyInfo) HasOp(op string) bool {
+	for _, o := range k.Ops {
+		if o == op {
+			return true
+		}
+	}
+	return false
+}
+
+// Wrapped is a data key wrapped under one version of a KEK.
+type Wrapped struct {
+	KeyVersion string // version of the KEK that produced Ciphertext
+	Alg        string // "RSA-OAEP-256"
+	Ciphertext []byte
+}
+
+// Provider is a key-encryption key service.
+//
+// Error contract: every non-nil error is (or wraps) *Error with a Kind
+// from this package. Implementations must honour ctx cancellation.
+// Unwrap must fail with KindUnwrapFailed when the ciphertext was not
+// produced by the named key version.
+type Provider interface {
+	// Describe returns the newest version of the key.
+	Describe(ctx context.Context, ref KeyRef) (KeyInfo, error)
+	// Wrap wraps dek under the newest version of the key.
+	Wrap(ctx context.Context, ref KeyRef, dek []byte) (Wrapped, error)
+	// Unwrap recovers a data key wrapped under the given key version.
+	Unwrap(ctx context.Context, ref KeyRef, w Wrapped) ([]byte, error)
+}
+
+// Kind classifies a key-service failure. The string values are stable:
+// they are stored, returned by the API as error codes and used in alerts.
+type Kind string
+
+const (
+	KindMalformedURI       Kind = "MALFORMED_KEY_URI"        // the key identifier is not an allowed Key Vault key URI
+	KindVaultNotFound      Kind = "VAULT_DNS_UNRESOLVABLE"   // the vault host does not resolve (vault deleted or never existed)
+	KindKeyNotFound        Kind = "KEY_NOT_FOUND"            // no such key (or deleted, pending purge)
+	KindKeyDisabled        Kind = "KEY_DISABLED"             // the key exists but is disabled
+	KindKeyNotActive       Kind = "KEY_NOT_ACTIVE"           // outside nbf/exp: wrap refused
+	KindOperationForbidden Kind = "KEY_OPERATION_FORBIDDEN"  // the operation is not in the key's key_ops
+	KindUnauthorized       Kind = "IDENTITY_UNAUTHORIZED"    // RBAC or access policy denies the app (role missing)
+	KindFirewall           Kind = "NETWORK_DENIED"           // vault firewall refuses the caller's address
+	KindConsentMissing     Kind = "IDENTITY_INVALID"         // the app has no service principal in the key's tenant
+	KindTokenFailed        Kind = "TOKEN_ACQUISITION_FAILED" // the token endpoint refused or failed (bad secret, tenant unknown)
+	KindUnwrapFailed       Kind = "UNWRAP_FAILED"            // the service could not unwrap the ciphertext
+	KindThrottled          Kind = "THROTTLED"                // 429 from the vault
+	KindTransient          Kind = "TRANSIENT"                // timeouts, 5xx, connection resets
+	KindInvalidRequest     Kind = "INVALID_REQUEST"          // 400 from the service: a bug on our side or a bad value
+)
+
+// Transient reports whether a failure of this kind may go away on its own
+// (so it must never be treated as a revocation).
+func (k Kind) Transient() bool { return k == KindThrottled || k == KindTransient }
+
+// Error is a classified key-service failure.
+type Error struct {
+	Kind       Kind
+	Op         string        // "describe", "wrap", "unwrap", "token"
+	Key        string        // key reference (vault URL + name), never key material
+	Status     int           // HTTP status, 0 when no response arrived
+	Code       string        // service error code, e.g. "Forbidden" or "invalid_client"
+	InnerCode  string        // innermost service error code, e.g. "ForbiddenByRbac" or "AADSTS700016"
+	RetryAfter time.Duration // from a 429's Retry-After, 0 when absent
+	Err        error         // underlying error
+}
+
+func (e *Error) Error() string {
+	code := e.Code
+	if e.InnerCode != "" {
+		code += "/" + e.InnerCode
+	}
+	msg := fmt.Sprintf("%s %s: %s", e.Op, e.Key, e.Kind)
+	if e.Status != 0 {
+		msg += fmt.Sprintf(" (HTTP %d %s)", e.Status, code)
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// KindOf returns the Kind of err, or "" when err is not a *Error.
+func KindOf(err error) Kind {
+	var ke *Error
+	if errors.As(err, &ke) {
+		return ke.Kind
+	}
+	return ""
+}

@@ -1,0 +1,129 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func open(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "cmk.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestConfigRules(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	if _, err := s.EnsureOrg(ctx, "o1"); err != nil {
+		t.Fatal(err)
+	}
+	newCfg := func(id, name string) *Config {
+		return &Config{ID: id, OrgID: "o1", Name: name, Type: "BYOK_CONFIG", ProviderType: "AZURE_KEYVAULT", KeyIdentifier: "k", VaultURL: "v", KeyName: "k"}
+	}
+	if err := s.CreateConfig(ctx, newCfg("a", "Config1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateConfig(ctx, newCfg("b", "Config1")); !errors.Is(err, ErrDuplicateName) {
+		t.Errorf("same name = %v, want ErrDuplicateName", err)
+	}
+	if err := s.CreateConfig(ctx, newCfg("c", "config1")); !errors.Is(err, ErrJobActive) {
+		t.Errorf("second job while one runs = %v, want ErrJobActive", err)
+	}
+	if _, err := s.ConfigByName(ctx, "o1", "config1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("lookup with other case = %v, want ErrNotFound (names are case-sensitive)", err)
+	}
+	if err := s.CreateConfig(ctx, &Config{ID: "x", OrgID: "nope", Name: "n"}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("config for unknown org = %v, want ErrNotFound", err)
+	}
+
+	// Finish the job as FAILED: a new one may start.
+	job, err := s.ClaimJob(ctx, "w1", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := StatusFailed
+	if err := s.UpdateJob(ctx, job.ID, "w1", JobUpdate{Status: &failed, Release: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateConfig(ctx, newCfg("d", "Config2")); err != nil {
+		t.Fatalf("new config after a FAILED one = %v", err)
+	}
+	// Once the org uses its customer key, no new configuration is accepted.
+	job, _ = s.ClaimJob(ctx, "w1", time.Minute)
+	done := StatusCompleted
+	if err := s.UpdateJob(ctx, job.ID, "w1", JobUpdate{Status: &done}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetCustomerKEK(ctx, "o1", "v", "k"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateConfig(ctx, newCfg("e", "Config3")); !errors.Is(err, ErrAlreadyEnabled) {
+		t.Errorf("config after enablement = %v, want ErrAlreadyEnabled", err)
+	}
+}
+
+func TestLeases(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	now := time.Unix(1_800_000_000, 0)
+	s.SetClock(func() time.Time { return now })
+	s.EnsureOrg(ctx, "o1")
+	if err := s.CreateConfig(ctx, &Config{ID: "a", OrgID: "o1", Name: "n"}); err != nil {
+		t.Fatal(err)
+	}
+	j, err := s.ClaimJob(ctx, "w1", 10*time.Second)
+	if err != nil || j.ID != "a" || j.Attempts != 1 {
+		t.Fatalf("ClaimJob = %+v, %v", j, err)
+	}
+	if _, err := s.ClaimJob(ctx, "w2", 10*time.Second); !errors.Is(err, ErrNotFound) {
+		t.Errorf("claim of a leased job = %v, want ErrNotFound", err)
+	}
+	now = now.Add(11 * time.Second)
+	j2, err := s.ClaimJob(ctx, "w2", 10*time.Second)
+	if err != nil || j2.ID != "a" {
+		t.Fatalf("claim after lease expiry = %v, %v", j2, err)
+	}
+	running := StatusRunning
+	if err := s.UpdateJob(ctx, "a", "w1", JobUpdate{Status: &running}); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("update by the old owner = %v, want ErrLeaseLost", err)
+	}
+	later := now.Add(time.Minute)
+	if err := s.UpdateJob(ctx, "a", "w2", JobUpdate{NextAttemptAt: &later, Release: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ClaimJob(ctx, "w3", 10*time.Second); !errors.Is(err, ErrNotFound) {
+		t.Errorf("claim before next attempt = %v, want ErrNotFound", err)
+	}
+}
+
+func TestReplaceWrapping(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	s.EnsureOrg(ctx, "o1")
+	dk := DataKey{ID: "k1", OrgID: "o1", Sandbox: "prod", Store: "lake", KEK: KEKSystem, KEKRef: "sys", KEKVersion: "1", Alg: "A256GCM", Wrapped: []byte{1}}
+	if err := s.CreateSandbox(ctx, "o1", "prod", []DataKey{dk}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateSandbox(ctx, "o1", "prod", nil); !errors.Is(err, ErrDuplicateName) {
+		t.Errorf("duplicate sandbox = %v, want ErrDuplicateName", err)
+	}
+	to := dk
+	to.KEK, to.Wrapped = KEKCustomer, []byte{2}
+	if err := s.ReplaceWrapping(ctx, "k1", KEKSystem, to); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReplaceWrapping(ctx, "k1", KEKSystem, to); !errors.Is(err, ErrWrappingChanged) {
+		t.Errorf("second swap = %v, want ErrWrappingChanged", err)
+	}
+	total, customer, err := s.CountDataKeys(ctx, "o1")
+	if err != nil || total != 1 || customer != 1 {
+		t.Errorf("CountDataKeys = %d, %d, %v; want 1, 1", total, customer, err)
+	}
+}

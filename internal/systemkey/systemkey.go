@@ -1,0 +1,121 @@
+// Package systemkey holds the platform's own key-encryption key: the key
+// that wraps an org's data keys before the org enables customer-managed keys.
+//
+// It is a 256-bit AES key in a local file the service creates on first start
+// with mode 0600. Data keys are wrapped with AES-256-GCM, and the wrapping is
+// bound (as associated data) to the data key's identity, so a wrapped key
+// copied onto another record does not open.
+package systemkey
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// Alg names the wrapping algorithm stored with each wrapped data key.
+const Alg = "A256GCM"
+
+// ErrUnwrap is returned when a wrapped key does not open under this key.
+var ErrUnwrap = errors.New("system key cannot unwrap this data key")
+
+// Key is the system key-encryption key.
+type Key struct {
+	id   string
+	aead cipher.AEAD
+	rand io.Reader
+}
+
+// LoadOrCreate reads the key file at path, creating it (0600, directory 0700)
+// when it does not exist. A key file readable by group or others is refused.
+func LoadOrCreate(path string) (*Key, error) {
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		raw = make([]byte, 32)
+		if _, err := io.ReadFull(rand.Reader, raw); err != nil {
+			return nil, fmt.Errorf("generate system key: %w", err)
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("create system key directory: %w", err)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("create system key file %s: %w", path, err)
+		}
+		if _, err := f.Write(raw); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("write system key file %s: %w", path, err)
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return nil, err
+		}
+		if err := f.Close(); err != nil {
+			return nil, err
+		}
+		return New(raw)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read system key file %s: %w", path, err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("system key file %s has mode %v; it must be readable by its owner only (chmod 600 %s)", path, st.Mode().Perm(), path)
+	}
+	if len(raw) != 32 {
+		return nil, fmt.Errorf("system key file %s holds %d bytes; a system key is exactly 32", path, len(raw))
+	}
+	return New(raw)
+}
+
+// New builds a Key from 32 raw bytes.
+func New(raw []byte) (*Key, error) {
+	if len(raw) != 32 {
+		return nil, fmt.Errorf("system key is %d bytes; exactly 32 are required", len(raw))
+	}
+	block, err := aes.NewCipher(raw)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(append([]byte("cmk system key id\x00"), raw...))
+	return &Key{id: "system:" + hex.EncodeToString(sum[:8]), aead: aead, rand: rand.Reader}, nil
+}
+
+// ID is a public fingerprint of the key, safe to store and log.
+func (k *Key) ID() string { return k.id }
+
+// Wrap seals dek, bound to aad (the data key's identity).
+func (k *Key) Wrap(dek, aad []byte) ([]byte, error) {
+	nonce := make([]byte, k.aead.NonceSize())
+	if _, err := io.ReadFull(k.rand, nonce); err != nil {
+		return nil, fmt.Errorf("system key nonce: %w", err)
+	}
+	return k.aead.Seal(nonce, nonce, dek, aad), nil
+}
+
+// Unwrap opens a key produced by Wrap with the same aad.
+func (k *Key) Unwrap(wrapped, aad []byte) ([]byte, error) {
+	n := k.aead.NonceSize()
+	if len(wrapped) < n+k.aead.Overhead() {
+		return nil, ErrUnwrap
+	}
+	dek, err := k.aead.Open(nil, wrapped[:n], wrapped[n:], aad)
+	if err != nil {
+		return nil, ErrUnwrap
+	}
+	return dek, nil
+}
