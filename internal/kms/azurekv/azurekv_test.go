@@ -179,7 +179,7 @@ func entraErr(status int, errCode string, aadsts int, desc string) *canned {
 		errCode, aadsts, desc, aadsts, aadsts)}
 }
 
-// TestFailures drives every failure the fact sheet lists through the real
+// TestFailures drives every failure Azure is known to return through the real
 // SDK against the fake and checks the classification.
 func TestFailures(t *testing.T) {
 	v1 := versionID(0)

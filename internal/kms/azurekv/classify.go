@@ -137,7 +137,7 @@ func classifyVault(e *kms.Error, re *azcore.ResponseError) {
 }
 
 // classify403 picks the kind of a 403 from its innermost code, falling back
-// on the message for codes the fact sheet could not confirm.
+// on the message for codes Azure does not document.
 func classify403(code, lmsg string) kms.Kind {
 	switch code {
 	case "ForbiddenByFirewall", "ForbiddenByNetworkSecurityPerimeter":

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cmk-project/cmk/internal/devenv"
+)
+
+func newDevCmd() *cobra.Command {
+	var addr, infoFile, dataDir string
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run cmk and a local Azure emulator with a demo org, ready to enable CMK",
+		Long: `Run the service and a local Azure emulator together, on embedded defaults.
+
+The emulator holds a customer tenant that has consented to the platform's app,
+a vault with soft-delete and purge protection, an RSA-3072 key, and the
+"Key Vault Crypto Service Encryption User" role granted to the app. The service
+has a demo org with two sandboxes. The exact curl commands of the enablement
+flow are printed, with host, token and key identifier filled in.
+
+State lives in a temporary directory removed on exit unless --data-dir is set.`,
+		Example: `  cmk dev
+  cmk dev --addr 127.0.0.1:9090 --info /tmp/cmk-dev.json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			dir := dataDir
+			if dir == "" {
+				tmp, err := os.MkdirTemp("", "cmk-dev-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(tmp)
+				dir = tmp
+			}
+			var logOut io.Writer = io.Discard
+			if verbose {
+				logOut = os.Stderr
+			}
+			env, err := devenv.Start(ctx, devenv.Options{Addr: addr, DataDir: dir, Log: slog.New(slog.NewTextHandler(logOut, nil))})
+			if err != nil {
+				return withHint(err, "is --addr free? pick another with --addr 127.0.0.1:<port>")
+			}
+			defer env.Close()
+			info := env.Info()
+			if infoFile != "" {
+				b, _ := json.MarshalIndent(info, "", "  ")
+				if err := os.WriteFile(infoFile, b, 0o600); err != nil {
+					return err
+				}
+			}
+			printWalkthrough(cmd.OutOrStdout(), info)
+			<-ctx.Done()
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "where the service listens")
+	cmd.Flags().StringVar(&infoFile, "info", "", "write the connection details as JSON to this file")
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", "keep the service's state here instead of a temporary directory")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the service's logs")
+	return cmd
+}
+
+func printWalkthrough(w io.Writer, in devenv.Info) {
+	h := fmt.Sprintf("  -H 'Authorization: Bearer %s' \\\n  -H 'x-api-key: %s' \\\n  -H 'x-gw-ims-org-id: %s'", in.Token, in.APIKey, in.OrgID)
+	body := fmt.Sprintf(`{
+        "name": "Config1",
+        "type": "BYOK_CONFIG",
+        "imsOrgId": "%s",
+        "configData": {
+          "providerType": "AZURE_KEYVAULT",
+          "keyVaultKeyIdentifier": "%s"
+        }
+      }`, in.OrgID, in.KeyIdentifier)
+	fmt.Fprintf(w, `cmk is running at %s (local Azure emulator at %s)
+
+Demo org %s has sandboxes prod and dev; its data keys are wrapped by the
+system key. The emulator's tenant has consented to the platform's app, and the
+app holds the Key Vault Crypto Service Encryption User role on the vault.
+
+1. Fetch the app registration (its applicationRedirectUrl is the consent link):
+
+curl -s %s/data/infrastructure/manager/byok/app-registration \
+%s
+
+2. Send the key identifier to enable customer-managed keys (irreversible):
+
+curl -s -X POST %s/data/infrastructure/manager/customer/config \
+%s \
+  -H 'Content-Type: application/json' \
+  -d '%s'
+
+3. Watch the job go RUNNING -> UPDATE_EXISTING_RESOURCES -> COMPLETED:
+
+curl -s '%s/data/infrastructure/manager/customer/config/Config1?configType=BYOK_CONFIG' \
+%s
+
+Break the key the way a customer could, then check again (see cmk azure-emulator --help):
+  export CMK_EMULATOR_URL=%s
+Press Ctrl-C to stop.
+`, in.BaseURL, in.EmulatorURL, in.OrgID, in.BaseURL, h, in.BaseURL, h, body, in.BaseURL, h, in.EmulatorURL)
+}

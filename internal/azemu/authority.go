@@ -1,0 +1,371 @@
+package azemu
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"math/big"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+func urlQueryEscape(s string) string { return url.QueryEscape(s) }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// aadError is the body Entra ID returns from its token and discovery
+// endpoints on failure (as Entra ID does).
+type aadError struct {
+	Error            string `json:"error"`
+	ErrorDescription string `json:"error_description"`
+	ErrorCodes       []int  `json:"error_codes"`
+	Timestamp        string `json:"timestamp"`
+	TraceID          string `json:"trace_id"`
+	CorrelationID    string `json:"correlation_id"`
+	ErrorURI         string `json:"error_uri,omitempty"`
+}
+
+func (e *Emulator) writeAADError(w http.ResponseWriter, r *http.Request, status int, errName string, code int, msg string) {
+	ts := e.now().UTC().Format("2006-01-02 15:04:05Z")
+	trace := newID()
+	corr := r.Header.Get("client-request-id")
+	if corr == "" {
+		corr = newID()
+	}
+	desc := fmt.Sprintf("AADSTS%d: %s\r\nTrace ID: %s\r\nCorrelation ID: %s\r\nTimestamp: %s", code, msg, trace, corr, ts)
+	writeJSON(w, status, aadError{Error: errName, ErrorDescription: desc, ErrorCodes: []int{code},
+		Timestamp: ts, TraceID: trace, CorrelationID: corr,
+		ErrorURI: fmt.Sprintf("https://login.microsoftonline.com/error?code=%d", code)})
+}
+
+func tenantNotFoundMsg(t string) string {
+	return fmt.Sprintf("Tenant '%s' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant.", t)
+}
+
+func appNotInTenantMsg(clientID, tenant string) string {
+	return fmt.Sprintf("Application with identifier '%s' was not found in the directory '%s'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.", clientID, tenant)
+}
+
+func (e *Emulator) tenant(id string) *tenantState {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.st.Tenants[strings.ToLower(id)]
+}
+
+func (e *Emulator) handleOpenIDConfig(w http.ResponseWriter, r *http.Request) {
+	tid := r.PathValue("tenant")
+	t := e.tenant(tid)
+	if t == nil {
+		e.writeAADError(w, r, http.StatusBadRequest, "invalid_request", 90002, tenantNotFoundMsg(tid))
+		return
+	}
+	base := e.url + "/" + t.ID
+	writeJSON(w, http.StatusOK, map[string]any{
+		"token_endpoint":                        base + "/oauth2/v2.0/token",
+		"authorization_endpoint":                base + "/oauth2/v2.0/authorize",
+		"issuer":                                base + "/v2.0",
+		"jwks_uri":                              base + "/discovery/v2.0/keys",
+		"token_endpoint_auth_methods_supported": []string{"client_secret_post"},
+		"response_types_supported":              []string{"code"},
+		"subject_types_supported":               []string{"pairwise"},
+		"id_token_signing_alg_values_supported": []string{"RS256"},
+		"scopes_supported":                      []string{"openid", "profile", "email", "offline_access"},
+		"grant_types_supported":                 []string{"client_credentials"},
+		"tenant_region_scope":                   "NA",
+		"cloud_instance_name":                   "azemu.localhost",
+	})
+}
+
+func (e *Emulator) handleJWKS(w http.ResponseWriter, r *http.Request) {
+	pub := e.signKey.PublicKey
+	writeJSON(w, http.StatusOK, map[string]any{"keys": []map[string]any{{
+		"kty": "RSA", "use": "sig", "alg": "RS256", "kid": e.signKID, "x5t": e.signKID,
+		"n": base64.RawURLEncoding.EncodeToString(pub.N.Bytes()),
+		"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes()),
+	}}})
+}
+
+func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
+	tid := r.PathValue("tenant")
+	fail := func(status int, errName string, code int, msg string) {
+		e.mu.Lock()
+		e.stats.TokenFailures++
+		e.mu.Unlock()
+		e.writeAADError(w, r, status, errName, code, msg)
+	}
+	e.mu.Lock()
+	fault := e.tokenFault
+	e.mu.Unlock()
+	if fault != 0 {
+		// Code and text chosen by the emulator (Azure's exact answer varies).
+		fail(fault, "temporarily_unavailable", 90033, "A transient error has occurred. Please try again.")
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		fail(http.StatusBadRequest, "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'.")
+		return
+	}
+	t := e.tenant(tid)
+	if t == nil {
+		fail(http.StatusBadRequest, "invalid_request", 90002, tenantNotFoundMsg(tid))
+		return
+	}
+	if gt := r.PostForm.Get("grant_type"); gt != "client_credentials" {
+		fail(http.StatusBadRequest, "unsupported_grant_type", 70003, fmt.Sprintf("The app requested an unsupported grant type '%s'. The emulator supports client_credentials only.", gt))
+		return
+	}
+	clientID := r.PostForm.Get("client_id")
+	if clientID == "" {
+		fail(http.StatusBadRequest, "invalid_request", 900144, "The request body must contain the following parameter: 'client_id'.")
+		return
+	}
+	e.mu.Lock()
+	app := e.st.Apps[strings.ToLower(clientID)]
+	var appCopy App
+	if app != nil {
+		appCopy = *app
+	}
+	oid := t.ServicePrincipals[strings.ToLower(clientID)]
+	e.mu.Unlock()
+	if app == nil || oid == "" {
+		fail(http.StatusBadRequest, "unauthorized_client", 700016, appNotInTenantMsg(clientID, t.ID))
+		return
+	}
+	secret := r.PostForm.Get("client_secret")
+	if secret == "" {
+		fail(http.StatusUnauthorized, "invalid_client", 7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.")
+		return
+	}
+	if secret != appCopy.ClientSecret {
+		fail(http.StatusUnauthorized, "invalid_client", 7000215, fmt.Sprintf("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '%s'.", appCopy.ClientID))
+		return
+	}
+	now := e.now()
+	if !appCopy.SecretExpires.IsZero() && !now.Before(appCopy.SecretExpires) {
+		fail(http.StatusUnauthorized, "invalid_client", 7000222, fmt.Sprintf("The provided client secret keys for app '%s' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds.", appCopy.ClientID))
+		return
+	}
+	scope := strings.Fields(r.PostForm.Get("scope"))
+	resource := ""
+	for _, s := range scope {
+		if strings.HasSuffix(s, "/.default") {
+			resource = strings.TrimSuffix(s, "/.default")
+			break
+		}
+	}
+	if resource == "" {
+		fail(http.StatusBadRequest, "invalid_scope", 1002012, fmt.Sprintf("The provided value for scope %s is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).", r.PostForm.Get("scope")))
+		return
+	}
+	tok, err := e.issueToken(t.ID, appCopy.ClientID, oid, resource, now)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	e.mu.Lock()
+	e.stats.TokensIssued++
+	e.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"token_type":     "Bearer",
+		"expires_in":     3599,
+		"ext_expires_in": 3599,
+		"access_token":   tok,
+	})
+}
+
+const tokenLifetime = time.Hour
+
+func stsIssuer(tenant string) string { return "https://sts.windows.net/" + tenant + "/" }
+
+// IssueToken mints an access token as the token endpoint would, without
+// checking consent or secrets (handy for negative tests: wrong audience,
+// wrong tenant, expired...).
+func (e *Emulator) IssueToken(tenantID, clientID, objectID, resource string, now time.Time) (string, error) {
+	return e.issueToken(tenantID, clientID, objectID, resource, now)
+}
+
+func (e *Emulator) issueToken(tenantID, clientID, oid, resource string, now time.Time) (string, error) {
+	claims := jwt.MapClaims{
+		"aud":      resource,
+		"iss":      stsIssuer(tenantID),
+		"iat":      now.Unix(),
+		"nbf":      now.Add(-5 * time.Minute).Unix(),
+		"exp":      now.Add(tokenLifetime).Unix(),
+		"appid":    clientID,
+		"appidacr": "1",
+		"idp":      stsIssuer(tenantID),
+		"idtyp":    "app",
+		"oid":      oid,
+		"sub":      oid,
+		"tid":      tenantID,
+		"uti":      newVersionID()[:22],
+		"ver":      "1.0",
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
+	tok.Header["kid"] = e.signKID
+	tok.Header["x5t"] = e.signKID
+	return tok.SignedString(e.signKey)
+}
+
+// ---- admin consent ----
+
+var consentTmpl = template.Must(template.New("consent").Parse(`<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Permissions requested - azemu</title>
+<style>
+body{font-family:system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem;color:#1b1b1b}
+main{border:1px solid #8a8886;border-radius:4px;padding:1.5rem}
+.err{color:#a4262c}
+button{font-size:1rem;padding:.5rem 1.25rem;margin-right:.5rem;cursor:pointer}
+button.primary{background:#0067b8;color:#fff;border:1px solid #0067b8}
+button:focus{outline:3px solid #000;outline-offset:2px}
+label{display:block;margin:.75rem 0 .25rem;font-weight:600}
+input[type=text]{font-size:1rem;padding:.4rem;width:100%;box-sizing:border-box}
+</style></head>
+<body><main>
+<p>Local Azure emulator sign-in (not Microsoft)</p>
+{{if .Error}}<h1>Sorry, there is a problem</h1>
+<p class="err" role="alert">{{.Error}}</p>
+{{else}}<h1>Permissions requested</h1>
+<p><strong>{{.AppName}}</strong> wants access to your organization{{if .Tenant}} (<code>{{.Tenant}}</code>){{end}}.</p>
+<p>Accepting adds the app to your directory as a service principal. It can then be given roles on your key vaults.
+You can remove it at any time.</p>
+<ul><li>Client ID: <code>{{.ClientID}}</code></li>{{if .Scope}}<li>Scope: <code>{{.Scope}}</code></li>{{end}}</ul>
+<form method="post" action="{{.Action}}">
+{{if .AskTenant}}<label for="tenant">Your organization's tenant ID</label>
+<input type="text" id="tenant" name="tenant" required autocomplete="off">{{end}}
+<input type="hidden" name="client_id" value="{{.ClientID}}">
+<input type="hidden" name="redirect_uri" value="{{.RedirectURI}}">
+<input type="hidden" name="state" value="{{.State}}">
+<input type="hidden" name="scope" value="{{.Scope}}">
+<input type="hidden" name="response_type" value="{{.ResponseType}}">
+<p><button class="primary" type="submit" name="action" value="accept">Accept</button>
+<button type="submit" name="action" value="cancel">Cancel</button></p>
+</form>{{end}}
+</main></body></html>
+`))
+
+type consentView struct {
+	Error, AppName, Tenant, ClientID, RedirectURI, State, Scope, ResponseType, Action string
+	AskTenant                                                                         bool
+}
+
+func consentTenant(r *http.Request) (tenant string, ask bool) {
+	t := r.PathValue("tenant")
+	if t == "" || strings.EqualFold(t, "common") || strings.EqualFold(t, "organizations") {
+		return "", true
+	}
+	return t, false
+}
+
+func (e *Emulator) renderConsent(w http.ResponseWriter, status int, v consentView) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Frame-Options", "DENY")
+	w.WriteHeader(status)
+	_ = consentTmpl.Execute(w, v)
+}
+
+// checkConsentRequest validates tenant, app and redirect URI; it returns an
+// error text for the page, or "" and the app.
+func (e *Emulator) checkConsentRequest(tenant string, askTenant bool, clientID, redirectURI string) (string, App) {
+	if !askTenant && e.tenant(tenant) == nil {
+		return "AADSTS90002: " + tenantNotFoundMsg(tenant), App{}
+	}
+	e.mu.Lock()
+	a := e.st.Apps[strings.ToLower(clientID)]
+	var app App
+	if a != nil {
+		app = *a
+	}
+	e.mu.Unlock()
+	if a == nil {
+		return fmt.Sprintf("AADSTS700016: Application with identifier '%s' was not found in the directory.", clientID), App{}
+	}
+	if redirectURI != "" && app.RedirectURI != "" && redirectURI != app.RedirectURI {
+		return fmt.Sprintf("AADSTS50011: The redirect URI '%s' specified in the request does not match the redirect URIs configured for the application '%s'.", redirectURI, clientID), App{}
+	}
+	return "", app
+}
+
+func (e *Emulator) handleConsentPage(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	tenant, ask := consentTenant(r)
+	v := consentView{Tenant: tenant, AskTenant: ask, ClientID: q.Get("client_id"), RedirectURI: q.Get("redirect_uri"),
+		State: q.Get("state"), Scope: q.Get("scope"), ResponseType: q.Get("response_type"), Action: r.URL.Path}
+	msg, app := e.checkConsentRequest(tenant, ask, v.ClientID, v.RedirectURI)
+	if msg != "" {
+		v.Error = msg
+		e.renderConsent(w, http.StatusBadRequest, v)
+		return
+	}
+	v.AppName = app.Name
+	e.renderConsent(w, http.StatusOK, v)
+}
+
+func (e *Emulator) handleConsentPost(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "bad form", http.StatusBadRequest)
+		return
+	}
+	f := r.PostForm
+	tenant, ask := consentTenant(r)
+	if ask {
+		tenant = strings.TrimSpace(f.Get("tenant"))
+	}
+	v := consentView{Tenant: tenant, ClientID: f.Get("client_id"), RedirectURI: f.Get("redirect_uri"),
+		State: f.Get("state"), Scope: f.Get("scope"), Action: r.URL.Path}
+	msg, app := e.checkConsentRequest(tenant, false, v.ClientID, v.RedirectURI)
+	if msg != "" {
+		v.Error = msg
+		e.renderConsent(w, http.StatusBadRequest, v)
+		return
+	}
+	redirect := v.RedirectURI
+	if redirect == "" {
+		redirect = app.RedirectURI
+	}
+	out := url.Values{}
+	if f.Get("action") == "accept" {
+		if _, err := e.GrantConsent(tenant, app.ClientID); err != nil {
+			v.Error = err.Error()
+			e.renderConsent(w, http.StatusBadRequest, v)
+			return
+		}
+		out.Set("admin_consent", "True")
+		out.Set("tenant", e.tenant(tenant).ID)
+		if v.Scope != "" {
+			out.Set("scope", v.Scope)
+		}
+		if f.Get("response_type") == "code" {
+			out.Set("code", newVersionID())
+		}
+	} else {
+		out.Set("error", "access_denied")
+		out.Set("error_description", "AADSTS65004: The administrator declined to consent to access the app.")
+	}
+	if v.State != "" {
+		out.Set("state", v.State)
+	}
+	if redirect == "" {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "consent result: %s\n", out.Encode())
+		return
+	}
+	sep := "?"
+	if strings.Contains(redirect, "?") {
+		sep = "&"
+	}
+	http.Redirect(w, r, redirect+sep+out.Encode(), http.StatusFound)
+}

@@ -1,0 +1,111 @@
+package dekcache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestHitMissAndBounds(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	c := &Cache{MaxAge: time.Minute, MaxUses: 3, Now: func() time.Time { return now }}
+	var loads atomic.Int32
+	load := func(ctx context.Context) ([]byte, error) { loads.Add(1); return []byte("k1k1k1k1"), nil }
+	ctx := context.Background()
+	for i := range 3 {
+		k, err := c.Get(ctx, "o", "k1", load)
+		if err != nil || !bytes.Equal(k, []byte("k1k1k1k1")) {
+			t.Fatalf("Get #%d = %q, %v", i, k, err)
+		}
+		clear(k) // callers clear their copy; the cache's must survive
+	}
+	if got := loads.Load(); got != 1 {
+		t.Errorf("loads after 3 gets = %d, want 1", got)
+	}
+	c.Get(ctx, "o", "k1", load) // 4th use: over MaxUses, reloads
+	if got := loads.Load(); got != 2 {
+		t.Errorf("loads after exceeding MaxUses = %d, want 2", got)
+	}
+	now = now.Add(2 * time.Minute)
+	c.Get(ctx, "o", "k1", load)
+	if got := loads.Load(); got != 3 {
+		t.Errorf("loads after MaxAge = %d, want 3", got)
+	}
+}
+
+func TestSingleFlight(t *testing.T) {
+	c := New()
+	var loads atomic.Int32
+	release := make(chan struct{})
+	load := func(ctx context.Context) ([]byte, error) {
+		loads.Add(1)
+		<-release
+		return []byte("key"), nil
+	}
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if k, err := c.Get(context.Background(), "o", "k", load); err != nil || string(k) != "key" {
+				t.Errorf("Get = %q, %v", k, err)
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	if got := loads.Load(); got != 1 {
+		t.Errorf("concurrent misses made %d loads, want 1", got)
+	}
+}
+
+func TestErrorsNotCached(t *testing.T) {
+	c := New()
+	boom := errors.New("vault says no")
+	if _, err := c.Get(context.Background(), "o", "k", func(context.Context) ([]byte, error) { return nil, boom }); !errors.Is(err, boom) {
+		t.Fatalf("Get = %v, want the loader's error", err)
+	}
+	if c.Len() != 0 {
+		t.Errorf("a failed load was cached")
+	}
+}
+
+func TestWipeOrg(t *testing.T) {
+	c := New()
+	ctx := context.Background()
+	load := func(ctx context.Context) ([]byte, error) { return []byte("secret"), nil }
+	c.Get(ctx, "a", "a1", load)
+	c.Get(ctx, "a", "a2", load)
+	c.Get(ctx, "b", "b1", load)
+	held := c.entries["a1"].key
+	if n := c.WipeOrg("a"); n != 2 {
+		t.Errorf("WipeOrg = %d, want 2", n)
+	}
+	if !bytes.Equal(held, make([]byte, 6)) {
+		t.Errorf("wiped key bytes = %q, want zeroes", held)
+	}
+	if c.Len() != 1 {
+		t.Errorf("Len after wipe = %d, want 1 (org b untouched)", c.Len())
+	}
+
+	// A load in flight during the wipe must not be cached afterwards.
+	started, finish := make(chan struct{}), make(chan struct{})
+	go func() {
+		c.Get(ctx, "a", "a3", func(context.Context) ([]byte, error) { close(started); <-finish; return []byte("late"), nil })
+	}()
+	<-started
+	c.WipeOrg("a")
+	close(finish)
+	time.Sleep(20 * time.Millisecond)
+	c.mu.Lock()
+	_, cached := c.entries["a3"]
+	c.mu.Unlock()
+	if cached {
+		t.Error("a key loaded across a wipe was cached")
+	}
+}

@@ -1,0 +1,183 @@
+// Package devenv starts a complete local cmk: the Azure emulator with a
+// customer tenant, a vault and a suitable key (consent given, role granted),
+// and the service wired to it with a demo org and sandboxes. `cmk dev`, the
+// end-to-end tests and the benchmarks all start from here.
+package devenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cmk-project/cmk/internal/azemu"
+	"github.com/cmk-project/cmk/internal/service"
+	"github.com/cmk-project/cmk/internal/store"
+)
+
+// Fixed names of the demo world, so printed commands are stable.
+const (
+	HomeTenant     = "11111111-1111-4111-8111-111111111111" // the platform's tenant
+	CustomerTenant = "22222222-2222-4222-8222-222222222222" // the tenant admin's tenant
+	ClientID       = "33333333-3333-4333-8333-333333333333" // the platform's multi-tenant app
+	DemoOrg        = "DEMO0RG1234567890@CmkOrg"
+	Vault          = "cmkdemo"
+	KeyName        = "cmk-key"
+	AppName        = "cmk-multitenant-app"
+	AppURI         = "https://cmk.localhost/cmk-multitenant-app"
+	Role           = "Key Vault Crypto Service Encryption User"
+)
+
+// Options tune the environment.
+type Options struct {
+	Addr        string // service address, default 127.0.0.1:0
+	EmulatorAdr string // emulator address, default 127.0.0.1:0
+	DataDir     string // required: service state
+	Sandboxes   []string
+	Log         *slog.Logger
+	Workers     int
+	Concurrency int
+	Lease       time.Duration
+	Poll        time.Duration
+	// NoKey skips creating the demo key and role (tests that build their own).
+	NoKey bool
+}
+
+// Env is a running local cmk.
+type Env struct {
+	Emu           *azemu.Emulator
+	Svc           *service.Service
+	Org           string
+	Token         string
+	APIKey        string
+	KeyIdentifier string // full key identifier of the demo key, with version
+	PrincipalID   string // the app's service principal in the customer tenant
+	Secret        string
+}
+
+// Info is what `cmk dev --info` writes for scripts.
+type Info struct {
+	BaseURL          string `json:"baseUrl"`
+	OrgID            string `json:"orgId"`
+	APIKey           string `json:"apiKey"`
+	Token            string `json:"token"`
+	KeyIdentifier    string `json:"keyIdentifier"`
+	EmulatorURL      string `json:"emulatorUrl"`
+	EmulatorCA       string `json:"emulatorCaPem"`
+	VaultURL         string `json:"vaultUrl"`
+	ConsentURL       string `json:"consentUrl"`
+	CustomerTenant   string `json:"customerTenantId"`
+	ServicePrincipal string `json:"servicePrincipalObjectId"`
+}
+
+// Start brings the environment up.
+func Start(ctx context.Context, o Options) (*Env, error) {
+	if o.DataDir == "" {
+		return nil, errors.New("devenv: DataDir is required")
+	}
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:0"
+	}
+	if o.Sandboxes == nil {
+		o.Sandboxes = []string{"prod", "dev"}
+	}
+	emu, err := azemu.Start(azemu.Options{Addr: o.EmulatorAdr})
+	if err != nil {
+		return nil, fmt.Errorf("start Azure emulator: %w", err)
+	}
+	env := &Env{Emu: emu, Org: DemoOrg, APIKey: service.DevAPIKey}
+	fail := func(err error) (*Env, error) { env.Close(); return nil, err }
+
+	b := make([]byte, 16)
+	rand.Read(b)
+	env.Secret = hex.EncodeToString(b)
+	for _, t := range []string{HomeTenant, CustomerTenant} {
+		if err := emu.CreateTenant(t); err != nil {
+			return fail(err)
+		}
+	}
+	if err := emu.RegisterApp(azemu.App{HomeTenant: HomeTenant, ClientID: ClientID, ClientSecret: env.Secret, Name: AppName, RedirectURI: AppURI}); err != nil {
+		return fail(err)
+	}
+	if !o.NoKey {
+		if env.PrincipalID, err = emu.GrantConsent(CustomerTenant, ClientID); err != nil {
+			return fail(err)
+		}
+		if err := emu.CreateVault(azemu.Vault{Name: Vault, TenantID: CustomerTenant, SKU: "standard", SoftDelete: true, PurgeProtection: true, RetentionDays: 90}); err != nil {
+			return fail(err)
+		}
+		version, err := emu.CreateKey(Vault, KeyName, azemu.KeyOptions{Kty: "RSA", Bits: 3072})
+		if err != nil {
+			return fail(err)
+		}
+		if err := emu.AssignRole(Vault, env.PrincipalID, Role); err != nil {
+			return fail(err)
+		}
+		env.KeyIdentifier = emu.VaultURL(Vault) + "/keys/" + KeyName + "/" + version
+	}
+
+	env.Svc, err = service.New(ctx, service.Config{
+		Addr: o.Addr, DataDir: o.DataDir, AppName: AppName, AppURI: AppURI,
+		TenantID: HomeTenant, ClientID: ClientID, ClientSecret: env.Secret,
+		AuthorityHost: emu.AuthorityHost(), HTTPClient: emu.HTTPClient(), DisableInstanceDiscovery: true,
+		ExtraVaultSuffixes: []string{emu.VaultSuffix()},
+		ConsentURL:         emu.ConsentURL(CustomerTenant, ClientID, AppURI),
+		Workers:            o.Workers, Concurrency: o.Concurrency, Lease: o.Lease, Poll: o.Poll, Log: o.Log,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := env.Svc.Store.EnsureOrg(ctx, env.Org); err != nil {
+		return fail(err)
+	}
+	have, err := env.Svc.Store.Sandboxes(ctx, env.Org)
+	if err != nil {
+		return fail(err)
+	}
+	for _, sb := range o.Sandboxes {
+		if contains(have, sb) {
+			continue
+		}
+		if err := env.Svc.Keyring.CreateSandbox(ctx, env.Org, sb); err != nil && !errors.Is(err, store.ErrDuplicateName) {
+			return fail(err)
+		}
+	}
+	if env.Token, err = env.Svc.MintDevToken("dev-admin", env.Org, nil, 24*time.Hour); err != nil {
+		return fail(err)
+	}
+	if err := env.Svc.Start(ctx); err != nil {
+		return fail(err)
+	}
+	return env, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Info returns the connection details.
+func (e *Env) Info() Info {
+	return Info{
+		BaseURL: e.Svc.URL(), OrgID: e.Org, APIKey: e.APIKey, Token: e.Token, KeyIdentifier: e.KeyIdentifier,
+		EmulatorURL: e.Emu.URL(), EmulatorCA: string(e.Emu.CAPEM()), VaultURL: e.Emu.VaultURL(Vault),
+		ConsentURL: e.Svc.App.RedirectURL, CustomerTenant: CustomerTenant, ServicePrincipal: e.PrincipalID,
+	}
+}
+
+// Close stops the service and the emulator.
+func (e *Env) Close() {
+	if e.Svc != nil {
+		e.Svc.Close()
+	}
+	if e.Emu != nil {
+		e.Emu.Close()
+	}
+}

@@ -1,0 +1,129 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cmk-project/cmk/internal/auth"
+	"github.com/cmk-project/cmk/internal/service"
+	"github.com/cmk-project/cmk/internal/store"
+)
+
+// TestBadRequests sends every kind of bad request and checks each gets a
+// clear 4xx with a stable code, makes no call to the vault, and changes
+// nothing.
+func TestBadRequests(t *testing.T) {
+	env := startEnv(t)
+	org := env.Org
+	good := adminClient(t, env, org)
+	kid := env.KeyIdentifier
+
+	// A FAILED config named "Taken" (key identifier on an unknown vault), so
+	// the duplicate-name case can be exercised without an active job.
+	if code, body := good.do("POST", configPath, configBody(org, "Taken", env.Emu.VaultURL("nosuchvault")+"/keys/k")); code != 201 {
+		t.Fatalf("setup POST = %d %v", code, body)
+	}
+	waitDone(t, good, "Taken")
+
+	otherOrgTok, _ := env.Svc.MintDevToken("x", "OTHER@CmkOrg", nil, time.Hour)
+	noPermTok, _ := env.Svc.MintDevToken("x", org, []string{auth.PermDataRead}, time.Hour)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	forged, _ := auth.NewIssuer(key, service.DevIssuer, service.DevAudience).Mint(auth.Claims{Subject: "x", ClientID: env.APIKey, Orgs: map[string][]string{org: service.AllPermissions}}, time.Hour)
+	iss := env.Svc.Issuer
+	iss.Now = func() time.Time { return time.Now().Add(-2 * time.Hour) }
+	expired, _ := env.Svc.MintDevToken("x", org, nil, time.Hour)
+	iss.Now = nil
+
+	with := func(mod func(c *client)) *client {
+		c := *good
+		mod(&c)
+		return &c
+	}
+	body := func(mod func(m map[string]any)) map[string]any {
+		m := configBody(org, "New", kid)
+		mod(m)
+		return m
+	}
+	setKID := func(v string) func(m map[string]any) {
+		return func(m map[string]any) { m["configData"].(map[string]any)["keyVaultKeyIdentifier"] = v }
+	}
+	suffix := env.Emu.VaultSuffix()
+	cases := []struct {
+		name   string
+		c      *client
+		method string
+		path   string
+		body   any
+		status int
+		code   string
+	}{
+		{"http scheme", good, "POST", configPath, body(setKID("http://cmkdemo." + suffix + "/keys/cmk-key")), 400, "INVALID_KEY_IDENTIFIER"},
+		{"host not allowed", good, "POST", configPath, body(setKID("https://cmkdemo.evil.example/keys/cmk-key")), 400, "INVALID_KEY_IDENTIFIER"},
+		{"ip literal", good, "POST", configPath, body(setKID("https://127.0.0.1/keys/cmk-key")), 400, "INVALID_KEY_IDENTIFIER"},
+		{"userinfo", good, "POST", configPath, body(setKID("https://user@cmkdemo." + suffix + "/keys/cmk-key")), 400, "INVALID_KEY_IDENTIFIER"},
+		{"odd port", good, "POST", configPath, body(setKID("https://cmkdemo." + suffix + ":8443/keys/cmk-key")), 400, "INVALID_KEY_IDENTIFIER"},
+		{"extra path", good, "POST", configPath, body(setKID(kid + "/extra")), 400, "INVALID_KEY_IDENTIFIER"},
+		{"secrets not keys", good, "POST", configPath, body(setKID("https://cmkdemo." + suffix + "/secrets/cmk-key")), 400, "INVALID_KEY_IDENTIFIER"},
+		{"empty identifier", good, "POST", configPath, body(setKID("")), 400, "INVALID_KEY_IDENTIFIER"},
+		{"wrong type", good, "POST", configPath, body(func(m map[string]any) { m["type"] = "BYOK" }), 400, "INVALID_CONFIG_TYPE"},
+		{"wrong provider", good, "POST", configPath, body(func(m map[string]any) { m["configData"].(map[string]any)["providerType"] = "GCP_KMS" }), 400, "UNSUPPORTED_PROVIDER_TYPE"},
+		{"org mismatch", good, "POST", configPath, body(func(m map[string]any) { m["imsOrgId"] = "OTHER@CmkOrg" }), 400, "ORG_MISMATCH"},
+		{"empty name", good, "POST", configPath, body(func(m map[string]any) { m["name"] = "" }), 400, "INVALID_FIELD"},
+		{"unknown field", good, "POST", configPath, body(func(m map[string]any) { m["keyVersion"] = "x" }), 400, "MALFORMED_REQUEST_BODY"},
+		{"not json", good, "POST", configPath, "{name: Config1", 400, "MALFORMED_REQUEST_BODY"},
+		{"duplicate name", good, "POST", configPath, configBody(org, "Taken", kid), 409, "CONFIG_NAME_TAKEN"},
+		{"token for another org", with(func(c *client) { c.token = otherOrgTok }), "POST", configPath, configBody(org, "New", kid), 403, "ORG_NOT_IN_TOKEN"},
+		{"missing permission", with(func(c *client) { c.token = noPermTok }), "POST", configPath, configBody(org, "New", kid), 403, "PERMISSION_REQUIRED"},
+		{"missing permission (status)", with(func(c *client) { c.token = noPermTok }), "GET", configPath + "/Taken?configType=BYOK_CONFIG", nil, 403, "PERMISSION_REQUIRED"},
+		{"expired token", with(func(c *client) { c.token = expired }), "POST", configPath, configBody(org, "New", kid), 401, "TOKEN_EXPIRED"},
+		{"forged token", with(func(c *client) { c.token = forged }), "POST", configPath, configBody(org, "New", kid), 401, "INVALID_TOKEN"},
+		{"garbage token", with(func(c *client) { c.token = "abc.def.ghi" }), "POST", configPath, configBody(org, "New", kid), 401, "INVALID_TOKEN"},
+		{"no token", with(func(c *client) { c.token = "" }), "POST", configPath, configBody(org, "New", kid), 401, "MISSING_TOKEN"},
+		{"no api key", with(func(c *client) { c.key = "" }), "POST", configPath, configBody(org, "New", kid), 401, "INVALID_API_KEY"},
+		{"wrong api key", with(func(c *client) { c.key = "someone_else" }), "POST", configPath, configBody(org, "New", kid), 401, "INVALID_API_KEY"},
+		{"no org header", with(func(c *client) { c.org = "" }), "POST", configPath, configBody(org, "New", kid), 400, "MISSING_ORG_HEADER"},
+		{"unknown name", good, "GET", configPath + "/Nope?configType=BYOK_CONFIG", nil, 404, "NOT_FOUND"},
+		{"name is case-sensitive", good, "GET", configPath + "/taken?configType=BYOK_CONFIG", nil, 404, "NOT_FOUND"},
+		{"missing configType", good, "GET", configPath + "/Taken", nil, 400, "INVALID_CONFIG_TYPE"},
+	}
+	before := env.Emu.Stats()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, resp := tc.c.do(tc.method, tc.path, tc.body)
+			if code != tc.status || resp["errorCode"] != tc.code {
+				t.Errorf("%s %s = %d %v, want %d %s", tc.method, tc.path, code, resp["errorCode"], tc.status, tc.code)
+			}
+			for _, field := range []string{"title", "detail"} {
+				if s, _ := resp[field].(string); s == "" {
+					t.Errorf("error body has no %s: %v", field, resp)
+				}
+			}
+		})
+	}
+	after := env.Emu.Stats()
+	if after.VaultRequests != before.VaultRequests || after.TokensIssued != before.TokensIssued {
+		t.Errorf("bad requests reached the vault: %d vault requests, %d tokens issued", after.VaultRequests-before.VaultRequests, after.TokensIssued-before.TokensIssued)
+	}
+	_, resp := good.do("GET", configPath+"/taken?configType=BYOK_CONFIG", nil)
+	if hint, _ := resp["hint"].(string); hint == "" || !contains(hint, `"Taken"`) {
+		t.Errorf("case-mismatch hint = %q, want it to name \"Taken\"", hint)
+	}
+	// Nothing changed: only the setup config exists and the org is on system keys.
+	cfgs, _ := env.Svc.Store.Configs(context.Background(), org)
+	if len(cfgs) != 1 {
+		t.Errorf("configs after bad requests = %d, want 1", len(cfgs))
+	}
+	if o, _ := env.Svc.Store.Org(context.Background(), org); o.KEKMode != store.ModeSystem {
+		t.Errorf("org mode = %s, want SYSTEM", o.KEKMode)
+	}
+	if _, err := env.Svc.Store.Org(context.Background(), "OTHER@CmkOrg"); err == nil {
+		t.Errorf("a request with a token for another org created that org")
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }

@@ -1,0 +1,424 @@
+// Package enablement runs the CMK enablement job of seed 001: NEW →
+// RUNNING (validation) → UPDATE_EXISTING_RESOURCES (re-wrap every data key
+// of every store of every sandbox under the customer key) → COMPLETED, or
+// FAILED with the check that failed and what to do.
+//
+// Jobs live in the database and are coordinated by leases there, so any
+// number of workers (in one process or many) can run; a worker that dies
+// loses its lease and another resumes the job where it stopped. Re-wrapping
+// is idempotent: each data key swaps its wrapping in one row update, after
+// the new wrapping exists, so a crash at any point loses no data key.
+//
+// Key Vault throttling is respected: re-wrap calls run with bounded
+// concurrency, and a 429 pauses every worker of the job for the Retry-After
+// the vault gave (or 1, 2, 4, 8, 16 s when it gave none).
+package enablement
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cmk-project/cmk/internal/keyid"
+	"github.com/cmk-project/cmk/internal/keyring"
+	"github.com/cmk-project/cmk/internal/kms"
+	"github.com/cmk-project/cmk/internal/preflight"
+	"github.com/cmk-project/cmk/internal/store"
+)
+
+// Defaults. The lease is long enough to ride out a slow vault call and short
+// enough that a crashed worker's job resumes within half a minute.
+const (
+	DefaultLease       = 30 * time.Second
+	DefaultPoll        = 500 * time.Millisecond
+	DefaultConcurrency = 4
+	pageSize           = 200
+	// A job whose validation cannot get a definite answer (throttling,
+	// timeouts) is retried this many times before it fails, about 10 minutes.
+	maxValidationAttempts = 12
+	maxBackoff            = 60 * time.Second
+)
+
+// Failure is why a job FAILED, as stored and returned by the API.
+type Failure struct {
+	Check   string   `json:"check"`
+	Title   string   `json:"title"`
+	Code    string   `json:"code"`
+	Message string   `json:"message"`
+	Remedy  []string `json:"remedy"`
+}
+
+// Problem is the latest retryable problem of an unfinished job.
+type Problem struct {
+	Code    string    `json:"code"`
+	Message string    `json:"message"`
+	Remedy  []string  `json:"remedy,omitempty"`
+	At      time.Time `json:"at"`
+	RetryAt time.Time `json:"retryAt"`
+}
+
+// Runner claims and runs enablement jobs.
+type Runner struct {
+	Store       *store.Store
+	Keyring     *keyring.Keyring
+	Provider    kms.Provider
+	Policy      keyid.Policy
+	Env         preflight.Env
+	Owner       string        // unique per worker, e.g. hostname/pid/random
+	Lease       time.Duration // default DefaultLease
+	Poll        time.Duration // default DefaultPoll
+	Concurrency int           // concurrent vault calls per job, default DefaultConcurrency
+	Log         *slog.Logger
+	Now         func() time.Time
+	Sleep       func(ctx context.Context, d time.Duration) error
+
+	// AfterRewrap, when set, is called after each data key's wrapping is
+	// replaced; an error stops the worker where it stands, without releasing
+	// the lease, as a crash would (fault-injection tests).
+	AfterRewrap func(n int64) error
+	// throttled counts 429 answers seen (benchmarks).
+	throttled atomic.Int64
+}
+
+func (r *Runner) defaults() {
+	if r.Lease == 0 {
+		r.Lease = DefaultLease
+	}
+	if r.Poll == 0 {
+		r.Poll = DefaultPoll
+	}
+	if r.Concurrency == 0 {
+		r.Concurrency = DefaultConcurrency
+	}
+	if r.Log == nil {
+		r.Log = slog.Default()
+	}
+	if r.Now == nil {
+		r.Now = time.Now
+	}
+	if r.Sleep == nil {
+		r.Sleep = sleepCtx
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Throttled returns how many 429 answers the runner has seen.
+func (r *Runner) Throttled() int64 { return r.throttled.Load() }
+
+// Run claims and runs jobs until ctx ends.
+func (r *Runner) Run(ctx context.Context) {
+	r.defaults()
+	for ctx.Err() == nil {
+		ran, err := r.RunOnce(ctx)
+		if err != nil && ctx.Err() == nil {
+			r.Log.Warn("enablement job error", "err", err)
+		}
+		if !ran {
+			if r.Sleep(ctx, r.Poll) != nil {
+				return
+			}
+		}
+	}
+}
+
+// RunOnce claims one due job and works on it until it finishes, must wait,
+// or loses its lease. It reports whether a job was claimed.
+func (r *Runner) RunOnce(ctx context.Context) (bool, error) {
+	r.defaults()
+	job, err := r.Store.ClaimJob(ctx, r.Owner, r.Lease)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); r.keepLease(ctx, cancel, job.ID) }()
+	err = r.work(ctx, job)
+	cancel()
+	wg.Wait()
+	return true, err
+}
+
+// keepLease renews the lease until ctx ends; losing it cancels the job.
+func (r *Runner) keepLease(ctx context.Context, cancel context.CancelFunc, id string) {
+	for {
+		if r.Sleep(ctx, r.Lease/3) != nil {
+			return
+		}
+		until := r.Now().Add(r.Lease)
+		if err := r.Store.UpdateJob(ctx, id, r.Owner, store.JobUpdate{LeaseUntil: &until}); err != nil {
+			if ctx.Err() == nil {
+				r.Log.Warn("enablement job lease lost", "job", id, "err", err)
+			}
+			cancel()
+			return
+		}
+	}
+}
+
+func (r *Runner) update(ctx context.Context, job *store.Config, u store.JobUpdate) error {
+	return r.Store.UpdateJob(ctx, job.ID, r.Owner, u)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func (r *Runner) work(ctx context.Context, job *store.Config) error {
+	log := r.Log.With("job", job.ID, "org", job.OrgID, "config", job.Name)
+	for {
+		switch job.Status {
+		case store.StatusNew:
+			if err := r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusRunning)}); err != nil {
+				return err
+			}
+			job.Status = store.StatusRunning
+			log.Info("enablement job validating key", "vault", job.VaultURL, "key", job.KeyName)
+		case store.StatusRunning:
+			next, err := r.validate(ctx, job, log)
+			if err != nil || next == "" {
+				return err
+			}
+			job.Status = next
+		case store.StatusUpdating:
+			return r.rewrap(ctx, job, log)
+		default:
+			return r.update(ctx, job, store.JobUpdate{Release: true})
+		}
+	}
+}
+
+// validate runs the preflight checks. It returns the next status, or ""
+// when the job stopped (failed or waits for a retry).
+func (r *Runner) validate(ctx context.Context, job *store.Config, log *slog.Logger) (string, error) {
+	rep := preflight.Run(ctx, r.Provider, r.Policy, job.KeyIdentifier, r.Env)
+	if ctx.Err() != nil {
+		return "", ctx.Err()
+	}
+	checks, _ := json.Marshal(rep.Results)
+	if rep.Passed {
+		version := ""
+		if rep.Key != nil {
+			version = rep.Key.Version
+		}
+		// From here on every new data key of the org is wrapped by the
+		// customer key, and the org never goes back to the system key.
+		if err := r.Store.SetCustomerKEK(ctx, job.OrgID, job.VaultURL, job.KeyName); err != nil {
+			return "", err
+		}
+		// The key's health is watched from the moment it protects data.
+		if err := r.Store.StartHealth(ctx, job.OrgID, version); err != nil {
+			return "", err
+		}
+		err := r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusUpdating), Checks: ptr(string(checks)), KeyVersion: &version, LastError: ptr("")})
+		if err != nil {
+			return "", err
+		}
+		log.Info("enablement job validated key; re-wrapping data keys", "key_version", version)
+		return store.StatusUpdating, nil
+	}
+	p := rep.FirstProblem()
+	if rep.Retryable && job.Attempts < maxValidationAttempts {
+		wait := backoff(job.Attempts, rep.RetryAfter)
+		log.Warn("enablement job validation inconclusive; will retry", "code", p.Code, "retry_in", wait)
+		return "", r.update(ctx, job, store.JobUpdate{Checks: ptr(string(checks)), LastError: ptr(r.problem(p.Code, p.Message, p.Remedy, wait)),
+			NextAttemptAt: ptr(r.Now().Add(wait)), Release: true})
+	}
+	f, _ := json.Marshal(Failure{Check: p.Check, Title: p.Title, Code: p.Code, Message: p.Message, Remedy: p.Remedy})
+	log.Warn("enablement job failed validation", "check", p.Check, "code", p.Code)
+	return "", r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusFailed), Checks: ptr(string(checks)), Failure: ptr(string(f)), Release: true})
+}
+
+func (r *Runner) problem(code, msg string, remedy []string, wait time.Duration) string {
+	now := r.Now()
+	b, _ := json.Marshal(Problem{Code: code, Message: msg, Remedy: remedy, At: now.UTC(), RetryAt: now.Add(wait).UTC()})
+	return string(b)
+}
+
+// backoff returns 1, 2, 4, ... 60 s, or the vault's Retry-After if longer.
+func backoff(attempt int, retryAfter time.Duration) time.Duration {
+	d := time.Second << min(max(attempt-1, 0), 6)
+	d = min(d, maxBackoff)
+	return max(d, retryAfter)
+}
+
+// gate pauses every worker of a job while the vault throttles.
+type gate struct {
+	mu    sync.Mutex
+	until time.Time
+	tries int
+}
+
+func (g *gate) wait(ctx context.Context, r *Runner) error {
+	g.mu.Lock()
+	d := g.until.Sub(r.Now())
+	g.mu.Unlock()
+	if d > 0 {
+		return r.Sleep(ctx, d)
+	}
+	return nil
+}
+
+func (g *gate) throttled(r *Runner, retryAfter time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := r.Now()
+	if now.Before(g.until) {
+		return // already pausing for this burst
+	}
+	g.tries++
+	d := retryAfter
+	if d <= 0 {
+		d = time.Second << min(g.tries-1, 4) // 1, 2, 4, 8, 16 s
+	}
+	g.until = now.Add(d)
+}
+
+func (g *gate) ok() {
+	g.mu.Lock()
+	g.tries = 0
+	g.mu.Unlock()
+}
+
+// rewrap moves every system-wrapped data key of the org to the customer key.
+func (r *Runner) rewrap(ctx context.Context, job *store.Config, log *slog.Logger) error {
+	org, err := r.Store.Org(ctx, job.OrgID)
+	if err != nil {
+		return err
+	}
+	ref := keyring.CustomerRef(org)
+	total, done, err := r.Store.CountDataKeys(ctx, job.OrgID)
+	if err != nil {
+		return err
+	}
+	if err := r.update(ctx, job, store.JobUpdate{ProgressDone: &done, ProgressTotal: &total}); err != nil {
+		return err
+	}
+	g := &gate{}
+	var rewrapped atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	for {
+		// New sandboxes created meanwhile are wrapped by the customer key
+		// already, so this loop ends.
+		keys, err := r.Store.DataKeysByKEK(ctx, job.OrgID, store.KEKSystem, "", pageSize)
+		if err != nil {
+			return err
+		}
+		if len(keys) == 0 {
+			break
+		}
+		jobs := make(chan store.DataKey)
+		var wg sync.WaitGroup
+		wctx, stop := context.WithCancel(ctx)
+		for range r.Concurrency {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for dk := range jobs {
+					if err := r.rewrapOne(wctx, g, ref, dk); err != nil {
+						errOnce.Do(func() { firstErr = err })
+						stop()
+						continue
+					}
+					n := rewrapped.Add(1)
+					if r.AfterRewrap != nil {
+						if err := r.AfterRewrap(n); err != nil {
+							errOnce.Do(func() { firstErr = err })
+							stop()
+						}
+					}
+				}
+			}()
+		}
+	feed:
+		for _, dk := range keys {
+			select {
+			case jobs <- dk:
+			case <-wctx.Done():
+				break feed
+			}
+		}
+		close(jobs)
+		wg.Wait()
+		stop()
+		total, done, err = r.Store.CountDataKeys(ctx, job.OrgID)
+		if err == nil {
+			err = r.update(ctx, job, store.JobUpdate{ProgressDone: &done, ProgressTotal: &total})
+		}
+		if firstErr != nil {
+			return r.rewrapFailed(ctx, job, ref, firstErr, log)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	log.Info("enablement job completed", "data_keys", total, "rewrapped", rewrapped.Load())
+	return r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusCompleted), LastError: ptr(""), Release: true})
+}
+
+func (r *Runner) rewrapOne(ctx context.Context, g *gate, ref kms.KeyRef, dk store.DataKey) error {
+	dek, err := r.Keyring.Unwrap(ctx, dk)
+	if err != nil {
+		return fmt.Errorf("unwrap data key %s with the system key: %w", dk.ID, err)
+	}
+	defer clear(dek)
+	for {
+		if err := g.wait(ctx, r); err != nil {
+			return err
+		}
+		next, err := r.Keyring.WrapCustomer(ctx, ref, dk, dek)
+		if kms.KindOf(err) == kms.KindThrottled {
+			r.throttled.Add(1)
+			var ke *kms.Error
+			errors.As(err, &ke)
+			g.throttled(r, ke.RetryAfter)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		g.ok()
+		err = r.Store.ReplaceWrapping(ctx, dk.ID, store.KEKSystem, next)
+		if errors.Is(err, store.ErrWrappingChanged) {
+			return nil // another worker got there first
+		}
+		return err
+	}
+}
+
+// rewrapFailed records why re-wrapping stopped and schedules a retry. The
+// org already uses its customer key, so the job does not fail: it resumes on
+// its own once the key is reachable again.
+func (r *Runner) rewrapFailed(ctx context.Context, job *store.Config, ref kms.KeyRef, err error, log *slog.Logger) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	var ke *kms.Error
+	if !errors.As(err, &ke) {
+		return err
+	}
+	wait := backoff(job.Attempts, ke.RetryAfter)
+	log.Warn("enablement job re-wrap interrupted; will retry", "code", ke.Kind, "retry_in", wait)
+	return r.update(ctx, job, store.JobUpdate{
+		LastError:     ptr(r.problem(string(ke.Kind), preflight.Describe(err), preflight.Remedy(ke.Kind, r.Env, ref), wait)),
+		NextAttemptAt: ptr(r.Now().Add(wait)), Release: true,
+	})
+}

@@ -1,0 +1,139 @@
+// Package keyring creates, wraps and unwraps the data-encryption keys (DEKs)
+// of an org's stores, under whichever key-encryption key (KEK) the org uses:
+// the platform's system key before CMK, the customer's Key Vault key after.
+//
+// Every data key is 32 random bytes (AES-256). A system-wrapped key is bound
+// to its identity (org, sandbox, store, id) as associated data. A
+// customer-wrapped key is RSA-OAEP-256 ciphertext produced by the customer's
+// vault, which never returns the key-encryption key itself.
+package keyring
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/google/uuid"
+
+	"github.com/cmk-project/cmk/internal/kms"
+	"github.com/cmk-project/cmk/internal/store"
+	"github.com/cmk-project/cmk/internal/systemkey"
+)
+
+// DEKSize is the size of a data-encryption key: AES-256.
+const DEKSize = 32
+
+// ErrNoCustomerProvider is returned when an org uses its customer key but the
+// service has no key provider configured.
+var ErrNoCustomerProvider = errors.New("no customer key provider is configured")
+
+// Keyring ties the stored data keys to the key-encryption keys.
+type Keyring struct {
+	Store    *store.Store
+	System   *systemkey.Key
+	Customer kms.Provider // nil when the service has no Key Vault access configured
+	Rand     io.Reader    // nil = crypto/rand
+}
+
+func (k *Keyring) rand() io.Reader {
+	if k.Rand != nil {
+		return k.Rand
+	}
+	return rand.Reader
+}
+
+// AAD is the associated data that binds a system-wrapped data key to its
+// identity, so it cannot be moved to another record.
+func AAD(dk store.DataKey) []byte {
+	return []byte("cmk data key v1\x00" + dk.OrgID + "\x00" + dk.Sandbox + "\x00" + dk.Store + "\x00" + dk.ID)
+}
+
+// CustomerRef is the key reference of an org that uses its customer key.
+func CustomerRef(o store.Org) kms.KeyRef { return kms.KeyRef{VaultURL: o.VaultURL, Name: o.KeyName} }
+
+// CreateSandbox adds a sandbox to an org with a fresh data key for each of
+// its stores, wrapped by the org's current key-encryption key.
+func (k *Keyring) CreateSandbox(ctx context.Context, orgID, name string) error {
+	org, err := k.Store.Org(ctx, orgID)
+	if err != nil {
+		return fmt.Errorf("create sandbox %s: %w", name, err)
+	}
+	var keys []store.DataKey
+	for _, kind := range store.StoreKinds {
+		dek := make([]byte, DEKSize)
+		if _, err := io.ReadFull(k.rand(), dek); err != nil {
+			return fmt.Errorf("generate data key: %w", err)
+		}
+		dk := store.DataKey{ID: uuid.NewString(), OrgID: orgID, Sandbox: name, Store: kind}
+		if org.KEKMode == store.ModeCustomer {
+			dk, err = k.WrapCustomer(ctx, CustomerRef(org), dk, dek)
+		} else {
+			dk, err = k.WrapSystem(dk, dek)
+		}
+		clear(dek)
+		if err != nil {
+			return fmt.Errorf("create sandbox %s: %w", name, err)
+		}
+		keys = append(keys, dk)
+	}
+	return k.Store.CreateSandbox(ctx, orgID, name, keys)
+}
+
+// WrapSystem returns dk wrapped by the system key.
+func (k *Keyring) WrapSystem(dk store.DataKey, dek []byte) (store.DataKey, error) {
+	w, err := k.System.Wrap(dek, AAD(dk))
+	if err != nil {
+		return dk, err
+	}
+	dk.KEK, dk.KEKRef, dk.KEKVersion, dk.Alg, dk.Wrapped = store.KEKSystem, k.System.ID(), "1", systemkey.Alg, w
+	return dk, nil
+}
+
+// WrapCustomer returns dk wrapped by the newest version of the customer key.
+func (k *Keyring) WrapCustomer(ctx context.Context, ref kms.KeyRef, dk store.DataKey, dek []byte) (store.DataKey, error) {
+	if k.Customer == nil {
+		return dk, ErrNoCustomerProvider
+	}
+	w, err := k.Customer.Wrap(ctx, ref, dek)
+	if err != nil {
+		return dk, err
+	}
+	dk.KEK, dk.KEKRef, dk.KEKVersion, dk.Alg, dk.Wrapped = store.KEKCustomer, ref.String(), w.KeyVersion, w.Alg, w.Ciphertext
+	return dk, nil
+}
+
+// Unwrap recovers the plaintext data key of dk. The caller must clear it
+// when done.
+func (k *Keyring) Unwrap(ctx context.Context, dk store.DataKey) ([]byte, error) {
+	switch dk.KEK {
+	case store.KEKSystem:
+		if dk.KEKRef != k.System.ID() {
+			return nil, fmt.Errorf("data key %s is wrapped by system key %s, but this service holds %s", dk.ID, dk.KEKRef, k.System.ID())
+		}
+		return k.System.Unwrap(dk.Wrapped, AAD(dk))
+	case store.KEKCustomer:
+		if k.Customer == nil {
+			return nil, ErrNoCustomerProvider
+		}
+		org, err := k.Store.Org(ctx, dk.OrgID)
+		if err != nil {
+			return nil, err
+		}
+		ref := CustomerRef(org)
+		if ref.String() != dk.KEKRef {
+			return nil, fmt.Errorf("data key %s is wrapped by %s, not the org's key %s", dk.ID, dk.KEKRef, ref)
+		}
+		dek, err := k.Customer.Unwrap(ctx, ref, kms.Wrapped{KeyVersion: dk.KEKVersion, Alg: dk.Alg, Ciphertext: dk.Wrapped})
+		if err != nil {
+			return nil, err
+		}
+		if len(dek) != DEKSize {
+			clear(dek)
+			return nil, fmt.Errorf("data key %s unwrapped to %d bytes, want %d", dk.ID, len(dek), DEKSize)
+		}
+		return dek, nil
+	}
+	return nil, fmt.Errorf("data key %s has unknown key-encryption kind %q", dk.ID, dk.KEK)
+}

@@ -1,0 +1,451 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Key health states of an org that uses its customer key.
+const (
+	HealthHealthy  = "HEALTHY"  // the last check proved wrap and unwrap
+	HealthDegraded = "DEGRADED" // unwrap works, wrap does not (e.g. key expired): data readable, new keys cannot be made
+	HealthCoasting = "COASTING" // the vault is unreachable for a transient reason; cached keys serve within the grace
+	HealthRevoked  = "REVOKED"  // access is withdrawn (or the grace ran out): all data of the org is refused
+)
+
+// Health is the monitor's view of one org's key.
+type Health struct {
+	OrgID        string
+	State        string
+	Cause        string
+	Message      string
+	KeyVersion   string
+	Since        time.Time
+	LastCheck    time.Time
+	LastOK       time.Time
+	NextCheck    time.Time
+	Transitions  string // JSON
+	Probe        []byte
+	ProbeVersion string
+	RotateTo     string
+	UpdatedAt    time.Time
+}
+
+const healthCols = `org_id, state, cause, message, key_version, since, last_check, last_ok, next_check, transitions, probe, probe_version, rotate_to, updated_at`
+
+func scanHealth(sc interface{ Scan(...any) error }) (*Health, error) {
+	var h Health
+	var since, lc, lo, nc, up int64
+	err := sc.Scan(&h.OrgID, &h.State, &h.Cause, &h.Message, &h.KeyVersion, &since, &lc, &lo, &nc, &h.Transitions, &h.Probe, &h.ProbeVersion, &h.RotateTo, &up)
+	if err != nil {
+		return nil, err
+	}
+	h.Since, h.LastCheck, h.LastOK, h.NextCheck, h.UpdatedAt = fromMS(since), fromMS(lc), fromMS(lo), fromMS(nc), fromMS(up)
+	return &h, nil
+}
+
+// StartHealth begins monitoring an org (idempotent): HEALTHY, checked now.
+func (s *Store) StartHealth(ctx context.Context, org, keyVersion string) error {
+	now := s.now().UnixMilli()
+	_, err := s.db.ExecContext(ctx, `INSERT INTO key_health (org_id, state, key_version, since, last_ok, next_check, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (org_id) DO NOTHING`, org, HealthHealthy, keyVersion, now, now, 0, now)
+	if err != nil {
+		return fmt.Errorf("start monitoring org %s: %w", org, err)
+	}
+	return nil
+}
+
+// Health returns an org's key health, or ErrNotFound when it is not monitored.
+func (s *Store) Health(ctx context.Context, org string) (*Health, error) {
+	h, err := scanHealth(s.db.QueryRowContext(ctx, `SELECT `+healthCols+` FROM key_health WHERE org_id = ?`, org))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return h, err
+}
+
+// HealthChangedSince lists the health rows updated after t (replicas poll it).
+func (s *Store) HealthChangedSince(ctx context.Context, t time.Time) ([]*Health, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+healthCols+` FROM key_health WHERE updated_at > ? ORDER BY updated_at`, ms(t))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Health
+	for rows.Next() {
+		h, err := scanHealth(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	return out, rows.Err()
+}
+
+// ClaimDueChecks leases up to limit orgs whose check is due.
+func (s *Store) ClaimDueChecks(ctx context.Context, owner string, lease time.Duration, limit int) ([]*Health, error) {
+	var out []*Health
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		now := s.now()
+		rows, err := tx.QueryContext(ctx, `SELECT org_id FROM key_health WHERE next_check <= ? AND (lease_owner = '' OR lease_until < ?) ORDER BY next_check LIMIT ?`, ms(now), ms(now), limit)
+		if err != nil {
+			return err
+		}
+		var ids []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, id)
+		}
+		rows.Close()
+		for _, id := range ids {
+			if _, err := tx.ExecContext(ctx, `UPDATE key_health SET lease_owner = ?, lease_until = ? WHERE org_id = ?`, owner, ms(now.Add(lease)), id); err != nil {
+				return err
+			}
+			h, err := scanHealth(tx.QueryRowContext(ctx, `SELECT `+healthCols+` FROM key_health WHERE org_id = ?`, id))
+			if err != nil {
+				return err
+			}
+			out = append(out, h)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// CheckNow makes an org's check due immediately.
+func (s *Store) CheckNow(ctx context.Context, org string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE key_health SET next_check = 0, lease_owner = '', lease_until = 0 WHERE org_id = ?`, org)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// SaveHealth writes the outcome of a check and releases the lease.
+func (s *Store) SaveHealth(ctx context.Context, h *Health) error {
+	h.UpdatedAt = s.now()
+	_, err := s.db.ExecContext(ctx, `UPDATE key_health SET state = ?, cause = ?, message = ?, key_version = ?, since = ?, last_check = ?, last_ok = ?, next_check = ?,
+		transitions = ?, probe = ?, probe_version = ?, rotate_to = ?, lease_owner = '', lease_until = 0, updated_at = ? WHERE org_id = ?`,
+		h.State, h.Cause, h.Message, h.KeyVersion, ms(h.Since), ms(h.LastCheck), ms(h.LastOK), ms(h.NextCheck), h.Transitions, h.Probe, h.ProbeVersion, h.RotateTo,
+		ms(h.UpdatedAt), h.OrgID)
+	if err != nil {
+		return fmt.Errorf("save key health of %s: %w", h.OrgID, err)
+	}
+	return nil
+}
+
+// ---- alerts ----
+
+// Alert statuses.
+const (
+	AlertOpen     = "OPEN"
+	AlertResolved = "RESOLVED"
+)
+
+// Alert is one alert about an org's key.
+type Alert struct {
+	ID             string
+	OrgID          string
+	Kind           string
+	Cause          string
+	Detail         string // JSON
+	Status         string
+	Occurrences    int
+	FirstSeen      time.Time
+	LastSeen       time.Time
+	ResolvedAt     time.Time
+	AcknowledgedAt time.Time
+	AcknowledgedBy string
+}
+
+const alertCols = `id, org_id, kind, cause, detail, status, occurrences, first_seen, last_seen, resolved_at, acknowledged_at, acknowledged_by`
+
+func scanAlert(sc interface{ Scan(...any) error }) (*Alert, error) {
+	var a Alert
+	var fs, ls, ra, aa int64
+	if err := sc.Scan(&a.ID, &a.OrgID, &a.Kind, &a.Cause, &a.Detail, &a.Status, &a.Occurrences, &fs, &ls, &ra, &aa, &a.AcknowledgedBy); err != nil {
+		return nil, err
+	}
+	a.FirstSeen, a.LastSeen, a.ResolvedAt, a.AcknowledgedAt = fromMS(fs), fromMS(ls), fromMS(ra), fromMS(aa)
+	return &a, nil
+}
+
+// RaiseAlert opens an alert, or when one is already open for the same org,
+// kind and cause, bumps its last-seen time and count. It reports whether a
+// new alert was opened.
+func (s *Store) RaiseAlert(ctx context.Context, a *Alert) (opened bool, err error) {
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		now := s.now()
+		key := a.OrgID + "/" + a.Kind + "/" + a.Cause
+		existing, err := scanAlert(tx.QueryRowContext(ctx, `SELECT `+alertCols+` FROM alerts WHERE open_key = ?`, key))
+		if err == nil {
+			_, err = tx.ExecContext(ctx, `UPDATE alerts SET occurrences = occurrences + 1, last_seen = ?, detail = ? WHERE id = ?`, ms(now), a.Detail, existing.ID)
+			*a = *existing
+			a.Occurrences++
+			a.LastSeen = now
+			return err
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		a.Status, a.Occurrences, a.FirstSeen, a.LastSeen = AlertOpen, 1, now, now
+		_, err = tx.ExecContext(ctx, `INSERT INTO alerts (id, org_id, kind, cause, detail, status, open_key, occurrences, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)`,
+			a.ID, a.OrgID, a.Kind, a.Cause, a.Detail, AlertOpen, key, ms(now), ms(now))
+		opened = err == nil
+		return err
+	})
+	return opened, err
+}
+
+// ResolveAlerts resolves the org's open alerts (all kinds when kinds is
+// empty) and returns the ones it resolved.
+func (s *Store) ResolveAlerts(ctx context.Context, org string, kinds ...string) ([]*Alert, error) {
+	var out []*Alert
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		q := `SELECT ` + alertCols + ` FROM alerts WHERE org_id = ? AND status = ?`
+		args := []any{org, AlertOpen}
+		if len(kinds) > 0 {
+			q += ` AND kind IN (?` + strings.Repeat(", ?", len(kinds)-1) + `)`
+			for _, k := range kinds {
+				args = append(args, k)
+			}
+		}
+		rows, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			a, err := scanAlert(rows)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			out = append(out, a)
+		}
+		rows.Close()
+		now := s.now()
+		for _, a := range out {
+			if _, err := tx.ExecContext(ctx, `UPDATE alerts SET status = ?, open_key = NULL, resolved_at = ? WHERE id = ?`, AlertResolved, ms(now), a.ID); err != nil {
+				return err
+			}
+			a.Status, a.ResolvedAt = AlertResolved, now
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Alerts lists an org's alerts, newest first; status "" means all.
+func (s *Store) Alerts(ctx context.Context, org, status string) ([]*Alert, error) {
+	q := `SELECT ` + alertCols + ` FROM alerts WHERE org_id = ?`
+	args := []any{org}
+	if status != "" {
+		q += ` AND status = ?`
+		args = append(args, status)
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY first_seen DESC, id`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Alert
+	for rows.Next() {
+		a, err := scanAlert(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// Alert returns one alert of an org.
+func (s *Store) Alert(ctx context.Context, org, id string) (*Alert, error) {
+	a, err := scanAlert(s.db.QueryRowContext(ctx, `SELECT `+alertCols+` FROM alerts WHERE org_id = ? AND id = ?`, org, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return a, err
+}
+
+// AcknowledgeAlert records who acknowledged an alert.
+func (s *Store) AcknowledgeAlert(ctx context.Context, org, id, by string) (*Alert, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE alerts SET acknowledged_at = ?, acknowledged_by = ? WHERE org_id = ? AND id = ?`, s.now().UnixMilli(), by, org, id)
+	if err != nil {
+		return nil, err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil, ErrNotFound
+	}
+	return s.Alert(ctx, org, id)
+}
+
+// ---- audit ----
+
+// AuditEntry is one recorded key operation. It never holds key material.
+type AuditEntry struct {
+	ID         string
+	At         time.Time
+	OrgID      string
+	Op         string
+	KeyRef     string
+	KeyVersion string
+	Outcome    string
+	RequestID  string
+	Detail     string
+}
+
+// AddAudit records an entry.
+func (s *Store) AddAudit(ctx context.Context, e AuditEntry) error {
+	if e.At.IsZero() {
+		e.At = s.now()
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO audit (id, at, org_id, op, key_ref, key_version, outcome, request_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.ID, ms(e.At), e.OrgID, e.Op, e.KeyRef, e.KeyVersion, e.Outcome, e.RequestID, e.Detail)
+	if err != nil {
+		return fmt.Errorf("record audit entry: %w", err)
+	}
+	return nil
+}
+
+// Audit lists an org's audit entries, newest first, optionally filtered by
+// op and by time (since), at most limit.
+func (s *Store) Audit(ctx context.Context, org, op string, since time.Time, limit int) ([]AuditEntry, error) {
+	q := `SELECT id, at, org_id, op, key_ref, key_version, outcome, request_id, detail FROM audit WHERE org_id = ? AND at >= ?`
+	args := []any{org, ms(since)}
+	if op != "" {
+		q += ` AND op = ?`
+		args = append(args, op)
+	}
+	q += ` ORDER BY at DESC, id LIMIT ?`
+	args = append(args, limit)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []AuditEntry
+	for rows.Next() {
+		var e AuditEntry
+		var at int64
+		if err := rows.Scan(&e.ID, &at, &e.OrgID, &e.Op, &e.KeyRef, &e.KeyVersion, &e.Outcome, &e.RequestID, &e.Detail); err != nil {
+			return nil, err
+		}
+		e.At = fromMS(at)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// ClaimRotation leases one org whose data keys are being re-wrapped to a new
+// key version.
+func (s *Store) ClaimRotation(ctx context.Context, owner string, lease time.Duration) (*Health, error) {
+	var out *Health
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		now := s.now()
+		var id string
+		err := tx.QueryRowContext(ctx, `SELECT org_id FROM key_health WHERE rotate_to <> '' AND state = ? AND (rotate_owner = '' OR rotate_until < ?) LIMIT 1`, HealthHealthy, ms(now)).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE key_health SET rotate_owner = ?, rotate_until = ? WHERE org_id = ?`, owner, ms(now.Add(lease)), id); err != nil {
+			return err
+		}
+		out, err = scanHealth(tx.QueryRowContext(ctx, `SELECT `+healthCols+` FROM key_health WHERE org_id = ?`, id))
+		return err
+	})
+	return out, err
+}
+
+// RenewRotation extends a rotation lease; ErrLeaseLost when another owner has it.
+func (s *Store) RenewRotation(ctx context.Context, org, owner string, lease time.Duration) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE key_health SET rotate_until = ? WHERE org_id = ? AND rotate_owner = ?`, ms(s.now().Add(lease)), org, owner)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return ErrLeaseLost
+	}
+	return nil
+}
+
+// FinishRotation records that every data key of the org is wrapped by
+// version, if owner still holds the rotation lease and the target is still
+// version.
+func (s *Store) FinishRotation(ctx context.Context, org, owner, version string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE key_health SET key_version = ?, rotate_to = '', rotate_owner = '', rotate_until = 0, updated_at = ? WHERE org_id = ? AND rotate_owner = ? AND rotate_to = ?`,
+		version, s.now().UnixMilli(), org, owner, version)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return ErrLeaseLost
+	}
+	return nil
+}
+
+// ReleaseRotation gives up a rotation lease.
+func (s *Store) ReleaseRotation(ctx context.Context, org, owner string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE key_health SET rotate_owner = '', rotate_until = 0 WHERE org_id = ? AND rotate_owner = ?`, org, owner)
+	return err
+}
+
+// CustomerKeysNotAt pages through an org's customer-wrapped data keys whose
+// key version is not version.
+func (s *Store) CustomerKeysNotAt(ctx context.Context, org, version, afterID string, limit int) ([]DataKey, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+dataKeyCols+` FROM data_keys WHERE org_id = ? AND kek = ? AND kek_version <> ? AND id > ? ORDER BY id LIMIT ?`,
+		org, KEKCustomer, version, afterID, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []DataKey
+	for rows.Next() {
+		k, err := scanDataKey(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+// CountAtVersion counts an org's customer-wrapped data keys at version.
+func (s *Store) CountAtVersion(ctx context.Context, org, version string) (total, at int, err error) {
+	err = s.db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(CASE WHEN kek_version = ? THEN 1 ELSE 0 END), 0) FROM data_keys WHERE org_id = ? AND kek = ?`,
+		version, org, KEKCustomer).Scan(&total, &at)
+	return total, at, err
+}
+
+// ReplaceVersion swaps a customer-wrapped data key to a new wrapping only if
+// it is still at fromVersion.
+func (s *Store) ReplaceVersion(ctx context.Context, id, fromVersion string, to DataKey) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE data_keys SET kek_version = ?, alg = ?, wrapped = ?, updated_at = ? WHERE id = ? AND kek = ? AND kek_version = ?`,
+		to.KEKVersion, to.Alg, to.Wrapped, s.now().UnixMilli(), id, KEKCustomer, fromVersion)
+	if err != nil {
+		return fmt.Errorf("rewrap data key %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("rewrap data key %s: %w", id, ErrWrappingChanged)
+	}
+	return nil
+}
+
+// AllHealth returns every monitored org's health.
+func (s *Store) AllHealth(ctx context.Context) ([]*Health, error) {
+	return s.HealthChangedSince(ctx, time.Time{})
+}

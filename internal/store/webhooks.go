@@ -1,0 +1,154 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Webhook is an org's subscription to alert events.
+type Webhook struct {
+	ID        string
+	OrgID     string
+	URL       string
+	Secret    string
+	CreatedAt time.Time
+}
+
+// Delivery is one event on its way to one webhook.
+type Delivery struct {
+	ID        string
+	WebhookID string
+	URL       string
+	Secret    string
+	EventID   string
+	Payload   string
+	Attempts  int
+}
+
+// Delivery statuses.
+const (
+	DeliveryPending   = "PENDING"
+	DeliveryDelivered = "DELIVERED"
+	DeliveryGaveUp    = "GAVE_UP"
+)
+
+// CreateWebhook subscribes a URL.
+func (s *Store) CreateWebhook(ctx context.Context, w *Webhook) error {
+	w.CreatedAt = s.now()
+	_, err := s.db.ExecContext(ctx, `INSERT INTO webhooks (id, org_id, url, secret, created_at) VALUES (?, ?, ?, ?, ?)`, w.ID, w.OrgID, w.URL, w.Secret, ms(w.CreatedAt))
+	if err != nil {
+		return fmt.Errorf("create webhook: %w", err)
+	}
+	return nil
+}
+
+// Webhooks lists an org's webhooks.
+func (s *Store) Webhooks(ctx context.Context, org string) ([]Webhook, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, org_id, url, secret, created_at FROM webhooks WHERE org_id = ? ORDER BY created_at, id`, org)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Webhook
+	for rows.Next() {
+		var w Webhook
+		var c int64
+		if err := rows.Scan(&w.ID, &w.OrgID, &w.URL, &w.Secret, &c); err != nil {
+			return nil, err
+		}
+		w.CreatedAt = fromMS(c)
+		out = append(out, w)
+	}
+	return out, rows.Err()
+}
+
+// DeleteWebhook removes a subscription and its pending deliveries.
+func (s *Store) DeleteWebhook(ctx context.Context, org, id string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM webhooks WHERE org_id = ? AND id = ?`, org, id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// EnqueueEvent queues an event for every webhook of the org. Queuing the same
+// event id twice is a no-op.
+func (s *Store) EnqueueEvent(ctx context.Context, org, eventID, payload string) (int, error) {
+	hooks, err := s.Webhooks(ctx, org)
+	if err != nil {
+		return 0, err
+	}
+	now := ms(s.now())
+	n := 0
+	for _, w := range hooks {
+		res, err := s.db.ExecContext(ctx, `INSERT INTO deliveries (id, webhook_id, event_id, payload, next_at, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (webhook_id, event_id) DO NOTHING`, uuid.NewString(), w.ID, eventID, payload, now, DeliveryPending, now)
+		if err != nil {
+			return n, fmt.Errorf("queue event %s: %w", eventID, err)
+		}
+		if k, _ := res.RowsAffected(); k > 0 {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// ClaimDeliveries leases up to limit due deliveries.
+func (s *Store) ClaimDeliveries(ctx context.Context, lease time.Duration, limit int) ([]Delivery, error) {
+	var out []Delivery
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		now := s.now()
+		rows, err := tx.QueryContext(ctx, `SELECT d.id, d.webhook_id, w.url, w.secret, d.event_id, d.payload, d.attempts FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+			WHERE d.status = ? AND d.next_at <= ? AND d.lease_until < ? ORDER BY d.next_at LIMIT ?`, DeliveryPending, ms(now), ms(now), limit)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var d Delivery
+			if err := rows.Scan(&d.ID, &d.WebhookID, &d.URL, &d.Secret, &d.EventID, &d.Payload, &d.Attempts); err != nil {
+				rows.Close()
+				return err
+			}
+			out = append(out, d)
+		}
+		rows.Close()
+		for _, d := range out {
+			if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET lease_until = ? WHERE id = ?`, ms(now.Add(lease)), d.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// FinishDelivery records the outcome of an attempt: delivered, or retry at
+// next (zero next = give up).
+func (s *Store) FinishDelivery(ctx context.Context, id string, delivered bool, next time.Time, lastErr string) error {
+	status := DeliveryPending
+	switch {
+	case delivered:
+		status = DeliveryDelivered
+	case next.IsZero():
+		status = DeliveryGaveUp
+	}
+	_, err := s.db.ExecContext(ctx, `UPDATE deliveries SET status = ?, attempts = attempts + 1, next_at = ?, last_error = ?, lease_until = 0 WHERE id = ?`, status, ms(next), lastErr, id)
+	return err
+}
+
+// DeliveryStatus returns a delivery's status and attempts (tests, API).
+func (s *Store) DeliveryStatus(ctx context.Context, webhookID, eventID string) (status string, attempts int, err error) {
+	err = s.db.QueryRowContext(ctx, `SELECT status, attempts FROM deliveries WHERE webhook_id = ? AND event_id = ?`, webhookID, eventID).Scan(&status, &attempts)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = ErrNotFound
+	}
+	return status, attempts, err
+}
