@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -54,13 +55,17 @@ State lives in a temporary directory removed on exit unless --data-dir is set.`,
 			}
 			defer env.Close()
 			info := env.Info()
+			caFile := filepath.Join(dir, "emulator-ca.pem")
+			if err := os.WriteFile(caFile, env.Emu.CAPEM(), 0o600); err != nil {
+				return err
+			}
 			if infoFile != "" {
 				b, _ := json.MarshalIndent(info, "", "  ")
 				if err := os.WriteFile(infoFile, b, 0o600); err != nil {
 					return err
 				}
 			}
-			printWalkthrough(cmd.OutOrStdout(), info)
+			printWalkthrough(cmd.OutOrStdout(), info, caFile)
 			<-ctx.Done()
 			return nil
 		},
@@ -72,7 +77,7 @@ State lives in a temporary directory removed on exit unless --data-dir is set.`,
 	return cmd
 }
 
-func printWalkthrough(w io.Writer, in devenv.Info) {
+func printWalkthrough(w io.Writer, in devenv.Info, caFile string) {
 	h := fmt.Sprintf("  -H 'Authorization: Bearer %s' \\\n  -H 'x-api-key: %s' \\\n  -H 'x-gw-ims-org-id: %s'", in.Token, in.APIKey, in.OrgID)
 	body := fmt.Sprintf(`{
         "name": "Config1",
@@ -106,8 +111,11 @@ curl -s -X POST %s/data/infrastructure/manager/customer/config \
 curl -s '%s/data/infrastructure/manager/customer/config/Config1?configType=BYOK_CONFIG' \
 %s
 
-Break the key the way a customer could, then check again (see cmk azure-emulator --help):
-  export CMK_EMULATOR_URL=%s
+Break the key the way a customer could (see cmk azure-emulator --help), e.g.:
+
+  export CMK_EMULATOR_URL=%s CMK_EMULATOR_CA=%s
+  go run ./cmd/cmk azure-emulator key disable %s %s
+
 Press Ctrl-C to stop.
-`, in.BaseURL, in.EmulatorURL, in.OrgID, in.BaseURL, h, in.BaseURL, h, body, in.BaseURL, h, in.EmulatorURL)
+`, in.BaseURL, in.EmulatorURL, in.OrgID, in.BaseURL, h, in.BaseURL, h, body, in.BaseURL, h, in.EmulatorURL, caFile, devenv.Vault, devenv.KeyName)
 }
