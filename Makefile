@@ -1,15 +1,22 @@
 # cmk — build, test, lint.
 #
-#   make test    everything CI runs: vet, staticcheck, all tests
+#   make test    everything CI runs: installs the test servers (PostgreSQL,
+#                Azurite) and staticcheck, then gofmt, vet, staticcheck and
+#                every test, with no test allowed to skip for a missing server
 #   make bench   the benchmarks (long; not part of make test)
 
 GO ?= go
 STATICCHECK_VERSION ?= v0.8.2
 GOBIN := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: test lint unit bench build tools
+.PHONY: test lint unit bench build tools deps
 
-test: lint unit
+test: deps lint unit
+
+# Servers the tests start themselves on loopback.
+deps:
+	bash scripts/install-postgres.sh
+	bash scripts/install-azurite.sh
 
 build:
 	$(GO) build ./...
@@ -24,7 +31,7 @@ lint: tools
 	$(GOBIN)/staticcheck ./...
 
 unit:
-	$(GO) test -count=1 -timeout 20m ./...
+	CMK_REQUIRE_SERVERS=1 $(GO) test -count=1 -timeout 20m ./...
 
 # Enablement of an org with 1,000 sandboxes against a throttled vault.
 bench:

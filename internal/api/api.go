@@ -25,12 +25,18 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/cmk-project/cmk/internal/alerts"
+	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/auth"
 	"github.com/cmk-project/cmk/internal/enablement"
 	"github.com/cmk-project/cmk/internal/keyid"
 	"github.com/cmk-project/cmk/internal/keyring"
 	"github.com/cmk-project/cmk/internal/kms"
+	"github.com/cmk-project/cmk/internal/lake"
+	"github.com/cmk-project/cmk/internal/metrics"
+	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/preflight"
+	"github.com/cmk-project/cmk/internal/profile"
 	"github.com/cmk-project/cmk/internal/store"
 )
 
@@ -68,6 +74,19 @@ type Server struct {
 	Log      *slog.Logger
 	// PreflightTimeout bounds a synchronous key check.
 	PreflightTimeout time.Duration
+
+	Monitor       *monitor.Monitor
+	Gate          *monitor.Gate
+	WebhookPolicy alerts.URLPolicy
+	Metrics       *metrics.Metrics
+
+	// The data plane; nil parts are not served.
+	Lake     *lake.Lake
+	Profiles *profile.Store
+}
+
+func withSandbox(r *http.Request, sb string) context.Context {
+	return context.WithValue(r.Context(), ctxSandbox, sb)
 }
 
 // Handler returns the routed, authenticated handler.
@@ -90,6 +109,19 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /data/infrastructure/manager/customer/config", s.authed(auth.PermManageCMK, s.listConfigs))
 	mux.Handle("GET /data/infrastructure/manager/customer/config/{name}", s.authed(auth.PermManageCMK, s.getConfig))
 	mux.Handle("DELETE /data/infrastructure/manager/customer/config/{name}", s.authed(auth.PermManageCMK, s.deleteConfig))
+	mux.Handle("GET /data/infrastructure/manager/byok/health", s.authed(auth.PermManageCMK, s.getHealth))
+	mux.Handle("POST /data/infrastructure/manager/byok/health/check", s.authed(auth.PermManageCMK, s.recheck))
+	mux.Handle("GET /data/infrastructure/manager/byok/alerts", s.authed(auth.PermManageCMK, s.listAlerts))
+	mux.Handle("GET /data/infrastructure/manager/byok/alerts/{id}", s.authed(auth.PermManageCMK, s.getAlert))
+	mux.Handle("POST /data/infrastructure/manager/byok/alerts/{id}/acknowledge", s.authed(auth.PermManageCMK, s.ackAlert))
+	mux.Handle("GET /data/infrastructure/manager/byok/webhooks", s.authed(auth.PermManageCMK, s.listWebhooks))
+	mux.Handle("POST /data/infrastructure/manager/byok/webhooks", s.authed(auth.PermManageCMK, s.createWebhook))
+	mux.Handle("DELETE /data/infrastructure/manager/byok/webhooks/{id}", s.authed(auth.PermManageCMK, s.deleteWebhook))
+	mux.Handle("GET /data/infrastructure/manager/byok/audit", s.authed(auth.PermManageCMK, s.listAudit))
+	if s.Metrics != nil {
+		mux.Handle("GET /metrics", s.Metrics.Handler())
+	}
+	s.dataRoutes(mux)
 	mux.Handle("GET /data/foundation/sandbox-management/sandboxes", s.authed("", s.listSandboxes))
 	mux.Handle("POST /data/foundation/sandbox-management/sandboxes", s.authed(PermManageSandboxes, s.createSandbox))
 	return s.withRequestID(mux)
@@ -157,6 +189,7 @@ func (s *Server) authed(perm string, h http.HandlerFunc) http.Handler {
 		}
 		ctx := context.WithValue(r.Context(), ctxClaims, claims)
 		ctx = context.WithValue(ctx, ctxOrg, org)
+		ctx = audit.WithOrg(audit.WithRequestID(ctx, w.Header().Get("x-request-id")), org)
 		h(w, r.WithContext(ctx))
 	})
 }

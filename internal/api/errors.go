@@ -39,7 +39,13 @@ const (
 	codeSandboxExists    = "SANDBOX_EXISTS"
 	codeUnavailable      = "SERVICE_UNAVAILABLE"
 	codeInternal         = "INTERNAL_ERROR"
-	codeMethod           = "METHOD_NOT_ALLOWED"
+	codeNotEnabled       = "CMK_NOT_ENABLED"
+	codeKeyRevoked       = "CMK_KEY_REVOKED"
+	codeKeyUnavailable   = "CMK_KEY_UNAVAILABLE"
+	codeMissingSandbox   = "MISSING_SANDBOX_HEADER"
+	codeSandboxNotFound  = "SANDBOX_NOT_FOUND"
+	codeCorrupt          = "DATA_INTEGRITY_FAILURE"
+	codeTooLarge         = "TOO_LARGE"
 )
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

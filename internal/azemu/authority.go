@@ -177,13 +177,18 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	e.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{
 		"token_type":     "Bearer",
-		"expires_in":     3599,
-		"ext_expires_in": 3599,
+		"expires_in":     int(e.tokenLifetime().Seconds()),
+		"ext_expires_in": int(e.tokenLifetime().Seconds()),
 		"access_token":   tok,
 	})
 }
 
-const tokenLifetime = time.Hour
+func (e *Emulator) tokenLifetime() time.Duration {
+	if e.opts.TokenLifetime > 0 {
+		return e.opts.TokenLifetime
+	}
+	return time.Hour
+}
 
 func stsIssuer(tenant string) string { return "https://sts.windows.net/" + tenant + "/" }
 
@@ -200,7 +205,7 @@ func (e *Emulator) issueToken(tenantID, clientID, oid, resource string, now time
 		"iss":      stsIssuer(tenantID),
 		"iat":      now.Unix(),
 		"nbf":      now.Add(-5 * time.Minute).Unix(),
-		"exp":      now.Add(tokenLifetime).Unix(),
+		"exp":      now.Add(e.tokenLifetime()).Unix(),
 		"appid":    clientID,
 		"appidacr": "1",
 		"idp":      stsIssuer(tenantID),

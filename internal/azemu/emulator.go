@@ -31,6 +31,10 @@ type Options struct {
 	VaultSuffix string           // DNS suffix for vault hosts, default "vault.azure.localhost"
 	StateFile   string           // optional JSON state file
 	Now         func() time.Time // default time.Now
+	// TokenLifetime is how long access tokens last, default one hour as in
+	// Entra ID. Clients use a cached token until it expires, so a short
+	// lifetime makes consent and secret changes take effect quickly (tests).
+	TokenLifetime time.Duration
 }
 
 // DefaultVaultSuffix is used when Options.VaultSuffix is empty.

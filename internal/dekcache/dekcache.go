@@ -48,6 +48,9 @@ type Cache struct {
 	MaxAge  time.Duration
 	MaxUses int64
 	Now     func() time.Time
+	// OnWipe, when set, is called after WipeOrg, so caches of data sealed
+	// under the org's keys can drop it too.
+	OnWipe []func(org string)
 
 	mu       sync.Mutex
 	entries  map[string]*entry
@@ -157,6 +160,14 @@ func (c *Cache) Drop(id string) {
 // WipeOrg zeroes and forgets every cached key of org, and makes loads in
 // flight for it uncacheable. It returns how many keys were wiped.
 func (c *Cache) WipeOrg(org string) int {
+	n := c.wipe(org)
+	for _, f := range c.OnWipe {
+		f(org)
+	}
+	return n
+}
+
+func (c *Cache) wipe(org string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.init()

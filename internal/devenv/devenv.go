@@ -13,7 +13,9 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/azemu"
+	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/service"
 	"github.com/cmk-project/cmk/internal/store"
 )
@@ -44,6 +46,16 @@ type Options struct {
 	Poll        time.Duration
 	// NoKey skips creating the demo key and role (tests that build their own).
 	NoKey bool
+	// Key health monitoring (default interval 2s here, so a demo shows
+	// revocation quickly).
+	Monitor   monitor.Config
+	NoMonitor bool
+	// VaultTimeout bounds each Key Vault call.
+	VaultTimeout time.Duration
+	// TokenLifetime of the emulator's access tokens (default one hour).
+	TokenLifetime time.Duration
+	// WebhookBackoff is the first webhook retry delay.
+	WebhookBackoff time.Duration
 }
 
 // Env is a running local cmk.
@@ -81,10 +93,13 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 	if o.Addr == "" {
 		o.Addr = "127.0.0.1:0"
 	}
+	if o.Monitor.Interval == 0 {
+		o.Monitor.Interval = 2 * time.Second
+	}
 	if o.Sandboxes == nil {
 		o.Sandboxes = []string{"prod", "dev"}
 	}
-	emu, err := azemu.Start(azemu.Options{Addr: o.EmulatorAdr})
+	emu, err := azemu.Start(azemu.Options{Addr: o.EmulatorAdr, TokenLifetime: o.TokenLifetime})
 	if err != nil {
 		return nil, fmt.Errorf("start Azure emulator: %w", err)
 	}
@@ -126,6 +141,9 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		ExtraVaultSuffixes: []string{emu.VaultSuffix()},
 		ConsentURL:         emu.ConsentURL(CustomerTenant, ClientID, AppURI),
 		Workers:            o.Workers, Concurrency: o.Concurrency, Lease: o.Lease, Poll: o.Poll, Log: o.Log,
+		Monitor: o.Monitor, NoMonitor: o.NoMonitor, VaultTimeout: o.VaultTimeout, WebhookBackoff: o.WebhookBackoff,
+		// Local receivers (tests, demos) are on loopback over http.
+		WebhookPolicy: alerts.URLPolicy{AllowHTTP: true, AllowPrivateNetworks: true},
 	})
 	if err != nil {
 		return fail(err)

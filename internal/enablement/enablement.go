@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/keyid"
 	"github.com/cmk-project/cmk/internal/keyring"
 	"github.com/cmk-project/cmk/internal/kms"
@@ -208,7 +209,7 @@ func (r *Runner) work(ctx context.Context, job *store.Config) error {
 // validate runs the preflight checks. It returns the next status, or ""
 // when the job stopped (failed or waits for a retry).
 func (r *Runner) validate(ctx context.Context, job *store.Config, log *slog.Logger) (string, error) {
-	rep := preflight.Run(ctx, r.Provider, r.Policy, job.KeyIdentifier, r.Env)
+	rep := preflight.Run(audit.WithOrg(ctx, job.OrgID), r.Provider, r.Policy, job.KeyIdentifier, r.Env)
 	if ctx.Err() != nil {
 		return "", ctx.Err()
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/kms"
 	"github.com/cmk-project/cmk/internal/store"
 	"github.com/cmk-project/cmk/internal/systemkey"
@@ -62,23 +63,40 @@ func (k *Keyring) CreateSandbox(ctx context.Context, orgID, name string) error {
 	}
 	var keys []store.DataKey
 	for _, kind := range store.StoreKinds {
-		dek := make([]byte, DEKSize)
-		if _, err := io.ReadFull(k.rand(), dek); err != nil {
-			return fmt.Errorf("generate data key: %w", err)
-		}
-		dk := store.DataKey{ID: uuid.NewString(), OrgID: orgID, Sandbox: name, Store: kind}
-		if org.KEKMode == store.ModeCustomer {
-			dk, err = k.WrapCustomer(ctx, CustomerRef(org), dk, dek)
-		} else {
-			dk, err = k.WrapSystem(dk, dek)
-		}
-		clear(dek)
+		dk, err := k.newDataKey(ctx, org, name, kind)
 		if err != nil {
 			return fmt.Errorf("create sandbox %s: %w", name, err)
 		}
 		keys = append(keys, dk)
 	}
 	return k.Store.CreateSandbox(ctx, orgID, name, keys)
+}
+
+// RotateStoreKey gives a store a new data key (new objects are sealed with
+// it; older objects keep opening with theirs) and returns it.
+func (k *Keyring) RotateStoreKey(ctx context.Context, orgID, sandbox, kind string) (store.DataKey, error) {
+	org, err := k.Store.Org(ctx, orgID)
+	if err != nil {
+		return store.DataKey{}, err
+	}
+	dk, err := k.newDataKey(ctx, org, sandbox, kind)
+	if err != nil {
+		return dk, err
+	}
+	return dk, k.Store.AddDataKey(ctx, dk)
+}
+
+func (k *Keyring) newDataKey(ctx context.Context, org store.Org, sandbox, kind string) (store.DataKey, error) {
+	dek := make([]byte, DEKSize)
+	defer clear(dek)
+	if _, err := io.ReadFull(k.rand(), dek); err != nil {
+		return store.DataKey{}, fmt.Errorf("generate data key: %w", err)
+	}
+	dk := store.DataKey{ID: uuid.NewString(), OrgID: org.ID, Sandbox: sandbox, Store: kind}
+	if org.KEKMode == store.ModeCustomer {
+		return k.WrapCustomer(ctx, CustomerRef(org), dk, dek)
+	}
+	return k.WrapSystem(dk, dek)
 }
 
 // WrapSystem returns dk wrapped by the system key.
@@ -96,7 +114,7 @@ func (k *Keyring) WrapCustomer(ctx context.Context, ref kms.KeyRef, dk store.Dat
 	if k.Customer == nil {
 		return dk, ErrNoCustomerProvider
 	}
-	w, err := k.Customer.Wrap(ctx, ref, dek)
+	w, err := k.Customer.Wrap(audit.WithOrg(ctx, dk.OrgID), ref, dek)
 	if err != nil {
 		return dk, err
 	}
@@ -125,7 +143,7 @@ func (k *Keyring) Unwrap(ctx context.Context, dk store.DataKey) ([]byte, error) 
 		if ref.String() != dk.KEKRef {
 			return nil, fmt.Errorf("data key %s is wrapped by %s, not the org's key %s", dk.ID, dk.KEKRef, ref)
 		}
-		dek, err := k.Customer.Unwrap(ctx, ref, kms.Wrapped{KeyVersion: dk.KEKVersion, Alg: dk.Alg, Ciphertext: dk.Wrapped})
+		dek, err := k.Customer.Unwrap(audit.WithOrg(ctx, dk.OrgID), ref, kms.Wrapped{KeyVersion: dk.KEKVersion, Alg: dk.Alg, Ciphertext: dk.Wrapped})
 		if err != nil {
 			return nil, err
 		}

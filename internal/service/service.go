@@ -17,14 +17,26 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/api"
+	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/auth"
+	"github.com/cmk-project/cmk/internal/dekcache"
 	"github.com/cmk-project/cmk/internal/enablement"
 	"github.com/cmk-project/cmk/internal/keyid"
 	"github.com/cmk-project/cmk/internal/keyring"
 	"github.com/cmk-project/cmk/internal/kms"
 	"github.com/cmk-project/cmk/internal/kms/azurekv"
+	"github.com/cmk-project/cmk/internal/lake"
+	"github.com/cmk-project/cmk/internal/lake/blob"
+	"github.com/cmk-project/cmk/internal/metrics"
+	"github.com/cmk-project/cmk/internal/monitor"
+	"github.com/cmk-project/cmk/internal/orgkeys"
 	"github.com/cmk-project/cmk/internal/preflight"
+	"github.com/cmk-project/cmk/internal/profile"
+	"github.com/cmk-project/cmk/internal/profile/records"
 	"github.com/cmk-project/cmk/internal/store"
 	"github.com/cmk-project/cmk/internal/systemkey"
 )
@@ -63,14 +75,30 @@ type Config struct {
 	ExtraVaultSuffixes       []string
 	DisableInstanceDiscovery bool
 
+	// VaultTimeout bounds each Key Vault call (default 10s).
+	VaultTimeout time.Duration
+
 	// Provider replaces the Azure provider (tests).
 	Provider kms.Provider
 
-	Workers     int // enablement workers, default 2; negative = none (tests drive jobs)
-	Concurrency int // vault calls per job, default enablement.DefaultConcurrency
-	Lease       time.Duration
-	Poll        time.Duration
-	Log         *slog.Logger
+	Workers int // enablement workers, default 2; negative = none (tests drive jobs)
+
+	// Key health monitoring.
+	Monitor   monitor.Config // zero fields take the monitor's defaults
+	NoMonitor bool           // tests that drive checks themselves
+	// Data plane backends. Defaults: files under DataDir/lake, profiles in
+	// SQLite at DataDir/profiles.db.
+	LakeAzure   *blob.AzureConfig // Azure Blob Storage instead of local files
+	ProfilesDSN string            // PostgreSQL instead of SQLite
+	NoFsync     bool              // local lake without fsync (benchmarks of the raw cost only)
+
+	// WebhookPolicy says which webhook URLs tenants may register.
+	WebhookPolicy  alerts.URLPolicy
+	WebhookBackoff time.Duration
+	Concurrency    int // vault calls per job, default enablement.DefaultConcurrency
+	Lease          time.Duration
+	Poll           time.Duration
+	Log            *slog.Logger
 }
 
 // Service is a running cmk.
@@ -82,6 +110,16 @@ type Service struct {
 	Provider kms.Provider
 	Runners  []*enablement.Runner
 	API      *api.Server
+	Metrics  *metrics.Metrics
+	Cache    *dekcache.Cache
+	Gate     *monitor.Gate
+	Monitor  *monitor.Monitor
+	Notifier *alerts.Notifier
+	Webhooks *alerts.Deliverer
+	Keys     *orgkeys.Resolver
+	Lake     *lake.Lake
+	Profiles *profile.Store
+	closers  []func() error
 	Policy   keyid.Policy
 	App      api.App
 
@@ -136,25 +174,28 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, err
 	}
 
-	s.Provider = cfg.Provider
-	if s.Provider == nil && cfg.ClientID != "" {
-		s.Provider, err = azurekv.New(azurekv.Config{
+	raw := cfg.Provider
+	if raw == nil && cfg.ClientID != "" {
+		raw, err = azurekv.New(azurekv.Config{
 			TenantID: cfg.TenantID, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, CertificatePEM: cfg.CertificatePEM,
 			AuthorityHost: cfg.AuthorityHost, HTTPClient: cfg.HTTPClient, DisableInstanceDiscovery: cfg.DisableInstanceDiscovery,
-			ExtraVaultSuffixes: cfg.ExtraVaultSuffixes,
+			ExtraVaultSuffixes: cfg.ExtraVaultSuffixes, Timeout: cfg.VaultTimeout,
 		})
 		if err != nil {
 			return nil, err
 		}
 	}
-	if s.Provider == nil {
-		s.Provider = unconfigured{}
+	if raw == nil {
+		raw = unconfigured{}
 	}
 
 	s.Store, err = store.Open(ctx, filepath.Join(cfg.DataDir, "cmk.db"))
 	if err != nil {
 		return nil, err
 	}
+	s.Metrics = metrics.New()
+	recorder := &audit.Recorder{Store: s.Store, Log: cfg.Log, OnCall: func(op, outcome string) { s.Metrics.VaultCalls.WithLabelValues(op, outcome).Inc() }}
+	s.Provider = &audit.Provider{Inner: raw, Recorder: recorder}
 	s.Keyring = &keyring.Keyring{Store: s.Store, System: sys, Customer: s.Provider}
 	s.App = api.App{ID: "byok", Name: cfg.AppName, ApplicationURI: cfg.AppURI, ApplicationID: cfg.ClientID, RedirectURL: cfg.ConsentURL}
 	if s.App.RedirectURL == "" && cfg.ClientID != "" {
@@ -171,8 +212,57 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 			Concurrency: cfg.Concurrency, Log: cfg.Log,
 		})
 	}
-	s.API = &api.Server{Store: s.Store, Keyring: s.Keyring, Provider: s.Provider, Verifier: verifier, Policy: s.Policy, App: s.App, Env: env, Log: cfg.Log}
+	s.Cache = dekcache.New()
+	s.Gate = &monitor.Gate{}
+	s.Notifier = &alerts.Notifier{Store: s.Store, Log: cfg.Log, OnEvent: func(ev, kind string) { s.Metrics.Alerts.WithLabelValues(ev, kind).Inc() }}
+	s.Monitor = &monitor.Monitor{
+		Config: cfg.Monitor,
+		Store:  s.Store, Provider: s.Provider, Keyring: s.Keyring, Cache: s.Cache, Gate: s.Gate, Notifier: s.Notifier, Audit: recorder,
+		Env: env, Metrics: s.Metrics, Log: cfg.Log, Owner: fmt.Sprintf("%s/%d/monitor/%s", host, os.Getpid(), uuid.NewString()[:8]),
+	}
+	s.Monitor.Config.Interval, s.Monitor.Config.Grace = orDefault(cfg.Monitor.Interval, monitor.DefaultInterval), orDefault(cfg.Monitor.Grace, monitor.DefaultGrace)
+	s.Gate.Grace = s.Monitor.Grace
+	s.Webhooks = &alerts.Deliverer{Store: s.Store, Client: cfg.WebhookPolicy.Client(10 * time.Second), Log: cfg.Log, Backoff: cfg.WebhookBackoff,
+		OnResult: func(outcome string) { s.Metrics.Webhooks.WithLabelValues(outcome).Inc() }}
+	s.Keys = &orgkeys.Resolver{Store: s.Store, Keyring: s.Keyring, Cache: s.Cache, Gate: s.Gate, Metrics: s.Metrics}
+	var lakeBackend blob.Backend
+	if cfg.LakeAzure != nil {
+		lakeBackend, err = blob.NewAzure(ctx, *cfg.LakeAzure)
+	} else {
+		var fs *blob.FS
+		fs, err = blob.NewFS(filepath.Join(cfg.DataDir, "lake"), blob.FSOptions{Fsync: !cfg.NoFsync})
+		if fs != nil {
+			s.closers = append(s.closers, fs.Close)
+		}
+		lakeBackend = fs
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open data lake: %w", err)
+	}
+	var recs records.Backend
+	if cfg.ProfilesDSN != "" {
+		recs, err = records.OpenPostgres(ctx, cfg.ProfilesDSN)
+	} else {
+		recs, err = records.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "profiles.db"))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open profile store: %w", err)
+	}
+	s.closers = append(s.closers, recs.Close)
+	readCache := profile.NewReadCache(0, 0)
+	s.Cache.OnWipe = append(s.Cache.OnWipe, readCache.WipeOrg)
+	s.Lake = &lake.Lake{Backend: lakeBackend, Keys: s.Keys}
+	s.Profiles = &profile.Store{Backend: recs, Keys: s.Keys, Cache: readCache}
+	s.API = &api.Server{Lake: s.Lake, Profiles: s.Profiles, Store: s.Store, Keyring: s.Keyring, Provider: s.Provider, Verifier: verifier, Policy: s.Policy, App: s.App, Env: env, Log: cfg.Log,
+		Monitor: s.Monitor, Gate: s.Gate, WebhookPolicy: cfg.WebhookPolicy, Metrics: s.Metrics}
 	return s, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
 }
 
 // DefaultConsentURL is the Entra ID v2 admin-consent URL for the app.
@@ -194,10 +284,26 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
 	}
 	s.ln = ln
+	since, err := s.Gate.Load(ctx, s.Store)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("load key health: %w", err)
+	}
 	ctx, s.cancel = context.WithCancel(ctx)
+	loops := []func(context.Context){
+		s.Webhooks.Run,
+		func(ctx context.Context) { s.Gate.Sync(ctx, s.Store, s.Cache, since, 250*time.Millisecond, s.cfg.Log) },
+		s.countStates,
+	}
+	if !s.cfg.NoMonitor {
+		loops = append(loops, s.Monitor.Run, s.Monitor.RunRotations)
+	}
 	for _, r := range s.Runners {
+		loops = append(loops, r.Run)
+	}
+	for _, loop := range loops {
 		s.wg.Add(1)
-		go func() { defer s.wg.Done(); r.Run(ctx) }()
+		go func() { defer s.wg.Done(); loop(ctx) }()
 	}
 	s.srv = &http.Server{Handler: s.API.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	s.wg.Add(1)
@@ -210,6 +316,31 @@ func (s *Service) Start(ctx context.Context) error {
 	s.cfg.Log.Info("cmk listening", "url", s.URL())
 	return nil
 }
+
+// countStates keeps the per-state gauge of orgs current.
+func (s *Service) countStates(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		if all, err := s.Store.AllHealth(ctx); err == nil {
+			counts := map[string]int{store.HealthHealthy: 0, store.HealthDegraded: 0, store.HealthCoasting: 0, store.HealthRevoked: 0}
+			for _, h := range all {
+				counts[h.State]++
+			}
+			for st, n := range counts {
+				s.Metrics.KeyState.WithLabelValues(st).Set(float64(n))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Config returns the configuration the service runs with.
+func (s *Service) Config() Config { return s.cfg }
 
 // URL is the base URL the service listens on.
 func (s *Service) URL() string { return "http://" + s.ln.Addr().String() }
@@ -225,6 +356,9 @@ func (s *Service) Close() error {
 		cancel()
 	}
 	s.wg.Wait()
+	for _, c := range s.closers {
+		c()
+	}
 	return s.Store.Close()
 }
 

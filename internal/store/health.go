@@ -135,10 +135,14 @@ func (s *Store) CheckNow(ctx context.Context, org string) error {
 // SaveHealth writes the outcome of a check and releases the lease.
 func (s *Store) SaveHealth(ctx context.Context, h *Health) error {
 	h.UpdatedAt = s.now()
-	_, err := s.db.ExecContext(ctx, `UPDATE key_health SET state = ?, cause = ?, message = ?, key_version = ?, since = ?, last_check = ?, last_ok = ?, next_check = ?,
-		transitions = ?, probe = ?, probe_version = ?, rotate_to = ?, lease_owner = '', lease_until = 0, updated_at = ? WHERE org_id = ?`,
-		h.State, h.Cause, h.Message, h.KeyVersion, ms(h.Since), ms(h.LastCheck), ms(h.LastOK), ms(h.NextCheck), h.Transitions, h.Probe, h.ProbeVersion, h.RotateTo,
-		ms(h.UpdatedAt), h.OrgID)
+	// key_version is only moved by FinishRotation, and rotate_to only set
+	// here (never cleared), so a check that read the row before a rotation
+	// finished cannot undo it.
+	_, err := s.db.ExecContext(ctx, `UPDATE key_health SET state = ?, cause = ?, message = ?, since = ?, last_check = ?, last_ok = ?, next_check = ?,
+		transitions = ?, probe = ?, probe_version = ?, rotate_to = CASE WHEN ? <> '' AND ? <> key_version THEN ? ELSE rotate_to END,
+		lease_owner = '', lease_until = 0, updated_at = ? WHERE org_id = ?`,
+		h.State, h.Cause, h.Message, ms(h.Since), ms(h.LastCheck), ms(h.LastOK), ms(h.NextCheck), h.Transitions, h.Probe, h.ProbeVersion,
+		h.RotateTo, h.RotateTo, h.RotateTo, ms(h.UpdatedAt), h.OrgID)
 	if err != nil {
 		return fmt.Errorf("save key health of %s: %w", h.OrgID, err)
 	}

@@ -580,3 +580,51 @@ func (s *Store) UpdateJob(ctx context.Context, id, owner string, u JobUpdate) er
 	}
 	return nil
 }
+
+// ActiveDataKey returns the data key new objects of a store are sealed with:
+// the store's newest.
+func (s *Store) ActiveDataKey(ctx context.Context, org, sandbox, storeKind string) (DataKey, error) {
+	k, err := scanDataKey(s.db.QueryRowContext(ctx, `SELECT `+dataKeyCols+` FROM data_keys WHERE org_id = ? AND sandbox = ? AND store = ? ORDER BY created_at DESC, id DESC LIMIT 1`,
+		org, sandbox, storeKind))
+	if errors.Is(err, sql.ErrNoRows) {
+		return k, ErrNotFound
+	}
+	return k, err
+}
+
+// DataKey returns one data key by id.
+func (s *Store) DataKey(ctx context.Context, id string) (DataKey, error) {
+	k, err := scanDataKey(s.db.QueryRowContext(ctx, `SELECT `+dataKeyCols+` FROM data_keys WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return k, ErrNotFound
+	}
+	return k, err
+}
+
+// AddDataKey stores a new data key for an existing store (data-key rotation).
+func (s *Store) AddDataKey(ctx context.Context, k DataKey) error {
+	return s.tx(ctx, func(tx *sql.Tx) error { return insertDataKey(ctx, tx, k, s.now().UnixMilli()) })
+}
+
+// ReserveUses reserves n more uses of a data key and returns the total
+// reserved so far (including these n).
+func (s *Store) ReserveUses(ctx context.Context, id string, n int64) (int64, error) {
+	var total int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET uses_reserved = uses_reserved + ? WHERE id = ?`, n, id); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `SELECT uses_reserved FROM data_keys WHERE id = ?`, id).Scan(&total)
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, ErrNotFound
+	}
+	return total, err
+}
+
+// SandboxExists reports whether an org has the sandbox.
+func (s *Store) SandboxExists(ctx context.Context, org, name string) (bool, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sandboxes WHERE org_id = ? AND name = ?`, org, name).Scan(&n)
+	return n > 0, err
+}

@@ -1,0 +1,114 @@
+package alerts
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/cmk-project/cmk/internal/store"
+)
+
+// View is an alert as the API and webhooks show it.
+type View struct {
+	ID             string     `json:"id"`
+	OrgID          string     `json:"orgId"`
+	Kind           string     `json:"kind"`
+	Cause          string     `json:"cause"`
+	Status         string     `json:"status"`
+	Occurrences    int        `json:"occurrences"`
+	FirstSeen      time.Time  `json:"firstSeen"`
+	LastSeen       time.Time  `json:"lastSeen"`
+	ResolvedAt     *time.Time `json:"resolvedAt,omitempty"`
+	AcknowledgedAt *time.Time `json:"acknowledgedAt,omitempty"`
+	AcknowledgedBy string     `json:"acknowledgedBy,omitempty"`
+	Detail
+}
+
+// ViewOf converts a stored alert.
+func ViewOf(a *store.Alert) View {
+	v := View{ID: a.ID, OrgID: a.OrgID, Kind: a.Kind, Cause: a.Cause, Status: a.Status, Occurrences: a.Occurrences, FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, AcknowledgedBy: a.AcknowledgedBy}
+	if !a.ResolvedAt.IsZero() {
+		t := a.ResolvedAt
+		v.ResolvedAt = &t
+	}
+	if !a.AcknowledgedAt.IsZero() {
+		t := a.AcknowledgedAt
+		v.AcknowledgedAt = &t
+	}
+	json.Unmarshal([]byte(a.Detail), &v.Detail)
+	return v
+}
+
+// Event is what a webhook receives.
+type Event struct {
+	ID         string    `json:"id"` // stable per alert and event type: receivers drop duplicates by it
+	Type       string    `json:"type"`
+	OrgID      string    `json:"orgId"`
+	OccurredAt time.Time `json:"occurredAt"`
+	Alert      View      `json:"alert"`
+}
+
+// Event types.
+const (
+	EventOpened   = "alert.opened"
+	EventResolved = "alert.resolved"
+)
+
+// Notifier raises and resolves alerts and queues their webhook events.
+type Notifier struct {
+	Store *store.Store
+	Log   *slog.Logger
+	// OnEvent, when set, is told of every opened and resolved alert (metrics).
+	OnEvent func(eventType, kind string)
+}
+
+// Raise opens an alert (or counts another occurrence of the open one) and
+// queues an event when it is new.
+func (n *Notifier) Raise(ctx context.Context, org, kind, cause string, d Detail) (*store.Alert, error) {
+	raw, _ := json.Marshal(d)
+	a := &store.Alert{ID: uuid.NewString(), OrgID: org, Kind: kind, Cause: cause, Detail: string(raw)}
+	opened, err := n.Store.RaiseAlert(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	if opened {
+		n.log().Warn("alert opened", "org", org, "kind", kind, "cause", cause, "alert", a.ID)
+		n.emit(ctx, EventOpened, a)
+	}
+	return a, nil
+}
+
+// Resolve resolves the org's open alerts of the given kinds (all when none)
+// and queues a resolved event for each.
+func (n *Notifier) Resolve(ctx context.Context, org string, kinds ...string) ([]*store.Alert, error) {
+	resolved, err := n.Store.ResolveAlerts(ctx, org, kinds...)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range resolved {
+		n.log().Info("alert resolved", "org", org, "kind", a.Kind, "cause", a.Cause, "alert", a.ID)
+		n.emit(ctx, EventResolved, a)
+	}
+	return resolved, nil
+}
+
+func (n *Notifier) emit(ctx context.Context, typ string, a *store.Alert) {
+	ev := Event{ID: a.ID + ":" + typ, Type: typ, OrgID: a.OrgID, OccurredAt: time.Now().UTC(), Alert: ViewOf(a)}
+	raw, _ := json.Marshal(ev)
+	if _, err := n.Store.EnqueueEvent(ctx, a.OrgID, ev.ID, string(raw)); err != nil {
+		n.log().Error("queue webhook event", "org", a.OrgID, "event", ev.ID, "err", err)
+	}
+	if n.OnEvent != nil {
+		n.OnEvent(typ, a.Kind)
+	}
+}
+
+func (n *Notifier) log() *slog.Logger {
+	if n.Log == nil {
+		return slog.Default()
+	}
+	return n.Log
+}

@@ -1,0 +1,221 @@
+package alerts
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cmk-project/cmk/internal/store"
+)
+
+// Signature header: "t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>".
+// Receivers recompute it with their secret and reject stale timestamps, so a
+// captured delivery cannot be replayed later.
+const (
+	HeaderSignature = "X-Cmk-Signature"
+	HeaderEventID   = "X-Cmk-Event-Id"
+	HeaderEventType = "X-Cmk-Event-Type"
+)
+
+// Sign returns the signature header value for body at time t.
+func Sign(secret string, t time.Time, body []byte) string {
+	ts := strconv.FormatInt(t.Unix(), 10)
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(ts + "."))
+	m.Write(body)
+	return "t=" + ts + ",v1=" + hex.EncodeToString(m.Sum(nil))
+}
+
+// ErrBadSignature is returned by Verify.
+var ErrBadSignature = errors.New("webhook signature does not verify")
+
+// Verify checks a signature header against body, accepting timestamps within
+// tolerance of now.
+func Verify(secret, header string, body []byte, now time.Time, tolerance time.Duration) error {
+	var ts, sig string
+	for _, part := range strings.Split(header, ",") {
+		k, v, _ := strings.Cut(part, "=")
+		switch k {
+		case "t":
+			ts = v
+		case "v1":
+			sig = v
+		}
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil || sig == "" {
+		return fmt.Errorf("%w: malformed header", ErrBadSignature)
+	}
+	if d := now.Sub(time.Unix(sec, 0)); d > tolerance || d < -tolerance {
+		return fmt.Errorf("%w: timestamp outside %s", ErrBadSignature, tolerance)
+	}
+	want := Sign(secret, time.Unix(sec, 0), body)
+	if !hmac.Equal([]byte(want), []byte("t="+ts+",v1="+sig)) {
+		return ErrBadSignature
+	}
+	return nil
+}
+
+// URLPolicy says which webhook URLs tenants may register. By default only
+// https URLs whose host resolves to public addresses are called, so a tenant
+// cannot make the service reach into the platform's own network.
+type URLPolicy struct {
+	AllowHTTP            bool // allow http:// (development, tests)
+	AllowPrivateNetworks bool // allow loopback and private addresses (development, tests)
+}
+
+// Check validates a webhook URL at registration.
+func (p URLPolicy) Check(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("webhook URL %q is not an absolute URL", raw)
+	}
+	if u.Scheme != "https" && !(p.AllowHTTP && u.Scheme == "http") {
+		return fmt.Errorf("webhook URL must use https, not %q", u.Scheme)
+	}
+	if u.User != nil {
+		return errors.New("webhook URL must not carry credentials; use the signing secret to authenticate deliveries")
+	}
+	if ip := net.ParseIP(u.Hostname()); ip != nil && !p.AllowPrivateNetworks && !public(ip) {
+		return fmt.Errorf("webhook host %s is not a public address", ip)
+	}
+	return nil
+}
+
+func public(ip net.IP) bool {
+	return !(ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() || ip.IsMulticast())
+}
+
+// Client returns an HTTP client that enforces the policy at connection time
+// (after DNS), so a public name pointing at a private address is refused too.
+func (p URLPolicy) Client(timeout time.Duration) *http.Client {
+	d := &net.Dialer{Timeout: 5 * time.Second, Control: func(network, address string, _ syscall.RawConn) error {
+		if p.AllowPrivateNetworks {
+			return nil
+		}
+		host, _, _ := net.SplitHostPort(address)
+		if ip := net.ParseIP(host); ip == nil || !public(ip) {
+			return fmt.Errorf("webhook delivery to %s refused: not a public address", host)
+		}
+		return nil
+	}}
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: d.DialContext, Proxy: nil},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// Deliverer sends queued events to webhooks: at least once, retried with
+// exponential backoff, each with a stable event id for deduplication.
+type Deliverer struct {
+	Store       *store.Store
+	Client      *http.Client
+	Log         *slog.Logger
+	MaxAttempts int           // default 8
+	Backoff     time.Duration // first retry delay, doubled each time; default 2s
+	Poll        time.Duration // default 500ms
+	OnResult    func(outcome string)
+}
+
+// Run delivers until ctx ends.
+func (d *Deliverer) Run(ctx context.Context) {
+	if d.Poll == 0 {
+		d.Poll = 500 * time.Millisecond
+	}
+	t := time.NewTicker(d.Poll)
+	defer t.Stop()
+	for {
+		d.DeliverDue(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// DeliverDue attempts every due delivery once.
+func (d *Deliverer) DeliverDue(ctx context.Context) {
+	if d.MaxAttempts == 0 {
+		d.MaxAttempts = 8
+	}
+	if d.Backoff == 0 {
+		d.Backoff = 2 * time.Second
+	}
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	due, err := d.Store.ClaimDeliveries(ctx, time.Minute, 50)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.Log.Error("claim webhook deliveries", "err", err)
+		}
+		return
+	}
+	for _, dl := range due {
+		err := d.send(ctx, dl)
+		var next time.Time
+		outcome := "delivered"
+		if err != nil {
+			outcome = "retry"
+			if dl.Attempts+1 >= d.MaxAttempts {
+				outcome = "gave_up"
+			} else {
+				next = time.Now().Add(d.Backoff << min(dl.Attempts, 10))
+			}
+			d.Log.Warn("webhook delivery failed", "webhook", dl.WebhookID, "event", dl.EventID, "attempt", dl.Attempts+1, "err", err)
+		}
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		if ferr := d.Store.FinishDelivery(ctx, dl.ID, err == nil, next, msg); ferr != nil {
+			d.Log.Error("record webhook delivery", "err", ferr)
+		}
+		if d.OnResult != nil {
+			d.OnResult(outcome)
+		}
+	}
+}
+
+func (d *Deliverer) send(ctx context.Context, dl store.Delivery) error {
+	body := []byte(dl.Payload)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, dl.URL, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	var ev struct {
+		Type string `json:"type"`
+	}
+	_ = json.Unmarshal(body, &ev) // the type header is informative only
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(HeaderSignature, Sign(dl.Secret, time.Now(), body))
+	req.Header.Set(HeaderEventID, dl.EventID)
+	req.Header.Set(HeaderEventType, ev.Type)
+	client := d.Client
+	if client == nil {
+		client = URLPolicy{}.Client(10 * time.Second)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("receiver answered HTTP %d", resp.StatusCode)
+	}
+	return nil
+}

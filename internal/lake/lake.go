@@ -1,0 +1,209 @@
+// Package lake is the data lake: datasets of files per sandbox, ingested
+// and read as streams, each file sealed with the envelope format under the
+// lake store's data key and bound to its org, sandbox, dataset and name, so
+// a file copied to another place does not open. Files are never whole in
+// memory, and a file becomes visible only once completely written.
+package lake
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/cmk-project/cmk/internal/envelope"
+	"github.com/cmk-project/cmk/internal/lake/blob"
+	"github.com/cmk-project/cmk/internal/orgkeys"
+)
+
+// StoreKind is the data-key store of the lake.
+const StoreKind = "lake"
+
+// Errors callers branch on.
+var (
+	ErrNotFound    = errors.New("file not found")
+	ErrInvalidName = errors.New("invalid name")
+)
+
+// Lake serves files.
+type Lake struct {
+	Backend blob.Backend
+	Keys    *orgkeys.Resolver
+}
+
+// File describes a stored file.
+type File struct {
+	Dataset  string    `json:"dataset"`
+	Name     string    `json:"name"`
+	Size     int64     `json:"size"` // plaintext bytes
+	Modified time.Time `json:"modified"`
+}
+
+// CheckName validates a dataset or file name: 1 to 200 characters of
+// letters, digits, '.', '_' and '-', not starting with '.'.
+func CheckName(what, n string) error {
+	if n == "" || len(n) > 200 || n[0] == '.' {
+		return fmt.Errorf("%w: %s name %q must be 1 to 200 characters and not start with '.'", ErrInvalidName, what, n)
+	}
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%w: %s name %q may only hold letters, digits, '.', '_' and '-'", ErrInvalidName, what, n)
+		}
+	}
+	return nil
+}
+
+func objectKey(org, sandbox, dataset, file string) string {
+	return org + "/" + sandbox + "/" + dataset + "/" + file
+}
+
+func binding(org, sandbox, dataset, file string) envelope.Binding {
+	return envelope.Binding{Org: org, Sandbox: sandbox, Store: StoreKind, Object: dataset + "/" + file}
+}
+
+// Put streams r into a file, sealing it on the way; it returns the
+// plaintext bytes stored.
+func (l *Lake) Put(ctx context.Context, org, sandbox, dataset, file string, r io.Reader) (int64, error) {
+	if err := CheckName("dataset", dataset); err != nil {
+		return 0, err
+	}
+	if err := CheckName("file", file); err != nil {
+		return 0, err
+	}
+	key, err := l.Keys.SealKey(ctx, org, sandbox, StoreKind)
+	if err != nil {
+		return 0, err
+	}
+	pr, pw := io.Pipe()
+	var n int64
+	go func() {
+		w, err := envelope.NewWriter(pw, key.Bytes, key.ID, binding(org, sandbox, dataset, file))
+		key.Clear()
+		if err != nil {
+			pw.CloseWithError(err)
+			return
+		}
+		n, err = io.Copy(w, r)
+		if err == nil {
+			err = w.Close()
+		}
+		pw.CloseWithError(err) // nil closes cleanly: the backend commits
+	}()
+	_, err = l.Backend.Put(ctx, objectKey(org, sandbox, dataset, file), pr)
+	pr.CloseWithError(errors.New("upload ended"))
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// Open returns a reader of a file's plaintext and its plaintext size. The
+// reader fails if the stored bytes were altered, truncated or moved.
+func (l *Lake) Open(ctx context.Context, org, sandbox, dataset, file string) (io.ReadCloser, int64, error) {
+	if err := CheckName("dataset", dataset); err != nil {
+		return nil, 0, err
+	}
+	if err := CheckName("file", file); err != nil {
+		return nil, 0, err
+	}
+	if err := l.Keys.Allow(org); err != nil {
+		return nil, 0, err
+	}
+	rc, size, err := l.Backend.Get(ctx, objectKey(org, sandbox, dataset, file))
+	if errors.Is(err, blob.ErrNotFound) {
+		return nil, 0, ErrNotFound
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	var keyID string
+	rd, err := envelope.NewReader(rc, binding(org, sandbox, dataset, file), func(id string) ([]byte, error) {
+		keyID = id
+		return l.Keys.OpenKey(ctx, org, sandbox, StoreKind, id)
+	})
+	if err != nil {
+		rc.Close()
+		return nil, 0, err
+	}
+	plain, err := plaintextSize(keyID, size)
+	if err != nil {
+		rc.Close()
+		return nil, 0, err
+	}
+	return readCloser{rd, rc}, plain, nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// plaintextSize inverts envelope.CiphertextSize for a stored object: the
+// sealed size grows with the plaintext size, so a binary search finds it.
+func plaintextSize(keyID string, ct int64) (int64, error) {
+	lo, hi := int64(0), ct
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		n, err := envelope.CiphertextSize(keyID, mid)
+		if err != nil {
+			return 0, err
+		}
+		if n < ct {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	if n, err := envelope.CiphertextSize(keyID, lo); err != nil || n != ct {
+		return 0, fmt.Errorf("stored file of %d bytes is not a sealed file", ct)
+	}
+	return lo, nil
+}
+
+// uuidLen is the length of data key ids, which fixes the header size.
+const uuidLen = 36
+
+// Delete removes a file.
+func (l *Lake) Delete(ctx context.Context, org, sandbox, dataset, file string) error {
+	if err := l.Keys.Allow(org); err != nil {
+		return err
+	}
+	err := l.Backend.Delete(ctx, objectKey(org, sandbox, dataset, file))
+	if errors.Is(err, blob.ErrNotFound) {
+		return ErrNotFound
+	}
+	return err
+}
+
+// List lists a sandbox's files, of one dataset or ("" ) of all.
+func (l *Lake) List(ctx context.Context, org, sandbox, dataset string) ([]File, error) {
+	if err := l.Keys.Allow(org); err != nil {
+		return nil, err
+	}
+	prefix := org + "/" + sandbox + "/"
+	if dataset != "" {
+		if err := CheckName("dataset", dataset); err != nil {
+			return nil, err
+		}
+		prefix += dataset + "/"
+	}
+	objs, err := l.Backend.List(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := []File{}
+	for _, o := range objs {
+		ds, name, ok := strings.Cut(strings.TrimPrefix(o.Key, org+"/"+sandbox+"/"), "/")
+		if !ok {
+			continue
+		}
+		size, err := plaintextSize(strings.Repeat("0", uuidLen), o.Size)
+		if err != nil {
+			size = -1 // not a file this service wrote
+		}
+		out = append(out, File{Dataset: ds, Name: name, Size: size, Modified: o.Modified})
+	}
+	return out, nil
+}

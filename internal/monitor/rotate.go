@@ -1,0 +1,131 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/cmk-project/cmk/internal/audit"
+	"github.com/cmk-project/cmk/internal/keyring"
+	"github.com/cmk-project/cmk/internal/kms"
+	"github.com/cmk-project/cmk/internal/store"
+)
+
+// errTargetMoved stops a rotation when the key gained yet another version:
+// the next check retargets it.
+var errTargetMoved = errors.New("key gained a newer version during rotation")
+
+// RunRotations re-wraps data keys to new key versions until ctx ends. Data
+// keys keep their bytes, so cached keys and reads of data stay valid
+// throughout; each data key's wrapping is swapped in one row update after
+// the new wrapping exists, so a crash loses nothing and the next worker
+// continues.
+func (m *Monitor) RunRotations(ctx context.Context) {
+	m.defaults()
+	poll := min(m.Interval/2, time.Second)
+	for ctx.Err() == nil {
+		h, err := m.Store.ClaimRotation(ctx, m.Owner, time.Minute)
+		if err == nil {
+			if err := m.rotate(ctx, h); err != nil && ctx.Err() == nil {
+				m.Log.Warn("key rotation paused", "org", h.OrgID, "to", h.RotateTo, "err", err)
+				m.Store.ReleaseRotation(context.WithoutCancel(ctx), h.OrgID, m.Owner)
+			}
+			continue
+		}
+		if !errors.Is(err, store.ErrNotFound) && ctx.Err() == nil {
+			m.Log.Error("claim rotation", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(poll):
+		}
+	}
+}
+
+func (m *Monitor) rotate(ctx context.Context, h *store.Health) error {
+	ctx = audit.WithOrg(ctx, h.OrgID)
+	org, err := m.Store.Org(ctx, h.OrgID)
+	if err != nil {
+		return err
+	}
+	ref := keyring.CustomerRef(org)
+	target := h.RotateTo
+	var done int
+	for {
+		keys, err := m.Store.CustomerKeysNotAt(ctx, h.OrgID, target, "", 100)
+		if err != nil {
+			return err
+		}
+		if len(keys) == 0 {
+			break
+		}
+		if err := m.Store.RenewRotation(ctx, h.OrgID, m.Owner, time.Minute); err != nil {
+			return err
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var firstErr error
+		sem := make(chan struct{}, 4)
+		for _, dk := range keys {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				err := m.rewrapToNewest(ctx, ref, dk, target)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				if err == nil {
+					done++
+				}
+			}()
+		}
+		wg.Wait()
+		if firstErr != nil {
+			return firstErr
+		}
+		if m.Metrics != nil {
+			m.Metrics.RewrappedKeys.WithLabelValues("rotation").Add(float64(len(keys)))
+		}
+	}
+	if err := m.Store.FinishRotation(ctx, h.OrgID, m.Owner, target); err != nil {
+		return err
+	}
+	m.Audit.Record(ctx, "rotation", ref, target, "ok", "every data key is wrapped by the new version")
+	m.Log.Info("key rotation finished", "org", h.OrgID, "version", target, "rewrapped", done)
+	return nil
+}
+
+func (m *Monitor) rewrapToNewest(ctx context.Context, ref kms.KeyRef, dk store.DataKey, target string) error {
+	dek, err := m.Keyring.Unwrap(ctx, dk)
+	if err != nil {
+		return err
+	}
+	defer clear(dek)
+	for {
+		next, err := m.Keyring.WrapCustomer(ctx, ref, dk, dek)
+		var ke *kms.Error
+		if errors.As(err, &ke) && ke.Kind == kms.KindThrottled {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(max(ke.RetryAfter, time.Second)):
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if next.KEKVersion != target {
+			return errTargetMoved
+		}
+		err = m.Store.ReplaceVersion(ctx, dk.ID, dk.KEKVersion, next)
+		if errors.Is(err, store.ErrWrappingChanged) {
+			return nil // someone else moved it
+		}
+		return err
+	}
+}

@@ -1,0 +1,60 @@
+package monitor
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/cmk-project/cmk/internal/dekcache"
+	"github.com/cmk-project/cmk/internal/store"
+)
+
+// Load fills the gate from the database; a service calls it before serving,
+// so a revoked org is refused from the first request after a restart.
+func (g *Gate) Load(ctx context.Context, st *store.Store) (time.Time, error) {
+	all, err := st.AllHealth(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var last time.Time
+	for _, h := range all {
+		g.Set(h)
+		if h.UpdatedAt.After(last) {
+			last = h.UpdatedAt
+		}
+	}
+	return last, nil
+}
+
+// Sync keeps the gate current with changes other replicas write, and wipes
+// cached keys of orgs they revoked, polling every poll until ctx ends.
+func (g *Gate) Sync(ctx context.Context, st *store.Store, cache *dekcache.Cache, since time.Time, poll time.Duration, log *slog.Logger) {
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		// Re-read a little behind the newest change: rows written in the same
+		// millisecond by two replicas must not be missed.
+		changed, err := st.HealthChangedSince(ctx, since.Add(-time.Second))
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Error("sync key health", "err", err)
+			}
+			continue
+		}
+		for _, h := range changed {
+			prev, known := g.State(h.OrgID)
+			g.Set(h)
+			if h.State == store.HealthRevoked && (!known || prev.State != store.HealthRevoked) {
+				cache.WipeOrg(h.OrgID)
+			}
+			if h.UpdatedAt.After(since) {
+				since = h.UpdatedAt
+			}
+		}
+	}
+}

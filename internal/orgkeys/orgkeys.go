@@ -1,0 +1,246 @@
+// Package orgkeys hands the data plane the data keys of an org's stores:
+// the key to seal new objects with, and the key a stored object names. Every
+// lookup first asks the key-health gate whether the org's data may be served
+// at all, so a revoked org is refused before any key is touched. Keys come
+// from the in-memory cache; only a miss unwraps (one key-vault call for a
+// customer key).
+//
+// It also counts the objects sealed under each data key, reserving blocks of
+// uses in the database, and moves a store to a fresh data key before the
+// limit of the envelope format is reached.
+package orgkeys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cmk-project/cmk/internal/dekcache"
+	"github.com/cmk-project/cmk/internal/envelope"
+	"github.com/cmk-project/cmk/internal/keyring"
+	"github.com/cmk-project/cmk/internal/metrics"
+	"github.com/cmk-project/cmk/internal/monitor"
+	"github.com/cmk-project/cmk/internal/store"
+)
+
+// reserveBlock is how many uses are reserved in the database at a time.
+const reserveBlock = 1 << 16
+
+// ErrWrongStore is returned when an object names a data key of another org,
+// sandbox or store: it cannot be opened here.
+var ErrWrongStore = errors.New("object is sealed with a data key of another store")
+
+// Resolver is safe for concurrent use.
+type Resolver struct {
+	Store   *store.Store
+	Keyring *keyring.Keyring
+	Cache   *dekcache.Cache
+	Gate    *monitor.Gate
+	Metrics *metrics.Metrics
+	// MaxUses is the number of objects one data key may seal; default
+	// envelope.DefaultMaxUses.
+	MaxUses int64
+
+	mu     sync.Mutex
+	active map[string]*activeKey    // org/sandbox/store -> key sealing new objects
+	meta   map[string]store.DataKey // data key id -> record (without wrapping)
+	uses   map[string]*useCounter   // data key id -> uses
+}
+
+type activeKey struct{ id string }
+
+type useCounter struct {
+	mu       sync.Mutex
+	used     int64 // uses taken (as seen by this process)
+	reserved int64 // uses reserved in the database up to here
+}
+
+func slot(org, sandbox, kind string) string { return org + "\x00" + sandbox + "\x00" + kind }
+
+func (r *Resolver) init() {
+	if r.active == nil {
+		r.active = map[string]*activeKey{}
+		r.meta = map[string]store.DataKey{}
+		r.uses = map[string]*useCounter{}
+	}
+	if r.MaxUses == 0 {
+		r.MaxUses = envelope.DefaultMaxUses
+	}
+}
+
+// Allow says whether the org's data may be served now.
+func (r *Resolver) Allow(org string) error { return r.Gate.Allow(org) }
+
+// Key is a data key ready for use. Clear Bytes when done.
+type Key struct {
+	ID    string
+	Bytes []byte
+}
+
+// Clear zeroes the key bytes.
+func (k *Key) Clear() { clear(k.Bytes) }
+
+// SealKey returns the key to seal one new object of a store with, counting
+// the use.
+func (r *Resolver) SealKey(ctx context.Context, org, sandbox, kind string) (*Key, error) {
+	if err := r.Gate.Allow(org); err != nil {
+		return nil, err
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		dk, err := r.activeKey(ctx, org, sandbox, kind)
+		if err != nil {
+			return nil, err
+		}
+		exhausted, err := r.take(ctx, dk.ID)
+		if err != nil {
+			return nil, err
+		}
+		if exhausted {
+			if err := r.rotate(ctx, org, sandbox, kind, dk.ID); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		b, err := r.bytes(ctx, dk)
+		if err != nil {
+			return nil, err
+		}
+		return &Key{ID: dk.ID, Bytes: b}, nil
+	}
+	return nil, fmt.Errorf("store %s/%s/%s: could not get a data key with uses left", org, sandbox, kind)
+}
+
+// OpenKey returns the key with the given id, if it belongs to the store.
+func (r *Resolver) OpenKey(ctx context.Context, org, sandbox, kind, id string) ([]byte, error) {
+	if err := r.Gate.Allow(org); err != nil {
+		return nil, err
+	}
+	dk, err := r.metaOf(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrWrongStore
+	}
+	if err != nil {
+		return nil, err
+	}
+	if dk.OrgID != org || dk.Sandbox != sandbox || dk.Store != kind {
+		return nil, ErrWrongStore
+	}
+	return r.bytes(ctx, dk)
+}
+
+// bytes returns the plaintext key through the cache.
+func (r *Resolver) bytes(ctx context.Context, dk store.DataKey) ([]byte, error) {
+	return r.Cache.Get(ctx, dk.OrgID, dk.ID, func(ctx context.Context) ([]byte, error) {
+		if r.Metrics != nil {
+			r.Metrics.DEKCacheLoads.Inc()
+		}
+		// Re-read the wrapping: it may have moved to the customer key or a
+		// new key version since the metadata was cached.
+		full, err := r.Store.DataKey(ctx, dk.ID)
+		if err != nil {
+			return nil, err
+		}
+		// The gate may have closed while this request waited.
+		if err := r.Gate.Allow(dk.OrgID); err != nil {
+			return nil, err
+		}
+		return r.Keyring.Unwrap(ctx, full)
+	})
+}
+
+func (r *Resolver) metaOf(ctx context.Context, id string) (store.DataKey, error) {
+	r.mu.Lock()
+	r.init()
+	dk, ok := r.meta[id]
+	r.mu.Unlock()
+	if ok {
+		return dk, nil
+	}
+	dk, err := r.Store.DataKey(ctx, id)
+	if err != nil {
+		return dk, err
+	}
+	dk.Wrapped = nil
+	r.mu.Lock()
+	r.meta[id] = dk
+	r.mu.Unlock()
+	return dk, nil
+}
+
+func (r *Resolver) activeKey(ctx context.Context, org, sandbox, kind string) (store.DataKey, error) {
+	r.mu.Lock()
+	r.init()
+	a, ok := r.active[slot(org, sandbox, kind)]
+	r.mu.Unlock()
+	if ok {
+		return r.metaOf(ctx, a.id)
+	}
+	dk, err := r.Store.ActiveDataKey(ctx, org, sandbox, kind)
+	if err != nil {
+		return dk, fmt.Errorf("data key of %s/%s/%s: %w", org, sandbox, kind, err)
+	}
+	dk.Wrapped = nil
+	r.mu.Lock()
+	r.active[slot(org, sandbox, kind)] = &activeKey{id: dk.ID}
+	r.meta[dk.ID] = dk
+	r.mu.Unlock()
+	return dk, nil
+}
+
+// take counts one use of a data key, reserving a new block in the database
+// when this process's block runs out. It reports whether the key is spent.
+func (r *Resolver) take(ctx context.Context, id string) (bool, error) {
+	r.mu.Lock()
+	r.init()
+	u, ok := r.uses[id]
+	if !ok {
+		u = &useCounter{}
+		r.uses[id] = u
+	}
+	r.mu.Unlock()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.used >= u.reserved {
+		total, err := r.Store.ReserveUses(ctx, id, reserveBlock)
+		if err != nil {
+			return false, err
+		}
+		u.used, u.reserved = total-reserveBlock, total
+	}
+	if u.used >= r.MaxUses {
+		return true, nil
+	}
+	u.used++
+	return false, nil
+}
+
+// rotate moves a store to a fresh data key, unless another request did.
+func (r *Resolver) rotate(ctx context.Context, org, sandbox, kind, spent string) error {
+	r.mu.Lock()
+	a := r.active[slot(org, sandbox, kind)]
+	r.mu.Unlock()
+	if a != nil && a.id != spent {
+		return nil
+	}
+	cur, err := r.Store.ActiveDataKey(ctx, org, sandbox, kind)
+	if err != nil {
+		return err
+	}
+	if cur.ID == spent {
+		if cur, err = r.Keyring.RotateStoreKey(ctx, org, sandbox, kind); err != nil {
+			return fmt.Errorf("rotate data key of %s/%s/%s: %w", org, sandbox, kind, err)
+		}
+	}
+	r.mu.Lock()
+	r.active[slot(org, sandbox, kind)] = &activeKey{id: cur.ID}
+	r.mu.Unlock()
+	return nil
+}
+
+// Refused reports whether err is a refusal by the key-health gate.
+func Refused(err error) (*monitor.Refused, bool) {
+	var ref *monitor.Refused
+	ok := errors.As(err, &ref)
+	return ref, ok
+}

@@ -1,0 +1,141 @@
+// Package profile is the profile store: JSON records per sandbox, each
+// sealed with the envelope format under the profile store's data key and
+// bound to its org, sandbox and id, with a transient read cache in front.
+package profile
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/cmk-project/cmk/internal/envelope"
+	"github.com/cmk-project/cmk/internal/orgkeys"
+	"github.com/cmk-project/cmk/internal/profile/records"
+)
+
+// StoreKind is the data-key store of profiles.
+const StoreKind = "profile"
+
+// Errors callers branch on.
+var (
+	ErrNotFound   = errors.New("record not found")
+	ErrInvalidDoc = errors.New("record is not a JSON object")
+)
+
+// Store serves profile records.
+type Store struct {
+	Backend records.Backend
+	Keys    *orgkeys.Resolver
+	Cache   *ReadCache // nil = no cache
+}
+
+// Record is a decrypted record.
+type Record struct {
+	ID  string          `json:"id"`
+	Doc json.RawMessage `json:"record"`
+}
+
+func binding(org, sandbox, id string) envelope.Binding {
+	return envelope.Binding{Org: org, Sandbox: sandbox, Store: StoreKind, Object: id}
+}
+
+// Upsert validates, seals and stores a record.
+func (s *Store) Upsert(ctx context.Context, org, sandbox, id string, doc []byte) error {
+	trimmed := bytes.TrimSpace(doc)
+	if len(trimmed) == 0 || trimmed[0] != '{' || !json.Valid(trimmed) {
+		return ErrInvalidDoc
+	}
+	key, err := s.Keys.SealKey(ctx, org, sandbox, StoreKind)
+	if err != nil {
+		return err
+	}
+	sealed, err := envelope.SealRecord(key.Bytes, key.ID, binding(org, sandbox, id), trimmed)
+	key.Clear()
+	if err != nil {
+		return err
+	}
+	if err := s.Backend.Upsert(ctx, org, sandbox, id, sealed); err != nil {
+		return err
+	}
+	if s.Cache != nil {
+		s.Cache.Put(org, sandbox, id, sealed)
+	}
+	return nil
+}
+
+// Get returns a record's JSON.
+func (s *Store) Get(ctx context.Context, org, sandbox, id string) ([]byte, error) {
+	if err := s.Keys.Allow(org); err != nil {
+		return nil, err
+	}
+	var sealed []byte
+	if s.Cache != nil {
+		if c, ok := s.Cache.Get(org, sandbox, id); ok {
+			sealed = c
+		}
+	}
+	if sealed == nil {
+		rec, err := s.Backend.Get(ctx, org, sandbox, id)
+		if errors.Is(err, records.ErrNotFound) {
+			return nil, ErrNotFound
+		}
+		if err != nil {
+			return nil, err
+		}
+		sealed = rec.Value
+		if s.Cache != nil {
+			s.Cache.Put(org, sandbox, id, bytes.Clone(sealed))
+		}
+	}
+	return s.open(ctx, org, sandbox, id, sealed)
+}
+
+func (s *Store) open(ctx context.Context, org, sandbox, id string, sealed []byte) ([]byte, error) {
+	keyID, err := envelope.KeyID(sealed)
+	if err != nil {
+		return nil, fmt.Errorf("record %s: %w", id, err)
+	}
+	dek, err := s.Keys.OpenKey(ctx, org, sandbox, StoreKind, keyID)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(dek)
+	return envelope.OpenRecord(dek, binding(org, sandbox, id), sealed)
+}
+
+// Delete removes a record.
+func (s *Store) Delete(ctx context.Context, org, sandbox, id string) error {
+	if err := s.Keys.Allow(org); err != nil {
+		return err
+	}
+	if s.Cache != nil {
+		s.Cache.Drop(org, sandbox, id)
+	}
+	err := s.Backend.Delete(ctx, org, sandbox, id)
+	if errors.Is(err, records.ErrNotFound) {
+		return ErrNotFound
+	}
+	return err
+}
+
+// List returns one page of decrypted records in id order.
+func (s *Store) List(ctx context.Context, org, sandbox, cursor string, limit int) ([]Record, string, error) {
+	if err := s.Keys.Allow(org); err != nil {
+		return nil, "", err
+	}
+	page, err := s.Backend.List(ctx, org, sandbox, cursor, limit)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]Record, 0, len(page.Records))
+	for _, r := range page.Records {
+		doc, err := s.open(ctx, org, sandbox, r.ID, r.Value)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, Record{ID: r.ID, Doc: doc})
+	}
+	return out, page.Next, nil
+}
