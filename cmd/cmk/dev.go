@@ -111,11 +111,29 @@ curl -s -X POST %s/data/infrastructure/manager/customer/config \
 curl -s '%s/data/infrastructure/manager/customer/config/Config1?configType=BYOK_CONFIG' \
 %s
 
+4. Store and read data (encrypted under the org's keys; refused while the key is unusable):
+
+curl -s -X PUT %s/data/profiles/ada \
+%s \
+  -H 'x-sandbox-name: prod' -d '{"name": "Ada"}'
+curl -s %s/data/profiles/ada \
+%s \
+  -H 'x-sandbox-name: prod'
+
+5. Watch the key's health and alerts (the key is checked every 2 s here):
+
+curl -s %s/data/infrastructure/manager/byok/health \
+%s
+
+The Encryption page: %s/ui/ (use "Dev login").
+
 Break the key the way a customer could (see cmk azure-emulator --help), e.g.:
 
   export CMK_EMULATOR_URL=%s CMK_EMULATOR_CA=%s
   go run ./cmd/cmk azure-emulator key disable %s %s
 
 Press Ctrl-C to stop.
-`, in.BaseURL, in.EmulatorURL, in.OrgID, in.BaseURL, h, in.BaseURL, h, body, in.BaseURL, h, in.EmulatorURL, caFile, devenv.Vault, devenv.KeyName)
+`, in.BaseURL, in.EmulatorURL, in.OrgID, in.BaseURL, h, in.BaseURL, h, body, in.BaseURL, h,
+		in.BaseURL, h, in.BaseURL, h, in.BaseURL, h, in.BaseURL,
+		in.EmulatorURL, caFile, devenv.Vault, devenv.KeyName)
 }

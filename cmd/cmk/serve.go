@@ -12,6 +12,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cmk-project/cmk/internal/azemu"
+	"github.com/cmk-project/cmk/internal/lake/blob"
+	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/service"
 )
 
@@ -25,6 +27,7 @@ func envOr(name, def string) string {
 func newServeCmd() *cobra.Command {
 	var cfg service.Config
 	var certFile, emulatorURL, emulatorCA, emulatorSuffix string
+	var blobURL, blobAccount, blobContainer string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the cmk service",
@@ -53,6 +56,13 @@ keep the client secret in CMK_AZURE_CLIENT_SECRET rather than on the command lin
 					return withHint(err, "--azure-client-cert takes a PEM file holding the certificate and its private key")
 				}
 				cfg.CertificatePEM = pem
+			}
+			if blobURL != "" {
+				key := os.Getenv("CMK_LAKE_AZURE_ACCOUNT_KEY")
+				if blobAccount == "" || key == "" {
+					return withHint(fmt.Errorf("--lake-azure-url needs --lake-azure-account and CMK_LAKE_AZURE_ACCOUNT_KEY"), "set the storage account name and put its key in CMK_LAKE_AZURE_ACCOUNT_KEY")
+				}
+				cfg.LakeAzure = &blob.AzureConfig{ServiceURL: blobURL, AccountName: blobAccount, AccountKey: key, Container: blobContainer}
 			}
 			if emulatorURL != "" {
 				if err := useEmulator(&cfg, emulatorURL, emulatorCA, emulatorSuffix); err != nil {
@@ -87,6 +97,14 @@ keep the client secret in CMK_AZURE_CLIENT_SECRET rather than on the command lin
 	f.StringVar(&emulatorURL, "emulator", os.Getenv("CMK_EMULATOR_URL"), "use a local Azure emulator at this URL (development only)")
 	f.StringVar(&emulatorCA, "emulator-ca", os.Getenv("CMK_EMULATOR_CA"), "CA certificate of the emulator")
 	f.StringVar(&emulatorSuffix, "emulator-vault-suffix", envOr("CMK_EMULATOR_VAULT_SUFFIX", "vault.azure.localhost"), "vault host suffix the emulator serves")
+	f.StringVar(&blobURL, "lake-azure-url", os.Getenv("CMK_LAKE_AZURE_URL"), "keep the data lake in Azure Blob Storage at this service URL (default: local files)")
+	f.StringVar(&blobAccount, "lake-azure-account", os.Getenv("CMK_LAKE_AZURE_ACCOUNT"), "storage account name (its key in CMK_LAKE_AZURE_ACCOUNT_KEY)")
+	f.StringVar(&blobContainer, "lake-azure-container", envOr("CMK_LAKE_AZURE_CONTAINER", "cmk-lake"), "blob container for the data lake")
+	f.StringVar(&cfg.ProfilesDSN, "profiles-postgres", os.Getenv("CMK_PROFILES_DSN"), "keep profiles in PostgreSQL at this DSN (default: embedded SQLite)")
+	f.DurationVar(&cfg.Monitor.Interval, "check-interval", monitor.DefaultInterval, "how often each org's key is checked")
+	f.DurationVar(&cfg.Monitor.Grace, "grace", monitor.DefaultGrace, "how long data stays available while the vault is only unreachable")
+	f.BoolVar(&cfg.WebhookPolicy.AllowHTTP, "webhook-allow-http", false, "let tenants register http:// webhooks (development only)")
+	f.BoolVar(&cfg.WebhookPolicy.AllowPrivateNetworks, "webhook-allow-private", false, "let webhooks reach loopback and private addresses (development only)")
 	f.IntVar(&cfg.Workers, "workers", 2, "enablement workers")
 	f.IntVar(&cfg.Concurrency, "vault-concurrency", 4, "concurrent Key Vault calls per enablement job")
 	return cmd

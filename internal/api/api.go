@@ -80,6 +80,9 @@ type Server struct {
 	WebhookPolicy alerts.URLPolicy
 	Metrics       *metrics.Metrics
 
+	// UI serves the Encryption page under /ui/ (nil = not served).
+	UI http.Handler
+
 	// The data plane; nil parts are not served.
 	Lake     *lake.Lake
 	Profiles *profile.Store
@@ -122,6 +125,10 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle("GET /metrics", s.Metrics.Handler())
 	}
 	s.dataRoutes(mux)
+	if s.UI != nil {
+		mux.Handle("/ui/", s.UI)
+		mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
+	}
 	mux.Handle("GET /data/foundation/sandbox-management/sandboxes", s.authed("", s.listSandboxes))
 	mux.Handle("POST /data/foundation/sandbox-management/sandboxes", s.authed(PermManageSandboxes, s.createSandbox))
 	return s.withRequestID(mux)

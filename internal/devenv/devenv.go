@@ -15,6 +15,7 @@ import (
 
 	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/azemu"
+	"github.com/cmk-project/cmk/internal/lake/blob"
 	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/service"
 	"github.com/cmk-project/cmk/internal/store"
@@ -50,6 +51,9 @@ type Options struct {
 	// revocation quickly).
 	Monitor   monitor.Config
 	NoMonitor bool
+	// Data-plane backends other than the embedded defaults.
+	LakeAzure   *blob.AzureConfig
+	ProfilesDSN string
 	// VaultTimeout bounds each Key Vault call.
 	VaultTimeout time.Duration
 	// TokenLifetime of the emulator's access tokens (default one hour).
@@ -141,6 +145,7 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		ExtraVaultSuffixes: []string{emu.VaultSuffix()},
 		ConsentURL:         emu.ConsentURL(CustomerTenant, ClientID, AppURI),
 		Workers:            o.Workers, Concurrency: o.Concurrency, Lease: o.Lease, Poll: o.Poll, Log: o.Log,
+		DevLogin: true, LakeAzure: o.LakeAzure, ProfilesDSN: o.ProfilesDSN,
 		Monitor: o.Monitor, NoMonitor: o.NoMonitor, VaultTimeout: o.VaultTimeout, WebhookBackoff: o.WebhookBackoff,
 		// Local receivers (tests, demos) are on loopback over http.
 		WebhookPolicy: alerts.URLPolicy{AllowHTTP: true, AllowPrivateNetworks: true},
@@ -148,6 +153,7 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 	if err != nil {
 		return fail(err)
 	}
+	env.Svc.SetDevOrg(env.Org)
 	if _, err := env.Svc.Store.EnsureOrg(ctx, env.Org); err != nil {
 		return fail(err)
 	}

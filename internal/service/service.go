@@ -39,6 +39,7 @@ import (
 	"github.com/cmk-project/cmk/internal/profile/records"
 	"github.com/cmk-project/cmk/internal/store"
 	"github.com/cmk-project/cmk/internal/systemkey"
+	"github.com/cmk-project/cmk/internal/web"
 )
 
 // Token defaults for the built-in development issuer.
@@ -74,6 +75,10 @@ type Config struct {
 	// local emulator's suffix); never set it in production.
 	ExtraVaultSuffixes       []string
 	DisableInstanceDiscovery bool
+
+	// DevLogin lets the UI sign in as the demo org without an identity
+	// provider (cmk dev only).
+	DevLogin bool
 
 	// VaultTimeout bounds each Key Vault call (default 10s).
 	VaultTimeout time.Duration
@@ -120,6 +125,7 @@ type Service struct {
 	Lake     *lake.Lake
 	Profiles *profile.Store
 	closers  []func() error
+	devOrg   string
 	Policy   keyid.Policy
 	App      api.App
 
@@ -255,6 +261,11 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	s.Profiles = &profile.Store{Backend: recs, Keys: s.Keys, Cache: readCache}
 	s.API = &api.Server{Lake: s.Lake, Profiles: s.Profiles, Store: s.Store, Keyring: s.Keyring, Provider: s.Provider, Verifier: verifier, Policy: s.Policy, App: s.App, Env: env, Log: cfg.Log,
 		Monitor: s.Monitor, Gate: s.Gate, WebhookPolicy: cfg.WebhookPolicy, Metrics: s.Metrics}
+	uiOpts := web.Options{}
+	if cfg.DevLogin {
+		uiOpts.DevLogin = s.devLogin
+	}
+	s.API.UI = web.Handler(uiOpts)
 	return s, nil
 }
 
@@ -373,6 +384,18 @@ func (s *Service) MintDevToken(subject, org string, perms []string, ttl time.Dur
 	}
 	return s.Issuer.Mint(auth.Claims{Subject: subject, ClientID: DevAPIKey, Orgs: map[string][]string{org: perms}}, ttl)
 }
+
+// devLogin mints an eight-hour token for the org set by SetDevOrg.
+func (s *Service) devLogin() (org, apiKey, token string, err error) {
+	if s.devOrg == "" {
+		return "", "", "", errors.New("no demo org is set")
+	}
+	token, err = s.MintDevToken("dev-admin", s.devOrg, nil, 8*time.Hour)
+	return s.devOrg, DevAPIKey, token, err
+}
+
+// SetDevOrg names the org the UI's dev login signs in to.
+func (s *Service) SetDevOrg(org string) { s.devOrg = org }
 
 // AllPermissions are every permission a dev token can carry.
 var AllPermissions = []string{auth.PermManageCMK, auth.PermDataRead, auth.PermDataWrite, api.PermManageSandboxes}
