@@ -100,6 +100,8 @@ keep the client secret in CMK_AZURE_CLIENT_SECRET rather than on the command lin
 	f.StringVar(&blobURL, "lake-azure-url", os.Getenv("CMK_LAKE_AZURE_URL"), "keep the data lake in Azure Blob Storage at this service URL (default: local files)")
 	f.StringVar(&blobAccount, "lake-azure-account", os.Getenv("CMK_LAKE_AZURE_ACCOUNT"), "storage account name (its key in CMK_LAKE_AZURE_ACCOUNT_KEY)")
 	f.StringVar(&blobContainer, "lake-azure-container", envOr("CMK_LAKE_AZURE_CONTAINER", "cmk-lake"), "blob container for the data lake")
+	f.StringVar(&cfg.DatabaseDSN, "database", os.Getenv("CMK_DATABASE_DSN"), "keep the service's state in PostgreSQL at this DSN, shared by replicas (default: SQLite in --data-dir)")
+	f.StringVar(&cfg.SystemKeyFile, "system-key", os.Getenv("CMK_SYSTEM_KEY_FILE"), "the system key file, shared by replicas (default: <data-dir>/system.key)")
 	f.StringVar(&cfg.ProfilesDSN, "profiles-postgres", os.Getenv("CMK_PROFILES_DSN"), "keep profiles in PostgreSQL at this DSN (default: embedded SQLite)")
 	f.DurationVar(&cfg.Monitor.Interval, "check-interval", monitor.DefaultInterval, "how often each org's key is checked")
 	f.DurationVar(&cfg.Monitor.Grace, "grace", monitor.DefaultGrace, "how long data stays available while the vault is only unreachable")

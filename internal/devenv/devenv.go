@@ -54,6 +54,7 @@ type Options struct {
 	// Data-plane backends other than the embedded defaults.
 	LakeAzure   *blob.AzureConfig
 	ProfilesDSN string
+	DatabaseDSN string
 	// VaultTimeout bounds each Key Vault call.
 	VaultTimeout time.Duration
 	// TokenLifetime of the emulator's access tokens (default one hour).
@@ -145,7 +146,7 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		ExtraVaultSuffixes: []string{emu.VaultSuffix()},
 		ConsentURL:         emu.ConsentURL(CustomerTenant, ClientID, AppURI),
 		Workers:            o.Workers, Concurrency: o.Concurrency, Lease: o.Lease, Poll: o.Poll, Log: o.Log,
-		DevLogin: true, LakeAzure: o.LakeAzure, ProfilesDSN: o.ProfilesDSN,
+		DevLogin: true, LakeAzure: o.LakeAzure, ProfilesDSN: o.ProfilesDSN, DatabaseDSN: o.DatabaseDSN,
 		Monitor: o.Monitor, NoMonitor: o.NoMonitor, VaultTimeout: o.VaultTimeout, WebhookBackoff: o.WebhookBackoff,
 		// Local receivers (tests, demos) are on loopback over http.
 		WebhookPolicy: alerts.URLPolicy{AllowHTTP: true, AllowPrivateNetworks: true},

@@ -55,6 +55,13 @@ type Config struct {
 	Addr    string // listen address, default 127.0.0.1:8080
 	DataDir string // default ./cmk-data: database, system key, dev token key
 
+	// DatabaseDSN puts the service's state in PostgreSQL instead of SQLite
+	// in DataDir; replicas sharing it share the work. Replicas must also
+	// share the system key (SystemKeyFile) and token keys.
+	DatabaseDSN   string
+	SystemKeyFile string // default DataDir/system.key
+	TokenKeyFile  string // development issuer key, default DataDir/token-signing.pem
+
 	// Token verification: a JWKS URL for a real issuer, or (when empty) the
 	// development issuer whose key lives in DataDir.
 	JWKSURL       string
@@ -163,7 +170,13 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, Policy: keyid.Policy{ExtraSuffixes: cfg.ExtraVaultSuffixes}}
 
-	sys, err := systemkey.LoadOrCreate(filepath.Join(cfg.DataDir, "system.key"))
+	if cfg.SystemKeyFile == "" {
+		cfg.SystemKeyFile = filepath.Join(cfg.DataDir, "system.key")
+	}
+	if cfg.TokenKeyFile == "" {
+		cfg.TokenKeyFile = filepath.Join(cfg.DataDir, "token-signing.pem")
+	}
+	sys, err := systemkey.LoadOrCreate(cfg.SystemKeyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +184,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.JWKSURL != "" {
 		verifier, err = auth.NewJWKSVerifier(cfg.JWKSURL, cfg.TokenIssuer, cfg.TokenAudience, cfg.HTTPClient)
 	} else {
-		s.Issuer, err = auth.LoadOrCreateIssuer(filepath.Join(cfg.DataDir, "token-signing.pem"), cfg.TokenIssuer, cfg.TokenAudience)
+		s.Issuer, err = auth.LoadOrCreateIssuer(cfg.TokenKeyFile, cfg.TokenIssuer, cfg.TokenAudience)
 		if s.Issuer != nil {
 			verifier = s.Issuer.Verifier()
 		}
@@ -195,7 +208,11 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		raw = unconfigured{}
 	}
 
-	s.Store, err = store.Open(ctx, filepath.Join(cfg.DataDir, "cmk.db"))
+	if cfg.DatabaseDSN != "" {
+		s.Store, err = store.OpenPostgres(ctx, cfg.DatabaseDSN)
+	} else {
+		s.Store, err = store.Open(ctx, filepath.Join(cfg.DataDir, "cmk.db"))
+	}
 	if err != nil {
 		return nil, err
 	}

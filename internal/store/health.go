@@ -89,7 +89,7 @@ func (s *Store) HealthChangedSince(ctx context.Context, t time.Time) ([]*Health,
 // ClaimDueChecks leases up to limit orgs whose check is due.
 func (s *Store) ClaimDueChecks(ctx context.Context, owner string, lease time.Duration, limit int) ([]*Health, error) {
 	var out []*Health
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txn) error {
 		now := s.now()
 		rows, err := tx.QueryContext(ctx, `SELECT org_id FROM key_health WHERE next_check <= ? AND (lease_owner = '' OR lease_until < ?) ORDER BY next_check LIMIT ?`, ms(now), ms(now), limit)
 		if err != nil {
@@ -106,8 +106,13 @@ func (s *Store) ClaimDueChecks(ctx context.Context, owner string, lease time.Dur
 		}
 		rows.Close()
 		for _, id := range ids {
-			if _, err := tx.ExecContext(ctx, `UPDATE key_health SET lease_owner = ?, lease_until = ? WHERE org_id = ?`, owner, ms(now.Add(lease)), id); err != nil {
+			res, err := tx.ExecContext(ctx, `UPDATE key_health SET lease_owner = ?, lease_until = ? WHERE org_id = ? AND next_check <= ? AND (lease_owner = '' OR lease_until < ?)`,
+				owner, ms(now.Add(lease)), id, ms(now), ms(now))
+			if err != nil {
 				return err
+			}
+			if n, _ := res.RowsAffected(); n != 1 {
+				continue // another replica took it
 			}
 			h, err := scanHealth(tx.QueryRowContext(ctx, `SELECT `+healthCols+` FROM key_health WHERE org_id = ?`, id))
 			if err != nil {
@@ -189,7 +194,7 @@ func scanAlert(sc interface{ Scan(...any) error }) (*Alert, error) {
 // kind and cause, bumps its last-seen time and count. It reports whether a
 // new alert was opened.
 func (s *Store) RaiseAlert(ctx context.Context, a *Alert) (opened bool, err error) {
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx txn) error {
 		now := s.now()
 		key := a.OrgID + "/" + a.Kind + "/" + a.Cause
 		existing, err := scanAlert(tx.QueryRowContext(ctx, `SELECT `+alertCols+` FROM alerts WHERE open_key = ?`, key))
@@ -216,7 +221,7 @@ func (s *Store) RaiseAlert(ctx context.Context, a *Alert) (opened bool, err erro
 // empty) and returns the ones it resolved.
 func (s *Store) ResolveAlerts(ctx context.Context, org string, kinds ...string) ([]*Alert, error) {
 	var out []*Alert
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txn) error {
 		q := `SELECT ` + alertCols + ` FROM alerts WHERE org_id = ? AND status = ?`
 		args := []any{org, AlertOpen}
 		if len(kinds) > 0 {
@@ -356,7 +361,7 @@ func (s *Store) Audit(ctx context.Context, org, op string, since time.Time, limi
 // key version.
 func (s *Store) ClaimRotation(ctx context.Context, owner string, lease time.Duration) (*Health, error) {
 	var out *Health
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txn) error {
 		now := s.now()
 		var id string
 		err := tx.QueryRowContext(ctx, `SELECT org_id FROM key_health WHERE rotate_to <> '' AND state = ? AND (rotate_owner = '' OR rotate_until < ?) LIMIT 1`, HealthHealthy, ms(now)).Scan(&id)
@@ -366,8 +371,12 @@ func (s *Store) ClaimRotation(ctx context.Context, owner string, lease time.Dura
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE key_health SET rotate_owner = ?, rotate_until = ? WHERE org_id = ?`, owner, ms(now.Add(lease)), id); err != nil {
+		res, err := tx.ExecContext(ctx, `UPDATE key_health SET rotate_owner = ?, rotate_until = ? WHERE org_id = ? AND (rotate_owner = '' OR rotate_until < ?)`, owner, ms(now.Add(lease)), id, ms(now))
+		if err != nil {
 			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return ErrNotFound // another replica took it
 		}
 		out, err = scanHealth(tx.QueryRowContext(ctx, `SELECT `+healthCols+` FROM key_health WHERE org_id = ?`, id))
 		return err

@@ -27,7 +27,8 @@ import (
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	_ "modernc.org/sqlite"             // registers the "sqlite" driver
 )
 
 //go:embed migrations/*.sql
@@ -121,7 +122,7 @@ func (c *Config) Active() bool { return c.Status != StatusCompleted && c.Status 
 
 // Store is the database handle.
 type Store struct {
-	db  *sql.DB
+	db  db
 	now func() time.Time
 }
 
@@ -134,13 +135,32 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		}
 	}
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
-	db, err := sql.Open("sqlite", dsn)
+	sqlDB, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	s := &Store{db: db, now: time.Now}
+	return open(ctx, sqlDB, sqlite)
+}
+
+// OpenPostgres connects to PostgreSQL at dsn and applies migrations. Several
+// cmk processes may share one database: jobs, checks and rotations are
+// coordinated by leases in it.
+func OpenPostgres(ctx context.Context, dsn string) (*Store, error) {
+	sqlDB, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, errors.New("open PostgreSQL: the DSN does not parse")
+	}
+	if err := sqlDB.PingContext(ctx); err != nil {
+		sqlDB.Close()
+		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	return open(ctx, sqlDB, postgres)
+}
+
+func open(ctx context.Context, sqlDB *sql.DB, d dialect) (*Store, error) {
+	s := &Store{db: db{DB: sqlDB, d: d}, now: time.Now}
 	if err := s.migrate(ctx); err != nil {
-		db.Close()
+		sqlDB.Close()
 		return nil, err
 	}
 	return s, nil
@@ -153,6 +173,18 @@ func (s *Store) SetClock(now func() time.Time) { s.now = now }
 func (s *Store) Close() error { return s.db.Close() }
 
 func (s *Store) migrate(ctx context.Context) error {
+	if s.db.d == postgres {
+		// Replicas starting together take turns.
+		conn, err := s.db.Conn(ctx)
+		if err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		defer conn.Close()
+		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(73410001)`); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(73410001)`)
+	}
 	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
@@ -174,9 +206,9 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		err = s.tx(ctx, func(tx *sql.Tx) error {
+		err = s.tx(ctx, func(tx txn) error {
 			for _, stmt := range splitSQL(string(body)) {
-				if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				if _, err := tx.ExecContext(ctx, s.db.d.ddl(stmt)); err != nil {
 					return fmt.Errorf("%w\n%s", err, stmt)
 				}
 			}
@@ -208,11 +240,12 @@ func splitSQL(body string) []string {
 	return out
 }
 
-func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+func (s *Store) tx(ctx context.Context, fn func(txn) error) error {
+	sqlTx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
+	tx := txn{Tx: sqlTx, d: s.db.d}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
 		return err
@@ -278,7 +311,7 @@ func (s *Store) SetCustomerKEK(ctx context.Context, org, vaultURL, keyName strin
 
 // CreateSandbox adds a sandbox with the data keys of its stores, atomically.
 func (s *Store) CreateSandbox(ctx context.Context, org, name string, keys []DataKey) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txn) error {
 		now := s.now().UnixMilli()
 		if _, err := tx.ExecContext(ctx, `INSERT INTO sandboxes (org_id, name, created_at) VALUES (?, ?, ?)`, org, name, now); err != nil {
 			if isUnique(err) {
@@ -295,7 +328,7 @@ func (s *Store) CreateSandbox(ctx context.Context, org, name string, keys []Data
 	})
 }
 
-func insertDataKey(ctx context.Context, tx *sql.Tx, k DataKey, now int64) error {
+func insertDataKey(ctx context.Context, tx txn, k DataKey, now int64) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO data_keys (id, org_id, sandbox, store, kek, kek_ref, kek_version, alg, wrapped, created_at, updated_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		k.ID, k.OrgID, k.Sandbox, k.Store, k.KEK, k.KEKRef, k.KEKVersion, k.Alg, k.Wrapped, now, now)
@@ -417,7 +450,7 @@ func scanConfig(sc interface{ Scan(...any) error }) (*Config, error) {
 // when the org already uses its customer key, ErrJobActive when another job
 // is unfinished, and ErrDuplicateName when the name is taken in the org.
 func (s *Store) CreateConfig(ctx context.Context, c *Config) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txn) error {
 		var mode string
 		if err := tx.QueryRowContext(ctx, `SELECT kek_mode FROM orgs WHERE id = ?`, c.OrgID).Scan(&mode); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
@@ -491,7 +524,7 @@ func (s *Store) Configs(ctx context.Context, org string) ([]*Config, error) {
 // to owner until now+lease. It returns ErrNotFound when there is none.
 func (s *Store) ClaimJob(ctx context.Context, owner string, lease time.Duration) (*Config, error) {
 	var claimed *Config
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txn) error {
 		now := s.now()
 		var id string
 		err := tx.QueryRowContext(ctx, `SELECT id FROM configs WHERE active = 1 AND next_attempt_at <= ? AND (lease_owner = '' OR lease_until < ?) ORDER BY next_attempt_at, created_at LIMIT 1`,
@@ -603,14 +636,14 @@ func (s *Store) DataKey(ctx context.Context, id string) (DataKey, error) {
 
 // AddDataKey stores a new data key for an existing store (data-key rotation).
 func (s *Store) AddDataKey(ctx context.Context, k DataKey) error {
-	return s.tx(ctx, func(tx *sql.Tx) error { return insertDataKey(ctx, tx, k, s.now().UnixMilli()) })
+	return s.tx(ctx, func(tx txn) error { return insertDataKey(ctx, tx, k, s.now().UnixMilli()) })
 }
 
 // ReserveUses reserves n more uses of a data key and returns the total
 // reserved so far (including these n).
 func (s *Store) ReserveUses(ctx context.Context, id string, n int64) (int64, error) {
 	var total int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txn) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET uses_reserved = uses_reserved + ? WHERE id = ?`, n, id); err != nil {
 			return err
 		}

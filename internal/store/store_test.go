@@ -6,21 +6,47 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/cmk-project/cmk/internal/testsvc"
 )
 
-func open(t *testing.T) *Store {
-	t.Helper()
-	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "cmk.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+// backends opens a fresh store on each backend: embedded SQLite, and a
+// real PostgreSQL the test starts itself.
+var backends = []struct {
+	name string
+	open func(t *testing.T) *Store
+}{
+	{"sqlite", func(t *testing.T) *Store {
+		s, err := Open(context.Background(), filepath.Join(t.TempDir(), "cmk.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}},
+	{"postgres", func(t *testing.T) *Store {
+		s, err := OpenPostgres(context.Background(), testsvc.Postgres(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}},
 }
 
-func TestConfigRules(t *testing.T) {
+// each runs test against every backend.
+func each(t *testing.T, test func(t *testing.T, s *Store)) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			s := b.open(t)
+			t.Cleanup(func() { s.Close() })
+			test(t, s)
+		})
+	}
+}
+
+func TestConfigRules(t *testing.T) { each(t, testConfigRules) }
+
+func testConfigRules(t *testing.T, s *Store) {
 	ctx := context.Background()
-	s := open(t)
 	if _, err := s.EnsureOrg(ctx, "o1"); err != nil {
 		t.Fatal(err)
 	}
@@ -69,9 +95,10 @@ func TestConfigRules(t *testing.T) {
 	}
 }
 
-func TestLeases(t *testing.T) {
+func TestLeases(t *testing.T) { each(t, testLeases) }
+
+func testLeases(t *testing.T, s *Store) {
 	ctx := context.Background()
-	s := open(t)
 	now := time.Unix(1_800_000_000, 0)
 	s.SetClock(func() time.Time { return now })
 	s.EnsureOrg(ctx, "o1")
@@ -103,9 +130,10 @@ func TestLeases(t *testing.T) {
 	}
 }
 
-func TestReplaceWrapping(t *testing.T) {
+func TestReplaceWrapping(t *testing.T) { each(t, testReplaceWrapping) }
+
+func testReplaceWrapping(t *testing.T, s *Store) {
 	ctx := context.Background()
-	s := open(t)
 	s.EnsureOrg(ctx, "o1")
 	dk := DataKey{ID: "k1", OrgID: "o1", Sandbox: "prod", Store: "lake", KEK: KEKSystem, KEKRef: "sys", KEKVersion: "1", Alg: "A256GCM", Wrapped: []byte{1}}
 	if err := s.CreateSandbox(ctx, "o1", "prod", []DataKey{dk}); err != nil {

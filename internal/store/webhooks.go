@@ -104,7 +104,7 @@ func (s *Store) EnqueueEvent(ctx context.Context, org, eventID, payload string) 
 // ClaimDeliveries leases up to limit due deliveries.
 func (s *Store) ClaimDeliveries(ctx context.Context, lease time.Duration, limit int) ([]Delivery, error) {
 	var out []Delivery
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txn) error {
 		now := s.now()
 		rows, err := tx.QueryContext(ctx, `SELECT d.id, d.webhook_id, w.url, w.secret, d.event_id, d.payload, d.attempts FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
 			WHERE d.status = ? AND d.next_at <= ? AND d.lease_until < ? ORDER BY d.next_at LIMIT ?`, DeliveryPending, ms(now), ms(now), limit)
@@ -120,11 +120,17 @@ func (s *Store) ClaimDeliveries(ctx context.Context, lease time.Duration, limit 
 			out = append(out, d)
 		}
 		rows.Close()
+		claimed := out[:0]
 		for _, d := range out {
-			if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET lease_until = ? WHERE id = ?`, ms(now.Add(lease)), d.ID); err != nil {
+			res, err := tx.ExecContext(ctx, `UPDATE deliveries SET lease_until = ? WHERE id = ? AND lease_until < ?`, ms(now.Add(lease)), d.ID, ms(now))
+			if err != nil {
 				return err
 			}
+			if n, _ := res.RowsAffected(); n == 1 {
+				claimed = append(claimed, d)
+			}
 		}
+		out = claimed
 		return nil
 	})
 	return out, err
