@@ -1,7 +1,7 @@
 # cmk — build, test, lint.
 #
 #   make test    everything CI runs: installs the test servers (PostgreSQL,
-#                Azurite) and staticcheck, then gofmt, vet, staticcheck and
+#                Azurite, Chromium with playwright-core) and staticcheck, then gofmt, vet, staticcheck and
 #                every test, with no test allowed to skip for a missing server
 #   make bench   the benchmarks (long; not part of make test)
 
@@ -17,6 +17,7 @@ test: deps lint unit
 deps:
 	bash scripts/install-postgres.sh
 	bash scripts/install-azurite.sh
+	bash scripts/install-chromium.sh
 
 build:
 	$(GO) build ./...

@@ -20,20 +20,35 @@ func (e *userError) Error() string { return e.err.Error() }
 
 func withHint(err error, hint string) error { return &userError{err: err, hint: hint} }
 
-func main() {
+func main() { os.Exit(run(os.Args[1:])) }
+
+func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "cmk",
 		Short:         "Customer-managed keys (bring your own key) for a multi-tenant data platform",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newDevCmd(), newTokenCmd(), newAzureEmulatorCmd())
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
-		var ue *userError
-		if errors.As(err, &ue) && ue.hint != "" {
-			fmt.Fprintln(os.Stderr, "hint:", ue.hint)
-		}
-		os.Exit(1)
+	root.AddCommand(newServeCmd(), newDevCmd(), newTokenCmd(), newAzureEmulatorCmd(), newDoctorCmd(), newConfigCmd(), newAlertsCmd(), newRecheckCmd(), newHealthCmd(), newDemoCmd())
+	return root
+}
+
+// run executes the command line args and returns the process exit status.
+func run(args []string) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return 0
 	}
+	var ee *exitError
+	if errors.As(err, &ee) && ee.err == nil {
+		return ee.code // the command has said everything already
+	}
+	fmt.Fprintln(os.Stderr, "error:", err)
+	var ue *userError
+	if errors.As(err, &ue) && ue.hint != "" {
+		fmt.Fprintln(os.Stderr, "hint:", ue.hint)
+	}
+	return exitCode(err)
 }

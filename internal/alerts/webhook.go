@@ -13,9 +13,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -96,8 +98,35 @@ func (p URLPolicy) Check(raw string) error {
 	return nil
 }
 
+// nonPublic are ranges beyond Go's private/loopback/link-local tests that
+// reach internal networks: shared address space (also used for cloud
+// metadata), benchmarking, IETF protocol assignments, reserved space, and
+// IPv6 forms that embed or translate IPv4 (NAT64, 6to4, Teredo,
+// IPv4-compatible), plus deprecated site-local.
+var nonPublic = func() []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range []string{"0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "192.0.2.0/24", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4",
+		"::/96", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32", "2001:db8::/32", "fec0::/10", "100::/64"} {
+		out = append(out, netip.MustParsePrefix(p))
+	}
+	return out
+}()
+
 func public(ip net.IP) bool {
-	return !(ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() || ip.IsMulticast())
+	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast() {
+		return false
+	}
+	addr, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return false
+	}
+	addr = addr.Unmap()
+	for _, p := range nonPublic {
+		if p.Contains(addr) {
+			return false
+		}
+	}
+	return true
 }
 
 // Client returns an HTTP client that enforces the policy at connection time
@@ -157,36 +186,48 @@ func (d *Deliverer) DeliverDue(ctx context.Context) {
 	if d.Log == nil {
 		d.Log = slog.Default()
 	}
-	due, err := d.Store.ClaimDeliveries(ctx, time.Minute, 50)
+	// A batch is sent by a few workers in parallel, each delivery bounded by
+	// the client's timeout, and the lease covers the whole batch, so one
+	// tenant's unresponsive receiver neither blocks the others for long nor
+	// causes duplicate sends.
+	due, err := d.Store.ClaimDeliveries(ctx, 2*time.Minute, 32)
 	if err != nil {
 		if ctx.Err() == nil {
 			d.Log.Error("claim webhook deliveries", "err", err)
 		}
 		return
 	}
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
 	for _, dl := range due {
-		err := d.send(ctx, dl)
-		var next time.Time
-		outcome := "delivered"
-		if err != nil {
-			outcome = "retry"
-			if dl.Attempts+1 >= d.MaxAttempts {
-				outcome = "gave_up"
-			} else {
-				next = time.Now().Add(d.Backoff << min(dl.Attempts, 10))
-			}
-			d.Log.Warn("webhook delivery failed", "webhook", dl.WebhookID, "event", dl.EventID, "attempt", dl.Attempts+1, "err", err)
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			d.deliver(ctx, dl)
+		}()
+	}
+	wg.Wait()
+}
+
+func (d *Deliverer) deliver(ctx context.Context, dl store.Delivery) {
+	err := d.send(ctx, dl)
+	var next time.Time
+	outcome, msg := "delivered", ""
+	if err != nil {
+		outcome, msg = "retry", err.Error()
+		if dl.Attempts+1 >= d.MaxAttempts {
+			outcome = "gave_up"
+		} else {
+			next = time.Now().Add(d.Backoff << min(dl.Attempts, 10))
 		}
-		msg := ""
-		if err != nil {
-			msg = err.Error()
-		}
-		if ferr := d.Store.FinishDelivery(ctx, dl.ID, err == nil, next, msg); ferr != nil {
-			d.Log.Error("record webhook delivery", "err", ferr)
-		}
-		if d.OnResult != nil {
-			d.OnResult(outcome)
-		}
+		d.Log.Warn("webhook delivery failed", "webhook", dl.WebhookID, "event", dl.EventID, "attempt", dl.Attempts+1, "err", err)
+	}
+	if ferr := d.Store.FinishDelivery(ctx, dl.ID, err == nil, next, msg); ferr != nil {
+		d.Log.Error("record webhook delivery", "err", ferr)
+	}
+	if d.OnResult != nil {
+		d.OnResult(outcome)
 	}
 }
 

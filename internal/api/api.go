@@ -35,6 +35,7 @@ import (
 	"github.com/cmk-project/cmk/internal/lake"
 	"github.com/cmk-project/cmk/internal/metrics"
 	"github.com/cmk-project/cmk/internal/monitor"
+	"github.com/cmk-project/cmk/internal/orgkeys"
 	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/profile"
 	"github.com/cmk-project/cmk/internal/store"
@@ -180,6 +181,10 @@ func (s *Server) authed(perm string, h http.HandlerFunc) http.Handler {
 			writeError(w, r, 400, codeMissingOrg, "Missing org header", "The x-gw-ims-org-id header is required.", "Send 'x-gw-ims-org-id: <your org id>'.")
 			return
 		}
+		if !validOrgID(org) {
+			writeError(w, r, 400, codeBadField, "Invalid org id", "The x-gw-ims-org-id header must be 1 to 128 printable characters without '/' or spaces.", "Send your org id exactly as your token lists it.")
+			return
+		}
 		if !claims.HoldsOrg(org) {
 			writeError(w, r, 403, codeOrgNotInToken, "Org not in token", fmt.Sprintf("The token does not grant access to org %q.", org),
 				"Use a token issued for this org, or send the org id the token holds.")
@@ -199,6 +204,19 @@ func (s *Server) authed(perm string, h http.HandlerFunc) http.Handler {
 		ctx = audit.WithOrg(audit.WithRequestID(ctx, w.Header().Get("x-request-id")), org)
 		h(w, r.WithContext(ctx))
 	})
+}
+
+// validOrgID keeps org ids usable as one segment of storage keys and logs.
+func validOrgID(org string) bool {
+	if org == "" || len(org) > 128 {
+		return false
+	}
+	for _, c := range org {
+		if c <= ' ' || c == '/' || c == '\\' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func permName(p string) string {
@@ -315,6 +333,14 @@ func (s *Server) createConfig(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, r, 400, codeBadKeyIdentifier, "Invalid key identifier", err.Error(),
 			"Copy the Key Identifier from your key's current version in the Azure portal; it looks like https://<vault>.vault.azure.net/keys/<key>/<version>.")
+		return
+	}
+	if taken, err := s.Store.KeyInUseElsewhere(r.Context(), org, id.VaultURL, id.Name); err != nil {
+		s.internal(w, r, err)
+		return
+	} else if taken {
+		writeError(w, r, 409, codeKeyInUse, "Key already protects another org", "This key is already configured for another organization; a key can protect one org's data only.",
+			"Create a dedicated key for this org in your vault and submit its identifier.")
 		return
 	}
 	c := &store.Config{
@@ -483,6 +509,16 @@ func (s *Server) preflight(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, 400, codeBadJSON, "Malformed request body", err.Error(), `Send {"keyVaultKeyIdentifier": "https://<vault>.vault.azure.net/keys/<key>"}.`)
 		return
 	}
+	if id, err := s.Policy.Parse(req.KeyVaultKeyIdentifier); err == nil {
+		// Another org's key is not this org's to probe.
+		if taken, err := s.Store.KeyInUseElsewhere(r.Context(), orgOf(r), id.VaultURL, id.Name); err != nil {
+			s.internal(w, r, err)
+			return
+		} else if taken {
+			writeError(w, r, 409, codeKeyInUse, "Key already protects another org", "This key is already configured for another organization.", "Use a key dedicated to this org.")
+			return
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.PreflightTimeout)
 	defer cancel()
 	rep := preflight.Run(ctx, s.Provider, s.Policy, req.KeyVaultKeyIdentifier, s.Env)
@@ -528,6 +564,12 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 	if !validSandboxName(req.Name) {
 		writeError(w, r, 400, codeBadField, "Invalid sandbox name", fmt.Sprintf("Sandbox name %q is not allowed: use 1 to 64 lowercase letters, digits and hyphens, starting with a letter or digit.", req.Name), "")
 		return
+	}
+	if err := s.Gate.Allow(orgOf(r)); err != nil {
+		if ref, ok := orgkeys.Refused(err); ok {
+			s.refused(w, r, ref)
+			return
+		}
 	}
 	err := s.Keyring.CreateSandbox(r.Context(), orgOf(r), req.Name)
 	switch {

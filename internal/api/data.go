@@ -130,8 +130,13 @@ func kmsRef(o store.Org) kms.KeyRef { return kms.KeyRef{VaultURL: o.VaultURL, Na
 // ---- lake ----
 
 func (s *Server) lakePut(w http.ResponseWriter, r *http.Request) {
-	n, err := s.Lake.Put(r.Context(), orgOf(r), sandboxOf(r), r.PathValue("dataset"), r.PathValue("file"), r.Body)
+	body := &bodyReader{r: r.Body}
+	n, err := s.Lake.Put(r.Context(), orgOf(r), sandboxOf(r), r.PathValue("dataset"), r.PathValue("file"), body)
 	if err != nil {
+		if body.err != nil && errors.Is(err, body.err) {
+			writeError(w, r, 400, codeBadBody, "Upload interrupted", "The request body could not be read to the end: "+body.err.Error()+". Nothing was stored.", "Send the file again.")
+			return
+		}
 		s.dataError(w, r, "lake", err)
 		return
 	}
@@ -170,6 +175,21 @@ func (s *Server) lakeList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, 200, map[string]any{"files": files})
+}
+
+// bodyReader remembers a failure reading the client's body, so it is told
+// apart from a failure of the store.
+type bodyReader struct {
+	r   io.Reader
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
 }
 
 // ---- profiles ----

@@ -46,6 +46,9 @@ const (
 	codeSandboxNotFound  = "SANDBOX_NOT_FOUND"
 	codeCorrupt          = "DATA_INTEGRITY_FAILURE"
 	codeTooLarge         = "TOO_LARGE"
+	codeKeyInUse         = "KEY_IN_USE"
+	codeTooMany          = "LIMIT_REACHED"
+	codeBadBody          = "REQUEST_BODY_UNREADABLE"
 )
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -175,6 +175,9 @@ func (s *Server) ackAlert(w http.ResponseWriter, r *http.Request) {
 
 // ---- webhooks ----
 
+// maxWebhooksPerOrg bounds the deliveries one org's alerts can cause.
+const maxWebhooksPerOrg = 10
+
 type webhookView struct {
 	ID        string    `json:"id"`
 	URL       string    `json:"url"`
@@ -192,6 +195,13 @@ func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.WebhookPolicy.Check(req.URL); err != nil {
 		writeError(w, r, 400, codeBadField, "Webhook URL not allowed", err.Error(), "Use an https URL on a public host.")
+		return
+	}
+	if hooks, err := s.Store.Webhooks(r.Context(), orgOf(r)); err != nil {
+		s.internal(w, r, err)
+		return
+	} else if len(hooks) >= maxWebhooksPerOrg {
+		writeError(w, r, 409, codeTooMany, "Too many webhooks", fmt.Sprintf("An org may subscribe at most %d webhooks.", maxWebhooksPerOrg), "Delete one you no longer use.")
 		return
 	}
 	b := make([]byte, 32)

@@ -27,6 +27,9 @@ const (
 	DefaultMaxUses = 1 << 20
 )
 
+// loadTimeout bounds one unwrap made on behalf of all waiters.
+const loadTimeout = 30 * time.Second
+
 // Loader unwraps a data key (one key-vault call, for customer keys).
 type Loader func(ctx context.Context) ([]byte, error)
 
@@ -110,7 +113,12 @@ func (c *Cache) Get(ctx context.Context, org, id string, load Loader) ([]byte, e
 	c.loads++
 	c.mu.Unlock()
 
-	key, err := load(ctx)
+	// The load serves every waiter, so one caller going away must not fail
+	// the others: it runs detached from the caller's cancellation, bounded
+	// by its own timeout.
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loadTimeout)
+	key, err := load(lctx)
+	cancel()
 
 	c.mu.Lock()
 	delete(c.inflight, id)

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -97,6 +98,9 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 	}
 	if o.Addr == "" {
 		o.Addr = "127.0.0.1:0"
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if o.Monitor.Interval == 0 {
 		o.Monitor.Interval = 2 * time.Second

@@ -179,6 +179,15 @@ func TestEnableEndToEnd(t *testing.T) {
 		}
 	}
 
+	// The key now protects this org only: another org cannot use or probe it.
+	other := adminClient(t, env, "OTHER@CmkOrg")
+	if code, body := other.do("POST", configPath, configBody("OTHER@CmkOrg", "Steal", env.KeyIdentifier)); code != 409 || body["errorCode"] != "KEY_IN_USE" {
+		t.Errorf("another org configuring the same key = %d %v, want 409 KEY_IN_USE", code, body)
+	}
+	if code, body := other.do("POST", "/data/infrastructure/manager/byok/preflight", map[string]string{"keyVaultKeyIdentifier": env.KeyIdentifier}); code != 409 {
+		t.Errorf("another org probing the key = %d %v, want 409", code, body)
+	}
+
 	// Enablement cannot be undone or replaced.
 	for _, tc := range []struct {
 		method, path string

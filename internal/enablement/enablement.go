@@ -209,6 +209,13 @@ func (r *Runner) work(ctx context.Context, job *store.Config) error {
 // validate runs the preflight checks. It returns the next status, or ""
 // when the job stopped (failed or waits for a retry).
 func (r *Runner) validate(ctx context.Context, job *store.Config, log *slog.Logger) (string, error) {
+	// Defensive: an org already switched to this key only needs re-wrapping;
+	// validating again could fail the job and strand system-wrapped keys.
+	if org, err := r.Store.Org(ctx, job.OrgID); err != nil {
+		return "", err
+	} else if org.KEKMode == store.ModeCustomer && org.VaultURL == job.VaultURL && org.KeyName == job.KeyName {
+		return store.StatusUpdating, r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusUpdating)})
+	}
 	rep := preflight.Run(audit.WithOrg(ctx, job.OrgID), r.Provider, r.Policy, job.KeyIdentifier, r.Env)
 	if ctx.Err() != nil {
 		return "", ctx.Err()
@@ -220,16 +227,9 @@ func (r *Runner) validate(ctx context.Context, job *store.Config, log *slog.Logg
 			version = rep.Key.Version
 		}
 		// From here on every new data key of the org is wrapped by the
-		// customer key, and the org never goes back to the system key.
-		if err := r.Store.SetCustomerKEK(ctx, job.OrgID, job.VaultURL, job.KeyName); err != nil {
-			return "", err
-		}
-		// The key's health is watched from the moment it protects data.
-		if err := r.Store.StartHealth(ctx, job.OrgID, version); err != nil {
-			return "", err
-		}
-		err := r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusUpdating), Checks: ptr(string(checks)), KeyVersion: &version, LastError: ptr("")})
-		if err != nil {
+		// customer key, the org never goes back to the system key, and the
+		// key's health is watched: one transaction, under the job's lease.
+		if err := r.Store.BeginCustomerKEK(ctx, job.ID, r.Owner, job, version, string(checks)); err != nil {
 			return "", err
 		}
 		log.Info("enablement job validated key; re-wrapping data keys", "key_version", version)
@@ -342,7 +342,7 @@ func (r *Runner) rewrap(ctx context.Context, job *store.Config, log *slog.Logger
 					n := rewrapped.Add(1)
 					if r.AfterRewrap != nil {
 						if err := r.AfterRewrap(n); err != nil {
-							errOnce.Do(func() { firstErr = err })
+							errOnce.Do(func() { firstErr = stopped{err} })
 							stop()
 						}
 					}
@@ -405,6 +405,11 @@ func (r *Runner) rewrapOne(ctx context.Context, g *gate, ref kms.KeyRef, dk stor
 	}
 }
 
+// stopped wraps an AfterRewrap error: the worker stops as if it crashed.
+type stopped struct{ err error }
+
+func (s stopped) Error() string { return s.err.Error() }
+
 // rewrapFailed records why re-wrapping stopped and schedules a retry. The
 // org already uses its customer key, so the job does not fail: it resumes on
 // its own once the key is reachable again.
@@ -414,7 +419,18 @@ func (r *Runner) rewrapFailed(ctx context.Context, job *store.Config, ref kms.Ke
 	}
 	var ke *kms.Error
 	if !errors.As(err, &ke) {
-		return err
+		var st stopped
+		if errors.As(err, &st) {
+			return st.err // like a crash: leave the job and its lease as they are
+		}
+		// Not the vault: our own failure (database, system key). Say so on
+		// the job and retry with backoff rather than spinning silently.
+		wait := backoff(job.Attempts, 0)
+		log.Error("enablement job re-wrap failed; will retry", "err", err, "retry_in", wait)
+		return r.update(ctx, job, store.JobUpdate{
+			LastError:     ptr(r.problem("INTERNAL_ERROR", "The platform could not re-wrap a data key; it will retry on its own.", []string{"No action is needed from you; if this persists, contact the platform operator."}, wait)),
+			NextAttemptAt: ptr(r.Now().Add(wait)), Release: true,
+		})
 	}
 	wait := backoff(job.Attempts, ke.RetryAfter)
 	log.Warn("enablement job re-wrap interrupted; will retry", "code", ke.Kind, "retry_in", wait)

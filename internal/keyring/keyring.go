@@ -57,33 +57,45 @@ func CustomerRef(o store.Org) kms.KeyRef { return kms.KeyRef{VaultURL: o.VaultUR
 // CreateSandbox adds a sandbox to an org with a fresh data key for each of
 // its stores, wrapped by the org's current key-encryption key.
 func (k *Keyring) CreateSandbox(ctx context.Context, orgID, name string) error {
-	org, err := k.Store.Org(ctx, orgID)
-	if err != nil {
-		return fmt.Errorf("create sandbox %s: %w", name, err)
-	}
-	var keys []store.DataKey
-	for _, kind := range store.StoreKinds {
-		dk, err := k.newDataKey(ctx, org, name, kind)
+	// Twice at most: if the org switched to its customer key between reading
+	// its mode and storing the keys, the store refuses and we wrap again.
+	for attempt := 0; ; attempt++ {
+		org, err := k.Store.Org(ctx, orgID)
 		if err != nil {
 			return fmt.Errorf("create sandbox %s: %w", name, err)
 		}
-		keys = append(keys, dk)
+		var keys []store.DataKey
+		for _, kind := range store.StoreKinds {
+			dk, err := k.newDataKey(ctx, org, name, kind)
+			if err != nil {
+				return fmt.Errorf("create sandbox %s: %w", name, err)
+			}
+			keys = append(keys, dk)
+		}
+		err = k.Store.CreateSandbox(ctx, orgID, name, keys)
+		if !errors.Is(err, store.ErrModeChanged) || attempt > 0 {
+			return err
+		}
 	}
-	return k.Store.CreateSandbox(ctx, orgID, name, keys)
 }
 
 // RotateStoreKey gives a store a new data key (new objects are sealed with
 // it; older objects keep opening with theirs) and returns it.
 func (k *Keyring) RotateStoreKey(ctx context.Context, orgID, sandbox, kind string) (store.DataKey, error) {
-	org, err := k.Store.Org(ctx, orgID)
-	if err != nil {
-		return store.DataKey{}, err
+	for attempt := 0; ; attempt++ {
+		org, err := k.Store.Org(ctx, orgID)
+		if err != nil {
+			return store.DataKey{}, err
+		}
+		dk, err := k.newDataKey(ctx, org, sandbox, kind)
+		if err != nil {
+			return dk, err
+		}
+		err = k.Store.AddDataKey(ctx, dk)
+		if !errors.Is(err, store.ErrModeChanged) || attempt > 0 {
+			return dk, err
+		}
 	}
-	dk, err := k.newDataKey(ctx, org, sandbox, kind)
-	if err != nil {
-		return dk, err
-	}
-	return dk, k.Store.AddDataKey(ctx, dk)
 }
 
 func (k *Keyring) newDataKey(ctx context.Context, org store.Org, sandbox, kind string) (store.DataKey, error) {

@@ -85,7 +85,7 @@ func (l *Lake) Put(ctx context.Context, org, sandbox, dataset, file string, r io
 			pw.CloseWithError(err)
 			return
 		}
-		n, err = io.Copy(w, r)
+		n, err = io.Copy(w, gated{r, l.Keys, org})
 		if err == nil {
 			err = w.Close()
 		}
@@ -132,12 +132,57 @@ func (l *Lake) Open(ctx context.Context, org, sandbox, dataset, file string) (io
 		rc.Close()
 		return nil, 0, err
 	}
-	return readCloser{rd, rc}, plain, nil
+	return readCloser{gated{rd, l.Keys, org}, rd, rc}, plain, nil
+}
+
+// gated stops a stream the moment the org's key is revoked: a long upload or
+// download that began before the revocation does not run on.
+type gated struct {
+	r    io.Reader
+	keys *orgkeys.Resolver
+	org  string
+}
+
+func (g gated) Read(p []byte) (int, error) {
+	if err := g.keys.Allow(g.org); err != nil {
+		return 0, err
+	}
+	return g.r.Read(p)
 }
 
 type readCloser struct {
 	io.Reader
-	io.Closer
+	dec *envelope.Reader
+	src io.Closer
+}
+
+// WriteTo streams the plaintext to w on the decrypter's fast path, checking
+// the gate before each block is handed on.
+func (rc readCloser) WriteTo(w io.Writer) (int64, error) {
+	g := rc.Reader.(gated)
+	return rc.dec.WriteTo(gatedWriter{w, g.keys, g.org})
+}
+
+type gatedWriter struct {
+	w    io.Writer
+	keys *orgkeys.Resolver
+	org  string
+}
+
+func (g gatedWriter) Write(p []byte) (int, error) {
+	if err := g.keys.Allow(g.org); err != nil {
+		return 0, err
+	}
+	return g.w.Write(p)
+}
+
+func (rc readCloser) Close() error {
+	// Stop the decrypter's read-ahead at once rather than when it is
+	// garbage collected.
+	if c, ok := any(rc.dec).(io.Closer); ok {
+		c.Close()
+	}
+	return rc.src.Close()
 }
 
 // plaintextSize inverts envelope.CiphertextSize for a stored object: the
@@ -167,6 +212,12 @@ const uuidLen = 36
 
 // Delete removes a file.
 func (l *Lake) Delete(ctx context.Context, org, sandbox, dataset, file string) error {
+	if err := CheckName("dataset", dataset); err != nil {
+		return err
+	}
+	if err := CheckName("file", file); err != nil {
+		return err
+	}
 	if err := l.Keys.Allow(org); err != nil {
 		return err
 	}

@@ -43,18 +43,21 @@ func (g *Gate) now() time.Time {
 
 // Set records an org's health, unless the gate already holds a newer view
 // (a replica's poll can deliver a row older than a local check's result).
-func (g *Gate) Set(h *store.Health) {
+// Rows are ordered by their version, which the database bumps on every
+// write, so no replica's clock decides. It reports whether h was taken.
+func (g *Gate) Set(h *store.Health) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.m == nil {
 		g.m = map[string]store.Health{}
 	}
-	if cur, ok := g.m[h.OrgID]; ok && h.UpdatedAt.Before(cur.UpdatedAt) {
-		return
+	if cur, ok := g.m[h.OrgID]; ok && h.Version < cur.Version {
+		return false
 	}
 	cp := *h
 	cp.Probe = nil
 	g.m[h.OrgID] = cp
+	return true
 }
 
 // State returns what the gate knows of an org.

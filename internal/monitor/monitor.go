@@ -81,6 +81,8 @@ type Monitor struct {
 	Log      *slog.Logger
 	Owner    string
 	Now      func() time.Time
+
+	once sync.Once // fills defaults once, before any loop reads the config
 }
 
 // memo is the monitor's small per-org memory, stored with the health row.
@@ -90,7 +92,9 @@ type memo struct {
 	LastWrap time.Time   `json:"lastWrap,omitzero"`
 }
 
-func (m *Monitor) defaults() {
+func (m *Monitor) defaults() { m.once.Do(m.fillDefaults) }
+
+func (m *Monitor) fillDefaults() {
 	if m.Interval == 0 {
 		m.Interval = DefaultInterval
 	}
@@ -148,14 +152,28 @@ func (m *Monitor) Run(ctx context.Context) {
 	}
 }
 
-// CheckOrg checks one org now (the "re-check" of the API and CLI).
+// CheckOrg checks one org now (the "re-check" of the API and CLI). When a
+// scheduled check of the org is running, it waits for that one instead.
 func (m *Monitor) CheckOrg(ctx context.Context, org string) (*store.Health, error) {
 	m.defaults()
-	h, err := m.Store.Health(ctx, org)
-	if err != nil {
-		return nil, err
+	deadline := m.Now().Add(10 * time.Second)
+	for {
+		h, err := m.Store.ClaimCheck(ctx, org, m.Owner, max(2*m.Interval, 30*time.Second))
+		if err == nil {
+			return m.check(ctx, h)
+		}
+		if !errors.Is(err, store.ErrLeaseLost) {
+			return nil, err
+		}
+		if m.Now().After(deadline) {
+			return m.Store.Health(ctx, org)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	return m.check(ctx, h)
 }
 
 // outcome of probing the key.
@@ -303,8 +321,12 @@ func (m *Monitor) check(ctx context.Context, h *store.Health) (*store.Health, er
 	raw, _ := json.Marshal(mem)
 	next.Transitions = string(raw)
 
-	// Wipe before anything else can observe the new state: once the org is
-	// revoked, no key of it may remain in memory.
+	// Close the gate first, then wipe: a request that passed the gate just
+	// before may still load a key, but the wipe (which also voids loads in
+	// flight) comes after it, so no key of a revoked org stays in memory.
+	next.UpdatedAt = now
+	next.Version = h.Version + 1
+	m.Gate.Set(&next)
 	if next.State == store.HealthRevoked && h.State != store.HealthRevoked {
 		n := m.Cache.WipeOrg(h.OrgID)
 		m.Log.Warn("customer key revoked; org data locked", "org", h.OrgID, "cause", next.Cause, "keys_wiped", n)
@@ -314,9 +336,7 @@ func (m *Monitor) check(ctx context.Context, h *store.Health) (*store.Health, er
 		m.Log.Info("customer key access restored", "org", h.OrgID, "was", h.State)
 		m.Audit.Record(ctx, "recovery", ref, o.info.Version, "ok", "access restored after "+h.State+" ("+h.Cause+")")
 	}
-	next.UpdatedAt = now
-	m.Gate.Set(&next)
-	if err := m.Store.SaveHealth(context.WithoutCancel(ctx), &next); err != nil {
+	if err := m.Store.SaveHealth(context.WithoutCancel(ctx), &next, m.Owner); err != nil {
 		return nil, err
 	}
 	m.alert(ctx, h, &next, ref, len(mem.Changes) >= m.FlapCount)

@@ -24,12 +24,19 @@ var errTargetMoved = errors.New("key gained a newer version during rotation")
 func (m *Monitor) RunRotations(ctx context.Context) {
 	m.defaults()
 	poll := min(m.Interval/2, time.Second)
+	failures := map[string]int{}
 	for ctx.Err() == nil {
 		h, err := m.Store.ClaimRotation(ctx, m.Owner, time.Minute)
 		if err == nil {
 			if err := m.rotate(ctx, h); err != nil && ctx.Err() == nil {
-				m.Log.Warn("key rotation paused", "org", h.OrgID, "to", h.RotateTo, "err", err)
-				m.Store.ReleaseRotation(context.WithoutCancel(ctx), h.OrgID, m.Owner)
+				// Keep the lease through a backoff so a failing rotation
+				// does not hammer the vault; any replica resumes it after.
+				failures[h.OrgID]++
+				wait := min(time.Second<<min(failures[h.OrgID]-1, 6), time.Minute)
+				m.Log.Warn("key rotation paused", "org", h.OrgID, "to", h.RotateTo, "retry_in", wait, "err", err)
+				m.Store.DeferRotation(context.WithoutCancel(ctx), h.OrgID, m.Owner, m.Now().Add(wait))
+			} else {
+				delete(failures, h.OrgID)
 			}
 			continue
 		}

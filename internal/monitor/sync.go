@@ -9,6 +9,9 @@ import (
 	"github.com/cmk-project/cmk/internal/store"
 )
 
+// syncLookBack is how far behind the newest change seen the poll re-reads.
+const syncLookBack = 5 * time.Second
+
 // Load fills the gate from the database; a service calls it before serving,
 // so a revoked org is refused from the first request after a restart.
 func (g *Gate) Load(ctx context.Context, st *store.Store) (time.Time, error) {
@@ -19,8 +22,8 @@ func (g *Gate) Load(ctx context.Context, st *store.Store) (time.Time, error) {
 	var last time.Time
 	for _, h := range all {
 		g.Set(h)
-		if h.UpdatedAt.After(last) {
-			last = h.UpdatedAt
+		if h.ChangedAt.After(last) {
+			last = h.ChangedAt
 		}
 	}
 	return last, nil
@@ -37,9 +40,10 @@ func (g *Gate) Sync(ctx context.Context, st *store.Store, cache *dekcache.Cache,
 			return
 		case <-t.C:
 		}
-		// Re-read a little behind the newest change: rows written in the same
-		// millisecond by two replicas must not be missed.
-		changed, err := st.HealthChangedSince(ctx, since.Add(-time.Second))
+		// Re-read a window behind the newest change seen, so a change stamped
+		// by a replica whose clock lags ours by up to that much is not missed
+		// (replicas are expected to keep their clocks in sync, e.g. NTP).
+		changed, err := st.HealthChangedSince(ctx, since.Add(-syncLookBack))
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Error("sync key health", "err", err)
@@ -48,12 +52,11 @@ func (g *Gate) Sync(ctx context.Context, st *store.Store, cache *dekcache.Cache,
 		}
 		for _, h := range changed {
 			prev, known := g.State(h.OrgID)
-			g.Set(h)
-			if h.State == store.HealthRevoked && (!known || prev.State != store.HealthRevoked) {
+			if g.Set(h) && h.State == store.HealthRevoked && (!known || prev.State != store.HealthRevoked) {
 				cache.WipeOrg(h.OrgID)
 			}
-			if h.UpdatedAt.After(since) {
-				since = h.UpdatedAt
+			if h.ChangedAt.After(since) {
+				since = h.ChangedAt
 			}
 		}
 	}

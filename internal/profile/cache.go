@@ -1,7 +1,9 @@
 package profile
 
 import (
+	"bytes"
 	"container/list"
+	"hash/fnv"
 	"sync"
 	"time"
 )
@@ -18,6 +20,7 @@ type ReadCache struct {
 	mu    sync.Mutex
 	ll    *list.List
 	items map[string]*list.Element
+	gen   [genStripes]uint64 // per stripe of records, bumped by every write and delete
 	hits  int64
 }
 
@@ -47,7 +50,38 @@ func (c *ReadCache) now() time.Time {
 
 func cacheKey(org, sandbox, id string) string { return org + "\x00" + sandbox + "\x00" + id }
 
-// Get returns the sealed record, if cached and fresh.
+// genStripes bounds the write-generation table: records share counters by
+// hash, so a write to one may stop a read of another from being cached,
+// which only costs a later cache miss.
+const genStripes = 4096
+
+func stripe(key string) int {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return int(h.Sum32() % genStripes)
+}
+
+// Gen returns the record's write generation. A reader that missed the cache
+// takes it before reading the store and passes it to Fill, so a read that
+// raced a write or delete does not cache what it read.
+func (c *ReadCache) Gen(org, sandbox, id string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen[stripe(cacheKey(org, sandbox, id))]
+}
+
+// Fill caches a record read from the store, unless it was written or
+// deleted since gen was taken.
+func (c *ReadCache) Fill(org, sandbox, id string, gen uint64, sealed []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen[stripe(cacheKey(org, sandbox, id))] != gen {
+		return
+	}
+	c.putLocked(org, sandbox, id, sealed)
+}
+
+// Get returns a copy of the sealed record, if cached and fresh.
 func (c *ReadCache) Get(org, sandbox, id string) ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -62,13 +96,18 @@ func (c *ReadCache) Get(org, sandbox, id string) ([]byte, bool) {
 	}
 	c.ll.MoveToFront(el)
 	c.hits++
-	return e.sealed, true
+	return bytes.Clone(e.sealed), true
 }
 
-// Put caches a sealed record.
+// Put caches a record just written.
 func (c *ReadCache) Put(org, sandbox, id string, sealed []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.gen[stripe(cacheKey(org, sandbox, id))]++
+	c.putLocked(org, sandbox, id, sealed)
+}
+
+func (c *ReadCache) putLocked(org, sandbox, id string, sealed []byte) {
 	k := cacheKey(org, sandbox, id)
 	if el, ok := c.items[k]; ok {
 		c.remove(el)
@@ -79,10 +118,11 @@ func (c *ReadCache) Put(org, sandbox, id string, sealed []byte) {
 	}
 }
 
-// Drop forgets one record.
+// Drop forgets one record (it was deleted or changed elsewhere).
 func (c *ReadCache) Drop(org, sandbox, id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.gen[stripe(cacheKey(org, sandbox, id))]++
 	if el, ok := c.items[cacheKey(org, sandbox, id)]; ok {
 		c.remove(el)
 	}
@@ -110,7 +150,6 @@ func (c *ReadCache) Len() int {
 
 func (c *ReadCache) remove(el *list.Element) {
 	e := el.Value.(*cacheEntry)
-	clear(e.sealed)
 	delete(c.items, e.key)
 	c.ll.Remove(el)
 }

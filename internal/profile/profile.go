@@ -28,7 +28,9 @@ var (
 type Store struct {
 	Backend records.Backend
 	Keys    *orgkeys.Resolver
-	Cache   *ReadCache // nil = no cache
+	// Cache is the transient read cache (nil = none). It is per process, so
+	// it is only for a profile store no other process writes to.
+	Cache *ReadCache
 }
 
 // Record is a decrypted record.
@@ -77,6 +79,10 @@ func (s *Store) Get(ctx context.Context, org, sandbox, id string) ([]byte, error
 		}
 	}
 	if sealed == nil {
+		var gen uint64
+		if s.Cache != nil {
+			gen = s.Cache.Gen(org, sandbox, id)
+		}
 		rec, err := s.Backend.Get(ctx, org, sandbox, id)
 		if errors.Is(err, records.ErrNotFound) {
 			return nil, ErrNotFound
@@ -86,7 +92,7 @@ func (s *Store) Get(ctx context.Context, org, sandbox, id string) ([]byte, error
 		}
 		sealed = rec.Value
 		if s.Cache != nil {
-			s.Cache.Put(org, sandbox, id, bytes.Clone(sealed))
+			s.Cache.Fill(org, sandbox, id, gen, bytes.Clone(sealed))
 		}
 	}
 	return s.open(ctx, org, sandbox, id, sealed)
@@ -110,10 +116,10 @@ func (s *Store) Delete(ctx context.Context, org, sandbox, id string) error {
 	if err := s.Keys.Allow(org); err != nil {
 		return err
 	}
+	err := s.Backend.Delete(ctx, org, sandbox, id)
 	if s.Cache != nil {
 		s.Cache.Drop(org, sandbox, id)
 	}
-	err := s.Backend.Delete(ctx, org, sandbox, id)
 	if errors.Is(err, records.ErrNotFound) {
 		return ErrNotFound
 	}

@@ -272,10 +272,16 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("open profile store: %w", err)
 	}
 	s.closers = append(s.closers, recs.Close)
-	readCache := profile.NewReadCache(0, 0)
-	s.Cache.OnWipe = append(s.Cache.OnWipe, readCache.WipeOrg)
 	s.Lake = &lake.Lake{Backend: lakeBackend, Keys: s.Keys}
-	s.Profiles = &profile.Store{Backend: recs, Keys: s.Keys, Cache: readCache}
+	s.Profiles = &profile.Store{Backend: recs, Keys: s.Keys}
+	if cfg.ProfilesDSN == "" {
+		// The read cache lives in this process; with a shared profile store
+		// other replicas' writes would not reach it, so it is only used with
+		// the embedded one.
+		readCache := profile.NewReadCache(0, 0)
+		s.Cache.OnWipe = append(s.Cache.OnWipe, readCache.WipeOrg)
+		s.Profiles.Cache = readCache
+	}
 	s.API = &api.Server{Lake: s.Lake, Profiles: s.Profiles, Store: s.Store, Keyring: s.Keyring, Provider: s.Provider, Verifier: verifier, Policy: s.Policy, App: s.App, Env: env, Log: cfg.Log,
 		Monitor: s.Monitor, Gate: s.Gate, WebhookPolicy: cfg.WebhookPolicy, Metrics: s.Metrics}
 	uiOpts := web.Options{}

@@ -33,30 +33,21 @@ type Health struct {
 	ProbeVersion string
 	RotateTo     string
 	UpdatedAt    time.Time
+	ChangedAt    time.Time // last change of state or cause
+	Version      int64     // bumped on every write
 }
 
-const healthCols = `org_id, state, cause, message, key_version, since, last_check, last_ok, next_check, transitions, probe, probe_version, rotate_to, updated_at`
+const healthCols = `org_id, state, cause, message, key_version, since, last_check, last_ok, next_check, transitions, probe, probe_version, rotate_to, updated_at, changed_at, version`
 
 func scanHealth(sc interface{ Scan(...any) error }) (*Health, error) {
 	var h Health
-	var since, lc, lo, nc, up int64
-	err := sc.Scan(&h.OrgID, &h.State, &h.Cause, &h.Message, &h.KeyVersion, &since, &lc, &lo, &nc, &h.Transitions, &h.Probe, &h.ProbeVersion, &h.RotateTo, &up)
+	var since, lc, lo, nc, up, ch int64
+	err := sc.Scan(&h.OrgID, &h.State, &h.Cause, &h.Message, &h.KeyVersion, &since, &lc, &lo, &nc, &h.Transitions, &h.Probe, &h.ProbeVersion, &h.RotateTo, &up, &ch, &h.Version)
 	if err != nil {
 		return nil, err
 	}
-	h.Since, h.LastCheck, h.LastOK, h.NextCheck, h.UpdatedAt = fromMS(since), fromMS(lc), fromMS(lo), fromMS(nc), fromMS(up)
+	h.Since, h.LastCheck, h.LastOK, h.NextCheck, h.UpdatedAt, h.ChangedAt = fromMS(since), fromMS(lc), fromMS(lo), fromMS(nc), fromMS(up), fromMS(ch)
 	return &h, nil
-}
-
-// StartHealth begins monitoring an org (idempotent): HEALTHY, checked now.
-func (s *Store) StartHealth(ctx context.Context, org, keyVersion string) error {
-	now := s.now().UnixMilli()
-	_, err := s.db.ExecContext(ctx, `INSERT INTO key_health (org_id, state, key_version, since, last_ok, next_check, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (org_id) DO NOTHING`, org, HealthHealthy, keyVersion, now, now, 0, now)
-	if err != nil {
-		return fmt.Errorf("start monitoring org %s: %w", org, err)
-	}
-	return nil
 }
 
 // Health returns an org's key health, or ErrNotFound when it is not monitored.
@@ -68,9 +59,10 @@ func (s *Store) Health(ctx context.Context, org string) (*Health, error) {
 	return h, err
 }
 
-// HealthChangedSince lists the health rows updated after t (replicas poll it).
+// HealthChangedSince lists the health rows whose state changed after t
+// (replicas poll it).
 func (s *Store) HealthChangedSince(ctx context.Context, t time.Time) ([]*Health, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+healthCols+` FROM key_health WHERE updated_at > ? ORDER BY updated_at`, ms(t))
+	rows, err := s.db.QueryContext(ctx, `SELECT `+healthCols+` FROM key_health WHERE changed_at > ? ORDER BY changed_at`, ms(t))
 	if err != nil {
 		return nil, err
 	}
@@ -137,21 +129,46 @@ func (s *Store) CheckNow(ctx context.Context, org string) error {
 	return nil
 }
 
-// SaveHealth writes the outcome of a check and releases the lease.
-func (s *Store) SaveHealth(ctx context.Context, h *Health) error {
+// SaveHealth writes the outcome of a check and releases the lease, if owner
+// still holds it (ErrLeaseLost otherwise: a newer check owns the row).
+func (s *Store) SaveHealth(ctx context.Context, h *Health, owner string) error {
 	h.UpdatedAt = s.now()
 	// key_version is only moved by FinishRotation, and rotate_to only set
 	// here (never cleared), so a check that read the row before a rotation
 	// finished cannot undo it.
-	_, err := s.db.ExecContext(ctx, `UPDATE key_health SET state = ?, cause = ?, message = ?, since = ?, last_check = ?, last_ok = ?, next_check = ?,
+	res, err := s.db.ExecContext(ctx, `UPDATE key_health SET
+		changed_at = CASE WHEN state <> ? OR cause <> ? THEN ? ELSE changed_at END,
+		state = ?, cause = ?, message = ?, since = ?, last_check = ?, last_ok = ?, next_check = ?,
 		transitions = ?, probe = ?, probe_version = ?, rotate_to = CASE WHEN ? <> '' AND ? <> key_version THEN ? ELSE rotate_to END,
-		lease_owner = '', lease_until = 0, updated_at = ? WHERE org_id = ?`,
+		lease_owner = '', lease_until = 0, updated_at = ?, version = version + 1 WHERE org_id = ? AND lease_owner = ?`,
+		h.State, h.Cause, ms(h.UpdatedAt),
 		h.State, h.Cause, h.Message, ms(h.Since), ms(h.LastCheck), ms(h.LastOK), ms(h.NextCheck), h.Transitions, h.Probe, h.ProbeVersion,
-		h.RotateTo, h.RotateTo, h.RotateTo, ms(h.UpdatedAt), h.OrgID)
+		h.RotateTo, h.RotateTo, h.RotateTo, ms(h.UpdatedAt), h.OrgID, owner)
 	if err != nil {
 		return fmt.Errorf("save key health of %s: %w", h.OrgID, err)
 	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("save key health of %s: %w", h.OrgID, ErrLeaseLost)
+	}
 	return nil
+}
+
+// ClaimCheck leases one org's check now (an on-demand re-check), if no
+// other check holds it.
+func (s *Store) ClaimCheck(ctx context.Context, org, owner string, lease time.Duration) (*Health, error) {
+	now := s.now()
+	res, err := s.db.ExecContext(ctx, `UPDATE key_health SET lease_owner = ?, lease_until = ? WHERE org_id = ? AND (lease_owner = '' OR lease_until < ?)`,
+		owner, ms(now.Add(lease)), org, ms(now))
+	if err != nil {
+		return nil, err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		if _, err := s.Health(ctx, org); err != nil {
+			return nil, err
+		}
+		return nil, ErrLeaseLost
+	}
+	return s.Health(ctx, org)
 }
 
 // ---- alerts ----
@@ -400,7 +417,7 @@ func (s *Store) RenewRotation(ctx context.Context, org, owner string, lease time
 // version, if owner still holds the rotation lease and the target is still
 // version.
 func (s *Store) FinishRotation(ctx context.Context, org, owner, version string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE key_health SET key_version = ?, rotate_to = '', rotate_owner = '', rotate_until = 0, updated_at = ? WHERE org_id = ? AND rotate_owner = ? AND rotate_to = ?`,
+	res, err := s.db.ExecContext(ctx, `UPDATE key_health SET key_version = ?, rotate_to = '', rotate_owner = '', rotate_until = 0, updated_at = ?, version = version + 1 WHERE org_id = ? AND rotate_owner = ? AND rotate_to = ?`,
 		version, s.now().UnixMilli(), org, owner, version)
 	if err != nil {
 		return err
@@ -409,6 +426,13 @@ func (s *Store) FinishRotation(ctx context.Context, org, owner, version string) 
 		return ErrLeaseLost
 	}
 	return nil
+}
+
+// DeferRotation keeps the rotation lease until until, so a rotation that
+// failed is retried after a backoff rather than at once.
+func (s *Store) DeferRotation(ctx context.Context, org, owner string, until time.Time) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE key_health SET rotate_until = ? WHERE org_id = ? AND rotate_owner = ?`, ms(until), org, owner)
+	return err
 }
 
 // ReleaseRotation gives up a rotation lease.
@@ -460,5 +484,18 @@ func (s *Store) ReplaceVersion(ctx context.Context, id, fromVersion string, to D
 
 // AllHealth returns every monitored org's health.
 func (s *Store) AllHealth(ctx context.Context) ([]*Health, error) {
-	return s.HealthChangedSince(ctx, time.Time{})
+	rows, err := s.db.QueryContext(ctx, `SELECT `+healthCols+` FROM key_health ORDER BY org_id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Health
+	for rows.Next() {
+		h, err := scanHealth(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	return out, rows.Err()
 }

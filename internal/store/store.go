@@ -309,10 +309,67 @@ func (s *Store) SetCustomerKEK(ctx context.Context, org, vaultURL, keyName strin
 	return nil
 }
 
+// BeginCustomerKEK is the one-way switch of an enablement job: in one
+// transaction, and only while owner holds the job's lease, the org starts
+// using its customer key for new data keys, monitoring of the key starts,
+// and the job moves to UPDATE_EXISTING_RESOURCES.
+func (s *Store) BeginCustomerKEK(ctx context.Context, jobID, owner string, c *Config, keyVersion, checks string) error {
+	return s.tx(ctx, func(tx txn) error {
+		now := s.now().UnixMilli()
+		res, err := tx.ExecContext(ctx, `UPDATE configs SET status = ?, checks = ?, key_version = ?, last_error = '', updated_at = ? WHERE id = ? AND lease_owner = ?`,
+			StatusUpdating, checks, keyVersion, now, jobID, owner)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("job %s: %w", jobID, ErrLeaseLost)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE orgs SET kek_mode = ?, vault_url = ?, key_name = ? WHERE id = ?`, ModeCustomer, c.VaultURL, c.KeyName, c.OrgID); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO key_health (org_id, state, key_version, since, last_ok, next_check, updated_at, changed_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?)
+			ON CONFLICT (org_id) DO NOTHING`, c.OrgID, HealthHealthy, keyVersion, now, now, now, now)
+		return err
+	})
+}
+
+// KeyInUseElsewhere reports another org that uses (or is enabling) the same
+// vault key: a key protects one org's data only.
+func (s *Store) KeyInUseElsewhere(ctx context.Context, org, vaultURL, keyName string) (bool, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM orgs WHERE id <> ? AND kek_mode = ? AND vault_url = ? AND key_name = ?`, org, ModeCustomer, vaultURL, keyName).Scan(&n)
+	if err != nil || n > 0 {
+		return n > 0, err
+	}
+	err = s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM configs WHERE org_id <> ? AND active = 1 AND vault_url = ? AND key_name = ?`, org, vaultURL, keyName).Scan(&n)
+	return n > 0, err
+}
+
+// ErrModeChanged is returned when a data key was wrapped for the org's old
+// key-encryption mode; the caller wraps it again and retries.
+var ErrModeChanged = errors.New("the org's key-encryption mode changed; wrap the data key again")
+
+// checkMode refuses system-wrapped keys for an org that uses its customer key.
+func checkMode(ctx context.Context, tx txn, org string, keys []DataKey) error {
+	var mode string
+	if err := tx.QueryRowContext(ctx, `SELECT kek_mode FROM orgs WHERE id = ?`, org).Scan(&mode); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if mode == ModeCustomer && k.KEK != KEKCustomer {
+			return ErrModeChanged
+		}
+	}
+	return nil
+}
+
 // CreateSandbox adds a sandbox with the data keys of its stores, atomically.
 func (s *Store) CreateSandbox(ctx context.Context, org, name string, keys []DataKey) error {
 	return s.tx(ctx, func(tx txn) error {
 		now := s.now().UnixMilli()
+		if err := checkMode(ctx, tx, org, keys); err != nil {
+			return err
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO sandboxes (org_id, name, created_at) VALUES (?, ?, ?)`, org, name, now); err != nil {
 			if isUnique(err) {
 				return fmt.Errorf("sandbox %s: %w", name, ErrDuplicateName)
@@ -636,7 +693,12 @@ func (s *Store) DataKey(ctx context.Context, id string) (DataKey, error) {
 
 // AddDataKey stores a new data key for an existing store (data-key rotation).
 func (s *Store) AddDataKey(ctx context.Context, k DataKey) error {
-	return s.tx(ctx, func(tx txn) error { return insertDataKey(ctx, tx, k, s.now().UnixMilli()) })
+	return s.tx(ctx, func(tx txn) error {
+		if err := checkMode(ctx, tx, k.OrgID, []DataKey{k}); err != nil {
+			return err
+		}
+		return insertDataKey(ctx, tx, k, s.now().UnixMilli())
+	})
 }
 
 // ReserveUses reserves n more uses of a data key and returns the total

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/cmk-project/cmk/internal/devenv"
+	"github.com/cmk-project/cmk/internal/monitor"
+)
+
+// TestMain lets the scripts run "cmk": the test binary, re-executed under
+// that name, runs the real root command.
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"cmk": func() { os.Exit(run(os.Args[1:])) },
+	})
+}
+
+// TestScripts runs the CLI scripts in testdata/script. Besides the standard
+// commands they have:
+//
+//	cmkdev                   start a local cmk + Azure emulator for this script
+//	exitcode N PROG ARGS...  run PROG and require exit status N (stdout and
+//	                         stderr are kept for the next stdout/stderr checks)
+//	jsonget [-set VAR] FILE PATH [WANT]
+//	                         parse FILE (stdout: the last command's output) as
+//	                         JSON, find PATH (dotted keys and indexes, e.g.
+//	                         alerts.0.id), compare it with WANT and/or store it
+//	                         in $VAR
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir:                 "testdata/script",
+		RequireExplicitExec: true,
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"cmkdev":   cmdCmkdev,
+			"exitcode": cmdExitcode,
+			"jsonget":  cmdJSONGet,
+		},
+	})
+}
+
+// cmdCmkdev starts devenv in the test process, stopped when the script
+// ends. It writes $WORK/info.json (as 'cmk dev --info' does) and
+// $WORK/emulator-ca.pem, and sets:
+//
+//	KEY_ID           the demo key's identifier
+//	VAULT, KEY       the demo vault and key names
+//	VAULT_URL        the demo vault's URL
+//	DEV_URL, DEV_TOKEN, DEV_ORG   the connection settings
+//	PRINCIPAL        the platform app's service principal in the customer tenant
+//	CMK_EMULATOR_URL, CMK_EMULATOR_CA   for 'cmk azure-emulator' subcommands
+func cmdCmkdev(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 0 {
+		ts.Fatalf("usage: cmkdev")
+	}
+	env, err := devenv.Start(context.Background(), devenv.Options{
+		DataDir: ts.MkAbs("cmkdev-data"),
+		Poll:    50 * time.Millisecond,
+		Monitor: monitor.Config{Interval: time.Second, WrapEvery: 1},
+		Log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	ts.Check(err)
+	ts.Defer(env.Close)
+	info := env.Info()
+	b, err := json.MarshalIndent(info, "", "  ")
+	ts.Check(err)
+	ts.Check(os.WriteFile(ts.MkAbs("info.json"), b, 0o600))
+	ca := ts.MkAbs("emulator-ca.pem")
+	ts.Check(os.WriteFile(ca, env.Emu.CAPEM(), 0o600))
+	for k, v := range map[string]string{
+		"KEY_ID": info.KeyIdentifier, "VAULT": devenv.Vault, "KEY": devenv.KeyName, "VAULT_URL": info.VaultURL,
+		"DEV_URL": info.BaseURL, "DEV_TOKEN": info.Token, "DEV_ORG": info.OrgID,
+		"PRINCIPAL":        info.ServicePrincipal,
+		"CMK_EMULATOR_URL": info.EmulatorURL, "CMK_EMULATOR_CA": ca,
+	} {
+		ts.Setenv(k, v)
+	}
+}
+
+func cmdExitcode(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: exitcode N PROG [ARGS...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	err = ts.Exec(args[1], args[2:]...)
+	got := 0
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		got = ee.ExitCode()
+	case err != nil:
+		ts.Fatalf("%s: %v", args[1], err)
+	}
+	if got != want {
+		ts.Fatalf("%s exited with status %d, want %d", filepath.Base(args[1]), got, want)
+	}
+}
+
+func cmdJSONGet(ts *testscript.TestScript, neg bool, args []string) {
+	setVar := ""
+	if len(args) >= 2 && args[0] == "-set" {
+		setVar, args = args[1], args[2:]
+	}
+	if len(args) < 2 || len(args) > 3 || (neg && len(args) != 3) {
+		ts.Fatalf("usage: jsonget [-set VAR] FILE PATH [WANT]")
+	}
+	var v any
+	if err := json.Unmarshal([]byte(ts.ReadFile(args[0])), &v); err != nil {
+		ts.Fatalf("%s is not JSON: %v", args[0], err)
+	}
+	for _, part := range strings.Split(args[1], ".") {
+		switch x := v.(type) {
+		case map[string]any:
+			next, ok := x[part]
+			if !ok {
+				ts.Fatalf("%s: no key %q in %s", args[0], part, args[1])
+			}
+			v = next
+		case []any:
+			i, err := strconv.Atoi(part)
+			if err != nil || i < 0 || i >= len(x) {
+				ts.Fatalf("%s: no element %q in %s (length %d)", args[0], part, args[1], len(x))
+			}
+			v = x[i]
+		default:
+			ts.Fatalf("%s: %s reaches a %T before %q", args[0], args[1], v, part)
+		}
+	}
+	got := fmt.Sprint(v)
+	if len(args) == 3 && (got == args[2]) == neg {
+		if neg {
+			ts.Fatalf("%s: %s = %s, want anything else", args[0], args[1], got)
+		}
+		ts.Fatalf("%s: %s = %s, want %s", args[0], args[1], got, args[2])
+	}
+	if setVar != "" {
+		ts.Setenv(setVar, got)
+	}
+}
+
+// TestProgressBarPlain checks the output for pipes and logs: a line per
+// phase and per quarter of the way, nothing repeated.
+func TestProgressBarPlain(t *testing.T) {
+	var b strings.Builder
+	p := newProgressBar(&b)
+	p.indent = "  "
+	p.Phase("RUNNING")
+	p.Phase("RUNNING")
+	for done := 0; done <= 8; done++ {
+		p.Set("re-wrapping", done, 8)
+	}
+	p.Note("a note")
+	p.Set("re-wrapping", 8, 8)
+	p.Phase("COMPLETED")
+	p.Done()
+	want := `  RUNNING
+  re-wrapping 0/8 (0%)
+  re-wrapping 2/8 (25%)
+  re-wrapping 4/8 (50%)
+  re-wrapping 6/8 (75%)
+  re-wrapping 8/8 (100%)
+a note
+  COMPLETED
+`
+	if got := b.String(); got != want {
+		t.Errorf("progress output =\n%s\nwant\n%s", got, want)
+	}
+}

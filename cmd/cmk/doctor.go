@@ -1,0 +1,147 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cmk-project/cmk/internal/preflight"
+)
+
+func newDoctorCmd() *cobra.Command {
+	conn := &connFlags{}
+	var out outputFlag
+	cmd := &cobra.Command{
+		Use:   "doctor [KEY-IDENTIFIER]",
+		Short: "Check a Key Vault key against every requirement before enabling CMK with it",
+		Long: `Run the preflight of a key from the terminal: the same checks the enablement
+job runs while its status is RUNNING, in the order a request travels (sign-in,
+network, role, key state, key type, vault settings, a real wrap/unwrap).
+
+Each check prints as
+  ✓  passed
+  ✗  failed: what was found, then numbered steps to fix it
+  !  could not tell (throttled or a transient failure): try again
+  -  skipped, because an earlier check did not pass
+
+Fix the first failure and run doctor again. Nothing is changed on the
+platform or in the vault; a wrap/unwrap round trip of random bytes is the
+only key operation.
+
+With --info (a file from 'cmk dev --info') the key identifier defaults to
+the demo key in that file.
+` + exitHelp("every check passed", "a check failed") + `
+     or a check could not run for a transient reason (try again)`,
+		Example: `  cmk doctor https://contoso.vault.azure.net/keys/platform-cmk/0123456789abcdef0123456789abcdef
+  cmk doctor --info cmk.json
+  cmk doctor --url https://cmk.example.com --token "$TOKEN" --org MYORG@CmkOrg https://contoso.vault.azure.net/keys/platform-cmk
+  cmk doctor --info cmk.json --output json | jq '.results[] | select(.status != "PASSED")'`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return exactArgs(1, "one KEY-IDENTIFIER")(cmd, args)
+			}
+			return nil
+		},
+		RunE: clientRun(conn, &out, func(cmd *cobra.Command, c *client, args []string) error {
+			kid := c.keyIdentifier
+			if len(args) == 1 {
+				kid = args[0]
+			}
+			if kid == "" {
+				return usageError(errors.New("no key identifier"),
+					"pass the Key Identifier of your key's current version, e.g. cmk doctor https://<vault>.vault.azure.net/keys/<key>/<version>")
+			}
+			var rep preflight.Report
+			raw, err := c.doJSON(cmd.Context(), http.MethodPost, pathPreflight, map[string]string{"keyVaultKeyIdentifier": kid}, &rep)
+			if err != nil {
+				return err
+			}
+			if out.json() {
+				if err := printRaw(cmd.OutOrStdout(), raw); err != nil {
+					return err
+				}
+			} else {
+				printReport(cmd.OutOrStdout(), &rep)
+			}
+			return doctorVerdict(&rep)
+		}),
+	}
+	conn.register(cmd)
+	out.register(cmd, false)
+	flagErrors(cmd)
+	return cmd
+}
+
+// doctorVerdict maps a report to the exit status.
+func doctorVerdict(rep *preflight.Report) error {
+	failed, unknown := 0, 0
+	for _, r := range rep.Results {
+		switch r.Status {
+		case preflight.Failed:
+			failed++
+		case preflight.Error:
+			unknown++
+		}
+	}
+	switch {
+	case failed > 0:
+		return problem()
+	case unknown > 0:
+		return &exitError{code: exitUsage}
+	}
+	return nil
+}
+
+var checkMarks = map[preflight.Status]string{
+	preflight.Passed:  "✓",
+	preflight.Failed:  "✗",
+	preflight.Error:   "!",
+	preflight.Skipped: "-",
+}
+
+// printReport writes a preflight report for a person.
+func printReport(w io.Writer, rep *preflight.Report) {
+	fmt.Fprintf(w, "Preflight of %s\n\n", rep.KeyIdentifier)
+	passed, failed, unknown, skipped := 0, 0, 0, 0
+	for _, r := range rep.Results {
+		mark := checkMarks[r.Status]
+		if mark == "" {
+			mark = "?"
+		}
+		fmt.Fprintf(w, "  %s %s\n", mark, r.Title)
+		switch r.Status {
+		case preflight.Passed:
+			passed++
+		case preflight.Skipped:
+			skipped++
+		case preflight.Failed, preflight.Error:
+			if r.Status == preflight.Failed {
+				failed++
+			} else {
+				unknown++
+			}
+			code := r.Code
+			if code != "" {
+				code = " [" + code + "]"
+			}
+			fmt.Fprintf(w, "      %s%s\n", r.Message, code)
+			if len(r.Remedy) > 0 {
+				fmt.Fprintln(w, "      What to do:")
+				printSteps(w, "        ", r.Remedy)
+			}
+		}
+	}
+	fmt.Fprintln(w)
+	switch {
+	case failed > 0:
+		fmt.Fprintf(w, "FAILED: %d of %d checks failed (%d passed, %d not run). Fix the first failure above, then run cmk doctor again.\n",
+			failed, len(rep.Results), passed, skipped)
+	case unknown > 0:
+		fmt.Fprintf(w, "UNKNOWN: %d check(s) could not run for a transient reason (%d passed). Try again in a minute.\n", unknown, passed)
+	default:
+		fmt.Fprintf(w, "PASSED: all %d checks passed. This key can be used to enable customer-managed keys.\n", passed)
+	}
+}

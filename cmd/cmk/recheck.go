@@ -1,0 +1,184 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// healthView is an org's key health as the API returns it.
+type healthView struct {
+	OrgID       string     `json:"orgId"`
+	State       string     `json:"state"`
+	Cause       string     `json:"cause"`
+	Message     string     `json:"message"`
+	DataBlocked bool       `json:"dataBlocked"`
+	Remedy      []string   `json:"remedy"`
+	KeyVaultURI string     `json:"keyVaultUri"`
+	KeyName     string     `json:"keyName"`
+	KeyVersion  string     `json:"keyVersion"`
+	Since       *time.Time `json:"since"`
+	LastCheck   *time.Time `json:"lastCheck"`
+	LastOK      *time.Time `json:"lastOk"`
+	NextCheck   *time.Time `json:"nextCheck"`
+	Rotation    *struct {
+		TargetVersion     string `json:"targetVersion"`
+		DataKeysRewrapped int    `json:"dataKeysRewrapped"`
+		DataKeysTotal     int    `json:"dataKeysTotal"`
+	} `json:"rotation"`
+	Revocation struct {
+		CheckInterval string `json:"checkInterval"`
+		Grace         string `json:"grace"`
+		Explanation   string `json:"explanation"`
+	} `json:"revocation"`
+}
+
+// Health states of the API.
+const (
+	stateHealthy       = "HEALTHY"
+	stateSystemManaged = "SYSTEM_MANAGED"
+)
+
+var stateMeaning = map[string]string{
+	stateHealthy:       "the key works: wrap and unwrap proved by the last check",
+	"DEGRADED":         "data is readable, but new data keys cannot be wrapped",
+	"COASTING":         "the vault is unreachable for a transient reason; data is served from keys in memory for the grace period",
+	"REVOKED":          "access to the key is withdrawn: every read and write of the org's data is refused",
+	stateSystemManaged: "the org's data is protected by system-managed keys; there is no customer key to check",
+}
+
+func healthLong(what string) string {
+	return what + `
+
+Prints the state (HEALTHY, DEGRADED, COASTING, REVOKED or SYSTEM_MANAGED),
+the cause and what the last check found, whether the org's data is refused,
+the key and version in use, a key rotation in progress, and numbered steps
+when something is wrong.
+` + exitHelp("the state is HEALTHY or SYSTEM_MANAGED", "any other state (DEGRADED, COASTING, REVOKED)")
+}
+
+func newRecheckCmd() *cobra.Command {
+	conn := &connFlags{}
+	var out outputFlag
+	cmd := &cobra.Command{
+		Use:   "recheck",
+		Short: "Check the org's key now and print its health",
+		Long: healthLong(`Ask cmk to check the org's customer-managed key now, instead of waiting for
+the monitor's next scheduled check, and print the result. Run it after fixing
+a key problem: a good check restores access to the data at once and resolves
+the open alerts.`),
+		Example: `  cmk recheck --info cmk.json
+  cmk recheck --info cmk.json --output json | jq -r .state
+  cmk recheck --info cmk.json && echo "key is fine"`,
+		Args: exactArgs(0, ""),
+		RunE: clientRun(conn, &out, func(cmd *cobra.Command, c *client, _ []string) error {
+			var h healthView
+			raw, err := c.doJSON(cmd.Context(), http.MethodPost, pathRecheck, nil, &h)
+			var ae *apiError
+			if errors.As(err, &ae) && ae.ErrorCode == "CMK_NOT_ENABLED" {
+				// Nothing to check: the org is on system-managed keys.
+				raw, err = c.getJSON(cmd.Context(), pathHealth, &h)
+			}
+			if err != nil {
+				return err
+			}
+			return showHealth(cmd, &out, &h, raw)
+		}),
+	}
+	conn.register(cmd)
+	out.register(cmd, false)
+	flagErrors(cmd)
+	return cmd
+}
+
+func newHealthCmd() *cobra.Command {
+	conn := &connFlags{}
+	var out outputFlag
+	cmd := &cobra.Command{
+		Use:   "health",
+		Short: "Print the org's key health as of the last check",
+		Long:  healthLong(`Print the health of the org's customer-managed key as of the monitor's last check, without checking again (see 'cmk recheck').`),
+		Example: `  cmk health --info cmk.json
+  cmk health --info cmk.json --output json | jq .rotation`,
+		Args: exactArgs(0, ""),
+		RunE: clientRun(conn, &out, func(cmd *cobra.Command, c *client, _ []string) error {
+			var h healthView
+			raw, err := c.getJSON(cmd.Context(), pathHealth, &h)
+			if err != nil {
+				return err
+			}
+			return showHealth(cmd, &out, &h, raw)
+		}),
+	}
+	conn.register(cmd)
+	out.register(cmd, false)
+	flagErrors(cmd)
+	return cmd
+}
+
+func showHealth(cmd *cobra.Command, out *outputFlag, h *healthView, raw []byte) error {
+	if out.json() {
+		if err := printRaw(cmd.OutOrStdout(), raw); err != nil {
+			return err
+		}
+	} else {
+		printHealth(cmd.OutOrStdout(), h)
+	}
+	if h.State != stateHealthy && h.State != stateSystemManaged {
+		return problem()
+	}
+	return nil
+}
+
+// printHealth writes an org's key health for a person.
+func printHealth(w io.Writer, h *healthView) {
+	fmt.Fprintf(w, "Key health of org %s: %s", h.OrgID, h.State)
+	if h.Since != nil {
+		fmt.Fprintf(w, " since %s", clock(*h.Since))
+	}
+	fmt.Fprintln(w)
+	if m := stateMeaning[h.State]; m != "" {
+		fmt.Fprintf(w, "  %s\n", m)
+	}
+	if h.State == stateSystemManaged {
+		return
+	}
+	key := h.KeyVaultURI + "/keys/" + h.KeyName
+	if h.KeyVersion != "" {
+		key += " (version " + h.KeyVersion + ")"
+	}
+	fmt.Fprintf(w, "  key:        %s\n", key)
+	if h.Cause != "" {
+		fmt.Fprintf(w, "  cause:      %s\n", h.Cause)
+	}
+	if h.Message != "" {
+		fmt.Fprintf(w, "  found:      %s\n", h.Message)
+	}
+	if h.DataBlocked {
+		fmt.Fprintln(w, "  data:       REFUSED — reads and writes of the org's data fail until access returns")
+	} else {
+		fmt.Fprintln(w, "  data:       available")
+	}
+	if h.LastCheck != nil {
+		line := clock(*h.LastCheck)
+		if h.LastOK != nil && h.State != stateHealthy {
+			line += ", last good check " + clock(*h.LastOK)
+		}
+		if h.NextCheck != nil {
+			line += ", next " + clock(*h.NextCheck)
+		}
+		fmt.Fprintf(w, "  checked:    %s\n", line)
+	}
+	if r := h.Rotation; r != nil {
+		fmt.Fprintf(w, "  rotation:   re-wrapping data keys to version %s: %d/%d done\n", r.TargetVersion, r.DataKeysRewrapped, r.DataKeysTotal)
+	}
+	if len(h.Remedy) > 0 {
+		fmt.Fprintln(w, "What to do:")
+		printSteps(w, "  ", h.Remedy)
+		fmt.Fprintln(w, "Then run 'cmk recheck' to restore access at once.")
+	}
+}

@@ -1,0 +1,232 @@
+package web_test
+
+// Browser tests: a full local cmk (service, Azure emulator, demo org and key)
+// driven through the Encryption page in headless Chromium. The scenarios are
+// written in internal/web/browsertest/run.mjs with playwright-core; this file
+// prepares the world each one needs, runs it, and fails when it fails.
+//
+// They need Debian's /usr/bin/chromium and playwright-core in
+// <repo>/.tools/browsertest/node_modules; scripts/install-chromium.sh
+// installs both. Without them the tests skip, loudly, unless CI is set or
+// CMK_REQUIRE_SERVERS=1, when they fail.
+//
+// Screenshots go to $CMK_ARTIFACTS, or <repo>/artifacts/browser when unset.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cmk-project/cmk/internal/azemu"
+	"github.com/cmk-project/cmk/internal/devenv"
+	"github.com/cmk-project/cmk/internal/monitor"
+)
+
+const (
+	chromiumPath = "/usr/bin/chromium"
+	// scenarioTimeout bounds one run of the Node script (browser start
+	// included); the scenarios take a few seconds each.
+	scenarioTimeout = 60 * time.Second
+	// enableVaultDelay is added to every call to the demo vault during the
+	// enablement scenario.
+	enableVaultDelay = 250 * time.Millisecond
+)
+
+func requireServers() bool {
+	return os.Getenv("CI") != "" || os.Getenv("CMK_REQUIRE_SERVERS") == "1"
+}
+
+// browserTools finds node, Chromium and playwright-core, or skips (fails in
+// CI) with how to install them.
+func browserTools(t *testing.T, root string) (node, playwright string) {
+	t.Helper()
+	var missing []string
+	node, err := exec.LookPath("node")
+	if err != nil {
+		missing = append(missing, "node (Node.js 20 or newer)")
+	}
+	if _, err := os.Stat(chromiumPath); err != nil {
+		missing = append(missing, chromiumPath+" (Debian package chromium)")
+	}
+	playwright = filepath.Join(root, ".tools", "browsertest", "node_modules", "playwright-core")
+	if _, err := os.Stat(filepath.Join(playwright, "package.json")); err != nil {
+		local := filepath.Join(root, "internal", "web", "browsertest", "node_modules", "playwright-core")
+		if _, err := os.Stat(filepath.Join(local, "package.json")); err == nil {
+			playwright = local
+		} else {
+			missing = append(missing, "playwright-core in "+filepath.Dir(playwright))
+		}
+	}
+	if len(missing) == 0 {
+		return node, playwright
+	}
+	msg := fmt.Sprintf("browser tests need %s; install them with: bash scripts/install-chromium.sh", strings.Join(missing, ", "))
+	if requireServers() {
+		t.Fatalf("%s (required because CI or CMK_REQUIRE_SERVERS=1 is set)", msg)
+	}
+	// Also straight to stderr, so the skip shows without -v.
+	fmt.Fprintf(os.Stderr, "\n*** %s SKIPPED: %s ***\n\n", t.Name(), msg)
+	t.Skip("SKIPPED: " + msg)
+	return "", ""
+}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("cannot find the repository root from %s: %v", root, err)
+	}
+	return root
+}
+
+func artifactDir(t *testing.T, root string) string {
+	t.Helper()
+	dir := os.Getenv("CMK_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join(root, "artifacts", "browser")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("create artifact dir: %v", err)
+	}
+	return dir
+}
+
+type browser struct {
+	node, playwright, script, artifacts string
+	base                                map[string]string
+}
+
+// run runs one scenario of run.mjs with extra environment and fails t when
+// the script exits non-zero.
+func (b *browser) run(t *testing.T, scenario string, extra map[string]string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, b.node, b.script, scenario)
+	cmd.WaitDelay = 5 * time.Second
+	env := append(os.Environ(), "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1", "PLAYWRIGHT_BROWSERS_PATH=0")
+	for k, v := range b.base {
+		env = append(env, k+"="+v)
+	}
+	for k, v := range extra {
+		env = append(env, k+"="+v)
+	}
+	cmd.Env = env
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	for _, line := range strings.Split(strings.TrimRight(out.String(), "\n"), "\n") {
+		if line != "" {
+			t.Log(line)
+		}
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("scenario %s did not finish within %s", scenario, scenarioTimeout)
+	}
+	if err != nil {
+		t.Fatalf("scenario %s failed after %s: %v (screenshots in %s)", scenario, time.Since(start).Round(time.Millisecond), err, b.artifacts)
+	}
+}
+
+func TestEncryptionPageInBrowser(t *testing.T) {
+	root := repoRoot(t)
+	node, playwright := browserTools(t, root)
+	artifacts := artifactDir(t, root)
+	t.Logf("screenshots: %s", artifacts)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	env, err := devenv.Start(ctx, devenv.Options{
+		DataDir: t.TempDir(),
+		// Enough sandboxes, re-wrapped one vault call at a time, that the
+		// page can show the job applying the key (see a_full_enablement).
+		Sandboxes:   []string{"prod", "dev", "stage", "qa", "test", "demo"},
+		Concurrency: 1,
+		// Fast checks so revocation and recovery show within a second.
+		Monitor: monitor.Config{Interval: 300 * time.Millisecond, Grace: 2 * time.Second, WrapEvery: 1},
+	})
+	if err != nil {
+		t.Fatalf("start local cmk: %v", err)
+	}
+	defer env.Close()
+
+	b := &browser{
+		node: node, playwright: playwright, artifacts: artifacts,
+		script: filepath.Join(root, "internal", "web", "browsertest", "run.mjs"),
+		base: map[string]string{
+			"CMK_URL":         env.Svc.URL(),
+			"CMK_ORG":         env.Org,
+			"CMK_ARTIFACTS":   artifacts,
+			"PLAYWRIGHT_CORE": playwright,
+			"CHROMIUM":        chromiumPath,
+		},
+	}
+
+	// The scenarios share one org and run in order: enabling customer-managed
+	// keys cannot be undone, so everything that needs a system-managed org
+	// comes first.
+	t.Run("d_hidden_without_permission", func(t *testing.T) {
+		token, err := env.Svc.MintDevToken("u", env.Org, []string{"data_read"}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.run(t, "no-permission", map[string]string{"CMK_APIKEY": env.APIKey, "CMK_TOKEN": token})
+	})
+
+	t.Run("b_failed_preflight", func(t *testing.T) {
+		// A 2048-bit key in the demo vault, and a good key in a vault
+		// without purge protection: each fails its own check.
+		const small, vault, key = "small-key", "cmknopurge", "nopurge-key"
+		smallVersion, err := env.Emu.CreateKey(devenv.Vault, small, azemu.KeyOptions{Kty: "RSA", Bits: 2048})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := env.Emu.CreateVault(azemu.Vault{Name: vault, TenantID: devenv.CustomerTenant, SKU: "standard", SoftDelete: true, PurgeProtection: false, RetentionDays: 90}); err != nil {
+			t.Fatal(err)
+		}
+		version, err := env.Emu.CreateKey(vault, key, azemu.KeyOptions{Kty: "RSA", Bits: 3072})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := env.Emu.AssignRole(vault, env.PrincipalID, devenv.Role); err != nil {
+			t.Fatal(err)
+		}
+		b.run(t, "failed-preflight", map[string]string{
+			"CMK_SMALL_KEY_ID":   env.Emu.VaultURL(devenv.Vault) + "/keys/" + small + "/" + smallVersion,
+			"CMK_NOPURGE_KEY_ID": env.Emu.VaultURL(vault) + "/keys/" + key + "/" + version,
+		})
+	})
+
+	enabled := t.Run("a_full_enablement", func(t *testing.T) {
+		// Slow the demo vault down so that re-wrapping takes a few seconds
+		// and the page's progress bar is seen moving.
+		env.Emu.SetVaultFault(devenv.Vault, 0, enableVaultDelay)
+		defer env.Emu.SetVaultFault(devenv.Vault, 0, 0)
+		b.run(t, "enable", map[string]string{"CMK_KEY_ID": env.KeyIdentifier, "CMK_KEY_NAME": devenv.KeyName})
+	})
+	if !enabled {
+		t.Fatal("skipping the alert scenario: it needs the org enabled by a_full_enablement")
+	}
+
+	t.Run("c_alert_on_disabled_key", func(t *testing.T) {
+		no, yes := false, true
+		if err := env.Emu.UpdateKey(devenv.Vault, devenv.KeyName, azemu.KeyUpdate{Enabled: &no}); err != nil {
+			t.Fatal(err)
+		}
+		b.run(t, "key-disabled", nil)
+		if err := env.Emu.UpdateKey(devenv.Vault, devenv.KeyName, azemu.KeyUpdate{Enabled: &yes}); err != nil {
+			t.Fatal(err)
+		}
+		b.run(t, "key-restored", map[string]string{"CMK_KEY_NAME": devenv.KeyName})
+	})
+}

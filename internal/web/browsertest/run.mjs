@@ -1,0 +1,450 @@
+// Drives the Encryption page in headless Chromium for internal/web's
+// browser_test.go, which starts a local cmk and passes what this needs in
+// the environment:
+//
+//   CMK_URL          base URL of the service
+//   CMK_ORG          the demo org
+//   CMK_ARTIFACTS    where screenshots go
+//   PLAYWRIGHT_CORE  path of the playwright-core package
+//   CHROMIUM         the browser binary (Debian's /usr/bin/chromium)
+//   plus per scenario: CMK_APIKEY, CMK_TOKEN, CMK_KEY_ID, CMK_KEY_NAME, CMK_BAD_KEY_ID
+//
+// Usage: node run.mjs <scenario>. Exits non-zero when a check fails, after
+// saving a screenshot named <scenario>-FAILED.png.
+
+import { createRequire } from 'node:module';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+const require = createRequire(import.meta.url);
+const { chromium } = require(process.env.PLAYWRIGHT_CORE || 'playwright-core');
+
+const base = mustEnv('CMK_URL').replace(/\/$/, '');
+const artifacts = mustEnv('CMK_ARTIFACTS');
+const origin = new URL(base).origin;
+
+function mustEnv(name) {
+  const v = process.env[name];
+  if (!v) {
+    console.error(`run.mjs: environment variable ${name} is required`);
+    process.exit(2);
+  }
+  return v;
+}
+
+class CheckFailed extends Error {}
+
+function expect(cond, message) {
+  if (!cond) throw new CheckFailed(message);
+}
+
+const started = Date.now();
+function log(msg) {
+  console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
+}
+
+// ---------- browser ----------
+
+async function open() {
+  const profile = mkdtempSync(path.join(tmpdir(), 'cmk-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    viewport: { width: 1280, height: 900 },
+    locale: 'en-GB',
+    timezoneId: 'UTC',
+  });
+  context.setDefaultTimeout(10_000);
+  const problems = [];
+  // Nothing may leave the service's origin.
+  await context.route('**/*', (route) => {
+    const url = route.request().url();
+    if (new URL(url).origin !== origin && !url.startsWith('data:')) {
+      problems.push(`request to another origin: ${url}`);
+      return route.abort();
+    }
+    return route.continue();
+  });
+  const page = context.pages()[0] || (await context.newPage());
+  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  page.on('console', (msg) => {
+    if (msg.type() !== 'error') return;
+    const text = msg.text();
+    // 4xx answers the page expects and handles (403 in the permission
+    // scenario, 400 for a rejected key) are logged by Chromium as errors.
+    if (/status of 40[0-9]/.test(text)) return;
+    problems.push(`console error: ${text}`);
+  });
+  const close = async () => {
+    await context.close();
+    rmSync(profile, { recursive: true, force: true });
+  };
+  return { page, problems, close };
+}
+
+async function shot(page, name, { fullPage = true } = {}) {
+  const file = path.join(artifacts, `${name}.png`);
+  await page.screenshot({ path: file, fullPage });
+  log(`screenshot ${file}`);
+}
+
+async function gotoPage(page) {
+  await page.goto(`${base}/ui/`);
+  await page.waitForSelector('body[data-ready="true"]');
+}
+
+async function devLogin(page) {
+  await gotoPage(page);
+  await page.locator('#dev-login').click();
+  await page.locator('#console').waitFor({ state: 'visible' });
+  await page.locator('#health-state').waitFor();
+  await page.locator('#app-id').waitFor({ state: 'attached' });
+}
+
+async function visible(page, selector) {
+  return page.locator(selector).first().isVisible();
+}
+
+async function text(page, selector) {
+  return (await page.locator(selector).first().textContent()) || '';
+}
+
+// ---------- audits ----------
+
+// Every visible form control has a label.
+async function auditLabels(page) {
+  const unlabelled = await page.evaluate(() => [...document.querySelectorAll('input, textarea, select, progress')]
+    .filter((e) => e.type !== 'hidden' && e.getClientRects().length > 0)
+    .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.getAttribute('aria-labelledby'))
+    .map((e) => e.id || e.name || e.outerHTML.slice(0, 60)));
+  expect(unlabelled.length === 0, `form controls without a label: ${unlabelled.join(', ')}`);
+}
+
+// Every visible piece of text has at least 4.5:1 contrast (3:1 when large).
+async function auditContrast(page) {
+  const bad = await page.evaluate(() => {
+    const parse = (c) => {
+      const m = c.match(/rgba?\(([^)]+)\)/);
+      if (!m) return null;
+      const p = m[1].split(/[\s,/]+/).filter(Boolean).map(Number);
+      return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 };
+    };
+    const blend = (top, under) => ({ r: top.r * top.a + under.r * (1 - top.a), g: top.g * top.a + under.g * (1 - top.a), b: top.b * top.a + under.b * (1 - top.a), a: 1 });
+    const lum = ({ r, g, b }) => {
+      const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const background = (el) => {
+      const layers = [];
+      for (let e = el; e; e = e.parentElement) {
+        const c = parse(getComputedStyle(e).backgroundColor);
+        if (c && c.a > 0) {
+          layers.push(c);
+          if (c.a >= 1) break;
+        }
+      }
+      let out = { r: 255, g: 255, b: 255, a: 1 };
+      for (let i = layers.length - 1; i >= 0; i--) out = blend(layers[i], out);
+      return out;
+    };
+    const out = [];
+    const seen = new Set();
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    while (walker.nextNode()) {
+      const node = walker.currentNode;
+      const el = node.parentElement;
+      if (!node.textContent.trim() || seen.has(el)) continue;
+      seen.add(el);
+      if (el.getClientRects().length === 0 || el.closest('.visually-hidden, [hidden], .skip')) continue;
+      const cs = getComputedStyle(el);
+      if (cs.visibility === 'hidden') continue;
+      const bg = background(el);
+      const fg = blend(parse(cs.color), bg);
+      const l1 = lum(fg);
+      const l2 = lum(bg);
+      const ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
+      const size = parseFloat(cs.fontSize);
+      const large = size >= 24 || (Number(cs.fontWeight) >= 700 && size >= 18.66);
+      if (ratio < (large ? 3 : 4.5)) out.push(`<${el.tagName.toLowerCase()} class="${el.className}"> "${node.textContent.trim().slice(0, 40)}": ${ratio.toFixed(2)}:1`);
+    }
+    return out;
+  });
+  expect(bad.length === 0, `text below the contrast minimum:\n  ${bad.join('\n  ')}`);
+}
+
+async function auditNarrow(page, name) {
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.waitForTimeout(100);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  expect(overflow <= 0, `at 390px the page scrolls sideways by ${overflow}px`);
+  await shot(page, name);
+  await page.setViewportSize({ width: 1280, height: 900 });
+}
+
+async function audit(page) {
+  await auditLabels(page);
+  await auditContrast(page);
+}
+
+// ---------- scenarios ----------
+
+async function runCheck(page) {
+  await page.locator('#preflight-run').click();
+  await page.locator('#preflight-summary').waitFor();
+  // Wait for the button to come back, i.e. this run's results.
+  await page.waitForFunction(() => document.getElementById('preflight-run').textContent === 'Check my key');
+}
+
+// expectFailed checks that the preflight result of check is a failure with
+// a message containing word and numbered steps.
+async function expectFailed(page, check, word) {
+  const summary = await text(page, '#preflight-summary');
+  expect(/checks failed/.test(summary), `the summary says checks failed (got "${summary}")`);
+  const item = page.locator(`#preflight-results li[data-check="${check}"]`);
+  expect((await item.getAttribute('data-status')) === 'FAILED', `check ${check} failed`);
+  expect((await item.locator('.mark').textContent()) === '✗', `check ${check} is marked ✗`);
+  const msg = await item.locator('.check-msg').textContent();
+  expect(msg.toLowerCase().includes(word), `check ${check} explains itself (got "${msg}")`);
+  const stepsShown = await item.locator('ol.remedy li').count();
+  expect(stepsShown >= 1, `check ${check} shows numbered steps (got ${stepsShown})`);
+}
+
+const scenarios = {
+  // d: a token without the Manage Customer Managed Key permission, pasted
+  // into the sign-in form with the keyboard, gets the notice and no controls.
+  async 'no-permission'(page) {
+    await gotoPage(page);
+    expect(await visible(page, '#signin'), 'the sign-in form is shown first');
+    expect(await visible(page, '#dev-login'), 'the dev login button is shown when the service offers it');
+    await shot(page, 'd-signin');
+    await auditLabels(page);
+
+    await page.locator('#in-org').focus();
+    await page.keyboard.type(mustEnv('CMK_ORG'));
+    await page.keyboard.press('Tab');
+    await page.keyboard.type(mustEnv('CMK_APIKEY'));
+    await page.keyboard.press('Tab');
+    await page.keyboard.insertText(mustEnv('CMK_TOKEN'));
+    await page.keyboard.press('Tab');
+    const focused = await page.evaluate(() => ({ id: document.activeElement.id, outline: getComputedStyle(document.activeElement).outlineStyle }));
+    expect(focused.id === 'signin-submit', `Tab from the token field reaches the Sign in button (got #${focused.id})`);
+    expect(focused.outline !== 'none', 'the focused button shows a focus outline');
+    await page.keyboard.press('Enter');
+
+    await page.locator('#no-permission').waitFor({ state: 'visible' });
+    const heading = await text(page, '#noperm-title');
+    expect(heading.includes('Manage Customer Managed Key'), `the notice names the permission (got "${heading}")`);
+    expect(!(await visible(page, '#console')), 'the encryption controls are hidden');
+    for (const id of ['#config-submit', '#preflight-run', '#recheck', '#key-id', '#consent-url']) {
+      expect(!(await visible(page, id)), `${id} is not shown without the permission`);
+    }
+    expect(await visible(page, '#sign-out'), 'the user can still sign out');
+    await audit(page);
+    await shot(page, 'd-no-permission');
+  },
+
+  // b: a key that fails the checks shows each failed check with numbered
+  // steps; malformed identifiers are caught inline, the service's 400 too.
+  async 'failed-preflight'(page) {
+    await devLogin(page);
+    const keyId = page.locator('#key-id');
+
+    await keyId.fill('http://cmkweak.vault.azure.net/keys/small-key');
+    await page.locator('#preflight-run').click();
+    await page.locator('#key-id-error').waitFor({ state: 'visible' });
+    expect((await text(page, '#key-id-error')).includes('https://'), 'an http identifier is refused inline, naming https://');
+    expect((await keyId.getAttribute('aria-invalid')) === 'true', 'the field is marked invalid');
+
+    // A 2048-bit key: the size check fails; the checks after it wait.
+    await keyId.fill(mustEnv('CMK_SMALL_KEY_ID'));
+    await runCheck(page);
+    expect(!(await visible(page, '#key-id-error')), 'the inline error clears once the identifier is well-formed');
+    await expectFailed(page, 'key_type_and_size', '2048');
+    const passed = await page.locator('#preflight-results li[data-status="PASSED"] .mark').first().textContent();
+    expect(passed === '✓', 'passed checks are marked ✓');
+    const skipped = await page.locator('#preflight-results li[data-status="SKIPPED"]').count();
+    expect(skipped > 0, 'checks after a failure are shown as not run');
+    await shot(page, 'b-preflight-small-key');
+
+    // A good key in a vault without purge protection.
+    await keyId.fill(mustEnv('CMK_NOPURGE_KEY_ID'));
+    await runCheck(page);
+    await expectFailed(page, 'purge_protection', 'purge');
+    await audit(page);
+    await shot(page, 'b-preflight-failed');
+    await auditNarrow(page, 'b-preflight-failed-390');
+
+    // A well-shaped identifier on a host the service does not allow: the
+    // service's 400 shows under the field, and nothing is enabled.
+    await keyId.fill('https://cmkweak.example.com/keys/small-key');
+    await page.locator('#config-name').fill('Rejected');
+    await page.locator('#config-submit').click();
+    await page.locator('#confirm').waitFor({ state: 'visible' });
+    await page.locator('#confirm-ok').click();
+    await page.locator('#key-id-error').waitFor({ state: 'visible' });
+    const serverErr = await text(page, '#key-id-error');
+    expect(/not a Key Vault/i.test(serverErr), `the service's reason is shown inline (got "${serverErr}")`);
+    expect(!(await visible(page, '#job')), 'no enablement job was started');
+    await shot(page, 'b-server-rejects-host');
+  },
+
+  // a: the whole enablement through the page.
+  async enable(page) {
+    await devLogin(page);
+    expect((await page.locator('#health-state').getAttribute('data-state')) === 'SYSTEM_MANAGED', 'the org starts on system-managed keys');
+    expect(/permanent/i.test(await text(page, '#setup-steps .notice.warn')), 'the irreversibility warning is shown');
+    expect((await text(page, '#app-id')).trim().length > 0, 'the application id is shown');
+    const consent = await page.locator('#consent-link').getAttribute('href');
+    expect(consent && consent.startsWith('https://'), `the consent link is an https URL (got ${consent})`);
+    expect((await page.locator('#consent-url').inputValue()) === consent, 'the copy field holds the consent link');
+    await page.locator('#copy-consent').click();
+    await page.waitForFunction(() => document.getElementById('copy-consent').textContent === 'Copied');
+    const roles = await text(page, '#setup-steps');
+    expect(roles.includes('Key Vault Crypto Service Encryption User') && roles.includes('Managed HSM Crypto Service Encryption User'), 'both role names are given');
+    expect(roles.includes('3072'), 'the key size requirement is given');
+    await audit(page);
+    await shot(page, 'a-system-managed');
+
+    await page.locator('#key-id').fill(mustEnv('CMK_KEY_ID'));
+    await page.locator('#preflight-run').click();
+    await page.locator('#preflight-summary').waitFor();
+    const summary = await text(page, '#preflight-summary');
+    expect(/All \d+ checks passed/.test(summary), `the key passes every check (got "${summary}")`);
+    const total = await page.locator('#preflight-results li').count();
+    const passed = await page.locator('#preflight-results li[data-status="PASSED"]').count();
+    expect(total > 5 && passed === total, `every check passed (${passed} of ${total})`);
+    await shot(page, 'a-preflight-passed');
+
+    // The confirm dialog guards the submission; Escape cancels it.
+    await page.locator('#config-name').fill('Config1');
+    await page.locator('#config-submit').focus();
+    await page.keyboard.press('Enter');
+    await page.locator('#confirm').waitFor({ state: 'visible' });
+    expect((await page.evaluate(() => document.activeElement.id)) === 'confirm-cancel', 'the dialog focuses Cancel first');
+    await shot(page, 'a-confirm', { fullPage: false });
+    await page.keyboard.press('Escape');
+    await page.locator('#confirm').waitFor({ state: 'hidden' });
+    await page.waitForTimeout(300);
+    expect(!(await visible(page, '#job')), 'cancelling submits nothing');
+
+    // Confirm with the keyboard.
+    await page.locator('#config-submit').focus();
+    await page.keyboard.press('Enter');
+    await page.locator('#confirm').waitFor({ state: 'visible' });
+    await page.keyboard.press('Tab');
+    expect((await page.evaluate(() => document.activeElement.id)) === 'confirm-ok', 'Tab reaches the confirm button');
+    await page.keyboard.press('Enter');
+    await page.locator('#job').waitFor({ state: 'visible' });
+
+    const seen = [];
+    let progressShot = false;
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const st = await page.locator('#job-status').getAttribute('data-status').catch(() => null);
+      if (st && seen[seen.length - 1] !== st) {
+        seen.push(st);
+        log(`job status ${st}`);
+      }
+      if (st === 'UPDATE_EXISTING_RESOURCES' && !progressShot) {
+        progressShot = true;
+        const label = await text(page, '#job-progress-box .progress-label');
+        expect(/\d+ of \d+ data keys re-wrapped|Counting/.test(label), `the job shows counts while applying the key (got "${label}")`);
+        expect((await page.locator('#job-progress').count()) === 1, 'a progress bar is shown while applying the key');
+        expect((await page.locator('ol.stages li[aria-current="step"]').textContent()).includes('Apply the key'), 'the current stage is marked');
+        await shot(page, 'a-progress');
+      }
+      if (st === 'COMPLETED' || st === 'FAILED') break;
+      expect(Date.now() < deadline, `the job finishes within 30s (statuses seen: ${seen.join(' → ')})`);
+      await page.waitForTimeout(100);
+    }
+    expect(seen.includes('UPDATE_EXISTING_RESOURCES'), `the page showed the key being applied (statuses seen: ${seen.join(' → ')})`);
+    expect(seen[seen.length - 1] === 'COMPLETED', `the job completes (statuses seen: ${seen.join(' → ')}; ${await text(page, '#job-body')})`);
+    const bar = page.locator('#job-progress');
+    if (await bar.count()) {
+      const [v, max] = [await bar.getAttribute('value'), await bar.getAttribute('max')];
+      expect(v === max, `the progress bar is full when completed (${v} of ${max})`);
+    }
+    await page.locator('#health-state[data-state="HEALTHY"]').waitFor({ timeout: 15_000 });
+    const keyName = (await text(page, '#health-key')).trim();
+    expect(keyName === mustEnv('CMK_KEY_NAME'), `health shows the key name (got "${keyName}")`);
+    expect((await text(page, '#health-vault')).startsWith('https://'), 'health shows the key vault');
+    expect((await text(page, '#health-version')).trim().length > 5, 'health shows the key version');
+    expect(await visible(page, '#recheck'), 'Re-check now is offered');
+    expect(await visible(page, '#setup-done') && !(await visible(page, '#setup-steps')), 'the setup form gives way to a note that this is permanent');
+    expect((await text(page, '#revocation-explanation')).length > 40, 'what revocation does is explained');
+    expect(await visible(page, '#no-open-alerts'), 'no alerts are open');
+    await audit(page);
+    await shot(page, 'a-completed');
+    await auditNarrow(page, 'a-completed-390');
+  },
+
+  // c, first half: the key was disabled in the vault.
+  async 'key-disabled'(page) {
+    await devLogin(page);
+    await page.locator('#recheck').click();
+    await page.locator('#health-state[data-state="REVOKED"]').waitFor({ timeout: 15_000 });
+    expect(await visible(page, '#data-blocked'), 'the page says the data is unavailable');
+    expect((await page.locator('#health-remedy li').count()) >= 1, 'health lists numbered steps');
+    const alert = page.locator('#alerts-open article[data-kind="KEY_ACCESS_DISABLED"]');
+    await alert.waitFor({ timeout: 15_000 });
+    const title = await alert.locator('h4').textContent();
+    expect(title.includes('Key access disabled'), `the alert is titled by its kind (got "${title}")`);
+    expect((await alert.locator('ol.remedy li').count()) >= 3, 'the alert lists numbered steps');
+    const body = await alert.textContent();
+    for (const word of ['First seen', 'Last seen', 'Occurrences', 'Cause']) expect(body.includes(word), `the alert shows ${word}`);
+    await audit(page);
+    await shot(page, 'c-revoked');
+    await auditNarrow(page, 'c-revoked-390');
+
+    const id = await alert.getAttribute('data-alert-id');
+    await page.locator(`#ack-${id}`).click();
+    await page.locator(`#alerts-open article[data-alert-id="${id}"] .badge.neutral`).waitFor();
+    expect((await page.locator(`#ack-${id}`).count()) === 0, 'an acknowledged alert has no Acknowledge button');
+    await shot(page, 'c-acknowledged');
+  },
+
+  // c, second half: the key was enabled again; the page notices by itself.
+  async 'key-restored'(page) {
+    await devLogin(page);
+    await page.locator('#health-state[data-state="HEALTHY"]').waitFor({ timeout: 15_000 });
+    await page.locator('#no-open-alerts').waitFor({ timeout: 15_000 });
+    const resolved = page.locator('#alerts-resolved article[data-kind="KEY_ACCESS_DISABLED"]');
+    await resolved.waitFor();
+    expect((await resolved.locator('.badge.ok').textContent()) === 'Resolved', 'the alert is marked resolved');
+    expect((await resolved.textContent()).includes('Resolved'), 'the resolution time is shown');
+    expect((await text(page, '#health-key')).trim() === mustEnv('CMK_KEY_NAME'), 'health shows the key again');
+    await audit(page);
+    await shot(page, 'c-resolved');
+  },
+};
+
+async function main() {
+  const name = process.argv[2];
+  const scenario = scenarios[name];
+  if (!scenario) {
+    console.error(`run.mjs: unknown scenario "${name}"; one of: ${Object.keys(scenarios).join(', ')}`);
+    process.exit(2);
+  }
+  const { page, problems, close } = await open();
+  let failed = false;
+  try {
+    await scenario(page);
+    expect(problems.length === 0, `the page had problems:\n  ${problems.join('\n  ')}`);
+    log(`scenario ${name}: passed`);
+  } catch (err) {
+    failed = true;
+    console.error(`scenario ${name}: FAILED: ${err instanceof CheckFailed ? err.message : err.stack || err}`);
+    if (problems.length) console.error(`page problems:\n  ${problems.join('\n  ')}`);
+    await shot(page, `${name}-FAILED`).catch(() => {});
+  } finally {
+    await close();
+  }
+  process.exit(failed ? 1 : 0);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
