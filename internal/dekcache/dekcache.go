@@ -191,6 +191,22 @@ func (c *Cache) wipe(org string) int {
 	return n
 }
 
+// Sweep zeroes and forgets keys past their age or use bound, so idle keys
+// do not outlive MaxAge waiting for a lookup.
+func (c *Cache) Sweep() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.init()
+	n := 0
+	for id, e := range c.entries {
+		if !c.fresh(e) {
+			c.dropLocked(id)
+			n++
+		}
+	}
+	return n
+}
+
 // Len is the number of cached keys.
 func (c *Cache) Len() int {
 	c.mu.Lock()

@@ -109,3 +109,20 @@ func TestWipeOrg(t *testing.T) {
 		t.Error("a key loaded across a wipe was cached")
 	}
 }
+
+func TestSweep(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	c := &Cache{MaxAge: time.Minute, MaxUses: 100, Now: func() time.Time { return now }}
+	c.Get(context.Background(), "o", "k", func(context.Context) ([]byte, error) { return []byte("key"), nil })
+	if n := c.Sweep(); n != 0 {
+		t.Errorf("Sweep of a fresh key = %d, want 0", n)
+	}
+	held := c.entries["k"].key
+	now = now.Add(2 * time.Minute)
+	if n := c.Sweep(); n != 1 || c.Len() != 0 {
+		t.Errorf("Sweep of an expired key = %d (len %d), want 1 (len 0)", n, c.Len())
+	}
+	if !bytes.Equal(held, make([]byte, 3)) {
+		t.Errorf("swept key bytes = %q, want zeroes", held)
+	}
+}

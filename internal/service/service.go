@@ -326,6 +326,7 @@ func (s *Service) Start(ctx context.Context) error {
 	ctx, s.cancel = context.WithCancel(ctx)
 	loops := []func(context.Context){
 		s.Webhooks.Run,
+		s.housekeeping,
 		func(ctx context.Context) { s.Gate.Sync(ctx, s.Store, s.Cache, since, 250*time.Millisecond, s.cfg.Log) },
 		s.countStates,
 	}
@@ -349,6 +350,33 @@ func (s *Service) Start(ctx context.Context) error {
 	}()
 	s.cfg.Log.Info("cmk listening", "url", s.URL())
 	return nil
+}
+
+// AuditRetention is how long audit entries are kept.
+const AuditRetention = 400 * 24 * time.Hour
+
+// housekeeping drops expired data keys from memory every minute and prunes
+// the audit trail daily.
+func (s *Service) housekeeping(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	var lastPrune time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.Cache.Sweep()
+			if now.Sub(lastPrune) > 24*time.Hour {
+				if n, err := s.Store.PruneAudit(ctx, now.Add(-AuditRetention)); err != nil {
+					s.cfg.Log.Error("prune audit trail", "err", err)
+				} else if n > 0 {
+					s.cfg.Log.Info("pruned audit trail", "entries", n)
+				}
+				lastPrune = now
+			}
+		}
+	}
 }
 
 // countStates keeps the per-state gauge of orgs current.

@@ -499,3 +499,12 @@ func (s *Store) AllHealth(ctx context.Context) ([]*Health, error) {
 	}
 	return out, rows.Err()
 }
+
+// PruneAudit deletes audit entries older than before and returns how many.
+func (s *Store) PruneAudit(ctx context.Context, before time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM audit WHERE at < ?`, ms(before))
+	if err != nil {
+		return 0, fmt.Errorf("prune audit trail: %w", err)
+	}
+	return res.RowsAffected()
+}
