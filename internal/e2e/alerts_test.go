@@ -37,24 +37,24 @@ func (rv *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	secret, _ := rv.secret.Load().(string)
 	if err := alerts.Verify(secret, r.Header.Get(alerts.HeaderSignature), body, time.Now(), 5*time.Minute); err != nil {
 		rv.badSig.Add(1)
-		http.Error(w, "bad signature", 401)
+		http.Error(w, "bad signature", http.StatusUnauthorized)
 		return
 	}
 	if n <= rv.failFirst {
-		http.Error(w, "not now", 500)
+		http.Error(w, "not now", http.StatusInternalServerError)
 		return
 	}
 	var ev alerts.Event
 	json.Unmarshal(body, &ev)
 	if ev.ID != r.Header.Get(alerts.HeaderEventID) {
-		http.Error(w, "event id header mismatch", 400)
+		http.Error(w, "event id header mismatch", http.StatusBadRequest)
 		return
 	}
 	rv.mu.Lock()
 	rv.events = append(rv.events, ev)
 	rv.ids[ev.ID]++
 	rv.mu.Unlock()
-	w.WriteHeader(204)
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (rv *receiver) got(typ, kind string) int {
