@@ -87,6 +87,7 @@ type Server struct {
 	// The data plane; nil parts are not served.
 	Lake     *lake.Lake
 	Profiles *profile.Store
+	Keys     *orgkeys.Resolver
 }
 
 func withSandbox(r *http.Request, sb string) context.Context {
@@ -113,6 +114,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /data/infrastructure/manager/customer/config", s.authed(auth.PermManageCMK, s.listConfigs))
 	mux.Handle("GET /data/infrastructure/manager/customer/config/{name}", s.authed(auth.PermManageCMK, s.getConfig))
 	mux.Handle("DELETE /data/infrastructure/manager/customer/config/{name}", s.authed(auth.PermManageCMK, s.deleteConfig))
+	mux.Handle("DELETE /data/infrastructure/manager/org", s.authed(auth.PermManageCMK, s.deleteOrg))
 	mux.Handle("GET /data/infrastructure/manager/byok/health", s.authed(auth.PermManageCMK, s.getHealth))
 	mux.Handle("POST /data/infrastructure/manager/byok/health/check", s.authed(auth.PermManageCMK, s.recheck))
 	mux.Handle("GET /data/infrastructure/manager/byok/alerts", s.authed(auth.PermManageCMK, s.listAlerts))

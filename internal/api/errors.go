@@ -48,6 +48,7 @@ const (
 	codeTooLarge         = "TOO_LARGE"
 	codeKeyInUse         = "KEY_IN_USE"
 	codeTooMany          = "LIMIT_REACHED"
+	codeConfirm          = "CONFIRMATION_REQUIRED"
 	codeBadBody          = "REQUEST_BODY_UNREADABLE"
 )
 

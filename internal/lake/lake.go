@@ -228,6 +228,20 @@ func (l *Lake) Delete(ctx context.Context, org, sandbox, dataset, file string) e
 	return err
 }
 
+// DeleteOrg removes every stored file of an org (org deletion).
+func (l *Lake) DeleteOrg(ctx context.Context, org string) error {
+	objs, err := l.Backend.List(ctx, org+"/")
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		if err := l.Backend.Delete(ctx, o.Key); err != nil && !errors.Is(err, blob.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
 // List lists a sandbox's files, of one dataset or ("" ) of all.
 func (l *Lake) List(ctx context.Context, org, sandbox, dataset string) ([]File, error) {
 	if err := l.Keys.Allow(org); err != nil {

@@ -60,6 +60,13 @@ func (g *Gate) Set(h *store.Health) bool {
 	return true
 }
 
+// Forget drops an org (deleted).
+func (g *Gate) Forget(org string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.m, org)
+}
+
 // State returns what the gate knows of an org.
 func (g *Gate) State(org string) (store.Health, bool) {
 	g.mu.RLock()

@@ -282,7 +282,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		s.Cache.OnWipe = append(s.Cache.OnWipe, readCache.WipeOrg)
 		s.Profiles.Cache = readCache
 	}
-	s.API = &api.Server{Lake: s.Lake, Profiles: s.Profiles, Store: s.Store, Keyring: s.Keyring, Provider: s.Provider, Verifier: verifier, Policy: s.Policy, App: s.App, Env: env, Log: cfg.Log,
+	s.API = &api.Server{Lake: s.Lake, Profiles: s.Profiles, Keys: s.Keys, Store: s.Store, Keyring: s.Keyring, Provider: s.Provider, Verifier: verifier, Policy: s.Policy, App: s.App, Env: env, Log: cfg.Log,
 		Monitor: s.Monitor, Gate: s.Gate, WebhookPolicy: cfg.WebhookPolicy, Metrics: s.Metrics}
 	uiOpts := web.Options{}
 	if cfg.DevLogin {

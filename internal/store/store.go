@@ -723,3 +723,35 @@ func (s *Store) SandboxExists(ctx context.Context, org, name string) (bool, erro
 	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sandboxes WHERE org_id = ? AND name = ?`, org, name).Scan(&n)
 	return n > 0, err
 }
+
+// DeleteOrg removes an org and everything the database holds for it: its
+// sandboxes and their data keys (which makes every stored ciphertext of the
+// org unreadable), configurations, key health, alerts, webhooks and
+// pending deliveries. The audit trail is kept.
+func (s *Store) DeleteOrg(ctx context.Context, org string) error {
+	return s.tx(ctx, func(tx txn) error {
+		// Explicit deletes in dependency order, so the outcome does not hang
+		// on foreign-key enforcement being switched on.
+		for _, q := range []string{
+			`DELETE FROM deliveries WHERE webhook_id IN (SELECT id FROM webhooks WHERE org_id = ?)`,
+			`DELETE FROM webhooks WHERE org_id = ?`,
+			`DELETE FROM alerts WHERE org_id = ?`,
+			`DELETE FROM key_health WHERE org_id = ?`,
+			`DELETE FROM configs WHERE org_id = ?`,
+			`DELETE FROM data_keys WHERE org_id = ?`,
+			`DELETE FROM sandboxes WHERE org_id = ?`,
+		} {
+			if _, err := tx.ExecContext(ctx, q, org); err != nil {
+				return fmt.Errorf("delete org %s: %w", org, err)
+			}
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM orgs WHERE id = ?`, org)
+		if err != nil {
+			return fmt.Errorf("delete org %s: %w", org, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
+}
