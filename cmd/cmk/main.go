@@ -29,7 +29,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newDevCmd(), newTokenCmd(), newAzureEmulatorCmd(), newDoctorCmd(), newConfigCmd(), newAlertsCmd(), newRecheckCmd(), newHealthCmd(), newDemoCmd())
+	root.AddCommand(newServeCmd(), newDevCmd(), newTokenCmd(), newAzureEmulatorCmd(), newDoctorCmd(), newConfigCmd(), newAlertsCmd(), newRecheckCmd(), newHealthCmd(), newDemoCmd(), newBenchCmd())
 	return root
 }
 

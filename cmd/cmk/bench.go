@@ -1,0 +1,226 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cmk-project/cmk/internal/bench"
+)
+
+// benchNames are the measurements, in the order `all` runs them.
+var benchNames = []string{"enable", "lake", "profile", "vaultcalls", "age", "tink", "revocation", "monitorcost"}
+
+func newBenchCmd() *cobra.Command {
+	var (
+		output, dir string
+		quiet       bool
+		enable      bench.EnableConfig
+		lake        bench.LakeConfig
+		prof        bench.ProfileConfig
+		calls       bench.VaultCallsConfig
+		ageCfg      bench.AgeConfig
+		tinkCfg     bench.TinkConfig
+		rev         bench.RevocationConfig
+		mon         bench.MonitorCostConfig
+	)
+	lakeSize, peakSize, ageSize := sizeFlag(256<<20), sizeFlag(2<<30), sizeFlag(1<<30)
+	cmd := &cobra.Command{
+		Use:   "bench [" + strings.Join(benchNames, "|") + "|all]...",
+		Short: "Measure cmk against its performance and key-health targets",
+		Long: `Run benchmarks against a local cmk: the Azure emulator and the whole service,
+started in this process on temporary state, as 'cmk dev' does.
+
+  enable       enablement of an org with many sandboxes against a throttled vault,
+               against the throttle's lower bound
+  lake         data-lake ingest and read, encrypted vs plain files (in process
+               and over HTTP), and the heap held by one large encrypted upload
+  profile      profile-record upsert and get, encrypted vs the same database
+               storing plaintext, with the read cache off and on
+  vaultcalls   key-vault calls per 100,000 data operations in steady state
+  age          file encryption and decryption, our envelope format vs age
+  tink         per-record encrypt+decrypt, our record path vs Tink's KMS
+               envelope AEAD calling the vault for every record
+  revocation   time from disabling (and re-enabling) the key in the vault to
+               the first refused (and served) read
+  monitorcost  key-vault calls per org per hour of monitoring, and state
+               changes under a throttled vault
+
+Comparisons run the two sides in alternating order, pair after pair, and
+print the median with the range [min – max]. Each measurement prints its
+table when it ends; progress goes to stderr. Full runs take minutes to tens
+of minutes each and need free disk for the file sizes given.`,
+		Example: `  cmk bench age
+  cmk bench lake --lake-size 1GiB --peak-size 2GiB
+  cmk bench revocation --revocation-trials 50 --check-interval 1s
+  cmk bench enable --sandboxes 200 --throttle-limit 100 --throttle-window 2s
+  cmk bench all --output json > bench.json`,
+		ValidArgs: append(slices.Clone(benchNames), "all"),
+		Args:      cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if output != "text" && output != "json" {
+				return withHint(fmt.Errorf("--output %q is not a format", output), "use --output text or --output json")
+			}
+			names, err := benchSelection(args)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			common := bench.Common{Dir: dir}
+			if !quiet {
+				common.Progress = cmd.ErrOrStderr()
+			}
+			lake.Size, lake.PeakSize, ageCfg.Size = int64(lakeSize), int64(peakSize), int64(ageSize)
+			if peakSize == 0 {
+				lake.PeakSize = -1 // the config's zero means the default
+			}
+			tinkCfg.RecordSize = prof.RecordSize
+			run := map[string]func() (fmt.Stringer, error){
+				"enable":      func() (fmt.Stringer, error) { enable.Common = common; return bench.Enable(ctx, enable) },
+				"lake":        func() (fmt.Stringer, error) { lake.Common = common; return bench.Lake(ctx, lake) },
+				"profile":     func() (fmt.Stringer, error) { prof.Common = common; return bench.Profile(ctx, prof) },
+				"vaultcalls":  func() (fmt.Stringer, error) { calls.Common = common; return bench.VaultCalls(ctx, calls) },
+				"age":         func() (fmt.Stringer, error) { ageCfg.Common = common; return bench.Age(ctx, ageCfg) },
+				"tink":        func() (fmt.Stringer, error) { tinkCfg.Common = common; return bench.Tink(ctx, tinkCfg) },
+				"revocation":  func() (fmt.Stringer, error) { rev.Common = common; return bench.Revocation(ctx, rev) },
+				"monitorcost": func() (fmt.Stringer, error) { mon.Common = common; return bench.MonitorCost(ctx, mon) },
+			}
+			out := cmd.OutOrStdout()
+			results := map[string]any{}
+			for _, name := range names {
+				start := time.Now()
+				res, err := run[name]()
+				if err != nil {
+					return fmt.Errorf("bench %s: %w", name, err)
+				}
+				if !quiet {
+					fmt.Fprintf(cmd.ErrOrStderr(), "%s: done in %s\n", name, time.Since(start).Round(time.Second))
+				}
+				if output == "json" {
+					results[name] = res
+					continue
+				}
+				fmt.Fprintln(out, res.String())
+			}
+			if output == "json" {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(results)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&output, "output", "o", "text", "text (tables) or json")
+	f.StringVar(&dir, "dir", "", "directory for state and test files (default: a temporary directory)")
+	f.BoolVarP(&quiet, "quiet", "q", false, "print no progress on stderr")
+
+	f.IntVar(&enable.Sandboxes, "sandboxes", 1000, "enable: sandboxes of the org (2 data keys each)")
+	f.IntVar(&enable.ThrottleLimit, "throttle-limit", 1000, "enable: key operations the vault admits per window")
+	f.DurationVar(&enable.ThrottleWindow, "throttle-window", 10*time.Second, "enable: the vault's throttle window")
+
+	f.Var(&lakeSize, "lake-size", "lake: size of the file ingested and read (e.g. 256MiB, 1GiB)")
+	f.IntVar(&lake.Trials, "lake-trials", 5, "lake: interleaved pairs per comparison")
+	f.Var(&peakSize, "peak-size", "lake: size of the upload whose peak memory is measured; 0 skips it")
+	f.BoolVar(&lake.NoHTTP, "no-http", false, "lake: skip the comparisons over HTTP")
+
+	f.IntVar(&prof.Records, "records", 1000, "profile: distinct records")
+	f.IntVar(&prof.RecordSize, "record-size", 1024, "profile, tink: bytes per JSON record")
+	f.IntVar(&prof.Ops, "ops", 2000, "profile: operations per side per round")
+	f.IntVar(&prof.Rounds, "rounds", 7, "profile: interleaved rounds")
+
+	f.IntVar(&calls.Ops, "data-ops", 100_000, "vaultcalls: data operations")
+	f.IntVar(&calls.Workers, "workers", 4, "vaultcalls: concurrent clients")
+
+	f.Var(&ageSize, "age-size", "age: size of the file (e.g. 1GiB)")
+	f.IntVar(&ageCfg.Trials, "age-trials", 5, "age: interleaved pairs")
+
+	f.IntVar(&tinkCfg.OurRecords, "our-records", 20_000, "tink: records per round on our path")
+	f.IntVar(&tinkCfg.TinkRecords, "tink-records", 200, "tink: records per round through Tink (2 vault calls each)")
+	f.IntVar(&tinkCfg.Rounds, "tink-rounds", 3, "tink: interleaved rounds")
+
+	f.IntVar(&rev.Trials, "revocation-trials", 50, "revocation: disable/enable trials")
+	f.DurationVar(&rev.Interval, "check-interval", time.Second, "revocation: key check interval")
+	f.DurationVar(&rev.Poll, "poll", 5*time.Millisecond, "revocation: pause between reads of one probe")
+
+	f.IntVar(&mon.Orgs, "orgs", 4, "monitorcost: orgs on customer keys")
+	f.DurationVar(&mon.Interval, "monitor-interval", 500*time.Millisecond, "monitorcost: check interval of the short run")
+	f.DurationVar(&mon.Duration, "monitor-duration", time.Minute, "monitorcost: length of the cost run")
+	f.IntVar(&mon.ThrottleLimit, "monitor-throttle-limit", 2, "monitorcost: key operations the throttled vault admits per window")
+	f.DurationVar(&mon.ThrottleWindow, "monitor-throttle-window", time.Second, "monitorcost: the throttled vault's window")
+	f.DurationVar(&mon.ThrottleDuration, "throttle-duration", time.Minute, "monitorcost: length of the throttled run")
+	return cmd
+}
+
+// benchSelection expands "all" and rejects unknown names.
+func benchSelection(args []string) ([]string, error) {
+	var names []string
+	for _, a := range args {
+		switch {
+		case a == "all":
+			names = append(names, benchNames...)
+		case slices.Contains(benchNames, a):
+			names = append(names, a)
+		default:
+			return nil, withHint(fmt.Errorf("no benchmark %q", a), "choose from "+strings.Join(benchNames, ", ")+" or all")
+		}
+	}
+	return names, nil
+}
+
+// sizeFlag is a byte count written as a number with an optional binary
+// unit: 512, 64KiB, 256MiB, 1GiB (K, M, G and KB, MB, GB mean the same).
+type sizeFlag int64
+
+func (s *sizeFlag) String() string { return formatSize(int64(*s)) }
+
+func (s *sizeFlag) Type() string { return "size" }
+
+func (s *sizeFlag) Set(v string) error {
+	n, err := parseSize(v)
+	if err != nil {
+		return err
+	}
+	*s = sizeFlag(n)
+	return nil
+}
+
+func parseSize(v string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(v))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q: want a whole number of bytes with an optional unit, like 512MiB or 1GiB", v)
+	}
+	return n * mult, nil
+}
+
+func formatSize(n int64) string {
+	switch {
+	case n != 0 && n%(1<<30) == 0:
+		return strconv.FormatInt(n>>30, 10) + "GiB"
+	case n != 0 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + "MiB"
+	case n != 0 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + "KiB"
+	}
+	return strconv.FormatInt(n, 10)
+}
