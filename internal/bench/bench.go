@@ -167,13 +167,17 @@ func (w *world) call(ctx context.Context, method, path, org string, in, out any)
 const configPath = "/data/infrastructure/manager/customer/config"
 
 // startEnable asks the service to move org (the demo org when empty) to
-// the demo key, under config name, without waiting.
-func (w *world) startEnable(ctx context.Context, org, name string) error {
+// the key kid (the demo key when empty), under config name, without waiting.
+// A key protects one org only, so every other org needs a key of its own.
+func (w *world) startEnable(ctx context.Context, org, name, kid string) error {
 	if org == "" {
 		org = w.env.Org
 	}
+	if kid == "" {
+		kid = w.env.KeyIdentifier
+	}
 	body := map[string]any{"name": name, "type": "BYOK_CONFIG", "imsOrgId": org,
-		"configData": map[string]any{"providerType": "AZURE_KEYVAULT", "keyVaultKeyIdentifier": w.env.KeyIdentifier}}
+		"configData": map[string]any{"providerType": "AZURE_KEYVAULT", "keyVaultKeyIdentifier": kid}}
 	var answer map[string]any
 	code, err := w.call(ctx, http.MethodPost, configPath, org, body, &answer)
 	if err != nil {
@@ -216,7 +220,7 @@ func (w *world) waitEnabled(ctx context.Context, org, name string, poll time.Dur
 
 // enable moves org to the customer key and waits for the job.
 func (w *world) enable(ctx context.Context, org string) error {
-	if err := w.startEnable(ctx, org, "Bench"); err != nil {
+	if err := w.startEnable(ctx, org, "Bench", ""); err != nil {
 		return err
 	}
 	return w.waitEnabled(ctx, org, "Bench", 10*time.Millisecond)

@@ -77,7 +77,7 @@ func Enable(ctx context.Context, cfg EnableConfig) (*EnableResult, error) {
 	before := vaultOps(w.env.Emu)
 	cfg.progress("enable: enabling CMK (vault throttled at %d ops per %s)", cfg.ThrottleLimit, cfg.ThrottleWindow)
 	start := time.Now()
-	if err := w.startEnable(ctx, "", "Bench"); err != nil {
+	if err := w.startEnable(ctx, "", "Bench", ""); err != nil {
 		return nil, err
 	}
 	if err := w.waitEnabled(ctx, "", "Bench", 10*time.Millisecond); err != nil {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cmk-project/cmk/internal/azemu"
 	"github.com/cmk-project/cmk/internal/devenv"
 	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/store"
@@ -114,8 +115,17 @@ func MonitorCost(ctx context.Context, cfg MonitorCostConfig) (*MonitorCostResult
 		orgs = append(orgs, fmt.Sprintf("BENCH%02dORG@CmkOrg", i))
 	}
 	cfg.progress("monitorcost: enabling CMK for %d orgs", len(orgs))
-	for _, org := range orgs {
-		if err := w.startEnable(ctx, org, "Bench"); err != nil {
+	for i, org := range orgs {
+		kid := ""
+		if i > 0 {
+			name := fmt.Sprintf("bench-key-%02d", i)
+			version, err := w.env.Emu.CreateKey(devenv.Vault, name, azemu.KeyOptions{})
+			if err != nil {
+				return nil, err
+			}
+			kid = w.env.Emu.VaultURL(devenv.Vault) + "/keys/" + name + "/" + version
+		}
+		if err := w.startEnable(ctx, org, "Bench", kid); err != nil {
 			return nil, err
 		}
 	}
