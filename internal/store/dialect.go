@@ -79,3 +79,24 @@ func (x txn) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows
 func (x txn) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
 	return x.Tx.QueryRowContext(ctx, x.d.rebind(q), args...)
 }
+
+// scanner is a *sql.Row or *sql.Rows.
+type scanner interface{ Scan(...any) error }
+
+// queryAll runs q and scans every row with scan.
+func queryAll[T any](ctx context.Context, x db, scan func(scanner) (T, error), q string, args ...any) ([]T, error) {
+	rows, err := x.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}

@@ -39,7 +39,7 @@ type Health struct {
 
 const healthCols = `org_id, state, cause, message, key_version, since, last_check, last_ok, next_check, transitions, probe, probe_version, rotate_to, updated_at, changed_at, version`
 
-func scanHealth(sc interface{ Scan(...any) error }) (*Health, error) {
+func scanHealth(sc scanner) (*Health, error) {
 	var h Health
 	var since, lc, lo, nc, up, ch int64
 	err := sc.Scan(&h.OrgID, &h.State, &h.Cause, &h.Message, &h.KeyVersion, &since, &lc, &lo, &nc, &h.Transitions, &h.Probe, &h.ProbeVersion, &h.RotateTo, &up, &ch, &h.Version)
@@ -62,20 +62,7 @@ func (s *Store) Health(ctx context.Context, org string) (*Health, error) {
 // HealthChangedSince lists the health rows whose state changed after t
 // (replicas poll it).
 func (s *Store) HealthChangedSince(ctx context.Context, t time.Time) ([]*Health, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+healthCols+` FROM key_health WHERE changed_at > ? ORDER BY changed_at`, ms(t))
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*Health
-	for rows.Next() {
-		h, err := scanHealth(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, h)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, scanHealth, `SELECT `+healthCols+` FROM key_health WHERE changed_at > ? ORDER BY changed_at`, ms(t))
 }
 
 // ClaimDueChecks leases up to limit orgs whose check is due.
@@ -197,7 +184,7 @@ type Alert struct {
 
 const alertCols = `id, org_id, kind, cause, detail, status, occurrences, first_seen, last_seen, resolved_at, acknowledged_at, acknowledged_by`
 
-func scanAlert(sc interface{ Scan(...any) error }) (*Alert, error) {
+func scanAlert(sc scanner) (*Alert, error) {
 	var a Alert
 	var fs, ls, ra, aa int64
 	if err := sc.Scan(&a.ID, &a.OrgID, &a.Kind, &a.Cause, &a.Detail, &a.Status, &a.Occurrences, &fs, &ls, &ra, &aa, &a.AcknowledgedBy); err != nil {
@@ -280,20 +267,7 @@ func (s *Store) Alerts(ctx context.Context, org, status string) ([]*Alert, error
 		q += ` AND status = ?`
 		args = append(args, status)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY first_seen DESC, id`, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*Alert
-	for rows.Next() {
-		a, err := scanAlert(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, scanAlert, q+` ORDER BY first_seen DESC, id`, args...)
 }
 
 // Alert returns one alert of an org.
@@ -356,22 +330,13 @@ func (s *Store) Audit(ctx context.Context, org, op string, since time.Time, limi
 	}
 	q += ` ORDER BY at DESC, id LIMIT ?`
 	args = append(args, limit)
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []AuditEntry
-	for rows.Next() {
+	return queryAll(ctx, s.db, func(sc scanner) (AuditEntry, error) {
 		var e AuditEntry
 		var at int64
-		if err := rows.Scan(&e.ID, &at, &e.OrgID, &e.Op, &e.KeyRef, &e.KeyVersion, &e.Outcome, &e.RequestID, &e.Detail); err != nil {
-			return nil, err
-		}
+		err := sc.Scan(&e.ID, &at, &e.OrgID, &e.Op, &e.KeyRef, &e.KeyVersion, &e.Outcome, &e.RequestID, &e.Detail)
 		e.At = fromMS(at)
-		out = append(out, e)
-	}
-	return out, rows.Err()
+		return e, err
+	}, q, args...)
 }
 
 // ClaimRotation leases one org whose data keys are being re-wrapped to a new
@@ -444,21 +409,8 @@ func (s *Store) ReleaseRotation(ctx context.Context, org, owner string) error {
 // CustomerKeysNotAt pages through an org's customer-wrapped data keys whose
 // key version is not version.
 func (s *Store) CustomerKeysNotAt(ctx context.Context, org, version, afterID string, limit int) ([]DataKey, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+dataKeyCols+` FROM data_keys WHERE org_id = ? AND kek = ? AND kek_version <> ? AND id > ? ORDER BY id LIMIT ?`,
+	return queryAll(ctx, s.db, scanDataKey, `SELECT `+dataKeyCols+` FROM data_keys WHERE org_id = ? AND kek = ? AND kek_version <> ? AND id > ? ORDER BY id LIMIT ?`,
 		org, KEKCustomer, version, afterID, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []DataKey
-	for rows.Next() {
-		k, err := scanDataKey(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, k)
-	}
-	return out, rows.Err()
 }
 
 // CountAtVersion counts an org's customer-wrapped data keys at version.
@@ -484,20 +436,7 @@ func (s *Store) ReplaceVersion(ctx context.Context, id, fromVersion string, to D
 
 // AllHealth returns every monitored org's health.
 func (s *Store) AllHealth(ctx context.Context) ([]*Health, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+healthCols+` FROM key_health ORDER BY org_id`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*Health
-	for rows.Next() {
-		h, err := scanHealth(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, h)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, scanHealth, `SELECT `+healthCols+` FROM key_health ORDER BY org_id`)
 }
 
 // PruneAudit deletes audit entries older than before and returns how many.

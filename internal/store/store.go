@@ -397,27 +397,22 @@ func insertDataKey(ctx context.Context, tx txn, k DataKey, now int64) error {
 
 // Sandboxes lists an org's sandbox names in order.
 func (s *Store) Sandboxes(ctx context.Context, org string) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name FROM sandboxes WHERE org_id = ? ORDER BY name`, org)
+	out, err := queryAll(ctx, s.db, func(sc scanner) (n string, err error) {
+		err = sc.Scan(&n)
+		return n, err
+	},
+		`SELECT name FROM sandboxes WHERE org_id = ? ORDER BY name`, org)
 	if err != nil {
 		return nil, fmt.Errorf("list sandboxes of %s: %w", org, err)
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // ---- data keys ----
 
 const dataKeyCols = `id, org_id, sandbox, store, kek, kek_ref, kek_version, alg, wrapped, created_at, updated_at`
 
-func scanDataKey(sc interface{ Scan(...any) error }) (DataKey, error) {
+func scanDataKey(sc scanner) (DataKey, error) {
 	var k DataKey
 	var c, u int64
 	err := sc.Scan(&k.ID, &k.OrgID, &k.Sandbox, &k.Store, &k.KEK, &k.KEKRef, &k.KEKVersion, &k.Alg, &k.Wrapped, &c, &u)
@@ -428,38 +423,20 @@ func scanDataKey(sc interface{ Scan(...any) error }) (DataKey, error) {
 // DataKeysByKEK pages through an org's data keys wrapped by the given KEK
 // kind, in id order, starting after afterID.
 func (s *Store) DataKeysByKEK(ctx context.Context, org, kek, afterID string, limit int) ([]DataKey, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+dataKeyCols+` FROM data_keys WHERE org_id = ? AND kek = ? AND id > ? ORDER BY id LIMIT ?`, org, kek, afterID, limit)
+	out, err := queryAll(ctx, s.db, scanDataKey, `SELECT `+dataKeyCols+` FROM data_keys WHERE org_id = ? AND kek = ? AND id > ? ORDER BY id LIMIT ?`, org, kek, afterID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list data keys of %s: %w", org, err)
 	}
-	defer rows.Close()
-	var out []DataKey
-	for rows.Next() {
-		k, err := scanDataKey(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, k)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // DataKeys returns every data key of an org (tests, small orgs).
 func (s *Store) DataKeys(ctx context.Context, org string) ([]DataKey, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+dataKeyCols+` FROM data_keys WHERE org_id = ? ORDER BY id`, org)
+	out, err := queryAll(ctx, s.db, scanDataKey, `SELECT `+dataKeyCols+` FROM data_keys WHERE org_id = ? ORDER BY id`, org)
 	if err != nil {
 		return nil, fmt.Errorf("list data keys of %s: %w", org, err)
 	}
-	defer rows.Close()
-	var out []DataKey
-	for rows.Next() {
-		k, err := scanDataKey(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, k)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // CountDataKeys returns how many data keys an org has, and how many of them
@@ -491,7 +468,7 @@ func (s *Store) ReplaceWrapping(ctx context.Context, id, fromKEK string, to Data
 const configCols = `id, org_id, name, type, provider_type, key_identifier, vault_url, key_name, key_version, status, checks, failure, last_error,
 	progress_done, progress_total, attempts, next_attempt_at, lease_owner, lease_until, created_at, updated_at`
 
-func scanConfig(sc interface{ Scan(...any) error }) (*Config, error) {
+func scanConfig(sc scanner) (*Config, error) {
 	var c Config
 	var next, lease, created, updated int64
 	err := sc.Scan(&c.ID, &c.OrgID, &c.Name, &c.Type, &c.ProviderType, &c.KeyIdentifier, &c.VaultURL, &c.KeyName, &c.KeyVersion, &c.Status,
@@ -561,20 +538,7 @@ func (s *Store) Config(ctx context.Context, id string) (*Config, error) {
 
 // Configs lists an org's configurations, newest first.
 func (s *Store) Configs(ctx context.Context, org string) ([]*Config, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+configCols+` FROM configs WHERE org_id = ? ORDER BY created_at DESC`, org)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*Config
-	for rows.Next() {
-		c, err := scanConfig(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, scanConfig, `SELECT `+configCols+` FROM configs WHERE org_id = ? ORDER BY created_at DESC`, org)
 }
 
 // ClaimJob leases one runnable job (unfinished, due, lease free or expired)

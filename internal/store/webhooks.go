@@ -49,22 +49,13 @@ func (s *Store) CreateWebhook(ctx context.Context, w *Webhook) error {
 
 // Webhooks lists an org's webhooks.
 func (s *Store) Webhooks(ctx context.Context, org string) ([]Webhook, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, org_id, url, secret, created_at FROM webhooks WHERE org_id = ? ORDER BY created_at, id`, org)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Webhook
-	for rows.Next() {
+	return queryAll(ctx, s.db, func(sc scanner) (Webhook, error) {
 		var w Webhook
 		var c int64
-		if err := rows.Scan(&w.ID, &w.OrgID, &w.URL, &w.Secret, &c); err != nil {
-			return nil, err
-		}
+		err := sc.Scan(&w.ID, &w.OrgID, &w.URL, &w.Secret, &c)
 		w.CreatedAt = fromMS(c)
-		out = append(out, w)
-	}
-	return out, rows.Err()
+		return w, err
+	}, `SELECT id, org_id, url, secret, created_at FROM webhooks WHERE org_id = ? ORDER BY created_at, id`, org)
 }
 
 // DeleteWebhook removes a subscription and its pending deliveries.
