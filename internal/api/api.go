@@ -445,16 +445,24 @@ func (s *Server) getConfig(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, 400, codeBadConfigType, "Invalid configType", fmt.Sprintf("configType is %q; it must be %q.", ct, configTypeBYOK), "Add ?configType=BYOK_CONFIG to the URL.")
 		return
 	}
+	if c := s.configNamed(w, r, org, name); c != nil {
+		writeJSON(w, 200, s.configView(c))
+	}
+}
+
+// configNamed returns the org's configuration, or answers 404/500 and
+// returns nil.
+func (s *Server) configNamed(w http.ResponseWriter, r *http.Request, org, name string) *store.Config {
 	c, err := s.Store.ConfigByName(r.Context(), org, name)
 	if errors.Is(err, store.ErrNotFound) {
 		s.configNotFound(w, r, org, name)
-		return
+		return nil
 	}
 	if err != nil {
 		s.internal(w, r, err)
-		return
+		return nil
 	}
-	writeJSON(w, 200, s.configView(c))
+	return c
 }
 
 func (s *Server) configNotFound(w http.ResponseWriter, r *http.Request, org, name string) {
@@ -483,14 +491,8 @@ func (s *Server) listConfigs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteConfig(w http.ResponseWriter, r *http.Request) {
-	org, name := orgOf(r), r.PathValue("name")
-	c, err := s.Store.ConfigByName(r.Context(), org, name)
-	if errors.Is(err, store.ErrNotFound) {
-		s.configNotFound(w, r, org, name)
-		return
-	}
-	if err != nil {
-		s.internal(w, r, err)
+	c := s.configNamed(w, r, orgOf(r), r.PathValue("name"))
+	if c == nil {
 		return
 	}
 	if c.Status == store.StatusFailed {
