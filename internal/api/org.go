@@ -25,6 +25,7 @@ func (s *Server) deleteOrg(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.Keys != nil {
 		s.Keys.Cache.WipeOrg(org)
+		s.Keys.ForgetOrg(org)
 	}
 	s.Gate.Forget(org)
 	var lakeErr, profErr error

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,5 +43,11 @@ func TestDeleteRevokedOrg(t *testing.T) {
 	// The key is free again, and the org id starts over empty on system keys.
 	if h := getHealth(c); h.State != "SYSTEM_MANAGED" {
 		t.Errorf("health after deletion = %s, want SYSTEM_MANAGED", h.State)
+	}
+	if code, body := c.raw("PUT", "/data/profiles/fresh", "prod", strings.NewReader(`{"n":1}`)); code != 200 {
+		t.Errorf("write to the org created again = %d %s", code, body)
+	}
+	if code, body := c.raw("PUT", "/data/lake/datasets/ds/files/fresh", "prod", strings.NewReader("x")); code != 201 {
+		t.Errorf("lake write to the org created again = %d %s", code, body)
 	}
 }

@@ -84,4 +84,18 @@ func TestReplicasShareTheWork(t *testing.T) {
 	for _, c := range []*client{ca, cb} {
 		waitFor(t, "both replicas serve again", 5*time.Second, func() bool { return readAll(c) })
 	}
+
+	// Revoked again, the org is deleted through A; B forgets it too, and the
+	// org id starts over on both.
+	a.Emu.UpdateKey(devenv.Vault, devenv.KeyName, azemu.KeyUpdate{Enabled: &no})
+	waitFor(t, "B refuses", 5*time.Second, func() bool { code, _ := cb.raw("GET", "/data/profiles/r1", "prod", nil); return code == 403 })
+	if code, body := ca.do("DELETE", "/data/infrastructure/manager/org?confirm="+ca.org, nil); code != 200 {
+		t.Fatalf("delete org via A = %d %v", code, body)
+	}
+	for _, c := range []*client{cb, ca} {
+		waitFor(t, "writes to the org created again", 5*time.Second, func() bool {
+			code, _ := c.raw("PUT", "/data/profiles/again", "prod", strings.NewReader(`{"n":2}`))
+			return code == 200
+		})
+	}
 }

@@ -229,7 +229,16 @@ func (r *Runner) validate(ctx context.Context, job *store.Config, log *slog.Logg
 		// From here on every new data key of the org is wrapped by the
 		// customer key, the org never goes back to the system key, and the
 		// key's health is watched: one transaction, under the job's lease.
-		if err := r.Store.BeginCustomerKEK(ctx, job.ID, r.Owner, job, version, string(checks)); err != nil {
+		err := r.Store.BeginCustomerKEK(ctx, job.ID, r.Owner, job, version, string(checks))
+		if errors.Is(err, store.ErrKeyInUse) {
+			// Another org enabled the same key while this job validated.
+			f, _ := json.Marshal(Failure{Check: preflight.CheckKeyIdentifier, Title: preflight.Title(preflight.CheckKeyIdentifier), Code: "KEY_IN_USE",
+				Message: "This key already protects another organization's data; a key can protect one org only.",
+				Remedy:  []string{"Create a dedicated key for this org in your vault.", "Submit a new configuration with its key identifier."}})
+			log.Warn("enablement job failed: key in use by another org")
+			return "", r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusFailed), Checks: ptr(string(checks)), Failure: ptr(string(f)), Release: true})
+		}
+		if err != nil {
 			return "", err
 		}
 		log.Info("enablement job validated key; re-wrapping data keys", "key_version", version)

@@ -60,7 +60,8 @@ func (g *Gate) Set(h *store.Health) bool {
 	return true
 }
 
-// Forget drops an org (deleted).
+// Forget drops an org (deleted). A later row of an org created again under
+// the same id starts at a higher version, so nothing stale can win.
 func (g *Gate) Forget(org string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()

@@ -326,7 +326,11 @@ func (m *Monitor) check(ctx context.Context, h *store.Health) (*store.Health, er
 	// flight) comes after it, so no key of a revoked org stays in memory.
 	next.UpdatedAt = now
 	next.Version = h.Version + 1
-	m.Gate.Set(&next)
+	if next.State == store.HealthRevoked {
+		// Failing closed is published at once; anything else only once it
+		// is saved, so a check that lost its lease cannot open the gate.
+		m.Gate.Set(&next)
+	}
 	if next.State == store.HealthRevoked && h.State != store.HealthRevoked {
 		n := m.Cache.WipeOrg(h.OrgID)
 		m.Log.Warn("customer key revoked; org data locked", "org", h.OrgID, "cause", next.Cause, "keys_wiped", n)
@@ -337,8 +341,15 @@ func (m *Monitor) check(ctx context.Context, h *store.Health) (*store.Health, er
 		m.Audit.Record(ctx, "recovery", ref, o.info.Version, "ok", "access restored after "+h.State+" ("+h.Cause+")")
 	}
 	if err := m.Store.SaveHealth(context.WithoutCancel(ctx), &next, m.Owner); err != nil {
+		if errors.Is(err, store.ErrLeaseLost) {
+			// Another check owns the row now: show what it saved.
+			if cur, rerr := m.Store.Health(context.WithoutCancel(ctx), h.OrgID); rerr == nil {
+				m.Gate.Set(cur)
+			}
+		}
 		return nil, err
 	}
+	m.Gate.Set(&next)
 	m.alert(ctx, h, &next, ref, len(mem.Changes) >= m.FlapCount)
 	return &next, nil
 }

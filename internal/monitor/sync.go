@@ -31,14 +31,31 @@ func (g *Gate) Load(ctx context.Context, st *store.Store) (time.Time, error) {
 
 // Sync keeps the gate current with changes other replicas write, and wipes
 // cached keys of orgs they revoked, polling every poll until ctx ends.
-func (g *Gate) Sync(ctx context.Context, st *store.Store, cache *dekcache.Cache, since time.Time, poll time.Duration, log *slog.Logger) {
+//
+// It also follows org deletions made through any replica, calling
+// forget(org) after dropping the org from the gate and wiping its keys.
+func (g *Gate) Sync(ctx context.Context, st *store.Store, cache *dekcache.Cache, since time.Time, poll time.Duration, log *slog.Logger, forget func(org string)) {
 	t := time.NewTicker(poll)
 	defer t.Stop()
+	deletedSince := time.Now().Add(-syncLookBack)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		deleted, last, err := st.OrgsDeletedSince(ctx, deletedSince.Add(-syncLookBack))
+		if err == nil {
+			for _, org := range deleted {
+				g.Forget(org)
+				cache.WipeOrg(org)
+				if forget != nil {
+					forget(org)
+				}
+			}
+			if last.After(deletedSince) {
+				deletedSince = last
+			}
 		}
 		// Re-read a window behind the newest change seen, so a change stamped
 		// by a replica whose clock lags ours by up to that much is not missed

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/cmk-project/cmk/internal/dekcache"
@@ -93,6 +94,12 @@ func (r *Resolver) SealKey(ctx context.Context, org, sandbox, kind string) (*Key
 			return nil, err
 		}
 		exhausted, err := r.take(ctx, dk.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			// The key is gone (the org was deleted and created again,
+			// perhaps through another replica): look the store up afresh.
+			r.ForgetOrg(org)
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -236,6 +243,24 @@ func (r *Resolver) rotate(ctx context.Context, org, sandbox, kind, spent string)
 	r.active[slot(org, sandbox, kind)] = &activeKey{id: cur.ID}
 	r.mu.Unlock()
 	return nil
+}
+
+// ForgetOrg drops what the resolver remembers of an org (it was deleted).
+func (r *Resolver) ForgetOrg(org string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.init()
+	for id, dk := range r.meta {
+		if dk.OrgID == org {
+			delete(r.meta, id)
+			delete(r.uses, id)
+		}
+	}
+	for k := range r.active {
+		if strings.HasPrefix(k, org+"\x00") {
+			delete(r.active, k)
+		}
+	}
 }
 
 // Refused reports whether err is a refusal by the key-health gate.

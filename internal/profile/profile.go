@@ -62,7 +62,10 @@ func (s *Store) Upsert(ctx context.Context, org, sandbox, id string, doc []byte)
 		return err
 	}
 	if s.Cache != nil {
-		s.Cache.Put(org, sandbox, id, sealed)
+		// Drop rather than cache what this request wrote: a concurrent
+		// write may have landed after it, and the next read fills the
+		// cache from the store.
+		s.Cache.Drop(org, sandbox, id)
 	}
 	return nil
 }

@@ -327,7 +327,9 @@ func (s *Service) Start(ctx context.Context) error {
 	loops := []func(context.Context){
 		s.Webhooks.Run,
 		s.housekeeping,
-		func(ctx context.Context) { s.Gate.Sync(ctx, s.Store, s.Cache, since, 250*time.Millisecond, s.cfg.Log) },
+		func(ctx context.Context) {
+			s.Gate.Sync(ctx, s.Store, s.Cache, since, 250*time.Millisecond, s.cfg.Log, s.Keys.ForgetOrg)
+		},
 		s.countStates,
 	}
 	if !s.cfg.NoMonitor {

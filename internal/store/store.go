@@ -42,6 +42,7 @@ var (
 	ErrAlreadyEnabled  = errors.New("customer-managed keys are already enabled for this org")
 	ErrLeaseLost       = errors.New("job lease lost to another worker")
 	ErrWrappingChanged = errors.New("data key wrapping changed concurrently")
+	ErrKeyInUse        = errors.New("the key already protects another org")
 )
 
 // Key-encryption modes of an org.
@@ -324,11 +325,22 @@ func (s *Store) BeginCustomerKEK(ctx context.Context, jobID, owner string, c *Co
 		if n, _ := res.RowsAffected(); n != 1 {
 			return fmt.Errorf("job %s: %w", jobID, ErrLeaseLost)
 		}
+		var others int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM orgs WHERE id <> ? AND kek_mode = ? AND LOWER(vault_url) = LOWER(?) AND LOWER(key_name) = LOWER(?)`,
+			c.OrgID, ModeCustomer, c.VaultURL, c.KeyName).Scan(&others); err != nil {
+			return err
+		}
+		if others > 0 {
+			return ErrKeyInUse
+		}
 		if _, err := tx.ExecContext(ctx, `UPDATE orgs SET kek_mode = ?, vault_url = ?, key_name = ? WHERE id = ?`, ModeCustomer, c.VaultURL, c.KeyName, c.OrgID); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO key_health (org_id, state, key_version, since, last_ok, next_check, updated_at, changed_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?)
-			ON CONFLICT (org_id) DO NOTHING`, c.OrgID, HealthHealthy, keyVersion, now, now, now, now)
+		// The first version is the time in microseconds, so a row of an org
+		// deleted and created again never sorts behind what replicas
+		// remember of the old one.
+		_, err = tx.ExecContext(ctx, `INSERT INTO key_health (org_id, state, key_version, since, last_ok, next_check, updated_at, changed_at, version) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)
+			ON CONFLICT (org_id) DO NOTHING`, c.OrgID, HealthHealthy, keyVersion, now, now, now, now, s.now().UnixMicro())
 		return err
 	})
 }
@@ -337,11 +349,12 @@ func (s *Store) BeginCustomerKEK(ctx context.Context, jobID, owner string, c *Co
 // vault key: a key protects one org's data only.
 func (s *Store) KeyInUseElsewhere(ctx context.Context, org, vaultURL, keyName string) (bool, error) {
 	var n int
-	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM orgs WHERE id <> ? AND kek_mode = ? AND vault_url = ? AND key_name = ?`, org, ModeCustomer, vaultURL, keyName).Scan(&n)
+	// Key Vault names are case-insensitive.
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM orgs WHERE id <> ? AND kek_mode = ? AND LOWER(vault_url) = LOWER(?) AND LOWER(key_name) = LOWER(?)`, org, ModeCustomer, vaultURL, keyName).Scan(&n)
 	if err != nil || n > 0 {
 		return n > 0, err
 	}
-	err = s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM configs WHERE org_id <> ? AND active = 1 AND vault_url = ? AND key_name = ?`, org, vaultURL, keyName).Scan(&n)
+	err = s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM configs WHERE org_id <> ? AND active = 1 AND LOWER(vault_url) = LOWER(?) AND LOWER(key_name) = LOWER(?)`, org, vaultURL, keyName).Scan(&n)
 	return n > 0, err
 }
 
@@ -351,8 +364,15 @@ var ErrModeChanged = errors.New("the org's key-encryption mode changed; wrap the
 
 // checkMode refuses system-wrapped keys for an org that uses its customer key.
 func checkMode(ctx context.Context, tx txn, org string, keys []DataKey) error {
+	// On PostgreSQL the row is share-locked, so the switch to the customer
+	// key (which updates it) waits for this transaction, and vice versa;
+	// SQLite transactions here are already exclusive.
+	q := `SELECT kek_mode FROM orgs WHERE id = ?`
+	if tx.d == postgres {
+		q += ` FOR SHARE`
+	}
 	var mode string
-	if err := tx.QueryRowContext(ctx, `SELECT kek_mode FROM orgs WHERE id = ?`, org).Scan(&mode); err != nil {
+	if err := tx.QueryRowContext(ctx, q, org).Scan(&mode); err != nil {
 		return err
 	}
 	for _, k := range keys {
@@ -688,6 +708,27 @@ func (s *Store) SandboxExists(ctx context.Context, org, name string) (bool, erro
 	return n > 0, err
 }
 
+// OrgsDeletedSince lists orgs deleted after t, with the newest deletion time.
+func (s *Store) OrgsDeletedSince(ctx context.Context, t time.Time) ([]string, time.Time, error) {
+	type del struct {
+		org string
+		at  int64
+	}
+	dels, err := queryAll(ctx, s.db, func(sc scanner) (d del, err error) {
+		err = sc.Scan(&d.org, &d.at)
+		return d, err
+	}, `SELECT org_id, deleted_at FROM org_deletions WHERE deleted_at > ? ORDER BY deleted_at`, ms(t))
+	var orgs []string
+	last := t
+	for _, d := range dels {
+		orgs = append(orgs, d.org)
+		if at := fromMS(d.at); at.After(last) {
+			last = at
+		}
+	}
+	return orgs, last, err
+}
+
 // DeleteOrg removes an org and everything the database holds for it: its
 // sandboxes and their data keys (which makes every stored ciphertext of the
 // org unreadable), configurations, key health, alerts, webhooks and
@@ -716,6 +757,7 @@ func (s *Store) DeleteOrg(ctx context.Context, org string) error {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return ErrNotFound
 		}
-		return nil
+		_, err = tx.ExecContext(ctx, `INSERT INTO org_deletions (org_id, deleted_at) VALUES (?, ?)`, org, s.now().UnixMilli())
+		return err
 	})
 }

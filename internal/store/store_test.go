@@ -93,6 +93,16 @@ func testConfigRules(t *testing.T, s *Store) {
 	if err := s.CreateConfig(ctx, newCfg("e", "Config3")); !errors.Is(err, ErrAlreadyEnabled) {
 		t.Errorf("config after enablement = %v, want ErrAlreadyEnabled", err)
 	}
+	// The key now belongs to o1, whatever the letter case.
+	s.EnsureOrg(ctx, "o2")
+	for _, name := range []string{"k", "K"} {
+		if taken, err := s.KeyInUseElsewhere(ctx, "o2", "v", name); err != nil || !taken {
+			t.Errorf("KeyInUseElsewhere(o2, v, %q) = %v, %v; want true", name, taken, err)
+		}
+	}
+	if taken, _ := s.KeyInUseElsewhere(ctx, "o1", "v", "k"); taken {
+		t.Error("an org's own key reported as in use elsewhere")
+	}
 }
 
 func TestLeases(t *testing.T) { each(t, testLeases) }
