@@ -772,12 +772,7 @@ func (e *Emulator) finishNewVersion(q *kvReq, rt *kvRoute, ver *keyVersion) {
 		b = e.bundle(&vs.Vault, k, ver)
 		return nil
 	})
-	if err != nil {
-		e.writeAdminErrAsKV(q.w, rt.key, err)
-		return
-	}
-	e.served(q.vault.Name, rt.op)
-	writeJSON(q.w, http.StatusOK, b)
+	e.reply(q, rt, b, err)
 }
 
 func (e *Emulator) kvRotateKey(q *kvReq, rt *kvRoute) {
@@ -838,12 +833,7 @@ func (e *Emulator) kvUpdateKey(q *kvReq, rt *kvRoute) {
 	if !found {
 		return // lookupLocked answered
 	}
-	if err != nil {
-		e.writeAdminErrAsKV(q.w, rt.key, err)
-		return
-	}
-	e.served(q.vault.Name, rt.op)
-	writeJSON(q.w, http.StatusOK, b)
+	e.reply(q, rt, b, err)
 }
 
 func (e *Emulator) kvDeleteKey(q *kvReq, rt *kvRoute) {
@@ -856,6 +846,11 @@ func (e *Emulator) kvDeleteKey(q *kvReq, rt *kvRoute) {
 		b = e.deletedBundle(&vs.Vault, k, true)
 		return nil
 	})
+	e.reply(q, rt, b, err)
+}
+
+// reply answers a key operation: the error as Key Vault would, or b.
+func (e *Emulator) reply(q *kvReq, rt *kvRoute, b keyBundle, err error) {
 	if err != nil {
 		e.writeAdminErrAsKV(q.w, rt.key, err)
 		return
@@ -900,12 +895,7 @@ func (e *Emulator) kvRecover(q *kvReq, rt *kvRoute) {
 		deletedNotFound(q.w, rt.key)
 		return
 	}
-	if err != nil {
-		e.writeAdminErrAsKV(q.w, rt.key, err)
-		return
-	}
-	e.served(q.vault.Name, rt.op)
-	writeJSON(q.w, http.StatusOK, b)
+	e.reply(q, rt, b, err)
 }
 
 func (e *Emulator) kvPurge(q *kvReq, rt *kvRoute) {
