@@ -107,6 +107,20 @@ func startWorld(ctx context.Context, c Common, dir string, o devenv.Options) (*w
 	return w, nil
 }
 
+// startEnabledWorld starts a world and enables CMK for the demo org with
+// the demo key, as most measurements need.
+func startEnabledWorld(ctx context.Context, c Common, dir string, o devenv.Options) (*world, error) {
+	w, err := startWorld(ctx, c, dir, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.enable(ctx, ""); err != nil {
+		w.close()
+		return nil, err
+	}
+	return w, nil
+}
+
 // request builds an authenticated API request for org (the demo org when
 // empty) and sandbox (none when empty).
 func (w *world) request(ctx context.Context, method, path, org, sandbox string, body io.Reader) (*http.Request, error) {

@@ -91,14 +91,11 @@ func Lake(ctx context.Context, cfg LakeConfig) (*LakeResult, error) {
 		return nil, err
 	}
 	defer cleanup()
-	w, err := startWorld(ctx, cfg.Common, filepath.Join(dir, "svc"), devenv.Options{NoMonitor: true})
+	w, err := startEnabledWorld(ctx, cfg.Common, filepath.Join(dir, "svc"), devenv.Options{NoMonitor: true})
 	if err != nil {
 		return nil, err
 	}
 	defer w.close()
-	if err := w.enable(ctx, ""); err != nil {
-		return nil, err
-	}
 	plain, err := blob.NewFS(filepath.Join(dir, "plain"), blob.FSOptions{Fsync: true})
 	if err != nil {
 		return nil, err

@@ -77,14 +77,11 @@ func Profile(ctx context.Context, cfg ProfileConfig) (*ProfileResult, error) {
 		return nil, err
 	}
 	defer cleanup()
-	w, err := startWorld(ctx, cfg.Common, filepath.Join(dir, "svc"), devenv.Options{NoMonitor: true})
+	w, err := startEnabledWorld(ctx, cfg.Common, filepath.Join(dir, "svc"), devenv.Options{NoMonitor: true})
 	if err != nil {
 		return nil, err
 	}
 	defer w.close()
-	if err := w.enable(ctx, ""); err != nil {
-		return nil, err
-	}
 	svc := w.env.Svc
 	backend := svc.Profiles.Backend
 	cached := svc.Profiles

@@ -102,7 +102,7 @@ func Revocation(ctx context.Context, cfg RevocationConfig) (*RevocationResult, e
 		return nil, err
 	}
 	defer cleanup()
-	w, err := startWorld(ctx, cfg.Common, filepath.Join(dir, "svc"), devenv.Options{
+	w, err := startEnabledWorld(ctx, cfg.Common, filepath.Join(dir, "svc"), devenv.Options{
 		// Flapping changes only the alerts; a high count keeps 2×Trials
 		// state changes from raising a notification on every one.
 		Monitor: monitor.Config{Interval: cfg.Interval, WrapEvery: 1, FlapCount: 1 << 20},
@@ -111,9 +111,6 @@ func Revocation(ctx context.Context, cfg RevocationConfig) (*RevocationResult, e
 		return nil, err
 	}
 	defer w.close()
-	if err := w.enable(ctx, ""); err != nil {
-		return nil, err
-	}
 	svc, org := w.env.Svc, w.env.Org
 	const sb = "prod"
 

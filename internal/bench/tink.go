@@ -79,14 +79,11 @@ func Tink(ctx context.Context, cfg TinkConfig) (*TinkResult, error) {
 		return nil, err
 	}
 	defer cleanup()
-	w, err := startWorld(ctx, cfg.Common, filepath.Join(dir, "svc"), devenv.Options{NoMonitor: true})
+	w, err := startEnabledWorld(ctx, cfg.Common, filepath.Join(dir, "svc"), devenv.Options{NoMonitor: true})
 	if err != nil {
 		return nil, err
 	}
 	defer w.close()
-	if err := w.enable(ctx, ""); err != nil {
-		return nil, err
-	}
 	org, emu := w.env.Org, w.env.Emu
 	store := &profile.Store{Backend: newMemRecords(), Keys: w.env.Svc.Keys}
 	remote := &vaultAEAD{ctx: ctx, provider: w.env.Svc.Provider, ref: kms.KeyRef{VaultURL: emu.VaultURL(devenv.Vault), Name: devenv.KeyName}}

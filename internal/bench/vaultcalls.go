@@ -82,14 +82,11 @@ func VaultCalls(ctx context.Context, cfg VaultCallsConfig) (*VaultCallsResult, e
 		return nil, err
 	}
 	defer cleanup()
-	w, err := startWorld(ctx, cfg.Common, filepath.Join(dir, "svc"), devenv.Options{NoMonitor: true})
+	w, err := startEnabledWorld(ctx, cfg.Common, filepath.Join(dir, "svc"), devenv.Options{NoMonitor: true})
 	if err != nil {
 		return nil, err
 	}
 	defer w.close()
-	if err := w.enable(ctx, ""); err != nil {
-		return nil, err
-	}
 	sandboxes := []string{"prod", "dev"}
 	file := bytes.Repeat([]byte("L"), cfg.FileSize)
 	const ids, files = 500, 50
