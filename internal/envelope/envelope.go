@@ -9,15 +9,16 @@
 //
 // # Guarantees
 //
-//   - Confidentiality and integrity of the content under AES-256-GCM, with a
-//     fresh key derived for every object from the DEK and a random salt.
+//   - Confidentiality and integrity of the content under AES-256-GCM: a
+//     stream under a fresh key derived from the DEK and a random salt, a
+//     record under a record key derived once per DEK, with a random nonce.
 //   - Binding: a ciphertext opens only with the Binding (org, sandbox, store,
 //     object) it was sealed with. The Binding is not stored; the caller
 //     supplies it, so a ciphertext copied to another object, store, sandbox
 //     or org fails with ErrAuth.
-//   - Key commitment: a ciphertext opens under at most one (DEK, Binding)
-//     pair. The header carries a commitment that is checked, in constant
-//     time, before anything is decrypted.
+//   - Key commitment: a ciphertext opens under at most one DEK. The header
+//     carries a commitment that is checked, in constant time, before
+//     anything is decrypted.
 //   - Streams: truncation (also at a chunk boundary), appended data, and
 //     dropped, duplicated, reordered or spliced chunks all fail with
 //     ErrAuth. A Reader releases a chunk's plaintext only after verifying it.
@@ -27,18 +28,20 @@
 //
 // # Key use
 //
-// Nonces never repeat under a key: every object gets its own derived key,
-// and the chunks of an object are numbered. A DEK itself may still be used
-// for only so many objects; Sealer counts them and returns ErrKeyExhausted
-// at the limit (DefaultMaxUses unless configured) so the caller rotates to a
-// new DEK.
+// Nonces do not repeat under a key: every stream gets its own derived key
+// and numbers its chunks; records draw random 96-bit nonces under their
+// DEK's record key. A DEK may therefore seal only so many objects; Sealer
+// counts them and returns ErrKeyExhausted at the limit (DefaultMaxUses,
+// NIST SP 800-38D's bound for random nonces, unless configured) so the
+// caller rotates to a new DEK.
 //
 // # Compatibility
 //
-// Every ciphertext starts with a magic string and a version byte. Version1
-// ciphertexts will stay readable by every later version of this package; a
-// new format gets a new version byte and old readers refuse it with
-// ErrFormat rather than misreading it.
+// Every ciphertext starts with a magic string and a version byte. Streams
+// are Version1; records are written as Version2, and Version1 records stay
+// readable. Every ciphertext this package has written will stay readable
+// by every later version of it; a new format gets a new version byte and
+// old readers refuse it with ErrFormat rather than misreading it.
 package envelope
 
 import (
@@ -56,7 +59,8 @@ import (
 )
 
 const (
-	// Version1 is the version byte of the only format defined so far.
+	// Version1 is the version byte of streams, and of records sealed
+	// before Version2.
 	Version1 = 1
 
 	// ChunkSize is the plaintext size of every chunk of a stream but the
@@ -73,8 +77,9 @@ const (
 	// header small and its length field one byte.
 	MaxKeyIDSize = 64
 
-	// MaxHeaderSize is the largest header any Version1 ciphertext has, so a
-	// prefix this long is always enough for KeyID.
+	// MaxHeaderSize is the largest header of any ciphertext (version-1
+	// headers are the longest), so a prefix this long is always enough
+	// for KeyID.
 	MaxHeaderSize = fixedSize + MaxKeyIDSize + saltSize + commitSize
 )
 
@@ -108,20 +113,33 @@ type Binding struct {
 // big-endian length, then the bytes), so that no two Bindings share an
 // encoding however their fields are split.
 func (b Binding) encode() ([]byte, error) {
-	fields := [...]string{b.Org, b.Sandbox, b.Store, b.Object}
+	size, err := b.encodedSize()
+	if err != nil {
+		return nil, err
+	}
+	return b.appendEncoded(make([]byte, 0, size)), nil
+}
+
+// encodedSize returns the size of the encoding, or an error if a field is
+// too long to encode.
+func (b Binding) encodedSize() (int, error) {
 	size := 0
-	for _, f := range fields {
+	for _, f := range [...]string{b.Org, b.Sandbox, b.Store, b.Object} {
 		if uint64(len(f)) > math.MaxUint32 {
-			return nil, fmt.Errorf("envelope: binding field is %d bytes; at most %d are allowed", len(f), uint32(math.MaxUint32))
+			return 0, fmt.Errorf("envelope: binding field is %d bytes; at most %d are allowed", len(f), uint32(math.MaxUint32))
 		}
 		size += 4 + len(f)
 	}
-	out := make([]byte, 0, size)
-	for _, f := range fields {
-		out = binary.BigEndian.AppendUint32(out, uint32(len(f)))
-		out = append(out, f...)
+	return size, nil
+}
+
+// appendEncoded appends the encoding; encodedSize must have accepted b.
+func (b Binding) appendEncoded(dst []byte) []byte {
+	for _, f := range [...]string{b.Org, b.Sandbox, b.Store, b.Object} {
+		dst = binary.BigEndian.AppendUint32(dst, uint32(len(f)))
+		dst = append(dst, f...)
 	}
-	return out, nil
+	return dst
 }
 
 // Header layout; docs/format.md is the reference.
@@ -166,34 +184,43 @@ func (h *header) append(dst []byte) []byte {
 	return append(dst, h.commit[:]...)
 }
 
-// parseFixed checks the first fixedSize bytes and returns the kind and the
-// length of the key id that follows.
-func parseFixed(b []byte) (kind byte, idLen int, err error) {
+// parseFixed checks the first fixedSize bytes and returns the version, the
+// kind and the length of the key id that follows. Version 2 exists only
+// for records.
+func parseFixed(b []byte) (version, kind byte, idLen int, err error) {
 	if len(b) < fixedSize {
-		return 0, 0, fmt.Errorf("%w: %d bytes is shorter than any header", ErrFormat, len(b))
+		return 0, 0, 0, fmt.Errorf("%w: %d bytes is shorter than any header", ErrFormat, len(b))
 	}
 	if string(b[:len(magic)]) != magic {
-		return 0, 0, fmt.Errorf("%w: bad magic", ErrFormat)
+		return 0, 0, 0, fmt.Errorf("%w: bad magic", ErrFormat)
 	}
-	if v := b[len(magic)]; v != Version1 {
-		return 0, 0, fmt.Errorf("%w: version %d is not supported (this package reads version %d)", ErrFormat, v, Version1)
-	}
-	kind = b[len(magic)+1]
+	version, kind = b[len(magic)], b[len(magic)+1]
 	if kind != kindRecord && kind != kindStream {
-		return 0, 0, fmt.Errorf("%w: unknown kind 0x%02x", ErrFormat, kind)
+		return 0, 0, 0, fmt.Errorf("%w: unknown kind 0x%02x", ErrFormat, kind)
+	}
+	switch {
+	case version == Version1:
+	case version == Version2 && kind == kindRecord:
+	case version == Version2:
+		return 0, 0, 0, fmt.Errorf("%w: version 2 is defined for records only, and this is a stream", ErrFormat)
+	default:
+		return 0, 0, 0, fmt.Errorf("%w: version %d is not supported (this package reads versions %d and %d)", ErrFormat, version, Version1, Version2)
 	}
 	idLen = int(b[len(magic)+2])
 	if idLen == 0 || idLen > MaxKeyIDSize {
-		return 0, 0, fmt.Errorf("%w: key id length %d is outside 1..%d", ErrFormat, idLen, MaxKeyIDSize)
+		return 0, 0, 0, fmt.Errorf("%w: key id length %d is outside 1..%d", ErrFormat, idLen, MaxKeyIDSize)
 	}
-	return kind, idLen, nil
+	return version, kind, idLen, nil
 }
 
-// parseHeader parses a complete header from the start of b.
+// parseHeader parses a complete version-1 header from the start of b.
 func parseHeader(b []byte) (*header, error) {
-	kind, idLen, err := parseFixed(b)
+	version, kind, idLen, err := parseFixed(b)
 	if err != nil {
 		return nil, err
+	}
+	if version != Version1 {
+		return nil, fmt.Errorf("%w: version %d where version 1 was expected", ErrFormat, version)
 	}
 	h := &header{kind: kind}
 	if len(b) < fixedSize+idLen+saltSize+commitSize {
@@ -329,7 +356,7 @@ func nonce(n *[nonceSize]byte, i uint64, last bool) []byte {
 // header (MaxHeaderSize bytes always do). The id is not authenticated until
 // the ciphertext is opened: use it only to choose which key to fetch.
 func KeyID(b []byte) (string, error) {
-	_, idLen, err := parseFixed(b)
+	_, _, idLen, err := parseFixed(b)
 	if err != nil {
 		return "", err
 	}
@@ -341,62 +368,6 @@ func KeyID(b []byte) (string, error) {
 		return "", fmt.Errorf("%w: %v", ErrFormat, err)
 	}
 	return id, nil
-}
-
-// SealRecord encrypts plaintext as one record under dek, naming the key
-// keyID in the header and binding the ciphertext to b. It does not count
-// the use of dek; see Sealer. The result is HeaderSize(keyID) +
-// len(plaintext) + 16 bytes long.
-func SealRecord(dek []byte, keyID string, b Binding, plaintext []byte) ([]byte, error) {
-	return sealRecord(nil, dek, keyID, b, plaintext)
-}
-
-// maxRecordSize is GCM's limit for one message (2^32-2 blocks); anything
-// larger belongs in a stream anyway.
-const maxRecordSize = (1<<32 - 2) * 16
-
-func sealRecord(rnd io.Reader, dek []byte, keyID string, b Binding, plaintext []byte) ([]byte, error) {
-	if uint64(len(plaintext)) > maxRecordSize {
-		return nil, fmt.Errorf("envelope: record is %d bytes; at most %d are allowed, use a stream", len(plaintext), uint64(maxRecordSize))
-	}
-	h, k, err := newHeader(rnd, kindRecord, dek, keyID, b)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]byte, 0, h.size()+len(plaintext)+tagSize)
-	out = h.append(out)
-	var n [nonceSize]byte
-	return k.aead.Seal(out, nonce(&n, 0, true), plaintext, k.aad), nil
-}
-
-// OpenRecord decrypts a record sealed by SealRecord under dek with the
-// same Binding. It returns an error wrapping ErrFormat if ciphertext is not
-// a Version1 record, and one wrapping ErrAuth if it does not authenticate.
-func OpenRecord(dek []byte, b Binding, ciphertext []byte) ([]byte, error) {
-	h, err := parseHeader(ciphertext)
-	if err != nil {
-		return nil, err
-	}
-	if h.kind != kindRecord {
-		return nil, fmt.Errorf("%w: ciphertext is a stream, not a record", ErrFormat)
-	}
-	k, err := openHeader(dek, h, b)
-	if err != nil {
-		return nil, err
-	}
-	body := ciphertext[h.size():]
-	if len(body) < tagSize {
-		return nil, fmt.Errorf("%w: record truncated", ErrAuth)
-	}
-	var n [nonceSize]byte
-	pt, err := k.aead.Open(nil, nonce(&n, 0, true), body, k.aad)
-	if err != nil {
-		return nil, fmt.Errorf("%w: record", ErrAuth)
-	}
-	if pt == nil {
-		pt = []byte{}
-	}
-	return pt, nil
 }
 
 // HeaderSize returns the size of the header of a ciphertext whose DEK id

@@ -15,8 +15,8 @@ func TestRecordRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("SealRecord(%d bytes): %v", size, err)
 		}
-		hs, _ := HeaderSize(testKeyID)
-		if got, want := len(ct), hs+size+tagSize; got != want {
+		over, _ := RecordOverhead(testKeyID)
+		if got, want := len(ct), over+size; got != want {
 			t.Errorf("len(SealRecord(%d bytes)) = %d, want %d", size, got, want)
 		}
 		got, err := OpenRecord(testDEK, testBind, ct)
@@ -122,13 +122,23 @@ func TestRecordWrongKey(t *testing.T) {
 	}
 	// Same key, but the header names another key id: the id is part of
 	// the derivation, so the commitment no longer matches.
-	hs, _ := HeaderSize(testKeyID)
+	pre := fixedSize + len(testKeyID)
 	for _, id := range []string{"1b7a9a0e-4f57-4c39-9a57-6c1f3b3e2d10", "short-id"} {
-		h, _ := parseHeader(ct)
-		h.keyID = id
-		moved := append(h.append(nil), ct[hs:]...)
+		moved := append([]byte("CMKE\x02R"), byte(len(id)))
+		moved = append(append(moved, id...), ct[pre:]...)
 		if _, err := OpenRecord(testDEK, testBind, moved); !errors.Is(err, ErrAuth) {
 			t.Errorf("OpenRecord(key id rewritten to %q) = %v, want ErrAuth", id, err)
+		}
+	}
+	// The same for a version-1 record.
+	v1, _ := sealRecordV1(detReader(1), testDEK, testKeyID, testBind, []byte("profile"))
+	hs, _ := HeaderSize(testKeyID)
+	for _, id := range []string{"1b7a9a0e-4f57-4c39-9a57-6c1f3b3e2d10", "short-id"} {
+		h, _ := parseHeader(v1)
+		h.keyID = id
+		moved := append(h.append(nil), v1[hs:]...)
+		if _, err := OpenRecord(testDEK, testBind, moved); !errors.Is(err, ErrAuth) {
+			t.Errorf("OpenRecord(version 1, key id rewritten to %q) = %v, want ErrAuth", id, err)
 		}
 	}
 	if _, err := OpenRecord(testDEK[:16], testBind, ct); err == nil || isRejection(err) {
@@ -139,23 +149,30 @@ func TestRecordWrongKey(t *testing.T) {
 func TestRecordTamper(t *testing.T) {
 	for _, size := range []int{0, 1, 33, 1000} {
 		ct, _ := sealRecord(detReader(2), testDEK, testKeyID, testBind, detBytes(3, size))
-		for i := range ct {
-			for _, mask := range []byte{0x01, 0x80} {
-				bad := bytes.Clone(ct)
-				bad[i] ^= mask
-				if _, err := OpenRecord(testDEK, testBind, bad); !isRejection(err) {
-					t.Fatalf("OpenRecord(%d-byte record, byte %d ^ %#x) = %v, want ErrAuth or ErrFormat", size, i, mask, err)
-				}
+		testRecordTamper(t, size, ct)
+		v1, _ := sealRecordV1(detReader(2), testDEK, testKeyID, testBind, detBytes(3, size))
+		testRecordTamper(t, size, v1)
+	}
+}
+
+func testRecordTamper(t *testing.T, size int, ct []byte) {
+	t.Helper()
+	for i := range ct {
+		for _, mask := range []byte{0x01, 0x80} {
+			bad := bytes.Clone(ct)
+			bad[i] ^= mask
+			if _, err := OpenRecord(testDEK, testBind, bad); !isRejection(err) {
+				t.Fatalf("OpenRecord(%d-byte record, byte %d ^ %#x) = %v, want ErrAuth or ErrFormat", size, i, mask, err)
 			}
 		}
-		for n := 0; n < len(ct); n++ {
-			if _, err := OpenRecord(testDEK, testBind, ct[:n]); !isRejection(err) {
-				t.Fatalf("OpenRecord(%d-byte record truncated to %d) = %v, want ErrAuth or ErrFormat", size, n, err)
-			}
+	}
+	for n := 0; n < len(ct); n++ {
+		if _, err := OpenRecord(testDEK, testBind, ct[:n]); !isRejection(err) {
+			t.Fatalf("OpenRecord(%d-byte record truncated to %d) = %v, want ErrAuth or ErrFormat", size, n, err)
 		}
-		if _, err := OpenRecord(testDEK, testBind, append(bytes.Clone(ct), 0)); !errors.Is(err, ErrAuth) {
-			t.Errorf("OpenRecord(%d-byte record + 1 byte) = %v, want ErrAuth", size, err)
-		}
+	}
+	if _, err := OpenRecord(testDEK, testBind, append(bytes.Clone(ct), 0)); !errors.Is(err, ErrAuth) {
+		t.Errorf("OpenRecord(%d-byte record + 1 byte) = %v, want ErrAuth", size, err)
 	}
 }
 
@@ -168,11 +185,17 @@ func TestKindsDoNotMix(t *testing.T) {
 	if _, err := openStream(testDEK, testBind, rec); !errors.Is(err, ErrFormat) {
 		t.Errorf("NewReader(record) = %v, want ErrFormat", err)
 	}
-	// Relabelling the kind byte does not help: the kind is derived into
-	// the key, so the commitment fails.
+	// Relabelling the kind byte does not help: there is no version-2
+	// stream, and in version 1 the kind is derived into the key, so the
+	// commitment fails.
 	rec[len(magic)+1] = kindStream
-	if _, err := openStream(testDEK, testBind, rec); !errors.Is(err, ErrAuth) {
-		t.Errorf("NewReader(record relabelled as stream) = %v, want ErrAuth", err)
+	if _, err := openStream(testDEK, testBind, rec); !errors.Is(err, ErrFormat) {
+		t.Errorf("NewReader(version-2 record relabelled as stream) = %v, want ErrFormat", err)
+	}
+	v1, _ := sealRecordV1(nil, testDEK, testKeyID, testBind, []byte("x"))
+	v1[len(magic)+1] = kindStream
+	if _, err := openStream(testDEK, testBind, v1); !errors.Is(err, ErrAuth) {
+		t.Errorf("NewReader(version-1 record relabelled as stream) = %v, want ErrAuth", err)
 	}
 	str[len(magic)+1] = kindRecord
 	if _, err := OpenRecord(testDEK, testBind, str); !errors.Is(err, ErrAuth) {
@@ -182,7 +205,7 @@ func TestKindsDoNotMix(t *testing.T) {
 
 func TestKeyID(t *testing.T) {
 	ct, _ := SealRecord(testDEK, testKeyID, testBind, []byte("x"))
-	hs, _ := HeaderSize(testKeyID)
+	hs := fixedSize + len(testKeyID) + nonceSize + commitSize
 	tests := []struct {
 		name string
 		in   []byte
@@ -195,7 +218,8 @@ func TestKeyID(t *testing.T) {
 		{"id cut short", ct[:fixedSize+len(testKeyID)-1], "", ErrFormat},
 		{"empty", nil, "", ErrFormat},
 		{"not an envelope", []byte("PK\x03\x04 a zip file, not an envelope"), "", ErrFormat},
-		{"version 2", append([]byte("CMKE\x02"), ct[5:]...), "", ErrFormat},
+		{"version 3", append([]byte("CMKE\x03"), ct[5:]...), "", ErrFormat},
+		{"version 0", append([]byte("CMKE\x00"), ct[5:]...), "", ErrFormat},
 		{"unknown kind", append([]byte("CMKE\x01X"), ct[6:]...), "", ErrFormat},
 		{"id length 0", []byte("CMKE\x01R\x00"), "", ErrFormat},
 		{"id length 65", append([]byte("CMKE\x01R\x41"), make([]byte, 200)...), "", ErrFormat},

@@ -61,10 +61,15 @@ func isRejection(err error) bool {
 	return errors.Is(err, ErrAuth) || errors.Is(err, ErrFormat)
 }
 
-// saltOf returns a reader that yields the salt of ciphertext ct, so that
-// sealing again with it must reproduce ct exactly.
+// saltOf returns a reader that yields the salt (version 1) or the nonce
+// (version-2 record) of ciphertext ct, so that sealing again with it must
+// reproduce ct exactly.
 func saltOf(t testing.TB, ct []byte) io.Reader {
 	t.Helper()
+	if version, _, idLen, err := parseFixed(ct); err == nil && version == Version2 {
+		pre := fixedSize + idLen
+		return bytes.NewReader(ct[pre : pre+nonceSize])
+	}
 	h, err := parseHeader(ct)
 	if err != nil {
 		t.Fatalf("parseHeader: %v", err)

@@ -92,7 +92,7 @@ func NewReader(src io.Reader, b Binding, keyFor func(keyID string) ([]byte, erro
 	if _, err := io.ReadFull(src, hb[:fixedSize]); err != nil {
 		return nil, readHeaderErr(err)
 	}
-	kind, idLen, err := parseFixed(hb)
+	_, kind, idLen, err := parseFixed(hb)
 	if err != nil {
 		return nil, err
 	}

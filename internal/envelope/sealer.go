@@ -11,21 +11,22 @@ import (
 //
 // NIST SP 800-38D (section 8.3) limits AES-GCM with random 96-bit nonces to
 // 2^32 invocations per key, so that the chance of a nonce repeating stays
-// below 2^-32. This format never uses the DEK with GCM directly: each
-// object gets a key derived from the DEK and a random 256-bit salt, and
-// counts its nonces, so the real risk is a salt collision, which is
-// negligible long after 2^32 objects. The limit is kept anyway as a
-// conservative, standard-backed bound that forces regular DEK rotation.
+// below 2^-32. Records are sealed under one record key per DEK with random
+// 96-bit nonces, so this bound applies to them directly. (Streams each get
+// a key derived from the DEK and a random 256-bit salt and number their
+// chunks, so for them the limit is conservative.) Counting every object
+// against the limit also forces regular DEK rotation.
 const DefaultMaxUses = 1 << 32
 
 // Sealer seals records and streams under one DEK and counts them, so that
 // the DEK is retired before its use limit. It is safe for concurrent use.
 type Sealer struct {
 	dek   []byte
+	rec   *RecordKey
 	keyID string
 	max   uint64
 	used  atomic.Uint64
-	rand  io.Reader // nil means crypto/rand; set only by tests
+	rand  io.Reader // for streams; nil means crypto/rand; set only by tests
 }
 
 // SealerOptions configures NewSealer.
@@ -47,7 +48,11 @@ func NewSealer(dek []byte, keyID string, opts SealerOptions) (*Sealer, error) {
 	if err := checkKeyID(keyID); err != nil {
 		return nil, err
 	}
-	s := &Sealer{dek: append([]byte(nil), dek...), keyID: keyID, max: opts.MaxUses}
+	rec, err := NewRecordKey(dek, keyID)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sealer{dek: append([]byte(nil), dek...), rec: rec, keyID: keyID, max: opts.MaxUses}
 	if s.max == 0 {
 		s.max = DefaultMaxUses
 	}
@@ -80,7 +85,7 @@ func (s *Sealer) SealRecord(b Binding, plaintext []byte) ([]byte, error) {
 	if err := s.take(); err != nil {
 		return nil, err
 	}
-	return sealRecord(s.rand, s.dek, s.keyID, b, plaintext)
+	return s.rec.Seal(b, plaintext)
 }
 
 // NewWriter is NewWriter with the Sealer's key, counting one use.

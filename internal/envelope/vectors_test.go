@@ -115,7 +115,11 @@ func TestVectors(t *testing.T) {
 func resealWithSalt(t testing.TB, kind string, ct, dek []byte, keyID string, b Binding, pt []byte) []byte {
 	t.Helper()
 	if kind == "record" {
-		again, err := sealRecord(saltOf(t, ct), dek, keyID, b, pt)
+		seal := sealRecord
+		if ct[len(magic)] == Version1 {
+			seal = sealRecordV1
+		}
+		again, err := seal(saltOf(t, ct), dek, keyID, b, pt)
 		if err != nil {
 			t.Fatalf("reseal: %v", err)
 		}
@@ -169,11 +173,11 @@ func writeVectors(t *testing.T) {
 	}
 	hs, _ := HeaderSize(testKeyID)
 
-	// Records.
+	// Records, version 1 (no longer written, still read).
 	seed := byte(100)
 	record := func(pt []byte) []byte {
 		seed++
-		ct, err := sealRecord(detReader(seed), testDEK, testKeyID, testBind, pt)
+		ct, err := sealRecordV1(detReader(seed), testDEK, testKeyID, testBind, pt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -201,7 +205,8 @@ func writeVectors(t *testing.T) {
 	add("record header only", "record", testDEK, bind, nil, helloCT[:hs], "auth")
 	add("record byte appended", "record", testDEK, bind, nil, append(bytes.Clone(helloCT), 0), "auth")
 	add("record bad magic", "record", testDEK, bind, nil, flip(helloCT, 0), "format")
-	add("record version 2", "record", testDEK, bind, nil, append([]byte("CMKE\x02"), helloCT[5:]...), "format")
+	add("record version 1 read as version 2", "record", testDEK, bind, nil, append([]byte("CMKE\x02"), helloCT[5:]...), "auth")
+	add("record version 3", "record", testDEK, bind, nil, append([]byte("CMKE\x03"), helloCT[5:]...), "format")
 	add("record header truncated", "record", testDEK, bind, nil, helloCT[:hs-1], "format")
 	add("record empty input", "record", testDEK, bind, nil, nil, "format")
 	add("record opened as a stream", "stream", testDEK, bind, nil, helloCT, "format")
@@ -234,6 +239,42 @@ func writeVectors(t *testing.T) {
 	add("stream opened as a record", "record", testDEK, bind, nil, shortCT, "format")
 	add("stream header truncated", "stream", testDEK, bind, nil, shortCT[:hs-1], "format")
 	add("stream unknown kind", "stream", testDEK, bind, nil, append([]byte("CMKE\x01Z"), shortCT[6:]...), "format")
+
+	// Records, version 2.
+	seed = 200
+	record2 := func(pt []byte) []byte {
+		seed++
+		ct, err := sealRecord(detReader(seed), testDEK, testKeyID, testBind, pt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ct
+	}
+	pre := fixedSize + len(testKeyID)
+	add("record v2 empty", "record", testDEK, bind, nil, record2(nil), "ok")
+	hello2 := record2(hello)
+	add("record v2 json", "record", testDEK, bind, hello, hello2, "ok")
+	add("record v2 300 bytes", "record", testDEK, bind, detBytes(1, 300), record2(detBytes(1, 300)), "ok")
+	other = bind
+	other.Object = "obj-2"
+	add("record v2 opened as another object", "record", testDEK, other, nil, hello2, "auth")
+	other = bind
+	other.Sandbox = "sbx-2"
+	add("record v2 opened in another sandbox", "record", testDEK, other, nil, hello2, "auth")
+	add("record v2 shifted binding fields", "record", testDEK, jsonBinding{Org: "org-1s", Sandbox: "bx-1", Store: bind.Store, Object: bind.Object}, nil, hello2, "auth")
+	add("record v2 opened with another key", "record", otherDEK, bind, nil, hello2, "auth")
+	add("record v2 key id byte flipped", "record", testDEK, bind, nil, flip(hello2, fixedSize), "auth")
+	add("record v2 nonce byte flipped", "record", testDEK, bind, nil, flip(hello2, pre), "auth")
+	add("record v2 commitment byte flipped", "record", testDEK, bind, nil, flip(hello2, pre+nonceSize), "auth")
+	add("record v2 first body byte flipped", "record", testDEK, bind, nil, flip(hello2, pre+nonceSize+commitSize), "auth")
+	add("record v2 last tag byte flipped", "record", testDEK, bind, nil, flip(hello2, -1), "auth")
+	add("record v2 truncated inside tag", "record", testDEK, bind, nil, hello2[:len(hello2)-1], "auth")
+	add("record v2 header only", "record", testDEK, bind, nil, hello2[:pre+nonceSize+commitSize], "auth")
+	add("record v2 header truncated", "record", testDEK, bind, nil, hello2[:pre+nonceSize+commitSize-1], "format")
+	add("record v2 byte appended", "record", testDEK, bind, nil, append(bytes.Clone(hello2), 0), "auth")
+	add("record v2 read as version 1", "record", testDEK, bind, nil, append([]byte("CMKE\x01"), hello2[5:]...), "auth")
+	add("record v2 relabelled as a stream", "stream", testDEK, bind, nil, append([]byte("CMKE\x02S"), hello2[6:]...), "format")
+	add("record v2 opened as a stream", "stream", testDEK, bind, nil, hello2, "format")
 
 	data, err := json.MarshalIndent(vs, "", "\t")
 	if err != nil {
