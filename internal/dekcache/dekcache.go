@@ -9,13 +9,18 @@
 //   - WipeOrg zeroes and forgets every key of an org at once, and a load that
 //     was in flight when the wipe happened is not cached, so no key of a
 //     revoked org survives the wipe.
-//   - Callers receive a copy of the key and must clear it when done.
+//   - Callers receive a copy of the key and must clear it when done, or a
+//     prepared envelope.RecordKey, which the cache wipes when it drops the
+//     key (a caller holding it then gets envelope.ErrWiped).
 package dekcache
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
+
+	"github.com/cmk-project/cmk/internal/envelope"
 )
 
 // Defaults. An hour bounds how long a key can outlive a monitor that stopped
@@ -36,8 +41,17 @@ type Loader func(ctx context.Context) ([]byte, error)
 type entry struct {
 	org    string
 	key    []byte
+	rec    *envelope.RecordKey // prepared on first use for records
 	loaded time.Time
 	uses   int64
+}
+
+// forget zeroes what the entry holds.
+func (e *entry) forget() {
+	clear(e.key)
+	if e.rec != nil {
+		e.rec.Wipe()
+	}
 }
 
 type call struct {
@@ -139,6 +153,75 @@ func (c *Cache) Get(ctx context.Context, org, id string, load Loader) ([]byte, e
 	return clone(key), nil
 }
 
+// WithRecordKey calls use with the key of the given id (whose DEK id is
+// also id) prepared for sealing and opening records, loading the key on a
+// miss. The prepared key is kept with the cached key, so only the first
+// lookup pays for the derivation; every lookup counts as a use. If the
+// cache drops the key while use runs, use gets envelope.ErrWiped and is
+// called again with the key fetched afresh (so a drop at the age or use
+// bound is invisible, and a drop by WipeOrg ends in the loader's refusal).
+func (c *Cache) WithRecordKey(ctx context.Context, org, id string, load Loader, use func(*envelope.RecordKey) error) error {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var k *envelope.RecordKey
+		var ok bool
+		if k, ok, err = c.cachedRecordKey(id); err != nil {
+			return err
+		}
+		if !ok {
+			key, err := c.Get(ctx, org, id, load)
+			if err != nil {
+				return err
+			}
+			if k, ok, err = c.cachedRecordKey(id); err != nil {
+				clear(key)
+				return err
+			}
+			if !ok {
+				// Loaded but not cached (the org was wiped meanwhile, or
+				// the bounds are that tight): use it once, then wipe it.
+				k, err = envelope.NewRecordKey(key, id)
+				clear(key)
+				if err != nil {
+					return err
+				}
+				defer k.Wipe()
+			} else {
+				clear(key)
+			}
+		}
+		if err = use(k); !errors.Is(err, envelope.ErrWiped) {
+			return err
+		}
+	}
+	return err
+}
+
+// cachedRecordKey returns the prepared key of a fresh entry, counting the
+// use, and reports whether there was one.
+func (c *Cache) cachedRecordKey(id string) (*envelope.RecordKey, bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.init()
+	e, ok := c.entries[id]
+	if !ok {
+		return nil, false, nil
+	}
+	if !c.fresh(e) {
+		c.dropLocked(id)
+		return nil, false, nil
+	}
+	if e.rec == nil {
+		rec, err := envelope.NewRecordKey(e.key, id)
+		if err != nil {
+			return nil, false, err
+		}
+		e.rec = rec
+	}
+	e.uses++
+	return e.rec, true, nil
+}
+
 func (c *Cache) fresh(e *entry) bool {
 	maxAge, maxUses := c.MaxAge, c.MaxUses
 	if maxAge == 0 {
@@ -152,7 +235,7 @@ func (c *Cache) fresh(e *entry) bool {
 
 func (c *Cache) dropLocked(id string) {
 	if e, ok := c.entries[id]; ok {
-		clear(e.key)
+		e.forget()
 		delete(c.entries, id)
 	}
 }
@@ -183,7 +266,7 @@ func (c *Cache) wipe(org string) int {
 	n := 0
 	for id, e := range c.entries {
 		if e.org == org {
-			clear(e.key)
+			e.forget()
 			delete(c.entries, id)
 			n++
 		}

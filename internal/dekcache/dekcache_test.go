@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cmk-project/cmk/internal/envelope"
 )
 
 func TestHitMissAndBounds(t *testing.T) {
@@ -124,5 +126,80 @@ func TestSweep(t *testing.T) {
 	}
 	if !bytes.Equal(held, make([]byte, 3)) {
 		t.Errorf("swept key bytes = %q, want zeroes", held)
+	}
+}
+
+func TestWithRecordKey(t *testing.T) {
+	ctx := context.Background()
+	dek := bytes.Repeat([]byte{7}, 32)
+	var loads atomic.Int32
+	load := func(ctx context.Context) ([]byte, error) { loads.Add(1); return bytes.Clone(dek), nil }
+	c := &Cache{MaxUses: 4}
+	var first *envelope.RecordKey
+	var sealed []byte
+	for i := range 3 {
+		err := c.WithRecordKey(ctx, "o", "k1", load, func(k *envelope.RecordKey) error {
+			if first == nil {
+				first = k
+			} else if k != first {
+				t.Errorf("lookup %d prepared the key again", i)
+			}
+			var err error
+			sealed, err = k.Seal(envelope.Binding{}, []byte("doc"))
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := loads.Load(); got != 1 {
+		t.Errorf("loads after 3 lookups = %d, want 1", got)
+	}
+	// The use bound drops the key and wipes the prepared one; the next
+	// lookup loads and prepares again, and still opens what was sealed.
+	for range 3 {
+		err := c.WithRecordKey(ctx, "o", "k1", load, func(k *envelope.RecordKey) error {
+			_, err := k.Open(envelope.Binding{}, sealed)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := loads.Load(); got != 2 {
+		t.Errorf("loads after passing MaxUses = %d, want 2", got)
+	}
+	if _, err := first.Open(envelope.Binding{}, sealed); !errors.Is(err, envelope.ErrWiped) {
+		t.Errorf("the dropped prepared key still opens: %v", err)
+	}
+
+	// A key dropped while in use is fetched again, invisibly to the caller.
+	calls := 0
+	err := c.WithRecordKey(ctx, "o", "k1", load, func(k *envelope.RecordKey) error {
+		calls++
+		if calls == 1 {
+			c.Drop("k1")
+		}
+		_, err := k.Open(envelope.Binding{}, sealed)
+		return err
+	})
+	if err != nil || calls != 2 {
+		t.Errorf("WithRecordKey across a drop = %v after %d calls, want nil after 2", err, calls)
+	}
+
+	// WipeOrg wipes the prepared key; a refusing loader then ends it.
+	var held *envelope.RecordKey
+	c.WithRecordKey(ctx, "o", "k1", load, func(k *envelope.RecordKey) error { held = k; return nil })
+	c.WipeOrg("o")
+	if _, err := held.Open(envelope.Binding{}, sealed); !errors.Is(err, envelope.ErrWiped) {
+		t.Errorf("Open with a key of a wiped org = %v, want ErrWiped", err)
+	}
+	refused := errors.New("revoked")
+	err = c.WithRecordKey(ctx, "o", "k1", func(context.Context) ([]byte, error) { return nil, refused }, func(*envelope.RecordKey) error {
+		t.Error("use called with no key")
+		return nil
+	})
+	if !errors.Is(err, refused) {
+		t.Errorf("WithRecordKey after WipeOrg = %v, want the loader's refusal", err)
 	}
 }

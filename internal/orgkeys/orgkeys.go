@@ -85,13 +85,44 @@ func (k *Key) Clear() { clear(k.Bytes) }
 // SealKey returns the key to seal one new object of a store with, counting
 // the use.
 func (r *Resolver) SealKey(ctx context.Context, org, sandbox, kind string) (*Key, error) {
-	if err := r.Gate.Allow(org); err != nil {
+	dk, err := r.sealMeta(ctx, org, sandbox, kind)
+	if err != nil {
 		return nil, err
+	}
+	b, err := r.bytes(ctx, dk)
+	if err != nil {
+		return nil, err
+	}
+	return &Key{ID: dk.ID, Bytes: b}, nil
+}
+
+// SealRecord seals one record of a store under the store's current data
+// key, counting the use. The data key stays in the cache, prepared for
+// records, so a record costs no derivation.
+func (r *Resolver) SealRecord(ctx context.Context, org, sandbox, kind string, b envelope.Binding, plaintext []byte) ([]byte, error) {
+	dk, err := r.sealMeta(ctx, org, sandbox, kind)
+	if err != nil {
+		return nil, err
+	}
+	var out []byte
+	err = r.Cache.WithRecordKey(ctx, dk.OrgID, dk.ID, r.loader(dk), func(k *envelope.RecordKey) error {
+		var err error
+		out, err = k.Seal(b, plaintext)
+		return err
+	})
+	return out, err
+}
+
+// sealMeta returns the data key to seal one new object of a store with,
+// counting the use and moving the store to a new key when it is spent.
+func (r *Resolver) sealMeta(ctx context.Context, org, sandbox, kind string) (store.DataKey, error) {
+	if err := r.Gate.Allow(org); err != nil {
+		return store.DataKey{}, err
 	}
 	for attempt := 0; attempt < 3; attempt++ {
 		dk, err := r.activeKey(ctx, org, sandbox, kind)
 		if err != nil {
-			return nil, err
+			return dk, err
 		}
 		exhausted, err := r.take(ctx, dk.ID)
 		if errors.Is(err, store.ErrNotFound) {
@@ -101,44 +132,76 @@ func (r *Resolver) SealKey(ctx context.Context, org, sandbox, kind string) (*Key
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return dk, err
 		}
 		if exhausted {
 			if err := r.rotate(ctx, org, sandbox, kind, dk.ID); err != nil {
-				return nil, err
+				return dk, err
 			}
 			continue
 		}
-		b, err := r.bytes(ctx, dk)
-		if err != nil {
-			return nil, err
-		}
-		return &Key{ID: dk.ID, Bytes: b}, nil
+		return dk, nil
 	}
-	return nil, fmt.Errorf("store %s/%s/%s: could not get a data key with uses left", org, sandbox, kind)
+	return store.DataKey{}, fmt.Errorf("store %s/%s/%s: could not get a data key with uses left", org, sandbox, kind)
 }
 
 // OpenKey returns the key with the given id, if it belongs to the store.
 func (r *Resolver) OpenKey(ctx context.Context, org, sandbox, kind, id string) ([]byte, error) {
-	if err := r.Gate.Allow(org); err != nil {
-		return nil, err
-	}
-	dk, err := r.metaOf(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, ErrWrongStore
-	}
+	dk, err := r.openMeta(ctx, org, sandbox, kind, id)
 	if err != nil {
 		return nil, err
-	}
-	if dk.OrgID != org || dk.Sandbox != sandbox || dk.Store != kind {
-		return nil, ErrWrongStore
 	}
 	return r.bytes(ctx, dk)
 }
 
+// OpenRecord opens a record of a store with the data key it names, if that
+// key belongs to the store. It decrypts in place: sealed must be the
+// caller's own copy, and is not usable afterwards.
+func (r *Resolver) OpenRecord(ctx context.Context, org, sandbox, kind string, b envelope.Binding, sealed []byte) ([]byte, error) {
+	id, err := envelope.KeyID(sealed)
+	if err != nil {
+		return nil, err
+	}
+	dk, err := r.openMeta(ctx, org, sandbox, kind, id)
+	if err != nil {
+		return nil, err
+	}
+	var out []byte
+	err = r.Cache.WithRecordKey(ctx, dk.OrgID, dk.ID, r.loader(dk), func(k *envelope.RecordKey) error {
+		var err error
+		out, err = k.OpenInPlace(b, sealed)
+		return err
+	})
+	return out, err
+}
+
+// openMeta returns the data key with the given id, if it belongs to the
+// store and the org's data may be served.
+func (r *Resolver) openMeta(ctx context.Context, org, sandbox, kind, id string) (store.DataKey, error) {
+	if err := r.Gate.Allow(org); err != nil {
+		return store.DataKey{}, err
+	}
+	dk, err := r.metaOf(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return dk, ErrWrongStore
+	}
+	if err != nil {
+		return dk, err
+	}
+	if dk.OrgID != org || dk.Sandbox != sandbox || dk.Store != kind {
+		return store.DataKey{}, ErrWrongStore
+	}
+	return dk, nil
+}
+
 // bytes returns the plaintext key through the cache.
 func (r *Resolver) bytes(ctx context.Context, dk store.DataKey) ([]byte, error) {
-	return r.Cache.Get(ctx, dk.OrgID, dk.ID, func(ctx context.Context) ([]byte, error) {
+	return r.Cache.Get(ctx, dk.OrgID, dk.ID, r.loader(dk))
+}
+
+// loader unwraps a data key on a cache miss.
+func (r *Resolver) loader(dk store.DataKey) dekcache.Loader {
+	return func(ctx context.Context) ([]byte, error) {
 		if r.Metrics != nil {
 			r.Metrics.DEKCacheLoads.Inc()
 		}
@@ -153,7 +216,7 @@ func (r *Resolver) bytes(ctx context.Context, dk store.DataKey) ([]byte, error) 
 			return nil, err
 		}
 		return r.Keyring.Unwrap(ctx, full)
-	})
+	}
 }
 
 func (r *Resolver) metaOf(ctx context.Context, id string) (store.DataKey, error) {

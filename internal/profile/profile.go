@@ -43,18 +43,23 @@ func binding(org, sandbox, id string) envelope.Binding {
 	return envelope.Binding{Org: org, Sandbox: sandbox, Store: StoreKind, Object: id}
 }
 
-// Upsert validates, seals and stores a record.
-func (s *Store) Upsert(ctx context.Context, org, sandbox, id string, doc []byte) error {
+// CheckDoc returns doc without surrounding white space if it is one JSON
+// object, or ErrInvalidDoc.
+func CheckDoc(doc []byte) ([]byte, error) {
 	trimmed := bytes.TrimSpace(doc)
 	if len(trimmed) == 0 || trimmed[0] != '{' || !json.Valid(trimmed) {
-		return ErrInvalidDoc
+		return nil, ErrInvalidDoc
 	}
-	key, err := s.Keys.SealKey(ctx, org, sandbox, StoreKind)
+	return trimmed, nil
+}
+
+// Upsert validates, seals and stores a record.
+func (s *Store) Upsert(ctx context.Context, org, sandbox, id string, doc []byte) error {
+	trimmed, err := CheckDoc(doc)
 	if err != nil {
 		return err
 	}
-	sealed, err := envelope.SealRecord(key.Bytes, key.ID, binding(org, sandbox, id), trimmed)
-	key.Clear()
+	sealed, err := s.Keys.SealRecord(ctx, org, sandbox, StoreKind, binding(org, sandbox, id), trimmed)
 	if err != nil {
 		return err
 	}
@@ -102,16 +107,11 @@ func (s *Store) Get(ctx context.Context, org, sandbox, id string) ([]byte, error
 }
 
 func (s *Store) open(ctx context.Context, org, sandbox, id string, sealed []byte) ([]byte, error) {
-	keyID, err := envelope.KeyID(sealed)
-	if err != nil {
+	doc, err := s.Keys.OpenRecord(ctx, org, sandbox, StoreKind, binding(org, sandbox, id), sealed)
+	if errors.Is(err, envelope.ErrFormat) {
 		return nil, fmt.Errorf("record %s: %w", id, err)
 	}
-	dek, err := s.Keys.OpenKey(ctx, org, sandbox, StoreKind, keyID)
-	if err != nil {
-		return nil, err
-	}
-	defer clear(dek)
-	return envelope.OpenRecord(dek, binding(org, sandbox, id), sealed)
+	return doc, err
 }
 
 // Delete removes a record.

@@ -16,7 +16,9 @@
 //     returns every record that existed for its whole duration exactly once,
 //     even while other records are inserted or deleted.
 //   - Values are stored and returned byte for byte; the backends never
-//     inspect them.
+//     inspect them. The caller owns the values Get and List return (the
+//     profile store decrypts them in place), and may reuse a value it
+//     passed to Upsert once Upsert has returned.
 package records
 
 import (

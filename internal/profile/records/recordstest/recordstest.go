@@ -29,6 +29,7 @@ func Run(t *testing.T, open func(t *testing.T) records.Backend) {
 	}{
 		{"RoundTrip", testRoundTrip},
 		{"Overwrite", testOverwrite},
+		{"CallerOwnsValues", testCallerOwnsValues},
 		{"Delete", testDelete},
 		{"NotFound", testNotFound},
 		{"Isolation", testIsolation},
@@ -141,6 +142,28 @@ func testRoundTrip(t *testing.T, b records.Backend) {
 		if r := mustGet(t, b, "org", "sb", id); string(r.Value) != id {
 			t.Errorf("Get(%q).Value = %q, want %q", id, r.Value, id)
 		}
+	}
+}
+
+// testCallerOwnsValues checks that the values Get and List return, and the
+// value given to Upsert, are not shared with the backend: the profile
+// store decrypts values in place.
+func testCallerOwnsValues(t *testing.T, b records.Backend) {
+	v := []byte("sealed bytes")
+	mustUpsert(t, b, "org", "sb", "id", v)
+	clear(v)
+	r := mustGet(t, b, "org", "sb", "id")
+	if string(r.Value) != "sealed bytes" {
+		t.Fatalf("Get() after the caller changed its upserted slice = %q, want %q", r.Value, "sealed bytes")
+	}
+	clear(r.Value)
+	page, err := b.List(t.Context(), "org", "sb", "", 10)
+	if err != nil || len(page.Records) != 1 || string(page.Records[0].Value) != "sealed bytes" {
+		t.Fatalf("List() after the caller changed a value from Get = %+v, %v", page, err)
+	}
+	clear(page.Records[0].Value)
+	if r := mustGet(t, b, "org", "sb", "id"); string(r.Value) != "sealed bytes" {
+		t.Errorf("Get() after the caller changed a value from List = %q, want %q", r.Value, "sealed bytes")
 	}
 }
 
