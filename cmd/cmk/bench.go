@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +23,7 @@ var benchNames = []string{"enable", "lake", "profile", "vaultcalls", "age", "tin
 func newBenchCmd() *cobra.Command {
 	var (
 		output, dir string
+		cpuProfile  string
 		quiet       bool
 		enable      bench.EnableConfig
 		lake        bench.LakeConfig
@@ -94,6 +96,17 @@ of minutes each and need free disk for the file sizes given.`,
 				"revocation":  func() (fmt.Stringer, error) { rev.Common = common; return bench.Revocation(ctx, rev) },
 				"monitorcost": func() (fmt.Stringer, error) { mon.Common = common; return bench.MonitorCost(ctx, mon) },
 			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return withHint(fmt.Errorf("--cpuprofile: %w", err), "give a file path in a writable directory")
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			out := cmd.OutOrStdout()
 			results := map[string]any{}
 			for _, name := range names {
@@ -123,6 +136,7 @@ of minutes each and need free disk for the file sizes given.`,
 	f.StringVarP(&output, "output", "o", "text", "text (tables) or json")
 	f.StringVar(&dir, "dir", "", "directory for state and test files (default: a temporary directory)")
 	f.BoolVarP(&quiet, "quiet", "q", false, "print no progress on stderr")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (read it with go tool pprof)")
 
 	f.IntVar(&enable.Sandboxes, "sandboxes", 1000, "enable: sandboxes of the org (2 data keys each)")
 	f.IntVar(&enable.ThrottleLimit, "throttle-limit", 1000, "enable: key operations the vault admits per window")
@@ -135,8 +149,8 @@ of minutes each and need free disk for the file sizes given.`,
 
 	f.IntVar(&prof.Records, "records", 1000, "profile: distinct records")
 	f.IntVar(&prof.RecordSize, "record-size", 1024, "profile, tink: bytes per JSON record")
-	f.IntVar(&prof.Ops, "ops", 2000, "profile: operations per side per round")
-	f.IntVar(&prof.Rounds, "rounds", 7, "profile: interleaved rounds")
+	f.IntVar(&prof.Ops, "ops", 5000, "profile: operations per side per round")
+	f.IntVar(&prof.Rounds, "rounds", 11, "profile: interleaved rounds")
 
 	f.IntVar(&calls.Ops, "data-ops", 100_000, "vaultcalls: data operations")
 	f.IntVar(&calls.Workers, "workers", 4, "vaultcalls: concurrent clients")

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -25,9 +26,9 @@ type ProfileConfig struct {
 	Records int
 	// RecordSize is the size of each JSON record in bytes. Default 1 KiB.
 	RecordSize int
-	// Ops is the number of operations of one side in one round. Default 2000.
+	// Ops is the number of operations of one side in one round. Default 5000.
 	Ops int
-	// Rounds is the number of interleaved pairs of each comparison. Default 7.
+	// Rounds is the number of interleaved pairs of each comparison. Default 11.
 	Rounds int
 }
 
@@ -39,10 +40,10 @@ func (c *ProfileConfig) defaults() {
 		c.RecordSize = 1 << 10
 	}
 	if c.Ops == 0 {
-		c.Ops = 2000
+		c.Ops = 5000
 	}
 	if c.Rounds == 0 {
-		c.Rounds = 7
+		c.Rounds = 11
 	}
 }
 
@@ -66,7 +67,7 @@ type ProfileResult struct {
 
 // Profile measures upserts and gets of JSON records through the service's
 // encrypted profile store (after enabling CMK) against the same
-// records.Backend storing the raw JSON under another sandbox, one
+// records.Backend storing the checked JSON under another sandbox, one
 // operation at a time, in interleaved rounds. The plaintext side has no
 // read cache; the encrypted side runs once without and once with its
 // read cache (which holds sealed records, so a hit still decrypts).
@@ -152,7 +153,15 @@ func Profile(ctx context.Context, cfg ProfileConfig) (*ProfileResult, error) {
 	get := func(s *profile.Store) func(i int) error {
 		return func(i int) error { _, err := s.Get(ctx, org, sb, ids[i]); return err }
 	}
-	plainUpsert := func(i int) error { return backend.Upsert(ctx, org, plainSB, ids[i], docs[i]) }
+	// The plaintext side is the store without encryption: it checks the
+	// JSON as the encrypted store does, then stores it as it is.
+	plainUpsert := func(i int) error {
+		doc, err := profile.CheckDoc(docs[i])
+		if err != nil {
+			return err
+		}
+		return backend.Upsert(ctx, org, plainSB, ids[i], doc)
+	}
 	plainGet := func(i int) error { _, err := backend.Get(ctx, org, plainSB, ids[i]); return err }
 
 	res := &ProfileResult{RecordSize: cfg.RecordSize, Records: cfg.Records}
@@ -214,7 +223,7 @@ func memKey(org, sandbox, id string) string { return org + "\x00" + sandbox + "\
 func (b *memRecords) Upsert(_ context.Context, org, sandbox, id string, value []byte) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.m[memKey(org, sandbox, id)] = value
+	b.m[memKey(org, sandbox, id)] = bytes.Clone(value)
 	return nil
 }
 
@@ -225,7 +234,7 @@ func (b *memRecords) Get(_ context.Context, org, sandbox, id string) (records.Re
 	if !ok {
 		return records.Record{}, records.ErrNotFound
 	}
-	return records.Record{ID: id, Value: v}, nil
+	return records.Record{ID: id, Value: bytes.Clone(v)}, nil
 }
 
 func (b *memRecords) Delete(_ context.Context, org, sandbox, id string) error {
