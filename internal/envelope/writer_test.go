@@ -77,3 +77,26 @@ func TestWriterParallel(t *testing.T) {
 		}()
 	}
 }
+
+func TestWriterAbort(t *testing.T) {
+	for _, n := range []int{0, 100, 3*ChunkSize + 7, 40 * ChunkSize} {
+		var buf bytes.Buffer
+		w, err := NewWriter(&buf, testDEK, testKeyID, testBind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(detBytes(5, n)); err != nil {
+			t.Fatal(err)
+		}
+		w.Abort()
+		if _, err := w.Write([]byte("x")); err == nil {
+			t.Errorf("Write after Abort succeeded")
+		}
+		if err := w.Close(); err == nil {
+			t.Errorf("Close after Abort succeeded")
+		}
+		if _, err := openStream(testDEK, testBind, buf.Bytes()); !isRejection(err) {
+			t.Errorf("aborted stream of %d bytes opened: %v", n, err)
+		}
+	}
+}

@@ -76,27 +76,91 @@ func (l *Lake) Put(ctx context.Context, org, sandbox, dataset, file string, r io
 	if err != nil {
 		return 0, err
 	}
-	pr, pw := io.Pipe()
-	var n int64
-	go func() {
-		w, err := envelope.NewWriter(pw, key.Bytes, key.ID, binding(org, sandbox, dataset, file))
-		key.Clear()
-		if err != nil {
-			pw.CloseWithError(err)
-			return
-		}
-		n, err = io.Copy(w, gated{r, l.Keys, org})
-		if err == nil {
-			err = w.Close()
-		}
-		pw.CloseWithError(err) // nil closes cleanly: the backend commits
-	}()
-	_, err = l.Backend.Put(ctx, objectKey(org, sandbox, dataset, file), pr)
-	pr.CloseWithError(errors.New("upload ended"))
+	src := &sealingSource{key: key, b: binding(org, sandbox, dataset, file), r: gated{r, l.Keys, org}}
+	defer key.Clear()
+	_, err = l.Backend.Put(ctx, objectKey(org, sandbox, dataset, file), src)
+	src.close()
 	if err != nil {
 		return 0, err
 	}
-	return n, nil
+	return src.n, nil
+}
+
+// sealingSource is the sealed form of a plaintext stream, for a backend's
+// Put. A backend that writes to a file calls WriteTo, and the sealing
+// writer writes its buffers straight to the file, overlapping encryption
+// with the writes; one that reads (to stage blocks) gets the sealed bytes
+// through a pipe from a goroutine.
+type sealingSource struct {
+	key *orgkeys.Key
+	b   envelope.Binding
+	r   io.Reader
+	n   int64 // plaintext bytes read from r, once sealing has ended
+
+	used bool
+	pr   *io.PipeReader
+	done chan struct{} // closed when the pipe's goroutine ends
+}
+
+var errSourceReused = errors.New("lake: sealed source read twice")
+
+// WriteTo seals the whole plaintext stream to dst and returns the sealed
+// bytes written. If the plaintext source fails, the stream is left
+// without its last chunk, so it never opens.
+func (s *sealingSource) WriteTo(dst io.Writer) (int64, error) {
+	if s.used {
+		return 0, errSourceReused
+	}
+	s.used = true
+	cw := &countingWriter{w: dst}
+	w, err := envelope.NewWriter(cw, s.key.Bytes, s.key.ID, s.b)
+	s.key.Clear()
+	if err != nil {
+		return 0, err
+	}
+	s.n, err = io.Copy(w, s.r)
+	if err == nil {
+		err = w.Close()
+	} else {
+		w.Abort()
+	}
+	return cw.n, err
+}
+
+func (s *sealingSource) Read(p []byte) (int, error) {
+	if s.pr == nil {
+		if s.used {
+			return 0, errSourceReused
+		}
+		pr, pw := io.Pipe()
+		s.pr, s.done = pr, make(chan struct{})
+		go func() {
+			defer close(s.done)
+			_, err := s.WriteTo(pw)
+			pw.CloseWithError(err) // nil closes cleanly: the backend commits
+		}()
+	}
+	return s.pr.Read(p)
+}
+
+// close stops the pipe's goroutine, if any, and waits for it, so that the
+// plaintext count is final and nothing runs on.
+func (s *sealingSource) close() {
+	if s.pr != nil {
+		s.pr.CloseWithError(errors.New("upload ended"))
+		<-s.done
+	}
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // Open returns a reader of a file's plaintext and its plaintext size. The

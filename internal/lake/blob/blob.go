@@ -55,7 +55,8 @@ type Backend interface {
 	// object becomes visible atomically, only when complete: if r fails,
 	// ctx is cancelled or the process dies mid-way, no partial object is
 	// visible and any previous object under key is intact. An error from r
-	// is returned wrapped.
+	// is returned wrapped. If r is also an io.WriterTo, a backend may
+	// call WriteTo instead of Read; either way it consumes r once.
 	Put(ctx context.Context, key string, r io.Reader) (int64, error)
 	// Get opens the object under key and returns it with its size. The
 	// caller must close the reader. It returns ErrNotFound (wrapped) when

@@ -184,7 +184,12 @@ func (b *FS) Put(ctx context.Context, key string, r io.Reader) (int64, error) {
 }
 
 // copyCtx copies r to w in copyBufSize chunks, stopping when ctx is done.
+// A source that can write itself (io.WriterTo) writes straight to w, which
+// saves a copy through the buffer; ctx is then checked before every write.
 func copyCtx(ctx context.Context, w io.Writer, r io.Reader) (int64, error) {
+	if wt, ok := r.(io.WriterTo); ok {
+		return wt.WriteTo(ctxWriter{ctx, w})
+	}
 	bufp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bufp)
 	buf := *bufp
@@ -204,6 +209,19 @@ func copyCtx(ctx context.Context, w io.Writer, r io.Reader) (int64, error) {
 			return total, err
 		}
 	}
+}
+
+// ctxWriter fails writes once ctx is done.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
 }
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}

@@ -34,6 +34,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) blob.Backend) {
 		{"InvalidKeys", testInvalidKeys},
 		{"FailingReader", testFailingReader},
 		{"CancelMidPut", testCancelMidPut},
+		{"WriterToSource", testWriterToSource},
 		{"ConcurrentPuts", testConcurrentPuts},
 	}
 	for _, tc := range tests {
@@ -354,6 +355,59 @@ func testCancelMidPut(t *testing.T, b blob.Backend) {
 		wantObject(t, b, key, prior)
 		wantNotFound(t, b, "c/s/d/new")
 		wantList(t, b, "", key)
+	}
+}
+
+// writerTo is a source that can also write itself, as the lake's sealing
+// source does; a backend may use either side, once.
+type writerTo struct{ r io.Reader }
+
+func (w *writerTo) Read(p []byte) (int, error) { return w.r.Read(p) }
+
+func (w *writerTo) WriteTo(dst io.Writer) (int64, error) {
+	buf := make([]byte, 100<<10)
+	var total int64
+	for {
+		n, err := w.r.Read(buf)
+		if n > 0 {
+			m, werr := dst.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+func testWriterToSource(t *testing.T, b blob.Backend) {
+	ctx := context.Background()
+	want := data(3, 5<<20+3)
+	if n, err := b.Put(ctx, "w/s/d/obj", &writerTo{bytes.NewReader(want)}); err != nil || n != int64(len(want)) {
+		t.Fatalf("Put(io.WriterTo source) = %d, %v, want %d, nil", n, err, len(want))
+	}
+	wantObject(t, b, "w/s/d/obj", want)
+	for _, n := range []int{0, 100, 9<<20 + 5} {
+		r := &failingReader{r: bytes.NewReader(data(1, n)), err: errBroken}
+		if _, err := b.Put(ctx, "w/s/d/obj", &writerTo{r}); !errors.Is(err, errBroken) {
+			t.Fatalf("Put(io.WriterTo source failing after %d bytes) error = %v, want %v", n, err, errBroken)
+		}
+		wantObject(t, b, "w/s/d/obj", want)
+		wantNotFound(t, b, "w/s/d/new")
+	}
+	for _, n := range []int{0, 9 << 20} {
+		ctx, cancel := context.WithCancel(context.Background())
+		_, err := b.Put(ctx, "w/s/d/new", &writerTo{&cancellingReader{n: n, cancel: cancel}})
+		cancel()
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Put(io.WriterTo source) cancelled after %d bytes: error = %v, want context.Canceled", n, err)
+		}
+		wantNotFound(t, b, "w/s/d/new")
 	}
 }
 
