@@ -65,6 +65,17 @@ type LakeResult struct {
 	HTTPIngest *Comparison `json:"httpIngest,omitempty"`
 	HTTPRead   *Comparison `json:"httpRead,omitempty"`
 	Peak       *PeakMemory `json:"peakMemory,omitempty"`
+	// CPU is the CPU time the whole process (in-process HTTP client
+	// included) spent per GiB moved, median over the trials, by
+	// comparison name. With every core busy, a ratio of throughputs
+	// cannot beat the inverse ratio of these.
+	CPU map[string]CPUCost `json:"cpuSecondsPerGiB,omitempty"`
+}
+
+// CPUCost is CPU seconds per GiB of each side of a comparison.
+type CPUCost struct {
+	Ours     float64 `json:"ours"`
+	Baseline float64 `json:"baseline"`
 }
 
 // PeakMemory is the growth of the Go heap in use (runtime/metrics: heap
@@ -173,15 +184,32 @@ func Lake(ctx context.Context, cfg LakeConfig) (*LakeResult, error) {
 		}
 	}
 
-	res := &LakeResult{Size: cfg.Size}
+	res := &LakeResult{Size: cfg.Size, CPU: map[string]CPUCost{}}
+	// pairsCPU is pairs, also recording the CPU time of each side.
+	pairsCPU := func(name string, ours, base func(int) (float64, error)) (o, b, r []float64, err error) {
+		var co, cb []float64
+		withCPU := func(acc *[]float64, f func(int) (float64, error)) func(int) (float64, error) {
+			return func(i int) (float64, error) {
+				start := processCPU()
+				v, err := f(i)
+				*acc = append(*acc, (processCPU()-start).Seconds()*float64(1<<30)/float64(cfg.Size))
+				return v, err
+			}
+		}
+		o, b, r, err = pairs(cfg.Trials, withCPU(&co, ours), withCPU(&cb, base))
+		if err == nil {
+			res.CPU[name] = CPUCost{Ours: spreadOf(co).Median, Baseline: spreadOf(cb).Median}
+		}
+		return o, b, r, err
+	}
 	cfg.progress("lake: ingest, %d interleaved pairs", cfg.Trials)
-	o, b, r, err := pairs(cfg.Trials, putOurs("file"), putPlain("plain/file"))
+	o, b, r, err := pairsCPU("ingest (fsync)", putOurs("file"), putPlain("plain/file"))
 	if err != nil {
 		return nil, fmt.Errorf("lake ingest: %w", err)
 	}
 	res.Ingest = compare("ingest (fsync)", "MiB/s", LakeIngestTarget, o, b, r)
 	cfg.progress("lake: read from page cache, %d interleaved pairs", cfg.Trials)
-	o, b, r, err = pairs(cfg.Trials, readOurs("file"), readPlain("plain/file"))
+	o, b, r, err = pairsCPU("read (page cache)", readOurs("file"), readPlain("plain/file"))
 	if err != nil {
 		return nil, fmt.Errorf("lake read: %w", err)
 	}
@@ -215,7 +243,7 @@ func Lake(ctx context.Context, cfg LakeConfig) (*LakeResult, error) {
 			return http.NewRequestWithContext(ctx, http.MethodPut, base+"/plain/http", body)
 		}
 		cfg.progress("lake: ingest over HTTP, %d interleaved pairs", cfg.Trials)
-		o, b, r, err = pairs(cfg.Trials,
+		o, b, r, err = pairsCPU("ingest over HTTP (fsync)",
 			httpPut(oursPutReq, func() { _ = l.Delete(ctx, org, sb, ds, "http") }),
 			httpPut(plainPutReq, func() { _ = plain.Delete(ctx, "plain/http") }))
 		if err != nil {
@@ -236,7 +264,7 @@ func Lake(ctx context.Context, cfg LakeConfig) (*LakeResult, error) {
 			}
 		}
 		cfg.progress("lake: read over HTTP, %d interleaved pairs", cfg.Trials)
-		o, b, r, err = pairs(cfg.Trials,
+		o, b, r, err = pairsCPU("read over HTTP (page cache)",
 			httpGet(func() (*http.Request, error) {
 				return w.request(ctx, http.MethodGet, "/data/lake/datasets/"+ds+"/files/http", "", sb, nil)
 			}),
@@ -421,6 +449,17 @@ func (r *LakeResult) String() string {
 	}
 	s := comparisonTable(fmt.Sprintf("lake: one %s file, encrypted lake vs plain files on the same file system", humanBytes(r.Size)),
 		"encrypted", "plain", cs...).String()
+	if len(r.CPU) > 0 {
+		t := newTable("lake: CPU seconds per GiB of the whole process (HTTP client included), median")
+		t.row("", "encrypted", "plain", "plain / encrypted")
+		for _, c := range cs {
+			if cpu, ok := r.CPU[c.Name]; ok && cpu.Ours > 0 {
+				t.row(c.Name, strconv.FormatFloat(cpu.Ours, 'f', 3, 64), strconv.FormatFloat(cpu.Baseline, 'f', 3, 64),
+					strconv.FormatFloat(cpu.Baseline/cpu.Ours, 'f', 3, 64))
+			}
+		}
+		s += t.String()
+	}
 	if p := r.Peak; p != nil {
 		verdict := "met"
 		if p.GrowthBytes >= p.TargetBytes {
