@@ -94,9 +94,6 @@ func startWorld(ctx context.Context, c Common, dir string, o devenv.Options) (*w
 	if o.Log == nil {
 		o.Log = c.logger()
 	}
-	if o.Poll == 0 {
-		o.Poll = 10 * time.Millisecond
-	}
 	env, err := devenv.Start(ctx, o)
 	if err != nil {
 		return nil, fmt.Errorf("start local cmk: %w", err)
