@@ -38,6 +38,7 @@ func TestScaledBackends(t *testing.T) {
 			t.Fatalf("PUT profile = %d %s", code, body)
 		}
 	}
+	checkCutShortPut(t, env.Svc.Lake, env.Org)
 	enable(t, env, c)
 	code, got := c.raw("GET", "/data/lake/datasets/ds/files/big.bin", "prod", nil)
 	if code != 200 || !bytes.Equal(got, big) {

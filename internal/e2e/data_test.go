@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 	"github.com/cmk-project/cmk/internal/auth"
 	"github.com/cmk-project/cmk/internal/devenv"
 	"github.com/cmk-project/cmk/internal/envelope"
+	"github.com/cmk-project/cmk/internal/lake"
 )
 
 // raw sends a data-plane request with the sandbox header.
@@ -257,6 +260,75 @@ func TestTenantIsolation(t *testing.T) {
 			if want := fmt.Sprintf(`{"owner":"%s/%s"}`, c.org, sb); string(got) != want {
 				t.Errorf("%s/%s record = %s, want %s", c.org, sb, got, want)
 			}
+		}
+	}
+}
+
+// TestUploadCutShort sends lake uploads whose client goes away before the
+// announced Content-Length: nothing may be stored, neither as a new file
+// nor over an existing one, since the sealed stream would otherwise end
+// where the client stopped and open as a complete (shorter) file.
+func TestUploadCutShort(t *testing.T) {
+	env := startEnv(t)
+	c := adminClient(t, env, env.Org)
+	prior := pattern(200<<10, 3)
+	if code, body := c.raw("PUT", "/data/lake/datasets/d/files/kept.bin", "prod", bytes.NewReader(prior)); code != 201 {
+		t.Fatalf("seed = %d %s", code, body)
+	}
+	checkCutShortPut(t, env.Svc.Lake, env.Org)
+	addr := strings.TrimPrefix(env.Svc.URL(), "http://")
+	for _, name := range []string{"kept.bin", "new.bin"} {
+		for _, sent := range []int{10, 64 << 10, 1<<20 + 5} {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(conn, "PUT /data/lake/datasets/d/files/%s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nx-api-key: %s\r\nx-gw-ims-org-id: %s\r\nx-sandbox-name: prod\r\nContent-Length: %d\r\n\r\n",
+				name, addr, c.token, c.key, c.org, 3<<20)
+			conn.Write(pattern(sent, 9))
+			conn.Close()
+			// The server notices the end of the body on its next read;
+			// give it time to finish the request either way.
+			deadline := time.Now().Add(600 * time.Millisecond)
+			for time.Now().Before(deadline) {
+				code, got := c.raw("GET", "/data/lake/datasets/d/files/"+name, "prod", nil)
+				if name == "new.bin" && code != 404 || name == "kept.bin" && (code != 200 || !bytes.Equal(got, prior)) {
+					t.Fatalf("%s after an upload cut at %d of %d bytes: GET = %d, %d bytes", name, sent, 3<<20, code, len(got))
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}
+}
+
+// cutShort yields its data, then fails with io.ErrUnexpectedEOF, as an
+// HTTP body does when its client goes away, while the request's context
+// stays live.
+type cutShort struct{ r io.Reader }
+
+func (c *cutShort) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+// checkCutShortPut puts files through the lake whose source fails part
+// way, and checks that the lake reports the failure and stores nothing.
+func checkCutShortPut(t *testing.T, l *lake.Lake, org string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, n := range []int{0, 100, 6<<20 + 5} {
+		name := fmt.Sprintf("cut-%d.bin", n)
+		if _, err := l.Put(ctx, org, "prod", "cut", name, &cutShort{bytes.NewReader(pattern(n, 4))}); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("Put of a source cut after %d bytes = %v, want io.ErrUnexpectedEOF", n, err)
+		}
+		if rc, _, err := l.Open(ctx, org, "prod", "cut", name); !errors.Is(err, lake.ErrNotFound) {
+			if rc != nil {
+				rc.Close()
+			}
+			t.Errorf("Open after a put cut after %d bytes = %v, want lake.ErrNotFound", n, err)
 		}
 	}
 }

@@ -288,12 +288,12 @@ type batch struct {
 
 // read fills b.buf from src, as far as src goes.
 func (b *batch) read(src io.Reader) {
-	n, err := io.ReadFull(src, b.buf)
+	n, err := readFull(src, b.buf)
 	b.n = n
 	switch err {
 	case nil:
 		b.end = nil
-	case io.EOF, io.ErrUnexpectedEOF:
+	case io.EOF:
 		b.end = io.EOF
 	default:
 		b.end = err

@@ -71,10 +71,11 @@ const (
 	// multiples of it, counted from the start of the stream, because
 	// writes that end mid-page made fsync'd file writes markedly slower.
 	pageSize = 4 << 10
-	// readChunks is how many chunks ReadFrom reads at once, at most: 512
-	// KiB, which stays in a core's cache between the read and the
-	// sealing, and makes socket reads large.
-	readChunks = 8
+	// readChunks is how many chunks ReadFrom reads at once, at most (2
+	// MiB, as much as a buffer holds): large reads make receiving an
+	// upload from a socket cheaper, and large runs seal in parallel with
+	// less hand-off. Measured on files, 512 KiB was markedly slower.
+	readChunks = 32
 	// sealedChunk is the size of a full chunk once sealed.
 	sealedChunk = ChunkSize + tagSize
 )
@@ -168,7 +169,7 @@ func (w *Writer) ReadFrom(src io.Reader) (int64, error) {
 			if w.plain == nil {
 				w.plain = make([]byte, readChunks*ChunkSize)
 			}
-			m, err := io.ReadFull(src, w.plain[:k*ChunkSize])
+			m, err := readFull(src, w.plain[:k*ChunkSize])
 			total += int64(m)
 			full := m / ChunkSize
 			w.sealRun(w.plain[:full*ChunkSize], full)
@@ -179,13 +180,13 @@ func (w *Writer) ReadFrom(src io.Reader) (int64, error) {
 			switch err {
 			case nil:
 				continue
-			case io.EOF, io.ErrUnexpectedEOF:
+			case io.EOF:
 				return total, nil
 			default:
 				return total, err
 			}
 		}
-		m, err := io.ReadFull(src, w.stage()[w.n:])
+		m, err := readFull(src, w.stage()[w.n:])
 		w.n += m
 		total += int64(m)
 		if w.n == ChunkSize {
@@ -195,12 +196,33 @@ func (w *Writer) ReadFrom(src io.Reader) (int64, error) {
 		}
 		switch err {
 		case nil:
-		case io.EOF, io.ErrUnexpectedEOF:
+		case io.EOF:
 			return total, nil
 		default:
 			return total, err
 		}
 	}
+}
+
+// readFull reads from src until p is full or src ends. Unlike io.ReadFull,
+// it returns io.EOF whenever src ended cleanly, and passes on every other
+// error as it is: a source that reports io.ErrUnexpectedEOF (an HTTP body
+// cut short, say) has failed, and must not end the stream as if complete.
+func readFull(src io.Reader, p []byte) (int, error) {
+	n, idle := 0, 0
+	for n < len(p) {
+		m, err := src.Read(p[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		if m > 0 {
+			idle = 0
+		} else if idle++; idle >= 100 {
+			return n, io.ErrNoProgress
+		}
+	}
+	return n, nil
 }
 
 // Close seals the last chunk (shorter than ChunkSize, possibly empty),

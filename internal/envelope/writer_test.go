@@ -100,3 +100,48 @@ func TestWriterAbort(t *testing.T) {
 		}
 	}
 }
+
+// cutShort yields n bytes, then fails with err, as an HTTP request body
+// does (io.ErrUnexpectedEOF) when the client goes away mid-upload.
+type cutShort struct {
+	r   io.Reader
+	err error
+}
+
+func (c *cutShort) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if err == io.EOF {
+		err = c.err
+	}
+	return n, err
+}
+
+// TestWriterSourceCutShort checks that a source failing with any error,
+// io.ErrUnexpectedEOF included, fails ReadFrom instead of ending the
+// stream, and that the aborted output never opens.
+func TestWriterSourceCutShort(t *testing.T) {
+	for _, procs := range []int{1, 2} {
+		for _, n := range []int{0, 100, ChunkSize, 3*ChunkSize + 7, 20 * ChunkSize} {
+			for _, cause := range []error{io.ErrUnexpectedEOF, errors.New("connection reset")} {
+				prev := runtime.GOMAXPROCS(procs)
+				var buf bytes.Buffer
+				w, err := NewWriter(&buf, testDEK, testKeyID, testBind)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = io.Copy(w, &cutShort{bytes.NewReader(detBytes(6, n)), cause})
+				if !errors.Is(err, cause) {
+					t.Errorf("GOMAXPROCS %d, %d bytes then %v: ReadFrom = %v, want that error", procs, n, cause, err)
+				}
+				w.Abort()
+				if err := w.Close(); err == nil {
+					t.Errorf("Close after a failed source and Abort succeeded")
+				}
+				if _, err := openStream(testDEK, testBind, buf.Bytes()); !isRejection(err) {
+					t.Errorf("GOMAXPROCS %d: stream cut after %d bytes opened: %v", procs, n, err)
+				}
+				runtime.GOMAXPROCS(prev)
+			}
+		}
+	}
+}
