@@ -77,32 +77,31 @@ func (l *Lake) Put(ctx context.Context, org, sandbox, dataset, file string, r io
 		return 0, err
 	}
 	src := &sealingSource{key: key, b: binding(org, sandbox, dataset, file), r: gated{r, l.Keys, org}}
-	defer key.Clear()
 	_, err = l.Backend.Put(ctx, objectKey(org, sandbox, dataset, file), src)
-	src.close()
 	if err != nil {
+		src.abandon()
 		return 0, err
 	}
-	return src.n, nil
+	return src.wait(), nil
 }
 
 // sealingSource is the sealed form of a plaintext stream, for a backend's
 // Put. A backend that writes to a file calls WriteTo, and the sealing
 // writer writes its buffers straight to the file, overlapping encryption
 // with the writes; one that reads (to stage blocks) gets the sealed bytes
-// through a pipe from a goroutine.
+// through a pipe from a goroutine. It owns the data key and clears it.
 type sealingSource struct {
 	key *orgkeys.Key
 	b   envelope.Binding
 	r   io.Reader
 	n   int64 // plaintext bytes read from r, once sealing has ended
 
-	used bool
-	pr   *io.PipeReader
-	done chan struct{} // closed when the pipe's goroutine ends
+	used bool           // WriteTo was called, or Read started the pipe
+	pr   *io.PipeReader // the pipe, once Read has started it
+	done chan struct{}  // closed when the pipe's goroutine ends
 }
 
-var errSourceReused = errors.New("lake: sealed source read twice")
+var errSourceReused = errors.New("lake: sealed source consumed twice")
 
 // WriteTo seals the whole plaintext stream to dst and returns the sealed
 // bytes written. If the plaintext source fails, the stream is left
@@ -112,6 +111,10 @@ func (s *sealingSource) WriteTo(dst io.Writer) (int64, error) {
 		return 0, errSourceReused
 	}
 	s.used = true
+	return s.seal(dst)
+}
+
+func (s *sealingSource) seal(dst io.Writer) (int64, error) {
 	cw := &countingWriter{w: dst}
 	w, err := envelope.NewWriter(cw, s.key.Bytes, s.key.ID, s.b)
 	s.key.Clear()
@@ -121,7 +124,10 @@ func (s *sealingSource) WriteTo(dst io.Writer) (int64, error) {
 	s.n, err = io.Copy(w, s.r)
 	if err == nil {
 		err = w.Close()
-	} else {
+	}
+	if err != nil {
+		// Wait for a write in progress, so that nothing writes to dst
+		// once this returns.
 		w.Abort()
 	}
 	return cw.n, err
@@ -132,23 +138,39 @@ func (s *sealingSource) Read(p []byte) (int, error) {
 		if s.used {
 			return 0, errSourceReused
 		}
+		s.used = true
 		pr, pw := io.Pipe()
 		s.pr, s.done = pr, make(chan struct{})
 		go func() {
 			defer close(s.done)
-			_, err := s.WriteTo(pw)
+			_, err := s.seal(pw)
 			pw.CloseWithError(err) // nil closes cleanly: the backend commits
 		}()
 	}
 	return s.pr.Read(p)
 }
 
-// close stops the pipe's goroutine, if any, and waits for it, so that the
-// plaintext count is final and nothing runs on.
-func (s *sealingSource) close() {
+// wait returns the plaintext bytes sealed after a successful Put. If the
+// backend read through the pipe, it read to the end, which the goroutine
+// closes only once it is done, so the wait is short.
+func (s *sealingSource) wait() int64 {
+	if s.done != nil {
+		<-s.done
+	}
+	return s.n
+}
+
+// abandon is called when Put failed. It clears the key if sealing never
+// started, and stops the pipe's goroutine, without waiting for it: it
+// may be blocked reading a slow upload, and ends when that read returns
+// (the server closes the body when the handler returns), clearing the key
+// itself.
+func (s *sealingSource) abandon() {
+	if !s.used {
+		s.key.Clear()
+	}
 	if s.pr != nil {
 		s.pr.CloseWithError(errors.New("upload ended"))
-		<-s.done
 	}
 }
 
