@@ -11,7 +11,10 @@
 //     revoked org survives the wipe.
 //   - Callers receive a copy of the key and must clear it when done, or a
 //     prepared envelope.RecordKey, which the cache wipes when it drops the
-//     key (a caller holding it then gets envelope.ErrWiped).
+//     key (a caller holding it then gets envelope.ErrWiped). Wiping zeroes
+//     the RecordKey's copy of the key; the AES key schedule of its record
+//     key, derived from the key, is dropped but not zeroed, since Go gives
+//     no way to zero it, and stays in memory until it is overwritten.
 package dekcache
 
 import (
@@ -46,8 +49,11 @@ type entry struct {
 	uses   int64
 }
 
-// forget zeroes what the entry holds.
+// forget zeroes what the entry holds; nil is a no-op.
 func (e *entry) forget() {
+	if e == nil {
+		return
+	}
 	clear(e.key)
 	if e.rec != nil {
 		e.rec.Wipe()
@@ -98,6 +104,8 @@ func (c *Cache) init() {
 
 // Get returns a copy of the key with the given id, loading it on a miss.
 func (c *Cache) Get(ctx context.Context, org, id string, load Loader) ([]byte, error) {
+	var stale *entry
+	defer func() { stale.forget() }() // once c.mu is released
 	c.mu.Lock()
 	c.init()
 	if e, ok := c.entries[id]; ok {
@@ -107,7 +115,7 @@ func (c *Cache) Get(ctx context.Context, org, id string, load Loader) ([]byte, e
 			c.mu.Unlock()
 			return out, nil
 		}
-		c.dropLocked(id)
+		stale = c.removeLocked(id)
 	}
 	if cl, ok := c.inflight[id]; ok {
 		c.mu.Unlock()
@@ -165,15 +173,15 @@ func (c *Cache) WithRecordKey(ctx context.Context, org, id string, load Loader, 
 	for attempt := 0; attempt < 3; attempt++ {
 		var k *envelope.RecordKey
 		var ok bool
-		if k, ok, err = c.cachedRecordKey(id); err != nil {
+		if k, ok, err = c.cachedRecordKey(id, true); err != nil {
 			return err
 		}
 		if !ok {
-			key, err := c.Get(ctx, org, id, load)
+			key, err := c.Get(ctx, org, id, load) // counts the use
 			if err != nil {
 				return err
 			}
-			if k, ok, err = c.cachedRecordKey(id); err != nil {
+			if k, ok, err = c.cachedRecordKey(id, false); err != nil {
 				clear(key)
 				return err
 			}
@@ -198,28 +206,58 @@ func (c *Cache) WithRecordKey(ctx context.Context, org, id string, load Loader, 
 }
 
 // cachedRecordKey returns the prepared key of a fresh entry, counting the
-// use, and reports whether there was one.
-func (c *Cache) cachedRecordKey(id string) (*envelope.RecordKey, bool, error) {
+// use if count, and reports whether there was one. The derivation runs
+// outside c.mu.
+func (c *Cache) cachedRecordKey(id string, count bool) (*envelope.RecordKey, bool, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.init()
 	e, ok := c.entries[id]
 	if !ok {
+		c.mu.Unlock()
 		return nil, false, nil
 	}
 	if !c.fresh(e) {
-		c.dropLocked(id)
+		stale := c.removeLocked(id)
+		c.mu.Unlock()
+		stale.forget()
 		return nil, false, nil
 	}
-	if e.rec == nil {
-		rec, err := envelope.NewRecordKey(e.key, id)
-		if err != nil {
-			return nil, false, err
-		}
-		e.rec = rec
+	if count {
+		e.uses++
 	}
-	e.uses++
-	return e.rec, true, nil
+	if rec := e.rec; rec != nil {
+		c.mu.Unlock()
+		return rec, true, nil
+	}
+	key := clone(e.key)
+	c.mu.Unlock()
+
+	rec, err := envelope.NewRecordKey(key, id)
+	clear(key)
+	if err != nil {
+		return nil, false, err
+	}
+	c.mu.Lock()
+	var other *envelope.RecordKey
+	kept := c.entries[id] == e // not dropped meanwhile
+	if kept {
+		if e.rec == nil {
+			e.rec = rec
+		} else {
+			other = e.rec // another lookup prepared it first
+		}
+	}
+	c.mu.Unlock()
+	switch {
+	case kept && other == nil:
+		return rec, true, nil
+	case kept:
+		rec.Wipe()
+		return other, true, nil
+	default:
+		rec.Wipe()
+		return nil, false, nil
+	}
 }
 
 func (c *Cache) fresh(e *entry) bool {
@@ -233,19 +271,26 @@ func (c *Cache) fresh(e *entry) bool {
 	return c.now().Sub(e.loaded) < maxAge && e.uses < maxUses
 }
 
-func (c *Cache) dropLocked(id string) {
-	if e, ok := c.entries[id]; ok {
-		e.forget()
-		delete(c.entries, id)
+// removeLocked takes the entry of id out of the cache and returns it (nil
+// if there is none). The caller forgets it once it has released c.mu:
+// forgetting waits for record operations in progress under the key, which
+// must not hold up lookups of other keys.
+func (c *Cache) removeLocked(id string) *entry {
+	e, ok := c.entries[id]
+	if !ok {
+		return nil
 	}
+	delete(c.entries, id)
+	return e
 }
 
 // Drop forgets one key.
 func (c *Cache) Drop(id string) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.init()
-	c.dropLocked(id)
+	e := c.removeLocked(id)
+	c.mu.Unlock()
+	e.forget()
 }
 
 // WipeOrg zeroes and forgets every cached key of org, and makes loads in
@@ -260,34 +305,37 @@ func (c *Cache) WipeOrg(org string) int {
 
 func (c *Cache) wipe(org string) int {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.init()
 	c.gen[org]++
-	n := 0
+	var gone []*entry
 	for id, e := range c.entries {
 		if e.org == org {
-			e.forget()
-			delete(c.entries, id)
-			n++
+			gone = append(gone, c.removeLocked(id))
 		}
 	}
-	return n
+	c.mu.Unlock()
+	for _, e := range gone {
+		e.forget()
+	}
+	return len(gone)
 }
 
 // Sweep zeroes and forgets keys past their age or use bound, so idle keys
 // do not outlive MaxAge waiting for a lookup.
 func (c *Cache) Sweep() int {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.init()
-	n := 0
+	var gone []*entry
 	for id, e := range c.entries {
 		if !c.fresh(e) {
-			c.dropLocked(id)
-			n++
+			gone = append(gone, c.removeLocked(id))
 		}
 	}
-	return n
+	c.mu.Unlock()
+	for _, e := range gone {
+		e.forget()
+	}
+	return len(gone)
 }
 
 // Len is the number of cached keys.
