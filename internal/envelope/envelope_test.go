@@ -286,6 +286,13 @@ func TestSealerLimit(t *testing.T) {
 	if d.max != DefaultMaxUses {
 		t.Errorf("default MaxUses = %d, want %d", d.max, uint64(DefaultMaxUses))
 	}
+	d.Wipe()
+	if !bytes.Equal(d.dek, make([]byte, KeySize)) {
+		t.Error("Wipe left the Sealer's DEK in memory")
+	}
+	if _, err := d.SealRecord(testBind, []byte("a")); !errors.Is(err, ErrWiped) {
+		t.Errorf("SealRecord after Wipe = %v, want ErrWiped", err)
+	}
 }
 
 func TestSealerConcurrent(t *testing.T) {

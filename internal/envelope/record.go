@@ -176,10 +176,19 @@ func (k *RecordKey) open(b Binding, ciphertext []byte, inPlace bool) ([]byte, er
 	if kind != kindRecord {
 		return nil, fmt.Errorf("%w: ciphertext is a stream, not a record", ErrFormat)
 	}
+	pre := fixedSize + idLen
+	if len(ciphertext) < pre {
+		return nil, fmt.Errorf("%w: header truncated", ErrFormat)
+	}
 	if version == Version1 {
+		if string(ciphertext[fixedSize:pre]) != k.keyID {
+			if err := checkKeyID(string(ciphertext[fixedSize:pre])); err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrFormat, err)
+			}
+			return nil, fmt.Errorf("%w: record names data key %s, not %s", ErrAuth, ciphertext[fixedSize:pre], k.keyID)
+		}
 		return openRecordV1(k.dek, b, ciphertext)
 	}
-	pre := fixedSize + idLen
 	hdr := pre + nonceSize + commitSize
 	if len(ciphertext) < hdr {
 		return nil, fmt.Errorf("%w: header truncated", ErrFormat)

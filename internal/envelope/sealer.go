@@ -60,6 +60,13 @@ func NewSealer(dek []byte, keyID string, opts SealerOptions) (*Sealer, error) {
 	return s, nil
 }
 
+// Wipe zeroes the Sealer's copy of the DEK and wipes its record key; the
+// Sealer must not be used afterwards.
+func (s *Sealer) Wipe() {
+	clear(s.dek)
+	s.rec.Wipe()
+}
+
 // KeyID returns the id of the Sealer's DEK.
 func (s *Sealer) KeyID() string { return s.keyID }
 

@@ -73,6 +73,19 @@ func TestVectors(t *testing.T) {
 		switch v.Kind {
 		case "record":
 			pt, err = OpenRecord(dek, b, ct)
+			// The service opens records with a RecordKey prepared for
+			// the id it stores the DEK under, in place: it must agree.
+			k, kerr := NewRecordKey(dek, testKeyID)
+			if kerr != nil {
+				t.Fatal(kerr)
+			}
+			pt2, err2 := k.OpenInPlace(b, bytes.Clone(ct))
+			switch {
+			case v.Result == "ok" && (err2 != nil || !bytes.Equal(pt2, mustHex(t, v.Plaintext))):
+				t.Errorf("%s: RecordKey.OpenInPlace = %v, want the plaintext", v.Name, err2)
+			case v.Result != "ok" && !isRejection(err2):
+				t.Errorf("%s: RecordKey.OpenInPlace = %v, want a rejection", v.Name, err2)
+			}
 		case "stream":
 			pt, err = openStream(dek, b, ct)
 		default:
@@ -261,6 +274,12 @@ func writeVectors(t *testing.T) {
 	other = bind
 	other.Sandbox = "sbx-2"
 	add("record v2 opened in another sandbox", "record", testDEK, other, nil, hello2, "auth")
+	other = bind
+	other.Org = "org-2"
+	add("record v2 opened in another org", "record", testDEK, other, nil, hello2, "auth")
+	other = bind
+	other.Store = "lake"
+	add("record v2 opened in another store", "record", testDEK, other, nil, hello2, "auth")
 	add("record v2 shifted binding fields", "record", testDEK, jsonBinding{Org: "org-1s", Sandbox: "bx-1", Store: bind.Store, Object: bind.Object}, nil, hello2, "auth")
 	add("record v2 opened with another key", "record", otherDEK, bind, nil, hello2, "auth")
 	add("record v2 key id byte flipped", "record", testDEK, bind, nil, flip(hello2, fixedSize), "auth")
