@@ -143,7 +143,7 @@ of minutes each and need free disk for the file sizes given.`,
 	f.DurationVar(&enable.ThrottleWindow, "throttle-window", 10*time.Second, "enable: the vault's throttle window")
 
 	f.Var(&lakeSize, "lake-size", "lake: size of the file ingested and read (e.g. 256MiB, 1GiB)")
-	f.IntVar(&lake.Trials, "lake-trials", 5, "lake: interleaved pairs per comparison")
+	f.IntVar(&lake.Trials, "lake-trials", 7, "lake: interleaved pairs per comparison")
 	f.Var(&peakSize, "peak-size", "lake: size of the upload whose peak memory is measured; 0 skips it")
 	f.BoolVar(&lake.NoHTTP, "no-http", false, "lake: skip the comparisons over HTTP")
 

@@ -16,6 +16,8 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// flushDirty asks the kernel to write back dirty pages now, so that the
-// writeback does not take CPU from a later measurement.
+// flushDirty asks the kernel to write back dirty pages and commit its
+// journal now (which also frees, and on a file system mounted with
+// discard trims, the blocks of files deleted before), so that this work
+// does not land in a later measurement.
 func flushDirty() { syscall.Sync() }
