@@ -282,22 +282,32 @@ func derive(dek []byte, h *header, b Binding) (*objectKey, error) {
 	info = append(info, hkdfLabel...)
 	info = h.appendPrefix(info)
 	info = append(info, aad...)
-	okm, err := hkdf.Key(sha256.New, dek, h.salt[:], string(info), KeySize+commitSize)
+	aead, commit, err := deriveKey(dek, h.salt[:], info)
 	if err != nil {
 		return nil, fmt.Errorf("envelope: derive object key: %w", err)
 	}
+	return &objectKey{aead: aead, commit: commit, aad: aad}, nil
+}
+
+// deriveKey expands dek with HKDF-SHA256 (salt, info) into 64 bytes: an
+// AES-256-GCM key, returned ready to use, then a commitment.
+func deriveKey(dek, salt, info []byte) (cipher.AEAD, [commitSize]byte, error) {
+	var commit [commitSize]byte
+	okm, err := hkdf.Key(sha256.New, dek, salt, string(info), KeySize+commitSize)
+	if err != nil {
+		return nil, commit, err
+	}
+	defer clear(okm)
 	block, err := aes.NewCipher(okm[:KeySize])
 	if err != nil {
-		return nil, fmt.Errorf("envelope: derive object key: %w", err)
+		return nil, commit, err
 	}
 	aead, err := cipher.NewGCM(block)
 	if err != nil {
-		return nil, fmt.Errorf("envelope: derive object key: %w", err)
+		return nil, commit, err
 	}
-	k := &objectKey{aead: aead, aad: aad}
-	copy(k.commit[:], okm[KeySize:])
-	clear(okm)
-	return k, nil
+	copy(commit[:], okm[KeySize:])
+	return aead, commit, nil
 }
 
 // newHeader draws a fresh salt from rnd and derives the object key.

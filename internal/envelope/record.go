@@ -1,11 +1,8 @@
 package envelope
 
 import (
-	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hkdf"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -60,22 +57,11 @@ func NewRecordKey(dek []byte, keyID string) (*RecordKey, error) {
 	info = append(info, recordLabel...)
 	info = append(info, byte(len(keyID)))
 	info = append(info, keyID...)
-	okm, err := hkdf.Key(sha256.New, dek, nil, string(info), KeySize+commitSize)
+	aead, commit, err := deriveKey(dek, nil, info)
 	if err != nil {
 		return nil, fmt.Errorf("envelope: derive record key: %w", err)
 	}
-	defer clear(okm)
-	block, err := aes.NewCipher(okm[:KeySize])
-	if err != nil {
-		return nil, fmt.Errorf("envelope: derive record key: %w", err)
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, fmt.Errorf("envelope: derive record key: %w", err)
-	}
-	k := &RecordKey{keyID: keyID, dek: append([]byte(nil), dek...), aead: aead}
-	copy(k.commit[:], okm[KeySize:])
-	return k, nil
+	return &RecordKey{keyID: keyID, dek: append([]byte(nil), dek...), aead: aead, commit: commit}, nil
 }
 
 // KeyID returns the id of the key's DEK.
@@ -180,27 +166,18 @@ func (k *RecordKey) open(b Binding, ciphertext []byte, inPlace bool) ([]byte, er
 	if len(ciphertext) < pre {
 		return nil, fmt.Errorf("%w: header truncated", ErrFormat)
 	}
+	// The key id must be this key's: an id equal to it is known to be
+	// well formed. In version 2, the id and the commitment tie the record
+	// to one DEK; both are checked before anything is decrypted.
+	if err := k.checkID(ciphertext[fixedSize:pre]); err != nil {
+		return nil, err
+	}
 	if version == Version1 {
-		if string(ciphertext[fixedSize:pre]) != k.keyID {
-			if err := checkKeyID(string(ciphertext[fixedSize:pre])); err != nil {
-				return nil, fmt.Errorf("%w: %v", ErrFormat, err)
-			}
-			return nil, fmt.Errorf("%w: record names data key %s, not %s", ErrAuth, ciphertext[fixedSize:pre], k.keyID)
-		}
 		return openRecordV1(k.dek, b, ciphertext)
 	}
 	hdr := pre + nonceSize + commitSize
 	if len(ciphertext) < hdr {
 		return nil, fmt.Errorf("%w: header truncated", ErrFormat)
-	}
-	// The key id and the commitment tie the record to one DEK; they are
-	// checked before anything is decrypted. An id equal to the key's own
-	// is known to be well formed.
-	if string(ciphertext[fixedSize:pre]) != k.keyID {
-		if err := checkKeyID(string(ciphertext[fixedSize:pre])); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrFormat, err)
-		}
-		return nil, fmt.Errorf("%w: record names data key %s, not %s", ErrAuth, ciphertext[fixedSize:pre], k.keyID)
 	}
 	if subtle.ConstantTimeCompare(ciphertext[pre+nonceSize:hdr], k.commit[:]) != 1 {
 		return nil, fmt.Errorf("%w: key commitment does not match (wrong key)", ErrAuth)
@@ -230,6 +207,17 @@ func (k *RecordKey) open(b Binding, ciphertext []byte, inPlace bool) ([]byte, er
 		return nil, fmt.Errorf("%w: record", ErrAuth)
 	}
 	return pt[:len(pt):len(pt)], nil
+}
+
+// checkID refuses a record that names another key id than the key's.
+func (k *RecordKey) checkID(id []byte) error {
+	if string(id) == k.keyID {
+		return nil
+	}
+	if err := checkKeyID(string(id)); err != nil {
+		return fmt.Errorf("%w: %v", ErrFormat, err)
+	}
+	return fmt.Errorf("%w: record names data key %s, not %s", ErrAuth, id, k.keyID)
 }
 
 // SealRecord encrypts plaintext as one version-2 record under dek, naming
