@@ -151,6 +151,7 @@ of minutes each and need free disk for the file sizes given.`,
 	f.IntVar(&prof.RecordSize, "record-size", 1024, "profile, tink: bytes per JSON record")
 	f.IntVar(&prof.Ops, "ops", 5000, "profile: operations per side per round")
 	f.IntVar(&prof.Rounds, "rounds", 11, "profile: interleaved rounds")
+	f.StringVar(&prof.ProfilesDSN, "profiles-dsn", "", "profile: measure on this PostgreSQL database (postgres://...) instead of the embedded SQLite")
 
 	f.IntVar(&calls.Ops, "data-ops", 100_000, "vaultcalls: data operations")
 	f.IntVar(&calls.Workers, "workers", 4, "vaultcalls: concurrent clients")

@@ -30,6 +30,9 @@ type ProfileConfig struct {
 	Ops int
 	// Rounds is the number of interleaved pairs of each comparison. Default 11.
 	Rounds int
+	// ProfilesDSN, when set, puts the profile store on that PostgreSQL
+	// database instead of the embedded SQLite one.
+	ProfilesDSN string
 }
 
 func (c *ProfileConfig) defaults() {
@@ -60,6 +63,7 @@ type ProfileRow struct {
 // ProfileResult compares the encrypted profile store with its own backend
 // storing the raw JSON.
 type ProfileResult struct {
+	Backend    string       `json:"backend"` // "sqlite" or "postgres"
 	RecordSize int          `json:"recordSize"`
 	Records    int          `json:"records"`
 	Rows       []ProfileRow `json:"rows"`
@@ -78,7 +82,7 @@ func Profile(ctx context.Context, cfg ProfileConfig) (*ProfileResult, error) {
 		return nil, err
 	}
 	defer cleanup()
-	w, err := startEnabledWorld(ctx, cfg.Common, filepath.Join(dir, "svc"), devenv.Options{NoMonitor: true})
+	w, err := startEnabledWorld(ctx, cfg.Common, filepath.Join(dir, "svc"), devenv.Options{NoMonitor: true, ProfilesDSN: cfg.ProfilesDSN})
 	if err != nil {
 		return nil, err
 	}
@@ -164,18 +168,27 @@ func Profile(ctx context.Context, cfg ProfileConfig) (*ProfileResult, error) {
 	}
 	plainGet := func(i int) error { _, err := backend.Get(ctx, org, plainSB, ids[i]); return err }
 
-	res := &ProfileResult{RecordSize: cfg.RecordSize, Records: cfg.Records}
-	for _, m := range []struct {
+	res := &ProfileResult{Backend: "sqlite", RecordSize: cfg.RecordSize, Records: cfg.Records}
+	if cfg.ProfilesDSN != "" {
+		res.Backend = "postgres"
+	}
+	type measurement struct {
 		name, op string
 		cache    bool
 		ours     func(int) error
 		plain    func(int) error
-	}{
+	}
+	ms := []measurement{
 		{"upsert, no read cache", "upsert", false, upsert(uncached), plainUpsert},
 		{"upsert, read cache on", "upsert", true, upsert(cached), plainUpsert},
 		{"get, no read cache", "get", false, get(uncached), plainGet},
 		{"get, read cache on", "get", true, get(cached), plainGet},
-	} {
+	}
+	if cached.Cache == nil {
+		// A shared (PostgreSQL) profile store has no read cache.
+		ms = []measurement{ms[0], ms[2]}
+	}
+	for _, m := range ms {
 		cfg.progress("profile: %s, %d interleaved rounds of %d ops", m.name, cfg.Rounds, cfg.Ops)
 		row, err := measure(m.name, m.op, m.cache, m.ours, m.plain)
 		if err != nil {
@@ -196,7 +209,7 @@ func jsonRecord(id string, size int) []byte {
 }
 
 func (r *ProfileResult) String() string {
-	t := newTable(fmt.Sprintf("profile: %s JSON records, encrypted store vs the same backend storing plaintext (one op at a time)", humanBytes(int64(r.RecordSize))))
+	t := newTable(fmt.Sprintf("profile: %s JSON records on %s, encrypted store vs the same backend storing plaintext (one op at a time)", humanBytes(int64(r.RecordSize)), r.Backend))
 	t.row("", "encrypted ops/s (median [min – max])", "plaintext ops/s", "ratio", "target", "p50 / p99 encrypted", "p50 / p99 plaintext")
 	for _, row := range r.Rows {
 		c := row.Comparison
