@@ -3,7 +3,8 @@
 //
 // Guarantees:
 //   - Keys live only in this process's memory, never on disk or in logs.
-//   - An entry is dropped after MaxAge or after MaxUses lookups, whichever
+//   - An entry is dropped after MaxAge (give or take a tenth of a second) or
+//     after MaxUses lookups, whichever
 //     comes first; the next lookup unwraps again (proving access again).
 //   - Concurrent misses for one key make a single unwrap call.
 //   - WipeOrg zeroes and forgets every key of an org at once, and a load that
@@ -21,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cmk-project/cmk/internal/envelope"
@@ -91,7 +93,30 @@ func (c *Cache) now() time.Time {
 	if c.Now != nil {
 		return c.Now()
 	}
-	return time.Now()
+	return coarseNow()
+}
+
+// coarseNow is the time to within clockTick. A lookup needs the time only
+// to compare a key's age with MaxAge (an hour by default), and reading the
+// clock took about a tenth of a record lookup; a ticker refreshes it
+// instead, from the first use on.
+func coarseNow() time.Time {
+	clock.once.Do(func() {
+		clock.ns.Store(time.Now().UnixNano())
+		go func() {
+			for t := range time.Tick(clockTick) {
+				clock.ns.Store(t.UnixNano())
+			}
+		}()
+	})
+	return time.Unix(0, clock.ns.Load())
+}
+
+const clockTick = 100 * time.Millisecond
+
+var clock struct {
+	once sync.Once
+	ns   atomic.Int64
 }
 
 func (c *Cache) init() {

@@ -203,3 +203,24 @@ func TestWithRecordKey(t *testing.T) {
 		t.Errorf("WithRecordKey after WipeOrg = %v, want the loader's refusal", err)
 	}
 }
+
+// TestMaxAgeOnTheRealClock checks the age bound with the coarse clock the
+// cache reads when no Now is set.
+func TestMaxAgeOnTheRealClock(t *testing.T) {
+	if d := time.Since(coarseNow()); d < -clockTick || d > 2*clockTick {
+		t.Fatalf("coarse clock is %v off", d)
+	}
+	c := &Cache{MaxAge: 3 * clockTick}
+	var loads atomic.Int32
+	load := func(ctx context.Context) ([]byte, error) { loads.Add(1); return []byte("k"), nil }
+	c.Get(context.Background(), "o", "k", load)
+	c.Get(context.Background(), "o", "k", load)
+	if got := loads.Load(); got != 1 {
+		t.Fatalf("loads = %d, want 1 within MaxAge", got)
+	}
+	time.Sleep(6 * clockTick)
+	c.Get(context.Background(), "o", "k", load)
+	if got := loads.Load(); got != 2 {
+		t.Errorf("loads = %d after twice MaxAge, want 2", got)
+	}
+}

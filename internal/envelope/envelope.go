@@ -241,7 +241,7 @@ func parseHeader(b []byte) (*header, error) {
 // checkKeyID accepts 1..MaxKeyIDSize bytes of printable ASCII without
 // spaces. Key ids are read from untrusted headers and end up in logs and
 // key lookups, so control characters and non-ASCII are refused.
-func checkKeyID(id string) error {
+func checkKeyID[T string | []byte](id T) error {
 	if len(id) == 0 || len(id) > MaxKeyIDSize {
 		return fmt.Errorf("envelope: key id is %d bytes; 1 to %d are required", len(id), MaxKeyIDSize)
 	}
@@ -361,23 +361,29 @@ func nonce(n *[nonceSize]byte, i uint64, last bool) []byte {
 	return n[:]
 }
 
+// KeyIDBytes is KeyID returning the id as a slice of b, without copying.
+func KeyIDBytes(b []byte) ([]byte, error) {
+	_, _, idLen, err := parseFixed(b)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) < fixedSize+idLen {
+		return nil, fmt.Errorf("%w: header truncated", ErrFormat)
+	}
+	id := b[fixedSize : fixedSize+idLen]
+	if err := checkKeyID(id); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrFormat, err)
+	}
+	return id, nil
+}
+
 // KeyID returns the id of the DEK that sealed a record or stream, from its
 // first bytes. b may be a whole ciphertext or any prefix that holds the
 // header (MaxHeaderSize bytes always do). The id is not authenticated until
 // the ciphertext is opened: use it only to choose which key to fetch.
 func KeyID(b []byte) (string, error) {
-	_, _, idLen, err := parseFixed(b)
-	if err != nil {
-		return "", err
-	}
-	if len(b) < fixedSize+idLen {
-		return "", fmt.Errorf("%w: header truncated", ErrFormat)
-	}
-	id := string(b[fixedSize : fixedSize+idLen])
-	if err := checkKeyID(id); err != nil {
-		return "", fmt.Errorf("%w: %v", ErrFormat, err)
-	}
-	return id, nil
+	id, err := KeyIDBytes(b)
+	return string(id), err
 }
 
 // HeaderSize returns the size of the header of a ciphertext whose DEK id

@@ -214,7 +214,7 @@ func (k *RecordKey) checkID(id []byte) error {
 	if string(id) == k.keyID {
 		return nil
 	}
-	if err := checkKeyID(string(id)); err != nil {
+	if err := checkKeyID(id); err != nil {
 		return fmt.Errorf("%w: %v", ErrFormat, err)
 	}
 	return fmt.Errorf("%w: record names data key %s, not %s", ErrAuth, id, k.keyID)

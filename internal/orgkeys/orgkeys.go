@@ -14,7 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 
 	"github.com/cmk-project/cmk/internal/dekcache"
@@ -44,7 +43,7 @@ type Resolver struct {
 	MaxUses int64
 
 	mu     sync.Mutex
-	active map[string]*activeKey    // org/sandbox/store -> key sealing new objects
+	active map[slot]*activeKey      // store -> key sealing new objects
 	meta   map[string]store.DataKey // data key id -> record (without wrapping)
 	uses   map[string]*useCounter   // data key id -> uses
 }
@@ -57,11 +56,12 @@ type useCounter struct {
 	reserved int64 // uses reserved in the database up to here
 }
 
-func slot(org, sandbox, kind string) string { return org + "\x00" + sandbox + "\x00" + kind }
+// slot names a store: the data keys of one kind of store of a sandbox.
+type slot struct{ org, sandbox, kind string }
 
 func (r *Resolver) init() {
 	if r.active == nil {
-		r.active = map[string]*activeKey{}
+		r.active = map[slot]*activeKey{}
 		r.meta = map[string]store.DataKey{}
 		r.uses = map[string]*useCounter{}
 	}
@@ -147,7 +147,7 @@ func (r *Resolver) sealMeta(ctx context.Context, org, sandbox, kind string) (sto
 
 // OpenKey returns the key with the given id, if it belongs to the store.
 func (r *Resolver) OpenKey(ctx context.Context, org, sandbox, kind, id string) ([]byte, error) {
-	dk, err := r.openMeta(ctx, org, sandbox, kind, id)
+	dk, err := r.openMeta(ctx, org, sandbox, kind, []byte(id))
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +158,7 @@ func (r *Resolver) OpenKey(ctx context.Context, org, sandbox, kind, id string) (
 // key belongs to the store. It decrypts in place: sealed must be the
 // caller's own copy, and is not usable afterwards.
 func (r *Resolver) OpenRecord(ctx context.Context, org, sandbox, kind string, b envelope.Binding, sealed []byte) ([]byte, error) {
-	id, err := envelope.KeyID(sealed)
+	id, err := envelope.KeyIDBytes(sealed)
 	if err != nil {
 		return nil, err
 	}
@@ -177,11 +177,18 @@ func (r *Resolver) OpenRecord(ctx context.Context, org, sandbox, kind string, b 
 
 // openMeta returns the data key with the given id, if it belongs to the
 // store and the org's data may be served.
-func (r *Resolver) openMeta(ctx context.Context, org, sandbox, kind, id string) (store.DataKey, error) {
+func (r *Resolver) openMeta(ctx context.Context, org, sandbox, kind string, id []byte) (store.DataKey, error) {
 	if err := r.Gate.Allow(org); err != nil {
 		return store.DataKey{}, err
 	}
-	dk, err := r.metaOf(ctx, id)
+	r.mu.Lock()
+	r.init()
+	dk, ok := r.meta[string(id)] // no copy of id
+	r.mu.Unlock()
+	var err error
+	if !ok {
+		dk, err = r.metaOf(ctx, string(id))
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return dk, ErrWrongStore
 	}
@@ -241,7 +248,7 @@ func (r *Resolver) metaOf(ctx context.Context, id string) (store.DataKey, error)
 func (r *Resolver) activeKey(ctx context.Context, org, sandbox, kind string) (store.DataKey, error) {
 	r.mu.Lock()
 	r.init()
-	a, ok := r.active[slot(org, sandbox, kind)]
+	a, ok := r.active[slot{org, sandbox, kind}]
 	r.mu.Unlock()
 	if ok {
 		return r.metaOf(ctx, a.id)
@@ -252,7 +259,7 @@ func (r *Resolver) activeKey(ctx context.Context, org, sandbox, kind string) (st
 	}
 	dk.Wrapped = nil
 	r.mu.Lock()
-	r.active[slot(org, sandbox, kind)] = &activeKey{id: dk.ID}
+	r.active[slot{org, sandbox, kind}] = &activeKey{id: dk.ID}
 	r.meta[dk.ID] = dk
 	r.mu.Unlock()
 	return dk, nil
@@ -288,7 +295,7 @@ func (r *Resolver) take(ctx context.Context, id string) (bool, error) {
 // rotate moves a store to a fresh data key, unless another request did.
 func (r *Resolver) rotate(ctx context.Context, org, sandbox, kind, spent string) error {
 	r.mu.Lock()
-	a := r.active[slot(org, sandbox, kind)]
+	a := r.active[slot{org, sandbox, kind}]
 	r.mu.Unlock()
 	if a != nil && a.id != spent {
 		return nil
@@ -303,7 +310,7 @@ func (r *Resolver) rotate(ctx context.Context, org, sandbox, kind, spent string)
 		}
 	}
 	r.mu.Lock()
-	r.active[slot(org, sandbox, kind)] = &activeKey{id: cur.ID}
+	r.active[slot{org, sandbox, kind}] = &activeKey{id: cur.ID}
 	r.mu.Unlock()
 	return nil
 }
@@ -320,7 +327,7 @@ func (r *Resolver) ForgetOrg(org string) {
 		}
 	}
 	for k := range r.active {
-		if strings.HasPrefix(k, org+"\x00") {
+		if k.org == org {
 			delete(r.active, k)
 		}
 	}
