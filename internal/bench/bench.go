@@ -30,6 +30,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -102,6 +103,22 @@ func startWorld(ctx context.Context, c Common, dir string, o devenv.Options) (*w
 	w := &world{env: env, client: &http.Client{Transport: tr}}
 	w.close = func() { tr.CloseIdleConnections(); env.Close() }
 	return w, nil
+}
+
+// enabledWorld makes the work directory of the measurement name and starts
+// a world in it with CMK enabled (see startEnabledWorld). done stops the
+// world and removes the directory.
+func enabledWorld(ctx context.Context, c Common, name string, o devenv.Options) (w *world, dir string, done func(), err error) {
+	dir, cleanup, err := c.workDir(name)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	w, err = startEnabledWorld(ctx, c, filepath.Join(dir, "svc"), o)
+	if err != nil {
+		cleanup()
+		return nil, "", nil, err
+	}
+	return w, dir, func() { w.close(); cleanup() }, nil
 }
 
 // startEnabledWorld starts a world and enables CMK for the demo org with

@@ -98,16 +98,11 @@ type PeakMemory struct {
 // with fsync on, and the memory an encrypted upload holds.
 func Lake(ctx context.Context, cfg LakeConfig) (*LakeResult, error) {
 	cfg.defaults()
-	dir, cleanup, err := cfg.workDir("lake")
+	w, dir, done, err := enabledWorld(ctx, cfg.Common, "lake", devenv.Options{NoMonitor: true})
 	if err != nil {
 		return nil, err
 	}
-	defer cleanup()
-	w, err := startEnabledWorld(ctx, cfg.Common, filepath.Join(dir, "svc"), devenv.Options{NoMonitor: true})
-	if err != nil {
-		return nil, err
-	}
-	defer w.close()
+	defer done()
 	plain, err := blob.NewFS(filepath.Join(dir, "plain"), blob.FSOptions{Fsync: true})
 	if err != nil {
 		return nil, err

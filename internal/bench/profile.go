@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -77,16 +76,11 @@ type ProfileResult struct {
 // read cache (which holds sealed records, so a hit still decrypts).
 func Profile(ctx context.Context, cfg ProfileConfig) (*ProfileResult, error) {
 	cfg.defaults()
-	dir, cleanup, err := cfg.workDir("profile")
+	w, _, done, err := enabledWorld(ctx, cfg.Common, "profile", devenv.Options{NoMonitor: true, ProfilesDSN: cfg.ProfilesDSN})
 	if err != nil {
 		return nil, err
 	}
-	defer cleanup()
-	w, err := startEnabledWorld(ctx, cfg.Common, filepath.Join(dir, "svc"), devenv.Options{NoMonitor: true, ProfilesDSN: cfg.ProfilesDSN})
-	if err != nil {
-		return nil, err
-	}
-	defer w.close()
+	defer done()
 	svc := w.env.Svc
 	backend := svc.Profiles.Backend
 	cached := svc.Profiles

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -97,12 +96,7 @@ func (r *RevocationResult) Met() bool {
 // the read cache.
 func Revocation(ctx context.Context, cfg RevocationConfig) (*RevocationResult, error) {
 	cfg.defaults()
-	dir, cleanup, err := cfg.workDir("revocation")
-	if err != nil {
-		return nil, err
-	}
-	defer cleanup()
-	w, err := startEnabledWorld(ctx, cfg.Common, filepath.Join(dir, "svc"), devenv.Options{
+	w, _, done, err := enabledWorld(ctx, cfg.Common, "revocation", devenv.Options{
 		// Flapping changes only the alerts; a high count keeps 2×Trials
 		// state changes from raising a notification on every one.
 		Monitor: monitor.Config{Interval: cfg.Interval, WrapEvery: 1, FlapCount: 1 << 20},
@@ -110,7 +104,7 @@ func Revocation(ctx context.Context, cfg RevocationConfig) (*RevocationResult, e
 	if err != nil {
 		return nil, err
 	}
-	defer w.close()
+	defer done()
 	svc, org := w.env.Svc, w.env.Org
 	const sb = "prod"
 

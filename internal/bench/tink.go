@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/tink-crypto/tink-go/v2/aead"
@@ -74,16 +73,11 @@ type TinkResult struct {
 // keeps it.
 func Tink(ctx context.Context, cfg TinkConfig) (*TinkResult, error) {
 	cfg.defaults()
-	dir, cleanup, err := cfg.workDir("tink")
+	w, _, done, err := enabledWorld(ctx, cfg.Common, "tink", devenv.Options{NoMonitor: true})
 	if err != nil {
 		return nil, err
 	}
-	defer cleanup()
-	w, err := startEnabledWorld(ctx, cfg.Common, filepath.Join(dir, "svc"), devenv.Options{NoMonitor: true})
-	if err != nil {
-		return nil, err
-	}
-	defer w.close()
+	defer done()
 	org, emu := w.env.Org, w.env.Emu
 	store := &profile.Store{Backend: newMemRecords(), Keys: w.env.Svc.Keys}
 	remote := &vaultAEAD{ctx: ctx, provider: w.env.Svc.Provider, ref: kms.KeyRef{VaultURL: emu.VaultURL(devenv.Vault), Name: devenv.KeyName}}

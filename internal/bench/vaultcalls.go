@@ -9,7 +9,6 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -77,16 +76,11 @@ type VaultCallsResult struct {
 // served meanwhile. The monitor is off, so only the data path can call.
 func VaultCalls(ctx context.Context, cfg VaultCallsConfig) (*VaultCallsResult, error) {
 	cfg.defaults()
-	dir, cleanup, err := cfg.workDir("vaultcalls")
+	w, _, done, err := enabledWorld(ctx, cfg.Common, "vaultcalls", devenv.Options{NoMonitor: true})
 	if err != nil {
 		return nil, err
 	}
-	defer cleanup()
-	w, err := startEnabledWorld(ctx, cfg.Common, filepath.Join(dir, "svc"), devenv.Options{NoMonitor: true})
-	if err != nil {
-		return nil, err
-	}
-	defer w.close()
+	defer done()
 	sandboxes := []string{"prod", "dev"}
 	file := bytes.Repeat([]byte("L"), cfg.FileSize)
 	const ids, files = 500, 50
