@@ -329,30 +329,27 @@ func (c *Cache) WipeOrg(org string) int {
 }
 
 func (c *Cache) wipe(org string) int {
-	c.mu.Lock()
-	c.init()
-	c.gen[org]++
-	var gone []*entry
-	for id, e := range c.entries {
-		if e.org == org {
-			gone = append(gone, c.removeLocked(id))
-		}
-	}
-	c.mu.Unlock()
-	for _, e := range gone {
-		e.forget()
-	}
-	return len(gone)
+	return c.removeWhere(func(e *entry) bool { return e.org == org }, func() { c.gen[org]++ })
 }
 
 // Sweep zeroes and forgets keys past their age or use bound, so idle keys
 // do not outlive MaxAge waiting for a lookup.
 func (c *Cache) Sweep() int {
+	return c.removeWhere(func(e *entry) bool { return !c.fresh(e) }, nil)
+}
+
+// removeWhere takes every entry match selects out of the cache, after
+// running locked (if set) under c.mu, then forgets them once c.mu is
+// released. It returns how many it removed.
+func (c *Cache) removeWhere(match func(*entry) bool, locked func()) int {
 	c.mu.Lock()
 	c.init()
+	if locked != nil {
+		locked()
+	}
 	var gone []*entry
 	for id, e := range c.entries {
-		if !c.fresh(e) {
+		if match(e) {
 			gone = append(gone, c.removeLocked(id))
 		}
 	}
