@@ -387,6 +387,16 @@ func (o *outputFlag) check() error {
 
 func (o *outputFlag) json() bool { return o.format == "json" }
 
+// show prints an answer: its raw JSON, indented, with --output json, or
+// what human prints.
+func (o *outputFlag) show(w io.Writer, raw []byte, human func(io.Writer)) error {
+	if o.json() {
+		return printRaw(w, raw)
+	}
+	human(w)
+	return nil
+}
+
 // printRaw writes a JSON answer of the server, indented, as it came.
 func printRaw(w io.Writer, raw []byte) error {
 	var buf bytes.Buffer

@@ -214,17 +214,7 @@ COMPLETED or FAILED (with the failed check and numbered steps).
 			if err != nil {
 				return err
 			}
-			if out.json() {
-				if err := printRaw(cmd.OutOrStdout(), raw); err != nil {
-					return err
-				}
-			} else {
-				printConfig(cmd.OutOrStdout(), &v)
-			}
-			if v.Status == jobFailed {
-				return problem()
-			}
-			return nil
+			return showConfig(cmd, out, &v, raw)
 		}),
 	}
 	cmd.Flags().BoolVarP(&wait, "wait", "w", false, "follow the job until COMPLETED or FAILED")
@@ -281,12 +271,14 @@ func waitAndShow(cmd *cobra.Command, c *client, out *outputFlag, name string, pr
 	if err != nil {
 		return err
 	}
-	if out.json() {
-		if err := printRaw(cmd.OutOrStdout(), raw); err != nil {
-			return err
-		}
-	} else {
-		printConfig(cmd.OutOrStdout(), v)
+	return showConfig(cmd, out, v, raw)
+}
+
+// showConfig prints a configuration's state, and fails the command if its
+// job failed.
+func showConfig(cmd *cobra.Command, out *outputFlag, v *configView, raw []byte) error {
+	if err := out.show(cmd.OutOrStdout(), raw, func(w io.Writer) { printConfig(w, v) }); err != nil {
+		return err
 	}
 	if v.Status == jobFailed {
 		return problem()

@@ -59,12 +59,8 @@ the demo key in that file.
 			if err != nil {
 				return err
 			}
-			if out.json() {
-				if err := printRaw(cmd.OutOrStdout(), raw); err != nil {
-					return err
-				}
-			} else {
-				printReport(cmd.OutOrStdout(), &rep)
+			if err := out.show(cmd.OutOrStdout(), raw, func(w io.Writer) { printReport(w, &rep) }); err != nil {
+				return err
 			}
 			return doctorVerdict(&rep)
 		}),

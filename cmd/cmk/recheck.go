@@ -121,12 +121,8 @@ func newHealthCmd() *cobra.Command {
 }
 
 func showHealth(cmd *cobra.Command, out *outputFlag, h *healthView, raw []byte) error {
-	if out.json() {
-		if err := printRaw(cmd.OutOrStdout(), raw); err != nil {
-			return err
-		}
-	} else {
-		printHealth(cmd.OutOrStdout(), h)
+	if err := out.show(cmd.OutOrStdout(), raw, func(w io.Writer) { printHealth(w, h) }); err != nil {
+		return err
 	}
 	if h.State != stateHealthy && h.State != stateSystemManaged {
 		return problem()
