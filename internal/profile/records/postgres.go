@@ -99,19 +99,11 @@ func (p *Postgres) Get(ctx context.Context, org, sandbox, id string) (Record, er
 	if err := checkKey(org, sandbox, id); err != nil {
 		return Record{}, err
 	}
-	r := Record{ID: id}
+	var value []byte
 	var updated int64
 	err := p.pool.QueryRow(ctx, `SELECT value, updated_at FROM profile_records WHERE org_id = $1 AND sandbox = $2 AND id = $3`,
-		org, sandbox, id).Scan(&r.Value, &updated)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Record{}, fmt.Errorf("get profile record %s/%s/%s: %w", org, sandbox, id, ErrNotFound)
-	}
-	if err != nil {
-		return Record{}, wrapCtx(ctx, fmt.Sprintf("get profile record %s/%s/%s", org, sandbox, id), err)
-	}
-	r.Value = nonNil(r.Value)
-	r.Updated = fromMillis(updated)
-	return r, nil
+		org, sandbox, id).Scan(&value, &updated)
+	return gotRecord(ctx, org, sandbox, id, value, updated, errors.Is(err, pgx.ErrNoRows), err)
 }
 
 // Delete implements Backend.
@@ -120,13 +112,7 @@ func (p *Postgres) Delete(ctx context.Context, org, sandbox, id string) error {
 		return err
 	}
 	tag, err := p.pool.Exec(ctx, `DELETE FROM profile_records WHERE org_id = $1 AND sandbox = $2 AND id = $3`, org, sandbox, id)
-	if err != nil {
-		return wrapCtx(ctx, fmt.Sprintf("delete profile record %s/%s/%s", org, sandbox, id), err)
-	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("delete profile record %s/%s/%s: %w", org, sandbox, id, ErrNotFound)
-	}
-	return nil
+	return deleted(ctx, org, sandbox, id, tag.RowsAffected(), err)
 }
 
 // List implements Backend.

@@ -207,3 +207,28 @@ func nonNil(b []byte) []byte {
 	}
 	return b
 }
+
+// gotRecord turns what a backend's point query returned into Get's result:
+// missing means no row matched.
+func gotRecord(ctx context.Context, org, sandbox, id string, value []byte, updated int64, missing bool, err error) (Record, error) {
+	op := fmt.Sprintf("get profile record %s/%s/%s", org, sandbox, id)
+	if missing {
+		return Record{}, fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	if err != nil {
+		return Record{}, wrapCtx(ctx, op, err)
+	}
+	return Record{ID: id, Value: nonNil(value), Updated: fromMillis(updated)}, nil
+}
+
+// deleted turns what a backend's delete returned into Delete's result.
+func deleted(ctx context.Context, org, sandbox, id string, rows int64, err error) error {
+	op := fmt.Sprintf("delete profile record %s/%s/%s", org, sandbox, id)
+	if err != nil {
+		return wrapCtx(ctx, op, err)
+	}
+	if rows == 0 {
+		return fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	return nil
+}

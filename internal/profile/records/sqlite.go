@@ -161,18 +161,10 @@ func (s *SQLite) Get(ctx context.Context, org, sandbox, id string) (Record, erro
 	if err := checkKey(org, sandbox, id); err != nil {
 		return Record{}, err
 	}
-	r := Record{ID: id}
+	var value []byte
 	var updated int64
-	err := s.get.QueryRowContext(ctx, org, sandbox, id).Scan(&r.Value, &updated)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Record{}, fmt.Errorf("get profile record %s/%s/%s: %w", org, sandbox, id, ErrNotFound)
-	}
-	if err != nil {
-		return Record{}, wrapCtx(ctx, fmt.Sprintf("get profile record %s/%s/%s", org, sandbox, id), err)
-	}
-	r.Value = nonNil(r.Value)
-	r.Updated = fromMillis(updated)
-	return r, nil
+	err := s.get.QueryRowContext(ctx, org, sandbox, id).Scan(&value, &updated)
+	return gotRecord(ctx, org, sandbox, id, value, updated, errors.Is(err, sql.ErrNoRows), err)
 }
 
 // Delete implements Backend.
@@ -181,15 +173,11 @@ func (s *SQLite) Delete(ctx context.Context, org, sandbox, id string) error {
 		return err
 	}
 	res, err := s.del.ExecContext(ctx, org, sandbox, id)
-	if err != nil {
-		return wrapCtx(ctx, fmt.Sprintf("delete profile record %s/%s/%s", org, sandbox, id), err)
+	var n int64
+	if err == nil {
+		n, err = res.RowsAffected()
 	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("delete profile record %s/%s/%s: %w", org, sandbox, id, err)
-	} else if n == 0 {
-		return fmt.Errorf("delete profile record %s/%s/%s: %w", org, sandbox, id, ErrNotFound)
-	}
-	return nil
+	return deleted(ctx, org, sandbox, id, n, err)
 }
 
 // List implements Backend.
