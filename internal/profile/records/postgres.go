@@ -127,25 +127,7 @@ func (p *Postgres) List(ctx context.Context, org, sandbox, cursor string, limit 
 	if err != nil {
 		return Page{}, wrapCtx(ctx, op, err)
 	}
-	defer rows.Close()
-	pg := pager{limit: limit, page: Page{Records: make([]Record, 0, min(limit, 64))}}
-	for rows.Next() {
-		var r Record
-		var updated int64
-		if err := rows.Scan(&r.ID, &r.Value, &updated); err != nil {
-			return Page{}, wrapCtx(ctx, op, err)
-		}
-		r.Value = nonNil(r.Value)
-		r.Updated = fromMillis(updated)
-		if !pg.add(r) {
-			break
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return Page{}, wrapCtx(ctx, op, err)
-	}
-	return pg.page, nil
+	return readPage(ctx, op, rows, rows.Close, limit)
 }
 
 // DeleteOrg implements Backend.

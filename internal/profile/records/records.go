@@ -232,3 +232,35 @@ func deleted(ctx context.Context, org, sandbox, id string, rows int64, err error
 	}
 	return nil
 }
+
+// rows is what both database drivers' query results offer.
+type rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// readPage reads a List query's rows (id, value, updated_at; limit+1 of
+// them at most) into a page. It calls closeRows before it looks at the
+// final error, as pgx requires when reading stops early.
+func readPage(ctx context.Context, op string, rs rows, closeRows func(), limit int) (Page, error) {
+	defer closeRows()
+	pg := pager{limit: limit, page: Page{Records: make([]Record, 0, min(limit, 64))}}
+	for rs.Next() {
+		var r Record
+		var updated int64
+		if err := rs.Scan(&r.ID, &r.Value, &updated); err != nil {
+			return Page{}, wrapCtx(ctx, op, err)
+		}
+		r.Value = nonNil(r.Value)
+		r.Updated = fromMillis(updated)
+		if !pg.add(r) {
+			break
+		}
+	}
+	closeRows()
+	if err := rs.Err(); err != nil {
+		return Page{}, wrapCtx(ctx, op, err)
+	}
+	return pg.page, nil
+}

@@ -10,7 +10,7 @@ import (
 	"runtime"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // also registers the "sqlite" driver
 )
 
 // SQLite is the embedded backend: one database file, pure Go, no cgo.
@@ -52,7 +52,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	write.SetConnMaxLifetime(0)
 
 	s := &SQLite{write: write}
-	if err := s.migrate(ctx); err != nil {
+	if err := retryBusy(ctx, func() error { return s.migrate(ctx) }); err != nil {
 		write.Close()
 		return nil, fmt.Errorf("open profile records database %s: %w", path, err)
 	}
@@ -80,7 +80,12 @@ func (s *SQLite) migrate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.write.ExecContext(ctx, migrationsTable); err != nil {
+	// In a write transaction (BEGIN IMMEDIATE), which takes the write lock
+	// up front rather than upgrading a read lock.
+	if err := s.inWriteTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, migrationsTable)
+		return err
+	}); err != nil {
 		return fmt.Errorf("create migrations table: %w", err)
 	}
 	for _, m := range migs {
@@ -94,24 +99,60 @@ func (s *SQLite) migrate(ctx context.Context) error {
 // apply runs one migration in a write transaction (BEGIN IMMEDIATE), so two
 // processes opening the same file apply it once.
 func (s *SQLite) apply(ctx context.Context, m migration) error {
+	return s.inWriteTx(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM profile_records_migrations WHERE version = ?`, m.version).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+		for _, stmt := range m.stmts {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("%w\n%s", err, stmt)
+			}
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO profile_records_migrations (version, applied_at) VALUES (?, ?)`, m.version, millis(time.Now()))
+		return err
+	})
+}
+
+// busyWait bounds how long opening waits out other processes opening the
+// same new file, as busy_timeout does for statements.
+const busyWait = 10 * time.Second
+
+// retryBusy runs f until it does not fail with SQLITE_BUSY, for up to
+// busyWait. Setting up a new file (switching it to WAL, creating tables)
+// can answer "database is locked" at once, without the busy timeout, when
+// several processes do it together.
+func retryBusy(ctx context.Context, f func() error) error {
+	deadline := time.Now().Add(busyWait)
+	for pause := 5 * time.Millisecond; ; pause = min(2*pause, 200*time.Millisecond) {
+		err := f()
+		var se *sqlite.Error
+		if !errors.As(err, &se) || se.Code()&0xff != sqliteBusy || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(pause):
+		}
+	}
+}
+
+// sqliteBusy is SQLite's primary result code SQLITE_BUSY.
+const sqliteBusy = 5
+
+// inWriteTx runs f in a write transaction (BEGIN IMMEDIATE, see the write
+// pool's DSN) and commits it if f succeeds.
+func (s *SQLite) inWriteTx(ctx context.Context, f func(*sql.Tx) error) error {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM profile_records_migrations WHERE version = ?`, m.version).Scan(&n); err != nil {
-		return err
-	}
-	if n > 0 {
-		return nil
-	}
-	for _, stmt := range m.stmts {
-		if _, err := tx.ExecContext(ctx, stmt); err != nil {
-			return fmt.Errorf("%w\n%s", err, stmt)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO profile_records_migrations (version, applied_at) VALUES (?, ?)`, m.version, millis(time.Now())); err != nil {
+	if err := f(tx); err != nil {
 		return err
 	}
 	return tx.Commit()
@@ -191,24 +232,7 @@ func (s *SQLite) List(ctx context.Context, org, sandbox, cursor string, limit in
 	if err != nil {
 		return Page{}, wrapCtx(ctx, op, err)
 	}
-	defer rows.Close()
-	p := pager{limit: limit, page: Page{Records: make([]Record, 0, min(limit, 64))}}
-	for rows.Next() {
-		var r Record
-		var updated int64
-		if err := rows.Scan(&r.ID, &r.Value, &updated); err != nil {
-			return Page{}, wrapCtx(ctx, op, err)
-		}
-		r.Value = nonNil(r.Value)
-		r.Updated = fromMillis(updated)
-		if !p.add(r) {
-			break
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return Page{}, wrapCtx(ctx, op, err)
-	}
-	return p.page, nil
+	return readPage(ctx, op, rows, func() { rows.Close() }, limit)
 }
 
 // DeleteOrg implements Backend.
