@@ -84,6 +84,12 @@ func (k *RecordKey) Wipe() {
 // only because it reached its age or use bound.
 var ErrWiped = errors.New("envelope: record key was wiped")
 
+// aadPoolSize bounds the associated data built in a pooled buffer; ids of
+// orgs, sandboxes and objects are far shorter in practice.
+const aadPoolSize = 512
+
+var aadPool = sync.Pool{New: func() any { return new([aadPoolSize]byte) }}
+
 // recordPrefixSize is the size of a version-2 record header before the
 // nonce: magic, version, kind, key id length and key id.
 func recordPrefixSize(keyID string) int { return fixedSize + len(keyID) }
@@ -194,7 +200,15 @@ func (k *RecordKey) open(b Binding, ciphertext []byte, inPlace bool) ([]byte, er
 	var buf, aad []byte
 	if inPlace {
 		buf = body[:0]
-		aad = make([]byte, 0, pre+nonceSize+aadLen)
+		// The associated data is built in a pooled buffer: opening a
+		// record in place then allocates nothing.
+		if n := pre + nonceSize + aadLen; n <= aadPoolSize {
+			p := aadPool.Get().(*[aadPoolSize]byte)
+			defer aadPool.Put(p)
+			aad = p[:0]
+		} else {
+			aad = make([]byte, 0, n)
+		}
 	} else {
 		// The plaintext and, after it, the associated data share one
 		// allocation.

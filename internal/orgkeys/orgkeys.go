@@ -43,12 +43,26 @@ type Resolver struct {
 	MaxUses int64
 
 	mu     sync.Mutex
-	active map[slot]*activeKey      // store -> key sealing new objects
-	meta   map[string]store.DataKey // data key id -> record (without wrapping)
-	uses   map[string]*useCounter   // data key id -> uses
+	active map[slot]*activeKey    // store -> key sealing new objects
+	meta   map[string]*keyMeta    // data key id -> what is known of it
+	uses   map[string]*useCounter // data key id -> uses
 }
 
 type activeKey struct{ id string }
+
+// keyMeta is what the resolver remembers of one data key: its record,
+// without the wrapping, and the loader that unwraps it on a cache miss.
+// Both are made once per key and shared by pointer, so the data path
+// neither copies the record nor makes a loader on every call.
+type keyMeta struct {
+	store.DataKey
+	load dekcache.Loader
+}
+
+func (r *Resolver) newKeyMeta(dk store.DataKey) *keyMeta {
+	dk.Wrapped = nil
+	return &keyMeta{DataKey: dk, load: r.loader(dk.ID, dk.OrgID)}
+}
 
 type useCounter struct {
 	mu       sync.Mutex
@@ -62,7 +76,7 @@ type slot struct{ org, sandbox, kind string }
 func (r *Resolver) init() {
 	if r.active == nil {
 		r.active = map[slot]*activeKey{}
-		r.meta = map[string]store.DataKey{}
+		r.meta = map[string]*keyMeta{}
 		r.uses = map[string]*useCounter{}
 	}
 	if r.MaxUses == 0 {
@@ -89,7 +103,7 @@ func (r *Resolver) SealKey(ctx context.Context, org, sandbox, kind string) (*Key
 	if err != nil {
 		return nil, err
 	}
-	b, err := r.bytes(ctx, dk)
+	b, err := r.Cache.Get(ctx, dk.OrgID, dk.ID, dk.load)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +119,7 @@ func (r *Resolver) SealRecord(ctx context.Context, org, sandbox, kind string, b 
 		return nil, err
 	}
 	var out []byte
-	err = r.Cache.WithRecordKey(ctx, dk.OrgID, dk.ID, r.loader(dk), func(k *envelope.RecordKey) error {
+	err = r.Cache.WithRecordKey(ctx, dk.OrgID, dk.ID, dk.load, func(k *envelope.RecordKey) error {
 		var err error
 		out, err = k.Seal(b, plaintext)
 		return err
@@ -115,9 +129,9 @@ func (r *Resolver) SealRecord(ctx context.Context, org, sandbox, kind string, b 
 
 // sealMeta returns the data key to seal one new object of a store with,
 // counting the use and moving the store to a new key when it is spent.
-func (r *Resolver) sealMeta(ctx context.Context, org, sandbox, kind string) (store.DataKey, error) {
+func (r *Resolver) sealMeta(ctx context.Context, org, sandbox, kind string) (*keyMeta, error) {
 	if err := r.Gate.Allow(org); err != nil {
-		return store.DataKey{}, err
+		return nil, err
 	}
 	for attempt := 0; attempt < 3; attempt++ {
 		dk, err := r.activeKey(ctx, org, sandbox, kind)
@@ -142,7 +156,7 @@ func (r *Resolver) sealMeta(ctx context.Context, org, sandbox, kind string) (sto
 		}
 		return dk, nil
 	}
-	return store.DataKey{}, fmt.Errorf("store %s/%s/%s: could not get a data key with uses left", org, sandbox, kind)
+	return nil, fmt.Errorf("store %s/%s/%s: could not get a data key with uses left", org, sandbox, kind)
 }
 
 // OpenKey returns the key with the given id, if it belongs to the store.
@@ -151,7 +165,7 @@ func (r *Resolver) OpenKey(ctx context.Context, org, sandbox, kind, id string) (
 	if err != nil {
 		return nil, err
 	}
-	return r.bytes(ctx, dk)
+	return r.Cache.Get(ctx, dk.OrgID, dk.ID, dk.load)
 }
 
 // OpenRecord opens a record of a store with the data key it names, if that
@@ -167,7 +181,7 @@ func (r *Resolver) OpenRecord(ctx context.Context, org, sandbox, kind string, b 
 		return nil, err
 	}
 	var out []byte
-	err = r.Cache.WithRecordKey(ctx, dk.OrgID, dk.ID, r.loader(dk), func(k *envelope.RecordKey) error {
+	err = r.Cache.WithRecordKey(ctx, dk.OrgID, dk.ID, dk.load, func(k *envelope.RecordKey) error {
 		var err error
 		out, err = k.OpenInPlace(b, sealed)
 		return err
@@ -177,9 +191,9 @@ func (r *Resolver) OpenRecord(ctx context.Context, org, sandbox, kind string, b 
 
 // openMeta returns the data key with the given id, if it belongs to the
 // store and the org's data may be served.
-func (r *Resolver) openMeta(ctx context.Context, org, sandbox, kind string, id []byte) (store.DataKey, error) {
+func (r *Resolver) openMeta(ctx context.Context, org, sandbox, kind string, id []byte) (*keyMeta, error) {
 	if err := r.Gate.Allow(org); err != nil {
-		return store.DataKey{}, err
+		return nil, err
 	}
 	r.mu.Lock()
 	r.init()
@@ -190,62 +204,57 @@ func (r *Resolver) openMeta(ctx context.Context, org, sandbox, kind string, id [
 		dk, err = r.metaOf(ctx, string(id))
 	}
 	if errors.Is(err, store.ErrNotFound) {
-		return dk, ErrWrongStore
+		return nil, ErrWrongStore
 	}
 	if err != nil {
-		return dk, err
+		return nil, err
 	}
 	if dk.OrgID != org || dk.Sandbox != sandbox || dk.Store != kind {
-		return store.DataKey{}, ErrWrongStore
+		return nil, ErrWrongStore
 	}
 	return dk, nil
 }
 
-// bytes returns the plaintext key through the cache.
-func (r *Resolver) bytes(ctx context.Context, dk store.DataKey) ([]byte, error) {
-	return r.Cache.Get(ctx, dk.OrgID, dk.ID, r.loader(dk))
-}
-
 // loader unwraps a data key on a cache miss.
-func (r *Resolver) loader(dk store.DataKey) dekcache.Loader {
+func (r *Resolver) loader(id, org string) dekcache.Loader {
 	return func(ctx context.Context) ([]byte, error) {
 		if r.Metrics != nil {
 			r.Metrics.DEKCacheLoads.Inc()
 		}
 		// Re-read the wrapping: it may have moved to the customer key or a
 		// new key version since the metadata was cached.
-		full, err := r.Store.DataKey(ctx, dk.ID)
+		full, err := r.Store.DataKey(ctx, id)
 		if err != nil {
 			return nil, err
 		}
 		// The gate may have closed while this request waited.
-		if err := r.Gate.Allow(dk.OrgID); err != nil {
+		if err := r.Gate.Allow(org); err != nil {
 			return nil, err
 		}
 		return r.Keyring.Unwrap(ctx, full)
 	}
 }
 
-func (r *Resolver) metaOf(ctx context.Context, id string) (store.DataKey, error) {
+func (r *Resolver) metaOf(ctx context.Context, id string) (*keyMeta, error) {
 	r.mu.Lock()
 	r.init()
-	dk, ok := r.meta[id]
+	m, ok := r.meta[id]
 	r.mu.Unlock()
 	if ok {
-		return dk, nil
+		return m, nil
 	}
 	dk, err := r.Store.DataKey(ctx, id)
 	if err != nil {
-		return dk, err
+		return nil, err
 	}
-	dk.Wrapped = nil
+	m = r.newKeyMeta(dk)
 	r.mu.Lock()
-	r.meta[id] = dk
+	r.meta[id] = m
 	r.mu.Unlock()
-	return dk, nil
+	return m, nil
 }
 
-func (r *Resolver) activeKey(ctx context.Context, org, sandbox, kind string) (store.DataKey, error) {
+func (r *Resolver) activeKey(ctx context.Context, org, sandbox, kind string) (*keyMeta, error) {
 	r.mu.Lock()
 	r.init()
 	a, ok := r.active[slot{org, sandbox, kind}]
@@ -255,14 +264,14 @@ func (r *Resolver) activeKey(ctx context.Context, org, sandbox, kind string) (st
 	}
 	dk, err := r.Store.ActiveDataKey(ctx, org, sandbox, kind)
 	if err != nil {
-		return dk, fmt.Errorf("data key of %s/%s/%s: %w", org, sandbox, kind, err)
+		return nil, fmt.Errorf("data key of %s/%s/%s: %w", org, sandbox, kind, err)
 	}
-	dk.Wrapped = nil
+	m := r.newKeyMeta(dk)
 	r.mu.Lock()
 	r.active[slot{org, sandbox, kind}] = &activeKey{id: dk.ID}
-	r.meta[dk.ID] = dk
+	r.meta[dk.ID] = m
 	r.mu.Unlock()
-	return dk, nil
+	return m, nil
 }
 
 // take counts one use of a data key, reserving a new block in the database
