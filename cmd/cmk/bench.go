@@ -143,14 +143,14 @@ of minutes each and need free disk for the file sizes given.`,
 	f.DurationVar(&enable.ThrottleWindow, "throttle-window", 10*time.Second, "enable: the vault's throttle window")
 
 	f.Var(&lakeSize, "lake-size", "lake: size of the file ingested and read (e.g. 256MiB, 1GiB)")
-	f.IntVar(&lake.Trials, "lake-trials", 7, "lake: interleaved pairs per comparison")
+	f.IntVar(&lake.Trials, "lake-trials", 11, "lake: interleaved pairs per comparison")
 	f.Var(&peakSize, "peak-size", "lake: size of the upload whose peak memory is measured; 0 skips it")
 	f.BoolVar(&lake.NoHTTP, "no-http", false, "lake: skip the comparisons over HTTP")
 
 	f.IntVar(&prof.Records, "records", 1000, "profile: distinct records")
 	f.IntVar(&prof.RecordSize, "record-size", 1024, "profile, tink: bytes per JSON record")
-	f.IntVar(&prof.Ops, "ops", 5000, "profile: operations per side per round")
-	f.IntVar(&prof.Rounds, "rounds", 11, "profile: interleaved rounds")
+	f.IntVar(&prof.Ops, "ops", 10000, "profile: operations per side per round")
+	f.IntVar(&prof.Rounds, "rounds", 21, "profile: interleaved rounds")
 	f.StringVar(&prof.ProfilesDSN, "profiles-dsn", "", "profile: measure on this PostgreSQL database (postgres://...) instead of the embedded SQLite")
 
 	f.IntVar(&calls.Ops, "data-ops", 100_000, "vaultcalls: data operations")

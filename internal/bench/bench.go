@@ -284,6 +284,8 @@ type Spread struct {
 	Median float64 `json:"median"`
 	Min    float64 `json:"min"`
 	Max    float64 `json:"max"`
+	// Samples are the values in the order they were measured.
+	Samples []float64 `json:"samples,omitempty"`
 }
 
 func spreadOf(xs []float64) Spread {
@@ -296,7 +298,7 @@ func spreadOf(xs []float64) Spread {
 	if len(s)%2 == 0 {
 		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
 	}
-	return Spread{N: len(s), Median: med, Min: s[0], Max: s[len(s)-1]}
+	return Spread{N: len(s), Median: med, Min: s[0], Max: s[len(s)-1], Samples: slices.Clone(xs)}
 }
 
 // format renders the spread with a printf verb for each number.

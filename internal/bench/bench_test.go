@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -137,11 +138,11 @@ func TestSpread(t *testing.T) {
 		want Spread
 	}{
 		{nil, Spread{}},
-		{[]float64{3}, Spread{N: 1, Median: 3, Min: 3, Max: 3}},
-		{[]float64{3, 1, 2}, Spread{N: 3, Median: 2, Min: 1, Max: 3}},
-		{[]float64{4, 1, 2, 3}, Spread{N: 4, Median: 2.5, Min: 1, Max: 4}},
+		{[]float64{3}, Spread{N: 1, Median: 3, Min: 3, Max: 3, Samples: []float64{3}}},
+		{[]float64{3, 1, 2}, Spread{N: 3, Median: 2, Min: 1, Max: 3, Samples: []float64{3, 1, 2}}},
+		{[]float64{4, 1, 2, 3}, Spread{N: 4, Median: 2.5, Min: 1, Max: 4, Samples: []float64{4, 1, 2, 3}}},
 	} {
-		if got := spreadOf(tc.in); got != tc.want {
+		if got := spreadOf(tc.in); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("spreadOf(%v) = %+v, want %+v", tc.in, got, tc.want)
 		}
 	}

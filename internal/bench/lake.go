@@ -50,7 +50,7 @@ func (c *LakeConfig) defaults() {
 		c.Size = 256 * MiB
 	}
 	if c.Trials == 0 {
-		c.Trials = 7
+		c.Trials = 11
 	}
 	if c.PeakSize == 0 {
 		c.PeakSize = 2 << 30

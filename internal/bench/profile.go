@@ -25,9 +25,9 @@ type ProfileConfig struct {
 	Records int
 	// RecordSize is the size of each JSON record in bytes. Default 1 KiB.
 	RecordSize int
-	// Ops is the number of operations of one side in one round. Default 5000.
+	// Ops is the number of operations of one side in one round. Default 10000.
 	Ops int
-	// Rounds is the number of interleaved pairs of each comparison. Default 11.
+	// Rounds is the number of interleaved pairs of each comparison. Default 21.
 	Rounds int
 	// ProfilesDSN, when set, puts the profile store on that PostgreSQL
 	// database instead of the embedded SQLite one.
@@ -42,10 +42,10 @@ func (c *ProfileConfig) defaults() {
 		c.RecordSize = 1 << 10
 	}
 	if c.Ops == 0 {
-		c.Ops = 5000
+		c.Ops = 10000
 	}
 	if c.Rounds == 0 {
-		c.Rounds = 11
+		c.Rounds = 21
 	}
 }
 
