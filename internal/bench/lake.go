@@ -35,7 +35,7 @@ type LakeConfig struct {
 	// Size of the file ingested and read. Default 256 MiB.
 	Size int64
 	// Trials is the number of interleaved pairs of each comparison.
-	// Default 7: this machine's disk has slow spells that make single
+	// Default 11: this machine's disk has slow spells that make single
 	// trials of either side several times slower.
 	Trials int
 	// PeakSize is the size of the upload whose peak memory is measured.
