@@ -1,0 +1,5 @@
+//go:build !race
+
+package orgkeys_test
+
+const raceEnabled = false
