@@ -22,9 +22,6 @@ type record struct {
 
 func sealOne(t testing.TB, doc []byte) record {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("starts a service")
-	}
 	env, err := devenv.Start(context.Background(), devenv.Options{DataDir: t.TempDir(), NoMonitor: true})
 	if err != nil {
 		t.Fatal(err)
