@@ -3,6 +3,7 @@ package envelope
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -133,5 +134,15 @@ func TestRecordOpenInPlace(t *testing.T) {
 				t.Errorf("OpenInPlace(%s, %d bytes, other binding) = %v, want ErrAuth", name, size, err)
 			}
 		}
+	}
+	// Associated data too long for the pooled buffer is built apart.
+	long := testBind
+	long.Object = strings.Repeat("o", aadPoolSize)
+	ct, _ := k.Seal(long, []byte("abc"))
+	if got, err := k.OpenInPlace(long, bytes.Clone(ct)); err != nil || string(got) != "abc" {
+		t.Errorf("OpenInPlace with a %d-byte object id = %q, %v; want the plaintext", len(long.Object), got, err)
+	}
+	if _, err := k.OpenInPlace(testBind, bytes.Clone(ct)); !errors.Is(err, ErrAuth) {
+		t.Errorf("OpenInPlace of a long-id record under another binding = %v, want ErrAuth", err)
 	}
 }
