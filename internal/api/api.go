@@ -29,6 +29,7 @@ import (
 	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/auth"
 	"github.com/cmk-project/cmk/internal/enablement"
+	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/keyid"
 	"github.com/cmk-project/cmk/internal/keyring"
 	"github.com/cmk-project/cmk/internal/kms"
@@ -77,7 +78,7 @@ type Server struct {
 	PreflightTimeout time.Duration
 
 	Monitor       *monitor.Monitor
-	Gate          *monitor.Gate
+	Gate          *keyhealth.Gate
 	WebhookPolicy alerts.URLPolicy
 	Metrics       *metrics.Metrics
 

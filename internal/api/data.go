@@ -10,10 +10,10 @@ import (
 
 	"github.com/cmk-project/cmk/internal/auth"
 	"github.com/cmk-project/cmk/internal/envelope"
+	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/kms"
 	"github.com/cmk-project/cmk/internal/lake"
 	"github.com/cmk-project/cmk/internal/lake/blob"
-	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/orgkeys"
 	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/profile"
@@ -102,7 +102,7 @@ func (s *Server) dataError(w http.ResponseWriter, r *http.Request, storeName str
 	}
 }
 
-func (s *Server) refused(w http.ResponseWriter, r *http.Request, ref *monitor.Refused) {
+func (s *Server) refused(w http.ResponseWriter, r *http.Request, ref *keyhealth.Refused) {
 	o, _ := s.Store.Org(r.Context(), ref.Org)
 	steps := preflight.Remedy(kms.Kind(ref.Cause), s.Env, kmsRef(o))
 	hint := "An administrator of your org can see the cause and the steps to restore access on the Encryption page or with GET /data/infrastructure/manager/byok/health."

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/auth"
+	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/keyring"
 	"github.com/cmk-project/cmk/internal/kms"
 	"github.com/cmk-project/cmk/internal/preflight"
@@ -90,7 +91,7 @@ func (s *Server) healthOf(r *http.Request, org string) (healthView, error) {
 	v.KeyVaultURI, v.KeyName, v.KeyVersion = o.VaultURL, o.KeyName, h.KeyVersion
 	v.Since, v.LastCheck, v.LastOK, v.NextCheck = tp(h.Since), tp(h.LastCheck), tp(h.LastOK), tp(h.NextCheck)
 	v.DataBlocked = s.Gate.Allow(org) != nil
-	if h.State != store.HealthHealthy {
+	if h.State != keyhealth.Healthy {
 		v.Remedy = preflight.Remedy(kms.Kind(h.Cause), s.Env, keyring.CustomerRef(o))
 	}
 	if h.RotateTo != "" {

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/cmk-project/cmk/internal/azemu"
 	"github.com/cmk-project/cmk/internal/devenv"
+	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/store"
 )
@@ -273,11 +273,7 @@ func healthOf(ctx context.Context, st *store.Store, orgs []string) (healthSum, e
 		if err != nil {
 			return s, fmt.Errorf("key health of %s: %w", org, err)
 		}
-		var mem struct {
-			Changes []time.Time `json:"changes"`
-			Checks  int         `json:"checks"`
-		}
-		json.Unmarshal([]byte(h.Transitions), &mem)
+		mem := h.Memo
 		s.checks += mem.Checks
 		if s.minChecks < 0 || mem.Checks < s.minChecks {
 			s.minChecks = mem.Checks
@@ -307,14 +303,14 @@ func (r *MonitorCostResult) String() string {
 	s := t.String()
 	tr := r.Throttled
 	verdict := "met (0)"
-	if tr.Transitions[store.HealthRevoked] > 0 || tr.RefusedReads > 0 {
+	if tr.Transitions[keyhealth.Revoked] > 0 || tr.RefusedReads > 0 {
 		verdict = "MISSED (0)"
 	}
 	t = newTable(fmt.Sprintf("monitorcost: vault throttled at %d key ops per %.0f s for %.0f s", tr.Limit, tr.WindowSeconds, tr.Seconds))
 	t.row("checks", fmt.Sprint(tr.Checks))
 	t.row("429 answers / key ops served", fmt.Sprintf("%d / %d", tr.Answers429, tr.KeyOps))
-	t.row("transitions to REVOKED", fmt.Sprint(tr.Transitions[store.HealthRevoked]), verdict)
-	t.row("transitions to COASTING / DEGRADED", fmt.Sprintf("%d / %d", tr.Transitions[store.HealthCoasting], tr.Transitions[store.HealthDegraded]))
+	t.row("transitions to REVOKED", fmt.Sprint(tr.Transitions[keyhealth.Revoked]), verdict)
+	t.row("transitions to COASTING / DEGRADED", fmt.Sprintf("%d / %d", tr.Transitions[keyhealth.Coasting], tr.Transitions[keyhealth.Degraded]))
 	t.row("state changes the monitor recorded", fmt.Sprint(tr.StateChanges))
 	t.row("data reads not served", fmt.Sprintf("%d of %d", tr.RefusedReads, tr.Reads))
 	return s + t.String()

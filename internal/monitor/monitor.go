@@ -25,16 +25,17 @@ package monitor
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	mrand "math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/dekcache"
+	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/keyring"
 	"github.com/cmk-project/cmk/internal/kms"
 	"github.com/cmk-project/cmk/internal/metrics"
@@ -73,7 +74,7 @@ type Monitor struct {
 	Provider kms.Provider
 	Keyring  *keyring.Keyring
 	Cache    *dekcache.Cache
-	Gate     *Gate
+	Gate     *keyhealth.Gate
 	Notifier *alerts.Notifier
 	Audit    *audit.Recorder
 	Env      preflight.Env
@@ -83,13 +84,6 @@ type Monitor struct {
 	Now      func() time.Time
 
 	once sync.Once // fills defaults once, before any loop reads the config
-}
-
-// memo is the monitor's small per-org memory, stored with the health row.
-type memo struct {
-	Changes  []time.Time `json:"changes,omitempty"` // recent state changes, for flapping
-	Checks   int         `json:"checks"`
-	LastWrap time.Time   `json:"lastWrap,omitzero"`
 }
 
 func (m *Monitor) defaults() { m.once.Do(m.fillDefaults) }
@@ -154,7 +148,7 @@ func (m *Monitor) Run(ctx context.Context) {
 
 // CheckOrg checks one org now (the "re-check" of the API and CLI). When a
 // scheduled check of the org is running, it waits for that one instead.
-func (m *Monitor) CheckOrg(ctx context.Context, org string) (*store.Health, error) {
+func (m *Monitor) CheckOrg(ctx context.Context, org string) (*keyhealth.Health, error) {
 	m.defaults()
 	deadline := m.Now().Add(10 * time.Second)
 	for {
@@ -186,7 +180,7 @@ type outcome struct {
 	probeVer string
 }
 
-func (m *Monitor) probe(ctx context.Context, ref kms.KeyRef, h *store.Health, mem *memo) outcome {
+func (m *Monitor) probe(ctx context.Context, ref kms.KeyRef, h *keyhealth.Health, mem *keyhealth.Memo) outcome {
 	var o outcome
 	info, err := m.Provider.Describe(ctx, ref)
 	if err != nil {
@@ -245,7 +239,7 @@ func (m *Monitor) probe(ctx context.Context, ref kms.KeyRef, h *store.Health, me
 	return o
 }
 
-func (m *Monitor) check(ctx context.Context, h *store.Health) (*store.Health, error) {
+func (m *Monitor) check(ctx context.Context, h *keyhealth.Health) (*keyhealth.Health, error) {
 	m.defaults()
 	start := m.Now()
 	ctx = audit.WithOrg(ctx, h.OrgID)
@@ -254,8 +248,8 @@ func (m *Monitor) check(ctx context.Context, h *store.Health) (*store.Health, er
 		return nil, err
 	}
 	ref := keyring.CustomerRef(org)
-	var mem memo
-	json.Unmarshal([]byte(h.Transitions), &mem)
+	mem := h.Memo
+	mem.Changes = slices.Clone(mem.Changes)
 	mem.Checks++
 	o := m.probe(ctx, ref, h, &mem)
 	if ctx.Err() != nil {
@@ -283,7 +277,7 @@ func (m *Monitor) check(ctx context.Context, h *store.Health) (*store.Health, er
 
 	switch {
 	case o.err == nil:
-		next.State, next.Cause, next.Message, next.LastOK = store.HealthHealthy, "", "", now
+		next.State, next.Cause, next.Message, next.LastOK = keyhealth.Healthy, "", "", now
 		if o.info.Version != "" && o.info.Version != h.KeyVersion && o.info.Version != h.RotateTo {
 			next.RotateTo = o.info.Version
 			m.Audit.Record(ctx, "rotation", ref, o.info.Version, "started", "new key version detected; re-wrapping data keys from "+h.KeyVersion)
@@ -297,17 +291,17 @@ func (m *Monitor) check(ctx context.Context, h *store.Health) (*store.Health, er
 		next.NextCheck = now.Add(max(ke.RetryAfter, m.Interval))
 	case kind.Transient():
 		switch h.State {
-		case store.HealthHealthy, store.HealthDegraded:
-			next.State, next.Cause, next.Message, next.Since = store.HealthCoasting, string(kind), preflight.Describe(o.err), now
-		case store.HealthCoasting:
+		case keyhealth.Healthy, keyhealth.Degraded:
+			next.State, next.Cause, next.Message, next.Since = keyhealth.Coasting, string(kind), preflight.Describe(o.err), now
+		case keyhealth.Coasting:
 			if now.Sub(h.Since) >= m.Grace {
-				next.State, next.Cause, next.Message = store.HealthRevoked, alerts.CauseGraceExhausted, "The key vault has been unreachable for longer than the grace period: "+preflight.Describe(o.err)
+				next.State, next.Cause, next.Message = keyhealth.Revoked, alerts.CauseGraceExhausted, "The key vault has been unreachable for longer than the grace period: "+preflight.Describe(o.err)
 			}
 		}
 	case o.wrapErr:
-		next.State, next.Cause, next.Message = store.HealthDegraded, string(kind), preflight.Describe(o.err)
+		next.State, next.Cause, next.Message = keyhealth.Degraded, string(kind), preflight.Describe(o.err)
 	default:
-		next.State, next.Cause, next.Message = store.HealthRevoked, string(kind), preflight.Describe(o.err)
+		next.State, next.Cause, next.Message = keyhealth.Revoked, string(kind), preflight.Describe(o.err)
 	}
 	if next.State != h.State {
 		next.Since = now
@@ -318,25 +312,24 @@ func (m *Monitor) check(ctx context.Context, h *store.Health) (*store.Health, er
 		cut++
 	}
 	mem.Changes = mem.Changes[cut:]
-	raw, _ := json.Marshal(mem)
-	next.Transitions = string(raw)
+	next.Memo = mem
 
 	// Close the gate first, then wipe: a request that passed the gate just
 	// before may still load a key, but the wipe (which also voids loads in
 	// flight) comes after it, so no key of a revoked org stays in memory.
 	next.UpdatedAt = now
 	next.Version = h.Version + 1
-	if next.State == store.HealthRevoked {
+	if next.State == keyhealth.Revoked {
 		// Failing closed is published at once; anything else only once it
 		// is saved, so a check that lost its lease cannot open the gate.
 		m.Gate.Set(&next)
 	}
-	if next.State == store.HealthRevoked && h.State != store.HealthRevoked {
+	if next.State == keyhealth.Revoked && h.State != keyhealth.Revoked {
 		n := m.Cache.WipeOrg(h.OrgID)
 		m.Log.Warn("customer key revoked; org data locked", "org", h.OrgID, "cause", next.Cause, "keys_wiped", n)
 		m.Audit.Record(ctx, "revocation", ref, o.info.Version, next.Cause, next.Message)
 	}
-	if h.State != store.HealthHealthy && next.State == store.HealthHealthy {
+	if h.State != keyhealth.Healthy && next.State == keyhealth.Healthy {
 		m.Log.Info("customer key access restored", "org", h.OrgID, "was", h.State)
 		m.Audit.Record(ctx, "recovery", ref, o.info.Version, "ok", "access restored after "+h.State+" ("+h.Cause+")")
 	}
@@ -361,20 +354,20 @@ func (m *Monitor) jitter(d time.Duration) time.Duration {
 }
 
 // alert raises and resolves alerts for a check's outcome.
-func (m *Monitor) alert(ctx context.Context, prev, cur *store.Health, ref kms.KeyRef, flapping bool) {
+func (m *Monitor) alert(ctx context.Context, prev, cur *keyhealth.Health, ref kms.KeyRef, flapping bool) {
 	if m.Notifier == nil {
 		return
 	}
 	org := cur.OrgID
 	if flapping {
-		d := alerts.Describe(alerts.KindNotification, alerts.CauseFlapping, cur.Message, cur.State == store.HealthRevoked, m.Env, ref)
+		d := alerts.Describe(alerts.KindNotification, alerts.CauseFlapping, cur.Message, cur.State == keyhealth.Revoked, m.Env, ref)
 		if _, err := m.Notifier.Raise(ctx, org, alerts.KindNotification, alerts.CauseFlapping, d); err != nil {
 			m.Log.Error("raise alert", "org", org, "err", err)
 		}
 	}
 	switch cur.State {
-	case store.HealthHealthy:
-		if prev.State != store.HealthHealthy || !flapping {
+	case keyhealth.Healthy:
+		if prev.State != keyhealth.Healthy || !flapping {
 			kinds := []string{alerts.KindAccessDisabled, alerts.KindAccessFailure}
 			// The flapping notification stays open until the key has
 			// been stable for a whole window.
@@ -390,10 +383,10 @@ func (m *Monitor) alert(ctx context.Context, prev, cur *store.Health, ref kms.Ke
 			return // one notification for the whole episode, not one per flap
 		}
 		kind := alerts.KindFor(cur.Cause)
-		if cur.State == store.HealthRevoked && kind == alerts.KindNotification {
+		if cur.State == keyhealth.Revoked && kind == alerts.KindNotification {
 			kind = alerts.KindAccessFailure
 		}
-		d := alerts.Describe(kind, cur.Cause, cur.Message, cur.State == store.HealthRevoked, m.Env, ref)
+		d := alerts.Describe(kind, cur.Cause, cur.Message, cur.State == keyhealth.Revoked, m.Env, ref)
 		if _, err := m.Notifier.Raise(ctx, org, kind, cur.Cause, d); err != nil {
 			m.Log.Error("raise alert", "org", org, "err", err)
 		}

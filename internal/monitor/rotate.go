@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cmk-project/cmk/internal/audit"
+	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/keyring"
 	"github.com/cmk-project/cmk/internal/kms"
 	"github.com/cmk-project/cmk/internal/store"
@@ -50,7 +51,7 @@ func (m *Monitor) RunRotations(ctx context.Context) {
 	}
 }
 
-func (m *Monitor) rotate(ctx context.Context, h *store.Health) error {
+func (m *Monitor) rotate(ctx context.Context, h *keyhealth.Health) error {
 	ctx = audit.WithOrg(ctx, h.OrgID)
 	org, err := m.Store.Org(ctx, h.OrgID)
 	if err != nil {

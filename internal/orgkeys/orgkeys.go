@@ -18,9 +18,9 @@ import (
 
 	"github.com/cmk-project/cmk/internal/dekcache"
 	"github.com/cmk-project/cmk/internal/envelope"
+	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/keyring"
 	"github.com/cmk-project/cmk/internal/metrics"
-	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/store"
 )
 
@@ -36,7 +36,7 @@ type Resolver struct {
 	Store   *store.Store
 	Keyring *keyring.Keyring
 	Cache   *dekcache.Cache
-	Gate    *monitor.Gate
+	Gate    *keyhealth.Gate
 	Metrics *metrics.Metrics
 	// MaxUses is the number of objects one data key may seal; default
 	// envelope.DefaultMaxUses.
@@ -343,8 +343,8 @@ func (r *Resolver) ForgetOrg(org string) {
 }
 
 // Refused reports whether err is a refusal by the key-health gate.
-func Refused(err error) (*monitor.Refused, bool) {
-	var ref *monitor.Refused
+func Refused(err error) (*keyhealth.Refused, bool) {
+	var ref *keyhealth.Refused
 	ok := errors.As(err, &ref)
 	return ref, ok
 }

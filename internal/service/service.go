@@ -25,6 +25,7 @@ import (
 	"github.com/cmk-project/cmk/internal/auth"
 	"github.com/cmk-project/cmk/internal/dekcache"
 	"github.com/cmk-project/cmk/internal/enablement"
+	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/keyid"
 	"github.com/cmk-project/cmk/internal/keyring"
 	"github.com/cmk-project/cmk/internal/kms"
@@ -124,7 +125,7 @@ type Service struct {
 	API      *api.Server
 	Metrics  *metrics.Metrics
 	Cache    *dekcache.Cache
-	Gate     *monitor.Gate
+	Gate     *keyhealth.Gate
 	Monitor  *monitor.Monitor
 	Notifier *alerts.Notifier
 	Webhooks *alerts.Deliverer
@@ -236,7 +237,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		})
 	}
 	s.Cache = dekcache.New()
-	s.Gate = &monitor.Gate{}
+	s.Gate = &keyhealth.Gate{}
 	s.Notifier = &alerts.Notifier{Store: s.Store, Log: cfg.Log, OnEvent: func(ev, kind string) { s.Metrics.Alerts.WithLabelValues(ev, kind).Inc() }}
 	s.Monitor = &monitor.Monitor{
 		Config: cfg.Monitor,
@@ -328,7 +329,10 @@ func (s *Service) Start(ctx context.Context) error {
 		s.Webhooks.Run,
 		s.housekeeping,
 		func(ctx context.Context) {
-			s.Gate.Sync(ctx, s.Store, s.Cache, since, 250*time.Millisecond, s.cfg.Log, s.Keys.ForgetOrg)
+			s.Gate.Sync(ctx, s.Store, since, 250*time.Millisecond, s.cfg.Log, keyhealth.SyncHooks{
+				Revoked: func(org string) { s.Cache.WipeOrg(org) },
+				Deleted: func(org string) { s.Cache.WipeOrg(org); s.Keys.ForgetOrg(org) },
+			})
 		},
 		s.countStates,
 	}
@@ -387,7 +391,7 @@ func (s *Service) countStates(ctx context.Context) {
 	defer t.Stop()
 	for {
 		if all, err := s.Store.AllHealth(ctx); err == nil {
-			counts := map[string]int{store.HealthHealthy: 0, store.HealthDegraded: 0, store.HealthCoasting: 0, store.HealthRevoked: 0}
+			counts := map[string]int{keyhealth.Healthy: 0, keyhealth.Degraded: 0, keyhealth.Coasting: 0, keyhealth.Revoked: 0}
 			for _, h := range all {
 				counts[h.State]++
 			}

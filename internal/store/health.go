@@ -7,46 +7,27 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/cmk-project/cmk/internal/keyhealth"
 )
 
-// Key health states of an org that uses its customer key.
-const (
-	HealthHealthy  = "HEALTHY"  // the last check proved wrap and unwrap
-	HealthDegraded = "DEGRADED" // unwrap works, wrap does not (e.g. key expired): data readable, new keys cannot be made
-	HealthCoasting = "COASTING" // the vault is unreachable for a transient reason; cached keys serve within the grace
-	HealthRevoked  = "REVOKED"  // access is withdrawn (or the grace ran out): all data of the org is refused
-)
-
-// Health is the monitor's view of one org's key.
-type Health struct {
-	OrgID        string
-	State        string
-	Cause        string
-	Message      string
-	KeyVersion   string
-	Since        time.Time
-	LastCheck    time.Time
-	LastOK       time.Time
-	NextCheck    time.Time
-	Transitions  string // JSON
-	Probe        []byte
-	ProbeVersion string
-	RotateTo     string
-	UpdatedAt    time.Time
-	ChangedAt    time.Time // last change of state or cause
-	Version      int64     // bumped on every write
-}
+// Health is the stored form of an org's key health.
+type Health = keyhealth.Health
 
 const healthCols = `org_id, state, cause, message, key_version, since, last_check, last_ok, next_check, transitions, probe, probe_version, rotate_to, updated_at, changed_at, version`
 
 func scanHealth(sc scanner) (*Health, error) {
 	var h Health
 	var since, lc, lo, nc, up, ch int64
-	err := sc.Scan(&h.OrgID, &h.State, &h.Cause, &h.Message, &h.KeyVersion, &since, &lc, &lo, &nc, &h.Transitions, &h.Probe, &h.ProbeVersion, &h.RotateTo, &up, &ch, &h.Version)
+	var memo string
+	err := sc.Scan(&h.OrgID, &h.State, &h.Cause, &h.Message, &h.KeyVersion, &since, &lc, &lo, &nc, &memo, &h.Probe, &h.ProbeVersion, &h.RotateTo, &up, &ch, &h.Version)
 	if err != nil {
 		return nil, err
 	}
 	h.Since, h.LastCheck, h.LastOK, h.NextCheck, h.UpdatedAt, h.ChangedAt = fromMS(since), fromMS(lc), fromMS(lo), fromMS(nc), fromMS(up), fromMS(ch)
+	if err := decodeJSON(memo, &h.Memo); err != nil {
+		return nil, fmt.Errorf("key health of %s: monitor memo: %w", h.OrgID, err)
+	}
 	return &h, nil
 }
 
@@ -120,6 +101,10 @@ func (s *Store) CheckNow(ctx context.Context, org string) error {
 // still holds it (ErrLeaseLost otherwise: a newer check owns the row).
 func (s *Store) SaveHealth(ctx context.Context, h *Health, owner string) error {
 	h.UpdatedAt = s.now()
+	memo, merr := encodeJSON(h.Memo)
+	if merr != nil {
+		return fmt.Errorf("save key health of %s: %w", h.OrgID, merr)
+	}
 	// key_version is only moved by FinishRotation, and rotate_to only set
 	// here (never cleared), so a check that read the row before a rotation
 	// finished cannot undo it.
@@ -129,7 +114,7 @@ func (s *Store) SaveHealth(ctx context.Context, h *Health, owner string) error {
 		transitions = ?, probe = ?, probe_version = ?, rotate_to = CASE WHEN ? <> '' AND ? <> key_version THEN ? ELSE rotate_to END,
 		lease_owner = '', lease_until = 0, updated_at = ?, version = version + 1 WHERE org_id = ? AND lease_owner = ?`,
 		h.State, h.Cause, ms(h.UpdatedAt),
-		h.State, h.Cause, h.Message, ms(h.Since), ms(h.LastCheck), ms(h.LastOK), ms(h.NextCheck), h.Transitions, h.Probe, h.ProbeVersion,
+		h.State, h.Cause, h.Message, ms(h.Since), ms(h.LastCheck), ms(h.LastOK), ms(h.NextCheck), memo, h.Probe, h.ProbeVersion,
 		h.RotateTo, h.RotateTo, h.RotateTo, ms(h.UpdatedAt), h.OrgID, owner)
 	if err != nil {
 		return fmt.Errorf("save key health of %s: %w", h.OrgID, err)
@@ -346,7 +331,7 @@ func (s *Store) ClaimRotation(ctx context.Context, owner string, lease time.Dura
 	err := s.tx(ctx, func(tx txn) error {
 		now := s.now()
 		var id string
-		err := tx.QueryRowContext(ctx, `SELECT org_id FROM key_health WHERE rotate_to <> '' AND state = ? AND (rotate_owner = '' OR rotate_until < ?) LIMIT 1`, HealthHealthy, ms(now)).Scan(&id)
+		err := tx.QueryRowContext(ctx, `SELECT org_id FROM key_health WHERE rotate_to <> '' AND state = ? AND (rotate_owner = '' OR rotate_until < ?) LIMIT 1`, keyhealth.Healthy, ms(now)).Scan(&id)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
 		}

@@ -18,6 +18,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -26,6 +27,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/cmk-project/cmk/internal/keyhealth"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	_ "modernc.org/sqlite"             // registers the "sqlite" driver
@@ -340,7 +343,7 @@ func (s *Store) BeginCustomerKEK(ctx context.Context, jobID, owner string, c *Co
 		// deleted and created again never sorts behind what replicas
 		// remember of the old one.
 		_, err = tx.ExecContext(ctx, `INSERT INTO key_health (org_id, state, key_version, since, last_ok, next_check, updated_at, changed_at, version) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)
-			ON CONFLICT (org_id) DO NOTHING`, c.OrgID, HealthHealthy, keyVersion, now, now, now, now, s.now().UnixMicro())
+			ON CONFLICT (org_id) DO NOTHING`, c.OrgID, keyhealth.Healthy, keyVersion, now, now, now, now, s.now().UnixMicro())
 		return err
 	})
 }
@@ -760,4 +763,24 @@ func (s *Store) DeleteOrg(ctx context.Context, org string) error {
 		_, err = tx.ExecContext(ctx, `INSERT INTO org_deletions (org_id, deleted_at) VALUES (?, ?)`, org, s.now().UnixMilli())
 		return err
 	})
+}
+
+// decodeJSON reads a JSON column into v; an empty column leaves v as it is.
+func decodeJSON(col string, v any) error {
+	if col == "" {
+		return nil
+	}
+	if err := json.Unmarshal([]byte(col), v); err != nil {
+		return fmt.Errorf("decode stored JSON: %w", err)
+	}
+	return nil
+}
+
+// encodeJSON writes v for a JSON column.
+func encodeJSON(v any) (string, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", fmt.Errorf("encode JSON column: %w", err)
+	}
+	return string(b), nil
 }

@@ -1,4 +1,4 @@
-package monitor
+package keyhealth
 
 import (
 	"fmt"
@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/cmk-project/cmk/internal/kms"
-	"github.com/cmk-project/cmk/internal/store"
 )
 
 // Refused is the error every data-plane operation of an org gets while its
@@ -31,7 +30,7 @@ type Gate struct {
 	Now   func() time.Time
 
 	mu sync.RWMutex
-	m  map[string]store.Health
+	m  map[string]Health
 }
 
 func (g *Gate) now() time.Time {
@@ -45,11 +44,11 @@ func (g *Gate) now() time.Time {
 // (a replica's poll can deliver a row older than a local check's result).
 // Rows are ordered by their version, which the database bumps on every
 // write, so no replica's clock decides. It reports whether h was taken.
-func (g *Gate) Set(h *store.Health) bool {
+func (g *Gate) Set(h *Health) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.m == nil {
-		g.m = map[string]store.Health{}
+		g.m = map[string]Health{}
 	}
 	if cur, ok := g.m[h.OrgID]; ok && h.Version < cur.Version {
 		return false
@@ -69,7 +68,7 @@ func (g *Gate) Forget(org string) {
 }
 
 // State returns what the gate knows of an org.
-func (g *Gate) State(org string) (store.Health, bool) {
+func (g *Gate) State(org string) (Health, bool) {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	h, ok := g.m[org]
@@ -87,11 +86,11 @@ func (g *Gate) Allow(org string) error {
 		return nil
 	}
 	switch h.State {
-	case store.HealthRevoked:
+	case Revoked:
 		return &Refused{Org: org, State: h.State, Cause: h.Cause, Message: h.Message, Since: h.Since}
-	case store.HealthCoasting:
+	case Coasting:
 		if g.Grace > 0 && g.now().Sub(h.Since) >= g.Grace {
-			return &Refused{Org: org, State: store.HealthRevoked, Cause: string(kms.KindTransient),
+			return &Refused{Org: org, State: Revoked, Cause: string(kms.KindTransient),
 				Message: "the key vault has been unreachable for longer than the grace period", Since: h.Since.Add(g.Grace)}
 		}
 	}

@@ -1,0 +1,48 @@
+// Package keyhealth holds what cmk knows about each org's customer key
+// right now: the four health states, the health record the monitor writes,
+// and the Gate every data-plane request consults before it touches an org's
+// data.
+//
+// The monitor writes health (it decides the state); the data path only reads
+// the Gate. Neither imports the other: both import this package. Across
+// replicas, Sync keeps each process's Gate current with the rows the others
+// write.
+package keyhealth
+
+import "time"
+
+// Health states of an org that uses its customer key. The values are stable:
+// they are stored, returned by the API and counted in metrics.
+const (
+	Healthy  = "HEALTHY"  // the last check proved wrap and unwrap
+	Degraded = "DEGRADED" // unwrap works, wrap does not (e.g. key expired): data readable, new keys cannot be made
+	Coasting = "COASTING" // the vault is unreachable for a transient reason; cached keys serve within the grace
+	Revoked  = "REVOKED"  // access is withdrawn (or the grace ran out): all data of the org is refused
+)
+
+// Health is the monitor's view of one org's key, as stored.
+type Health struct {
+	OrgID        string
+	State        string
+	Cause        string
+	Message      string
+	KeyVersion   string
+	Since        time.Time
+	LastCheck    time.Time
+	LastOK       time.Time
+	NextCheck    time.Time
+	Memo         Memo
+	Probe        []byte
+	ProbeVersion string
+	RotateTo     string
+	UpdatedAt    time.Time
+	ChangedAt    time.Time // last change of state or cause
+	Version      int64     // bumped on every write
+}
+
+// Memo is the monitor's small per-org memory, kept with the health row.
+type Memo struct {
+	Changes  []time.Time `json:"changes,omitempty"` // recent state changes, for flapping
+	Checks   int         `json:"checks"`
+	LastWrap time.Time   `json:"lastWrap,omitzero"`
+}
