@@ -3,14 +3,13 @@ package main
 import (
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/cmk-project/cmk/internal/alerts"
+	"github.com/cmk-project/cmk/internal/cmkapi"
 )
 
 func newAlertsCmd() *cobra.Command {
@@ -58,21 +57,14 @@ steps.
 		Args: exactArgs(0, ""),
 		PreRunE: func(cmd *cobra.Command, _ []string) error {
 			switch strings.ToUpper(status) {
-			case "", "OPEN", "RESOLVED":
+			case "", cmkapi.AlertOpen, cmkapi.AlertResolved:
 				status = strings.ToUpper(status)
 				return nil
 			}
 			return usageError(fmt.Errorf("--status %q is not an alert status", status), "use --status OPEN or --status RESOLVED, or leave it out for all alerts")
 		},
 		RunE: clientRun(conn, out, func(cmd *cobra.Command, c *client, _ []string) error {
-			path := pathAlerts
-			if status != "" {
-				path += "?status=" + url.QueryEscape(status)
-			}
-			var list struct {
-				Alerts []alerts.View `json:"alerts"`
-			}
-			raw, err := c.getJSON(cmd.Context(), path, &list)
+			list, raw, err := c.Alerts(cmd.Context(), status)
 			if err != nil {
 				return err
 			}
@@ -110,15 +102,14 @@ data is refused, the probable causes and the numbered steps to resolve it.
 		Example: `  cmk alerts show --info cmk.json 5b0c6d1e-0d4f-4d8e-9a55-0c2b1c3e4f5a`,
 		Args:    exactArgs(1, "the alert ID (see 'cmk alerts list')"),
 		RunE: clientRun(conn, out, func(cmd *cobra.Command, c *client, args []string) error {
-			var a alerts.View
-			raw, err := c.getJSON(cmd.Context(), pathAlerts+"/"+url.PathEscape(args[0]), &a)
+			a, raw, err := c.Alert(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			if out.json() {
 				return printRaw(cmd.OutOrStdout(), raw)
 			}
-			printAlert(cmd.OutOrStdout(), a)
+			printAlert(cmd.OutOrStdout(), *a)
 			return nil
 		}),
 	}
@@ -134,21 +125,20 @@ key's next good check resolves it.
 		Example: `  cmk alerts ack --info cmk.json 5b0c6d1e-0d4f-4d8e-9a55-0c2b1c3e4f5a`,
 		Args:    exactArgs(1, "the alert ID (see 'cmk alerts list')"),
 		RunE: clientRun(conn, out, func(cmd *cobra.Command, c *client, args []string) error {
-			var a alerts.View
-			raw, err := c.doJSON(cmd.Context(), http.MethodPost, pathAlerts+"/"+url.PathEscape(args[0])+"/acknowledge", nil, &a)
+			a, raw, err := c.AcknowledgeAlert(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			if out.json() {
 				return printRaw(cmd.OutOrStdout(), raw)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Acknowledged alert %s (%s, %s) as %s.\n", a.ID, kindTitle(a), a.Status, a.AcknowledgedBy)
+			fmt.Fprintf(cmd.OutOrStdout(), "Acknowledged alert %s (%s, %s) as %s.\n", a.ID, kindTitle(*a), a.Status, a.AcknowledgedBy)
 			return nil
 		}),
 	}
 }
 
-func kindTitle(a alerts.View) string {
+func kindTitle(a cmkapi.Alert) string {
 	if a.Title != "" {
 		return a.Title
 	}
@@ -158,7 +148,7 @@ func kindTitle(a alerts.View) string {
 	return a.Kind
 }
 
-func statusLabel(a alerts.View) string {
+func statusLabel(a cmkapi.Alert) string {
 	if a.AcknowledgedAt != nil && a.Status == "OPEN" {
 		return "OPEN (acked)"
 	}
@@ -166,7 +156,7 @@ func statusLabel(a alerts.View) string {
 }
 
 // printAlert writes one alert for a person.
-func printAlert(w io.Writer, a alerts.View) {
+func printAlert(w io.Writer, a cmkapi.Alert) {
 	fmt.Fprintf(w, "%s — %s\n", kindTitle(a), statusLabel(a))
 	fmt.Fprintf(w, "  id:          %s\n", a.ID)
 	fmt.Fprintf(w, "  org:         %s\n", a.OrgID)

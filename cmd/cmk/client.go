@@ -6,7 +6,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,7 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cmk-project/cmk/internal/devenv"
+	"github.com/cmk-project/cmk/internal/cmkapi"
 )
 
 // Exit statuses of the client commands. 0 means the answer is "yes": the
@@ -153,7 +152,7 @@ func (c *connFlags) resolve(cmd *cobra.Command) (settings, error) {
 	if !cmd.Flags().Changed("info") {
 		infoFile = os.Getenv("CMK_INFO")
 	}
-	var in devenv.Info
+	var in cmkapi.Info
 	if infoFile != "" {
 		b, err := os.ReadFile(infoFile)
 		if err != nil {
@@ -207,48 +206,26 @@ func (c *connFlags) client(cmd *cobra.Command) (*client, error) {
 	return newClient(s), nil
 }
 
-// client calls cmk's HTTP API.
+// client calls cmk's HTTP API through the typed client, as one org.
 type client struct {
-	settings
-	http *http.Client
+	*cmkapi.Client
+	org           string
+	keyIdentifier string // from the --info file, if any
 }
 
 func newClient(s settings) *client {
-	return &client{settings: s, http: &http.Client{Timeout: 2 * time.Minute}}
-}
-
-// apiError is an error answer of cmk: its JSON error body.
-type apiError struct {
-	Status    int    `json:"status"`
-	ErrorCode string `json:"errorCode"`
-	Title     string `json:"title"`
-	Detail    string `json:"detail"`
-	Hint      string `json:"hint"`
-	RequestID string `json:"requestId"`
-}
-
-func (e *apiError) Error() string {
-	msg := e.Title
-	if e.Detail != "" {
-		msg += ": " + e.Detail
+	return &client{
+		Client:        &cmkapi.Client{BaseURL: s.url, Token: s.token, OrgID: s.org, APIKey: s.apiKey, HTTP: &http.Client{Timeout: 2 * time.Minute}},
+		org:           s.org,
+		keyIdentifier: s.keyIdentifier,
 	}
-	return fmt.Sprintf("%s (%s, HTTP %d)", msg, e.ErrorCode, e.Status)
 }
-
-// connError is a request that got no answer from cmk.
-type connError struct {
-	url string
-	err error
-}
-
-func (e *connError) Error() string { return fmt.Sprintf("cannot reach cmk at %s: %v", e.url, e.err) }
-func (e *connError) Unwrap() error { return e.err }
 
 // explain turns an API or connection error into one for a person, with the
 // server's hint (or ours) on its own line.
 func (c *client) explain(err error) error {
-	var ae *apiError
-	var ce *connError
+	var ae *cmkapi.Error
+	var ce *cmkapi.ConnError
 	switch {
 	case errors.As(err, &ae):
 		hint := ae.Hint
@@ -264,105 +241,6 @@ func (c *client) explain(err error) error {
 	}
 	return err
 }
-
-// request sends one request. sandbox, when set, goes in x-sandbox-name; a
-// non-nil body is sent with contentType. The body of a 2xx answer is
-// returned; anything else becomes an *apiError.
-func (c *client) request(ctx context.Context, method, path, sandbox string, body []byte, contentType string) ([]byte, error) {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.url+path, rd)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("x-api-key", c.apiKey)
-	req.Header.Set("x-gw-ims-org-id", c.org)
-	if sandbox != "" {
-		req.Header.Set("x-sandbox-name", sandbox)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", contentType)
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, &connError{url: c.url, err: unwrapURLError(err)}
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, &connError{url: c.url, err: fmt.Errorf("read %s %s answer: %w", method, path, err)}
-	}
-	if resp.StatusCode/100 != 2 {
-		ae := &apiError{}
-		if json.Unmarshal(b, ae) != nil || ae.ErrorCode == "" {
-			ae = &apiError{Status: resp.StatusCode, ErrorCode: fmt.Sprintf("HTTP_%d", resp.StatusCode), Title: "Unexpected answer from " + method + " " + path,
-				Detail: strings.TrimSpace(firstLine(string(b))), Hint: "is --url the address of cmk and not of another service?"}
-		}
-		ae.Status = resp.StatusCode
-		return nil, ae
-	}
-	return b, nil
-}
-
-func unwrapURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
-}
-
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i]
-	}
-	if len(s) > 200 {
-		s = s[:200] + "…"
-	}
-	return s
-}
-
-// getJSON GETs path and decodes the answer into out; the raw answer is
-// returned for --output json.
-func (c *client) getJSON(ctx context.Context, path string, out any) ([]byte, error) {
-	return c.doJSON(ctx, http.MethodGet, path, nil, out)
-}
-
-// doJSON sends in (if not nil) as JSON and decodes the answer into out (if
-// not nil).
-func (c *client) doJSON(ctx context.Context, method, path string, in, out any) ([]byte, error) {
-	var body []byte
-	if in != nil {
-		var err error
-		if body, err = json.Marshal(in); err != nil {
-			return nil, err
-		}
-	}
-	raw, err := c.request(ctx, method, path, "", body, "application/json")
-	if err != nil {
-		return nil, err
-	}
-	if out != nil && len(raw) > 0 {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return raw, fmt.Errorf("decode the answer of %s %s: %w", method, path, err)
-		}
-	}
-	return raw, nil
-}
-
-// Paths of the control plane.
-const (
-	pathPreflight = "/data/infrastructure/manager/byok/preflight"
-	pathConfigs   = "/data/infrastructure/manager/customer/config"
-	pathHealth    = "/data/infrastructure/manager/byok/health"
-	pathRecheck   = "/data/infrastructure/manager/byok/health/check"
-	pathAlerts    = "/data/infrastructure/manager/byok/alerts"
-	configTypeQ   = "?configType=BYOK_CONFIG"
-)
 
 // ---- output ----
 

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -15,42 +13,17 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cmk-project/cmk/internal/enablement"
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/preflight"
 )
 
-// configView is a configuration (the enablement job) as the API returns it.
-type configView struct {
-	ID         string `json:"id"`
-	Name       string `json:"name"`
-	Type       string `json:"type"`
-	Status     string `json:"status"`
-	IMSOrgID   string `json:"imsOrgId"`
-	ConfigData struct {
-		KeyVaultURI           string `json:"keyVaultUri"`
-		KeyVaultKeyIdentifier string `json:"keyVaultKeyIdentifier"`
-		KeyVersion            string `json:"keyVersion"`
-		KeyName               string `json:"keyName"`
-		ProviderType          string `json:"providerType"`
-	} `json:"configData"`
-	CreatedAt string `json:"createdAt"`
-	UpdatedAt string `json:"updatedAt"`
-	Progress  struct {
-		DataKeysRewrapped int `json:"dataKeysRewrapped"`
-		DataKeysTotal     int `json:"dataKeysTotal"`
-	} `json:"progress"`
-	Failure   *enablement.Failure `json:"failure"`
-	LastError *enablement.Problem `json:"lastError"`
-	Checks    []preflight.Result  `json:"checks"`
-}
-
 // Job statuses (seed 001), and what each means for the person waiting.
 const (
-	jobNew       = "NEW"
-	jobRunning   = "RUNNING"
-	jobUpdating  = "UPDATE_EXISTING_RESOURCES"
-	jobCompleted = "COMPLETED"
-	jobFailed    = "FAILED"
+	jobNew       = cmkapi.StatusNew
+	jobRunning   = cmkapi.StatusRunning
+	jobUpdating  = cmkapi.StatusUpdating
+	jobCompleted = cmkapi.StatusCompleted
+	jobFailed    = cmkapi.StatusFailed
 )
 
 var jobMeaning = map[string]string{
@@ -130,18 +103,7 @@ prints the failed check and numbered steps to fix it.
 					return err
 				}
 			}
-			req := map[string]any{
-				"name": name, "type": "BYOK_CONFIG", "imsOrgId": c.org,
-				"configData": map[string]string{"providerType": "AZURE_KEYVAULT", "keyVaultKeyIdentifier": keyID},
-			}
-			var job struct {
-				ID     string `json:"id"`
-				Status string `json:"status"`
-				Config struct {
-					Status string `json:"status"`
-				} `json:"config"`
-			}
-			raw, err := c.doJSON(cmd.Context(), http.MethodPost, pathConfigs, req, &job)
+			job, raw, err := c.SubmitConfig(cmd.Context(), name, keyID)
 			if err != nil {
 				return err
 			}
@@ -209,12 +171,11 @@ COMPLETED or FAILED (with the failed check and numbered steps).
 				}
 				return waitAndShow(cmd, c, out, args[0], progressTo, timeout)
 			}
-			var v configView
-			raw, err := c.getJSON(cmd.Context(), pathConfigs+"/"+url.PathEscape(args[0])+configTypeQ, &v)
+			v, raw, err := c.Config(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			return showConfig(cmd, out, &v, raw)
+			return showConfig(cmd, out, v, raw)
 		}),
 	}
 	cmd.Flags().BoolVarP(&wait, "wait", "w", false, "follow the job until COMPLETED or FAILED")
@@ -233,10 +194,7 @@ configuration stays listed as a record of what was tried.
   cmk config list --info cmk.json --output json`,
 		Args: exactArgs(0, ""),
 		RunE: clientRun(conn, out, func(cmd *cobra.Command, c *client, _ []string) error {
-			var list struct {
-				Configs []configView `json:"configs"`
-			}
-			raw, err := c.getJSON(cmd.Context(), pathConfigs, &list)
+			list, raw, err := c.Configs(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -276,7 +234,7 @@ func waitAndShow(cmd *cobra.Command, c *client, out *outputFlag, name string, pr
 
 // showConfig prints a configuration's state, and fails the command if its
 // job failed.
-func showConfig(cmd *cobra.Command, out *outputFlag, v *configView, raw []byte) error {
+func showConfig(cmd *cobra.Command, out *outputFlag, v *cmkapi.Config, raw []byte) error {
 	if err := out.show(cmd.OutOrStdout(), raw, func(w io.Writer) { printConfig(w, v) }); err != nil {
 		return err
 	}
@@ -287,13 +245,11 @@ func showConfig(cmd *cobra.Command, out *outputFlag, v *configView, raw []byte) 
 }
 
 // waitConfig polls configuration name until COMPLETED or FAILED.
-func waitConfig(ctx context.Context, c *client, name string, bar *progressBar) (*configView, []byte, error) {
-	path := pathConfigs + "/" + url.PathEscape(name) + configTypeQ
+func waitConfig(ctx context.Context, c *client, name string, bar *progressBar) (*cmkapi.Config, []byte, error) {
 	lastProblem := ""
 	defer bar.Done()
 	for {
-		var v configView
-		raw, err := c.getJSON(ctx, path, &v)
+		v, raw, err := c.Config(ctx, name)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -309,7 +265,7 @@ func waitConfig(ctx context.Context, c *client, name string, bar *progressBar) (
 				bar.Done()
 			}
 			bar.Phase(v.Status)
-			return &v, raw, nil
+			return v, raw, nil
 		case jobUpdating:
 			bar.Set(rewrapLabelText, v.Progress.DataKeysRewrapped, v.Progress.DataKeysTotal)
 		default:
@@ -324,7 +280,7 @@ func waitConfig(ctx context.Context, c *client, name string, bar *progressBar) (
 }
 
 // printConfig writes one configuration for a person.
-func printConfig(w io.Writer, v *configView) {
+func printConfig(w io.Writer, v *cmkapi.Config) {
 	fmt.Fprintf(w, "Configuration %s (job %s)\n", v.Name, v.ID)
 	meaning := jobMeaning[v.Status]
 	if meaning != "" {
@@ -356,7 +312,7 @@ func printConfig(w io.Writer, v *configView) {
 	}
 }
 
-func keyLabel(v *configView) string {
+func keyLabel(v *cmkapi.Config) string {
 	d := v.ConfigData
 	if d.KeyVaultURI == "" {
 		return d.KeyVaultKeyIdentifier
@@ -368,7 +324,7 @@ func keyLabel(v *configView) string {
 	return s
 }
 
-func rewrapLabel(v *configView) string {
+func rewrapLabel(v *cmkapi.Config) string {
 	if v.Progress.DataKeysTotal == 0 {
 		return "-"
 	}

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/azemu"
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/devenv"
 	"github.com/cmk-project/cmk/internal/monitor"
 )
@@ -94,7 +94,7 @@ Exit status:
 			}
 			defer env.Close()
 			c := newClient(settings{url: env.Svc.URL(), token: env.Token, org: env.Org, apiKey: env.APIKey})
-			c.http.Timeout = demoRequestTimeout
+			c.HTTP.Timeout = demoRequestTimeout
 			d := &demo{w: cmd.OutOrStdout(), env: env, dir: dir, c: c}
 			if !d.run(ctx) {
 				return problem()
@@ -233,24 +233,35 @@ func (d *demo) sampleData() {
 	}
 }
 
-func lakePath(f demoFile) string {
-	return "/data/lake/datasets/" + url.PathEscape(f.dataset) + "/files/" + url.PathEscape(f.name)
+// lakeFile reads (body nil) or writes one sample lake file.
+func (d *demo) lakeFile(ctx context.Context, rt cmkapi.Route, f demoFile, body []byte) ([]byte, error) {
+	return d.c.Call(ctx, cmkapi.Request{Route: rt, Args: []string{f.dataset, f.name}, Sandbox: demoSandbox, Body: bodyOf(body), ContentType: "application/octet-stream"})
 }
 
-func profilePath(id string) string { return "/data/profiles/" + url.PathEscape(id) }
+// profileDoc reads (body nil) or writes one sample profile.
+func (d *demo) profileDoc(ctx context.Context, rt cmkapi.Route, id string, body []byte) ([]byte, error) {
+	return d.c.Call(ctx, cmkapi.Request{Route: rt, Args: []string{id}, Sandbox: demoSandbox, Body: bodyOf(body)})
+}
+
+func bodyOf(b []byte) io.Reader {
+	if b == nil {
+		return nil
+	}
+	return bytes.NewReader(b)
+}
 
 func (d *demo) ingest(ctx context.Context) (string, error) {
 	d.sampleData()
 	total := 0
 	for _, f := range d.files {
-		if _, err := d.c.request(ctx, http.MethodPut, lakePath(f), demoSandbox, f.body, "application/octet-stream"); err != nil {
+		if _, err := d.lakeFile(ctx, cmkapi.PutLakeFile, f, f.body); err != nil {
 			return "", fmt.Errorf("write lake file %s/%s: %w", f.dataset, f.name, err)
 		}
 		total += len(f.body)
 		fmt.Fprintf(d.w, "  · lake     %-34s %9s\n", demoSandbox+"/"+f.dataset+"/"+f.name, size(len(f.body)))
 	}
 	for _, p := range d.profiles {
-		if _, err := d.c.request(ctx, http.MethodPut, profilePath(p.id), demoSandbox, p.doc, "application/json"); err != nil {
+		if _, err := d.profileDoc(ctx, cmkapi.PutProfile, p.id, p.doc); err != nil {
 			return "", fmt.Errorf("write profile %s: %w", p.id, err)
 		}
 		fmt.Fprintf(d.w, "  · profile  %-34s %9s\n", demoSandbox+"/"+p.id, size(len(p.doc)))
@@ -305,7 +316,7 @@ func size(n int) string {
 // errDemoMismatch.
 func (d *demo) readAll(ctx context.Context) error {
 	for _, f := range d.files {
-		got, err := d.c.request(ctx, http.MethodGet, lakePath(f), demoSandbox, nil, "")
+		got, err := d.lakeFile(ctx, cmkapi.GetLakeFile, f, nil)
 		if err != nil {
 			return fmt.Errorf("read lake file %s/%s: %w", f.dataset, f.name, err)
 		}
@@ -314,7 +325,7 @@ func (d *demo) readAll(ctx context.Context) error {
 		}
 	}
 	for _, p := range d.profiles {
-		got, err := d.c.request(ctx, http.MethodGet, profilePath(p.id), demoSandbox, nil, "")
+		got, err := d.profileDoc(ctx, cmkapi.GetProfile, p.id, nil)
 		if err != nil {
 			return fmt.Errorf("read profile %s: %w", p.id, err)
 		}
@@ -336,14 +347,10 @@ func sameJSON(a, b []byte) bool {
 
 func (d *demo) enable(ctx context.Context) (string, error) {
 	name := "Config1"
-	req := map[string]any{
-		"name": name, "type": "BYOK_CONFIG", "imsOrgId": d.env.Org,
-		"configData": map[string]string{"providerType": "AZURE_KEYVAULT", "keyVaultKeyIdentifier": d.env.KeyIdentifier},
-	}
-	if _, err := d.c.doJSON(ctx, http.MethodPost, pathConfigs, req, nil); err != nil {
+	if _, _, err := d.c.SubmitConfig(ctx, name, d.env.KeyIdentifier); err != nil {
 		return "", fmt.Errorf("submit the configuration: %w", err)
 	}
-	fmt.Fprintf(d.w, "  POST %s with the key identifier -> job created; following it:\n", pathConfigs)
+	fmt.Fprintf(d.w, "  POST %s with the key identifier -> job created; following it:\n", cmkapi.CreateConfig.Path)
 	wctx, cancel := context.WithTimeout(ctx, demoEnableDeadline)
 	defer cancel()
 	bar := newProgressBar(d.w)
@@ -374,12 +381,12 @@ func (d *demo) enable(ctx context.Context) (string, error) {
 	return fmt.Sprintf("%d data keys re-wrapped to the customer key", v.Progress.DataKeysTotal), nil
 }
 
-func (d *demo) health(ctx context.Context) (*healthView, error) {
-	var h healthView
-	if _, err := d.c.getJSON(ctx, pathHealth, &h); err != nil {
+func (d *demo) health(ctx context.Context) (*cmkapi.Health, error) {
+	h, _, err := d.c.Health(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("read key health: %w", err)
 	}
-	return &h, nil
+	return h, nil
 }
 
 // ---- step 3 ----
@@ -390,9 +397,9 @@ func (d *demo) setKeyEnabled(on bool) error {
 
 // revokedErr reports whether err is a read refused because the key is
 // revoked.
-func revokedErr(err error) (*apiError, bool) {
-	var ae *apiError
-	ok := errors.As(err, &ae) && ae.Status == http.StatusForbidden && ae.ErrorCode == "CMK_KEY_REVOKED"
+func revokedErr(err error) (*cmkapi.Error, bool) {
+	var ae *cmkapi.Error
+	ok := errors.As(err, &ae) && ae.Status == http.StatusForbidden && ae.ErrorCode == cmkapi.CodeCMKKeyRevoked
 	return ae, ok
 }
 
@@ -420,9 +427,9 @@ func (d *demo) revoke(ctx context.Context) (string, error) {
 	}
 	t0 := time.Now()
 	fmt.Fprintf(d.w, "  Key %s/%s disabled in the vault; reading profile %s until it is refused...\n", devenv.Vault, devenv.KeyName, d.profiles[0].id)
-	var refusal *apiError
+	var refusal *cmkapi.Error
 	err := until(ctx, demoReactDeadline, func() (bool, error) {
-		_, err := d.c.request(ctx, http.MethodGet, profilePath(d.profiles[0].id), demoSandbox, nil, "")
+		_, err := d.profileDoc(ctx, cmkapi.GetProfile, d.profiles[0].id, nil)
 		ae, ok := revokedErr(err)
 		refusal = ae
 		return ok, nil
@@ -437,7 +444,7 @@ func (d *demo) revoke(ctx context.Context) (string, error) {
 	// Every object, and a write, must be refused the same way.
 	refused := 0
 	for _, f := range d.files {
-		if _, err := d.c.request(ctx, http.MethodGet, lakePath(f), demoSandbox, nil, ""); err != nil {
+		if _, err := d.lakeFile(ctx, cmkapi.GetLakeFile, f, nil); err != nil {
 			if _, ok := revokedErr(err); !ok {
 				return "", fmt.Errorf("lake file %s/%s: want a CMK_KEY_REVOKED refusal, got %v", f.dataset, f.name, err)
 			}
@@ -447,7 +454,7 @@ func (d *demo) revoke(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("lake file %s/%s was still served", f.dataset, f.name)
 	}
 	for _, p := range d.profiles {
-		if _, err := d.c.request(ctx, http.MethodGet, profilePath(p.id), demoSandbox, nil, ""); err != nil {
+		if _, err := d.profileDoc(ctx, cmkapi.GetProfile, p.id, nil); err != nil {
 			if _, ok := revokedErr(err); !ok {
 				return "", fmt.Errorf("profile %s: want a CMK_KEY_REVOKED refusal, got %v", p.id, err)
 			}
@@ -456,18 +463,16 @@ func (d *demo) revoke(ctx context.Context) (string, error) {
 		}
 		return "", fmt.Errorf("profile %s was still served (from a cache?)", p.id)
 	}
-	_, err = d.c.request(ctx, http.MethodPut, profilePath("p-9999"), demoSandbox, []byte(`{"name": "new"}`), "application/json")
+	_, err = d.profileDoc(ctx, cmkapi.PutProfile, "p-9999", []byte(`{"name": "new"}`))
 	if _, ok := revokedErr(err); !ok {
 		return "", fmt.Errorf("a write during revocation: want a CMK_KEY_REVOKED refusal, got %v", err)
 	}
 	fmt.Fprintf(d.w, "  All %d reads and a new write refused (lake, profile store and its cache).\n", refused)
 
-	var a *alerts.View
+	var a *cmkapi.Alert
 	err = until(ctx, demoAlertDeadline, func() (bool, error) {
-		var list struct {
-			Alerts []alerts.View `json:"alerts"`
-		}
-		if _, err := d.c.getJSON(ctx, pathAlerts+"?status=OPEN", &list); err != nil {
+		list, _, err := d.c.Alerts(ctx, cmkapi.AlertOpen)
+		if err != nil {
 			return false, err
 		}
 		for i := range list.Alerts {
@@ -509,12 +514,14 @@ func (d *demo) restore(ctx context.Context) (string, error) {
 	took := time.Since(t0)
 	fmt.Fprintf(d.w, "  Served again after %s; all %d objects identical to what was written.\n", seconds(took), len(d.files)+len(d.profiles))
 
-	var a alerts.View
+	var a cmkapi.Alert
 	err = until(ctx, demoAlertDeadline, func() (bool, error) {
-		if _, err := d.c.getJSON(ctx, pathAlerts+"/"+url.PathEscape(d.alertID), &a); err != nil {
+		got, _, err := d.c.Alert(ctx, d.alertID)
+		if err != nil {
 			return false, err
 		}
-		return a.Status == "RESOLVED", nil
+		a = *got
+		return a.Status == cmkapi.AlertResolved, nil
 	})
 	if err != nil {
 		return "", fmt.Errorf("alert %s still %s: %w", d.alertID, a.Status, err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/devenv"
 )
 
@@ -77,7 +78,7 @@ State lives in a temporary directory removed on exit unless --data-dir is set.`,
 	return cmd
 }
 
-func printWalkthrough(w io.Writer, in devenv.Info, caFile string) {
+func printWalkthrough(w io.Writer, in cmkapi.Info, caFile string) {
 	h := fmt.Sprintf("  -H 'Authorization: Bearer %s' \\\n  -H 'x-api-key: %s' \\\n  -H 'x-gw-ims-org-id: %s'", in.Token, in.APIKey, in.OrgID)
 	body := fmt.Sprintf(`{
         "name": "Config1",

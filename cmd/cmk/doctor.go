@@ -4,11 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 
 	"github.com/spf13/cobra"
 
-	"github.com/cmk-project/cmk/internal/preflight"
+	"github.com/cmk-project/cmk/internal/cmkapi"
 )
 
 func newDoctorCmd() *cobra.Command {
@@ -54,15 +53,14 @@ the demo key in that file.
 				return usageError(errors.New("no key identifier"),
 					"pass the Key Identifier of your key's current version, e.g. cmk doctor https://<vault>.vault.azure.net/keys/<key>/<version>")
 			}
-			var rep preflight.Report
-			raw, err := c.doJSON(cmd.Context(), http.MethodPost, pathPreflight, map[string]string{"keyVaultKeyIdentifier": kid}, &rep)
+			rep, raw, err := c.Preflight(cmd.Context(), kid)
 			if err != nil {
 				return err
 			}
-			if err := out.show(cmd.OutOrStdout(), raw, func(w io.Writer) { printReport(w, &rep) }); err != nil {
+			if err := out.show(cmd.OutOrStdout(), raw, func(w io.Writer) { printReport(w, rep) }); err != nil {
 				return err
 			}
-			return doctorVerdict(&rep)
+			return doctorVerdict(rep)
 		}),
 	}
 	conn.register(cmd)
@@ -72,13 +70,13 @@ the demo key in that file.
 }
 
 // doctorVerdict maps a report to the exit status.
-func doctorVerdict(rep *preflight.Report) error {
+func doctorVerdict(rep *cmkapi.PreflightReport) error {
 	failed, unknown := 0, 0
 	for _, r := range rep.Results {
 		switch r.Status {
-		case preflight.Failed:
+		case cmkapi.CheckFailed:
 			failed++
-		case preflight.Error:
+		case cmkapi.CheckError:
 			unknown++
 		}
 	}
@@ -91,15 +89,15 @@ func doctorVerdict(rep *preflight.Report) error {
 	return nil
 }
 
-var checkMarks = map[preflight.Status]string{
-	preflight.Passed:  "✓",
-	preflight.Failed:  "✗",
-	preflight.Error:   "!",
-	preflight.Skipped: "-",
+var checkMarks = map[string]string{
+	cmkapi.CheckPassed:  "✓",
+	cmkapi.CheckFailed:  "✗",
+	cmkapi.CheckError:   "!",
+	cmkapi.CheckSkipped: "-",
 }
 
 // printReport writes a preflight report for a person.
-func printReport(w io.Writer, rep *preflight.Report) {
+func printReport(w io.Writer, rep *cmkapi.PreflightReport) {
 	fmt.Fprintf(w, "Preflight of %s\n\n", rep.KeyIdentifier)
 	passed, failed, unknown, skipped := 0, 0, 0, 0
 	for _, r := range rep.Results {
@@ -109,12 +107,12 @@ func printReport(w io.Writer, rep *preflight.Report) {
 		}
 		fmt.Fprintf(w, "  %s %s\n", mark, r.Title)
 		switch r.Status {
-		case preflight.Passed:
+		case cmkapi.CheckPassed:
 			passed++
-		case preflight.Skipped:
+		case cmkapi.CheckSkipped:
 			skipped++
-		case preflight.Failed, preflight.Error:
-			if r.Status == preflight.Failed {
+		case cmkapi.CheckFailed, cmkapi.CheckError:
+			if r.Status == cmkapi.CheckFailed {
 				failed++
 			} else {
 				unknown++

@@ -4,51 +4,24 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"time"
 
 	"github.com/spf13/cobra"
-)
 
-// healthView is an org's key health as the API returns it.
-type healthView struct {
-	OrgID       string     `json:"orgId"`
-	State       string     `json:"state"`
-	Cause       string     `json:"cause"`
-	Message     string     `json:"message"`
-	DataBlocked bool       `json:"dataBlocked"`
-	Remedy      []string   `json:"remedy"`
-	KeyVaultURI string     `json:"keyVaultUri"`
-	KeyName     string     `json:"keyName"`
-	KeyVersion  string     `json:"keyVersion"`
-	Since       *time.Time `json:"since"`
-	LastCheck   *time.Time `json:"lastCheck"`
-	LastOK      *time.Time `json:"lastOk"`
-	NextCheck   *time.Time `json:"nextCheck"`
-	Rotation    *struct {
-		TargetVersion     string `json:"targetVersion"`
-		DataKeysRewrapped int    `json:"dataKeysRewrapped"`
-		DataKeysTotal     int    `json:"dataKeysTotal"`
-	} `json:"rotation"`
-	Revocation struct {
-		CheckInterval string `json:"checkInterval"`
-		Grace         string `json:"grace"`
-		Explanation   string `json:"explanation"`
-	} `json:"revocation"`
-}
+	"github.com/cmk-project/cmk/internal/cmkapi"
+)
 
 // Health states of the API.
 const (
-	stateHealthy       = "HEALTHY"
-	stateSystemManaged = "SYSTEM_MANAGED"
+	stateHealthy       = cmkapi.StateHealthy
+	stateSystemManaged = cmkapi.StateSystemManaged
 )
 
 var stateMeaning = map[string]string{
-	stateHealthy:       "the key works: wrap and unwrap proved by the last check",
-	"DEGRADED":         "data is readable, but new data keys cannot be wrapped",
-	"COASTING":         "the vault is unreachable for a transient reason; data is served from keys in memory for the grace period",
-	"REVOKED":          "access to the key is withdrawn: every read and write of the org's data is refused",
-	stateSystemManaged: "the org's data is protected by system-managed keys; there is no customer key to check",
+	stateHealthy:         "the key works: wrap and unwrap proved by the last check",
+	cmkapi.StateDegraded: "data is readable, but new data keys cannot be wrapped",
+	cmkapi.StateCoasting: "the vault is unreachable for a transient reason; data is served from keys in memory for the grace period",
+	cmkapi.StateRevoked:  "access to the key is withdrawn: every read and write of the org's data is refused",
+	stateSystemManaged:   "the org's data is protected by system-managed keys; there is no customer key to check",
 }
 
 func healthLong(what string) string {
@@ -76,17 +49,16 @@ the open alerts.`),
   cmk recheck --info cmk.json && echo "key is fine"`,
 		Args: exactArgs(0, ""),
 		RunE: clientRun(conn, &out, func(cmd *cobra.Command, c *client, _ []string) error {
-			var h healthView
-			raw, err := c.doJSON(cmd.Context(), http.MethodPost, pathRecheck, nil, &h)
-			var ae *apiError
-			if errors.As(err, &ae) && ae.ErrorCode == "CMK_NOT_ENABLED" {
+			h, raw, err := c.Recheck(cmd.Context())
+			var ae *cmkapi.Error
+			if errors.As(err, &ae) && ae.ErrorCode == cmkapi.CodeCMKNotEnabled {
 				// Nothing to check: the org is on system-managed keys.
-				raw, err = c.getJSON(cmd.Context(), pathHealth, &h)
+				h, raw, err = c.Health(cmd.Context())
 			}
 			if err != nil {
 				return err
 			}
-			return showHealth(cmd, &out, &h, raw)
+			return showHealth(cmd, &out, h, raw)
 		}),
 	}
 	conn.register(cmd)
@@ -106,12 +78,11 @@ func newHealthCmd() *cobra.Command {
   cmk health --info cmk.json --output json | jq .rotation`,
 		Args: exactArgs(0, ""),
 		RunE: clientRun(conn, &out, func(cmd *cobra.Command, c *client, _ []string) error {
-			var h healthView
-			raw, err := c.getJSON(cmd.Context(), pathHealth, &h)
+			h, raw, err := c.Health(cmd.Context())
 			if err != nil {
 				return err
 			}
-			return showHealth(cmd, &out, &h, raw)
+			return showHealth(cmd, &out, h, raw)
 		}),
 	}
 	conn.register(cmd)
@@ -120,7 +91,7 @@ func newHealthCmd() *cobra.Command {
 	return cmd
 }
 
-func showHealth(cmd *cobra.Command, out *outputFlag, h *healthView, raw []byte) error {
+func showHealth(cmd *cobra.Command, out *outputFlag, h *cmkapi.Health, raw []byte) error {
 	if err := out.show(cmd.OutOrStdout(), raw, func(w io.Writer) { printHealth(w, h) }); err != nil {
 		return err
 	}
@@ -131,7 +102,7 @@ func showHealth(cmd *cobra.Command, out *outputFlag, h *healthView, raw []byte) 
 }
 
 // printHealth writes an org's key health for a person.
-func printHealth(w io.Writer, h *healthView) {
+func printHealth(w io.Writer, h *cmkapi.Health) {
 	fmt.Fprintf(w, "Key health of org %s: %s", h.OrgID, h.State)
 	if h.Since != nil {
 		fmt.Fprintf(w, " since %s", clock(*h.Since))

@@ -7,15 +7,16 @@
 package alerts
 
 import (
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/kms"
 	"github.com/cmk-project/cmk/internal/preflight"
 )
 
 // Alert kinds.
 const (
-	KindAccessDisabled = "KEY_ACCESS_DISABLED"
-	KindAccessFailure  = "KEY_ACCESS_FAILURE"
-	KindNotification   = "ALERT_NOTIFICATION"
+	KindAccessDisabled = cmkapi.AlertKeyAccessDisabled
+	KindAccessFailure  = cmkapi.AlertKeyAccessFailure
+	KindNotification   = cmkapi.AlertNotification
 )
 
 // Causes beyond the key-service failure kinds.
@@ -23,17 +24,6 @@ const (
 	CauseFlapping       = "FLAPPING"        // the key keeps switching between usable and unusable
 	CauseGraceExhausted = "GRACE_EXHAUSTED" // transient failures outlasted the grace: data now refused
 )
-
-// Detail is the person-facing content of an alert.
-type Detail struct {
-	Title          string   `json:"title"`
-	Summary        string   `json:"summary"`
-	Cause          string   `json:"cause"`
-	Message        string   `json:"message"` // what the last check found
-	DataBlocked    bool     `json:"dataBlocked"`
-	ProbableCauses []string `json:"probableCauses"`
-	Steps          []string `json:"steps"`
-}
 
 var kindTitles = map[string]string{
 	KindAccessDisabled: "Key access disabled",
@@ -104,8 +94,8 @@ func KindFor(cause string) string {
 
 // Describe builds the alert detail for a cause. Steps specific to the cause
 // come first, then the kind's general steps.
-func Describe(kind, cause, message string, blocked bool, env preflight.Env, ref kms.KeyRef) Detail {
-	d := Detail{Title: kindTitles[kind], Cause: cause, Message: message, DataBlocked: blocked, ProbableCauses: probable[kind]}
+func Describe(kind, cause, message string, blocked bool, env preflight.Env, ref kms.KeyRef) cmkapi.AlertDetail {
+	d := cmkapi.AlertDetail{Title: kindTitles[kind], Cause: cause, Message: message, DataBlocked: blocked, ProbableCauses: probable[kind]}
 	switch {
 	case cause == CauseFlapping:
 		d.Summary = "Access to your key keeps switching between working and failing. Data is refused whenever access fails and served again when it returns."

@@ -3,33 +3,20 @@ package alerts
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/store"
 )
 
-// View is an alert as the API and webhooks show it.
-type View struct {
-	ID             string     `json:"id"`
-	OrgID          string     `json:"orgId"`
-	Kind           string     `json:"kind"`
-	Cause          string     `json:"cause"`
-	Status         string     `json:"status"`
-	Occurrences    int        `json:"occurrences"`
-	FirstSeen      time.Time  `json:"firstSeen"`
-	LastSeen       time.Time  `json:"lastSeen"`
-	ResolvedAt     *time.Time `json:"resolvedAt,omitempty"`
-	AcknowledgedAt *time.Time `json:"acknowledgedAt,omitempty"`
-	AcknowledgedBy string     `json:"acknowledgedBy,omitempty"`
-	Detail
-}
-
-// ViewOf converts a stored alert.
-func ViewOf(a *store.Alert) View {
-	v := View{ID: a.ID, OrgID: a.OrgID, Kind: a.Kind, Cause: a.Cause, Status: a.Status, Occurrences: a.Occurrences, FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, AcknowledgedBy: a.AcknowledgedBy}
+// ViewOf is a stored alert as the API and webhooks publish it. A detail
+// that does not decode is reported, not dropped.
+func ViewOf(a *store.Alert) (cmkapi.Alert, error) {
+	v := cmkapi.Alert{ID: a.ID, OrgID: a.OrgID, Kind: a.Kind, Cause: a.Cause, Status: a.Status, Occurrences: a.Occurrences, FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, AcknowledgedBy: a.AcknowledgedBy}
 	if !a.ResolvedAt.IsZero() {
 		t := a.ResolvedAt
 		v.ResolvedAt = &t
@@ -38,23 +25,16 @@ func ViewOf(a *store.Alert) View {
 		t := a.AcknowledgedAt
 		v.AcknowledgedAt = &t
 	}
-	json.Unmarshal([]byte(a.Detail), &v.Detail)
-	return v
+	if err := json.Unmarshal([]byte(a.Detail), &v.AlertDetail); err != nil {
+		return v, fmt.Errorf("alert %s of org %s: stored detail does not decode: %w", a.ID, a.OrgID, err)
+	}
+	return v, nil
 }
 
-// Event is what a webhook receives.
-type Event struct {
-	ID         string    `json:"id"` // stable per alert and event type: receivers drop duplicates by it
-	Type       string    `json:"type"`
-	OrgID      string    `json:"orgId"`
-	OccurredAt time.Time `json:"occurredAt"`
-	Alert      View      `json:"alert"`
-}
-
-// Event types.
+// Webhook event types.
 const (
-	EventOpened   = "alert.opened"
-	EventResolved = "alert.resolved"
+	EventOpened   = cmkapi.EventAlertOpened
+	EventResolved = cmkapi.EventAlertResolved
 )
 
 // Notifier raises and resolves alerts and queues their webhook events.
@@ -67,7 +47,7 @@ type Notifier struct {
 
 // Raise opens an alert (or counts another occurrence of the open one) and
 // queues an event when it is new.
-func (n *Notifier) Raise(ctx context.Context, org, kind, cause string, d Detail) (*store.Alert, error) {
+func (n *Notifier) Raise(ctx context.Context, org, kind, cause string, d cmkapi.AlertDetail) (*store.Alert, error) {
 	raw, _ := json.Marshal(d)
 	a := &store.Alert{ID: uuid.NewString(), OrgID: org, Kind: kind, Cause: cause, Detail: string(raw)}
 	opened, err := n.Store.RaiseAlert(ctx, a)
@@ -96,7 +76,12 @@ func (n *Notifier) Resolve(ctx context.Context, org string, kinds ...string) ([]
 }
 
 func (n *Notifier) emit(ctx context.Context, typ string, a *store.Alert) {
-	ev := Event{ID: a.ID + ":" + typ, Type: typ, OrgID: a.OrgID, OccurredAt: time.Now().UTC(), Alert: ViewOf(a)}
+	view, err := ViewOf(a)
+	if err != nil {
+		n.log().Error("queue webhook event", "org", a.OrgID, "alert", a.ID, "err", err)
+		return
+	}
+	ev := cmkapi.Event{ID: a.ID + ":" + typ, Type: typ, OrgID: a.OrgID, OccurredAt: time.Now().UTC(), Alert: view}
 	raw, _ := json.Marshal(ev)
 	if _, err := n.Store.EnqueueEvent(ctx, a.OrgID, ev.ID, string(raw)); err != nil {
 		n.log().Error("queue webhook event", "org", a.OrgID, "event", ev.ID, "err", err)

@@ -1,6 +1,13 @@
-// Package api serves cmk's HTTP control plane: the app-registration and
+// Package api serves cmk's HTTP API: the app-registration and
 // customer-config endpoints of seeds 001/002 (same paths, headers, bodies and
-// statuses), a key preflight, sandbox management, and the OpenAPI document.
+// statuses), a key preflight, key health, alerts, webhooks, audit, sandbox
+// management, the data plane (lake and profiles), and the OpenAPI document.
+//
+// A handler only authenticates, decodes, calls one operation of the control
+// plane (package control) or the data plane, and encodes the answer as the
+// types of package cmkapi. The routes are cmkapi.Routes; the failures of the
+// control plane map to statuses and error codes through one table
+// (errors.go).
 //
 // Every request is authenticated the same way: a verified bearer token, an
 // x-api-key equal to the token's client_id, and an x-gw-ims-org-id the token
@@ -19,27 +26,18 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
-	"strings"
+	"strconv"
 	"time"
 
-	"github.com/google/uuid"
-
-	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/auth"
-	"github.com/cmk-project/cmk/internal/enablement"
-	"github.com/cmk-project/cmk/internal/keyhealth"
-	"github.com/cmk-project/cmk/internal/keyid"
-	"github.com/cmk-project/cmk/internal/keyring"
-	"github.com/cmk-project/cmk/internal/kms"
+	"github.com/cmk-project/cmk/internal/cmkapi"
+	"github.com/cmk-project/cmk/internal/control"
 	"github.com/cmk-project/cmk/internal/lake"
 	"github.com/cmk-project/cmk/internal/metrics"
-	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/orgkeys"
 	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/profile"
-	"github.com/cmk-project/cmk/internal/store"
 )
 
 //go:embed openapi.json
@@ -48,39 +46,16 @@ var openAPI []byte
 // OpenAPI returns the OpenAPI document the server serves.
 func OpenAPI() []byte { return openAPI }
 
-// Permission to create sandboxes.
-const PermManageSandboxes = "manage_sandboxes"
-
-// DefaultSandboxes are created with an org the first time it is seen.
-var DefaultSandboxes = []string{"prod"}
-
-// App is the platform's multi-tenant Azure app, as the app-registration
-// endpoint returns it.
-type App struct {
-	ID             string `json:"id"`
-	Name           string `json:"name"`
-	ApplicationURI string `json:"applicationUri"`
-	ApplicationID  string `json:"applicationId"`
-	RedirectURL    string `json:"applicationRedirectUrl"`
-}
-
 // Server is the HTTP API.
 type Server struct {
-	Store    *store.Store
-	Keyring  *keyring.Keyring
-	Provider kms.Provider
+	Control  *control.Service
 	Verifier auth.Verifier
-	Policy   keyid.Policy
-	App      App
-	Env      preflight.Env
-	Log      *slog.Logger
-	// PreflightTimeout bounds a synchronous key check.
-	PreflightTimeout time.Duration
-
-	Monitor       *monitor.Monitor
-	Gate          *keyhealth.Gate
-	WebhookPolicy alerts.URLPolicy
-	Metrics       *metrics.Metrics
+	App      cmkapi.App
+	// Env names the platform's app in the steps a refused data request
+	// carries.
+	Env     preflight.Env
+	Log     *slog.Logger
+	Metrics *metrics.Metrics
 
 	// UI serves the Encryption page under /ui/ (nil = not served).
 	UI http.Handler
@@ -91,62 +66,94 @@ type Server struct {
 	Keys     *orgkeys.Resolver
 }
 
-func withSandbox(r *http.Request, sb string) context.Context {
-	return context.WithValue(r.Context(), ctxSandbox, sb)
-}
-
 // Handler returns the routed, authenticated handler.
 func (s *Server) Handler() http.Handler {
 	if s.Log == nil {
 		s.Log = slog.Default()
 	}
-	if s.PreflightTimeout == 0 {
-		s.PreflightTimeout = 30 * time.Second
-	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(openAPI)
-	})
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
-	mux.Handle("GET /data/infrastructure/manager/byok/app-registration", s.authed(auth.PermManageCMK, s.appRegistration))
-	mux.Handle("POST /data/infrastructure/manager/byok/preflight", s.authed(auth.PermManageCMK, s.preflight))
-	mux.Handle("POST /data/infrastructure/manager/customer/config", s.authed(auth.PermManageCMK, s.createConfig))
-	mux.Handle("GET /data/infrastructure/manager/customer/config", s.authed(auth.PermManageCMK, s.listConfigs))
-	mux.Handle("GET /data/infrastructure/manager/customer/config/{name}", s.authed(auth.PermManageCMK, s.getConfig))
-	mux.Handle("DELETE /data/infrastructure/manager/customer/config/{name}", s.authed(auth.PermManageCMK, s.deleteConfig))
-	mux.Handle("DELETE /data/infrastructure/manager/org", s.authed(auth.PermManageCMK, s.deleteOrg))
-	mux.Handle("GET /data/infrastructure/manager/byok/health", s.authed(auth.PermManageCMK, s.getHealth))
-	mux.Handle("POST /data/infrastructure/manager/byok/health/check", s.authed(auth.PermManageCMK, s.recheck))
-	mux.Handle("GET /data/infrastructure/manager/byok/alerts", s.authed(auth.PermManageCMK, s.listAlerts))
-	mux.Handle("GET /data/infrastructure/manager/byok/alerts/{id}", s.authed(auth.PermManageCMK, s.getAlert))
-	mux.Handle("POST /data/infrastructure/manager/byok/alerts/{id}/acknowledge", s.authed(auth.PermManageCMK, s.ackAlert))
-	mux.Handle("GET /data/infrastructure/manager/byok/webhooks", s.authed(auth.PermManageCMK, s.listWebhooks))
-	mux.Handle("POST /data/infrastructure/manager/byok/webhooks", s.authed(auth.PermManageCMK, s.createWebhook))
-	mux.Handle("DELETE /data/infrastructure/manager/byok/webhooks/{id}", s.authed(auth.PermManageCMK, s.deleteWebhook))
-	mux.Handle("GET /data/infrastructure/manager/byok/audit", s.authed(auth.PermManageCMK, s.listAudit))
-	if s.Metrics != nil {
-		mux.Handle("GET /metrics", s.Metrics.Handler())
+	for _, rt := range cmkapi.Routes {
+		h := s.handlers()[rt.ID]
+		switch {
+		case h == nil:
+			continue // a part this server does not serve (data plane, metrics, UI)
+		case rt == cmkapi.UI:
+			mux.Handle(rt.Path, h)
+			mux.Handle("GET /{$}", http.RedirectHandler(rt.Path, http.StatusFound))
+		case rt.Access == cmkapi.Public:
+			mux.Handle(rt.Pattern(), h)
+		case rt.Access == cmkapi.Sandboxed:
+			mux.Handle(rt.Pattern(), s.sandboxed(rt, h))
+		default:
+			mux.Handle(rt.Pattern(), s.authed(rt.Permission, h))
+		}
 	}
-	s.dataRoutes(mux)
-	if s.UI != nil {
-		mux.Handle("/ui/", s.UI)
-		mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
-	}
-	mux.Handle("GET /data/foundation/sandbox-management/sandboxes", s.authed("", s.listSandboxes))
-	mux.Handle("POST /data/foundation/sandbox-management/sandboxes", s.authed(PermManageSandboxes, s.createSandbox))
 	return s.withRequestID(mux)
+}
+
+// handlers maps each route of cmkapi.Routes to its handler; a route this
+// server does not serve maps to nil.
+func (s *Server) handlers() map[string]http.Handler {
+	hs := map[string]http.HandlerFunc{
+		cmkapi.OpenAPIDocument.ID: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Write(openAPI)
+		},
+		cmkapi.Healthz.ID:            func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, cmkapi.Status{Status: "ok"}) },
+		cmkapi.GetAppRegistration.ID: func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, s.App) },
+		cmkapi.PreflightKey.ID:       s.preflight,
+		cmkapi.CreateConfig.ID:       s.createConfig,
+		cmkapi.ListConfigs.ID:        s.listConfigs,
+		cmkapi.GetConfig.ID:          s.getConfig,
+		cmkapi.DeleteConfig.ID:       s.deleteConfig,
+		cmkapi.DeleteOrg.ID:          s.deleteOrg,
+		cmkapi.GetKeyHealth.ID:       s.getHealth,
+		cmkapi.RecheckKey.ID:         s.recheck,
+		cmkapi.ListAlerts.ID:         s.listAlerts,
+		cmkapi.GetAlert.ID:           s.getAlert,
+		cmkapi.AcknowledgeAlert.ID:   s.ackAlert,
+		cmkapi.ListWebhooks.ID:       s.listWebhooks,
+		cmkapi.CreateWebhook.ID:      s.createWebhook,
+		cmkapi.DeleteWebhook.ID:      s.deleteWebhook,
+		cmkapi.ListAudit.ID:          s.listAudit,
+		cmkapi.ListSandboxes.ID:      s.listSandboxes,
+		cmkapi.CreateSandbox.ID:      s.createSandbox,
+	}
+	if s.Lake != nil {
+		hs[cmkapi.ListLakeFiles.ID] = s.lakeList
+		hs[cmkapi.ListDatasetFiles.ID] = s.lakeList
+		hs[cmkapi.PutLakeFile.ID] = s.lakePut
+		hs[cmkapi.GetLakeFile.ID] = s.lakeGet
+		hs[cmkapi.DeleteLakeFile.ID] = s.lakeDelete
+	}
+	if s.Profiles != nil {
+		hs[cmkapi.ListProfiles.ID] = s.profileList
+		hs[cmkapi.PutProfile.ID] = s.profilePut
+		hs[cmkapi.GetProfile.ID] = s.profileGet
+		hs[cmkapi.DeleteProfile.ID] = s.profileDelete
+	}
+	out := map[string]http.Handler{}
+	for id, h := range hs {
+		out[id] = h
+	}
+	if s.Metrics != nil {
+		out[cmkapi.Metrics.ID] = s.Metrics.Handler()
+	}
+	if s.UI != nil {
+		out[cmkapi.UI.ID] = s.UI
+	}
+	return out
 }
 
 func (s *Server) withRequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get("x-request-id")
+		id := r.Header.Get(cmkapi.HeaderRequestID)
 		if id == "" || len(id) > 64 {
 			b := make([]byte, 8)
 			rand.Read(b)
 			id = hex.EncodeToString(b)
 		}
-		w.Header().Set("x-request-id", id)
+		w.Header().Set(cmkapi.HeaderRequestID, id)
 		next.ServeHTTP(w, r)
 	})
 }
@@ -156,57 +163,73 @@ type ctxKey int
 const (
 	ctxClaims ctxKey = iota
 	ctxOrg
+	ctxSandbox
 )
 
-func orgOf(r *http.Request) string { return r.Context().Value(ctxOrg).(string) }
+func orgOf(r *http.Request) string     { return r.Context().Value(ctxOrg).(string) }
+func sandboxOf(r *http.Request) string { return r.Context().Value(ctxSandbox).(string) }
+func claimsOf(r *http.Request) *auth.Claims {
+	return r.Context().Value(ctxClaims).(*auth.Claims)
+}
 
-// authed verifies the token, the api key and the org header, makes sure the
-// org exists, and requires perm ("" = any member of the org).
-func (s *Server) authed(perm string, h http.HandlerFunc) http.Handler {
+// authed authenticates the caller (token, api key, org header the token
+// holds, and perm in that org; "" = any member), then makes sure the org is
+// known before the handler runs.
+func (s *Server) authed(perm string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		raw, err := auth.BearerToken(r)
-		if err != nil {
-			writeError(w, r, 401, codeMissingToken, "Missing or malformed bearer token", err.Error(),
-				"Send 'Authorization: Bearer <access token>'. For local use, mint one with `cmk token`.")
+		claims, org, ok := s.authenticate(w, r, perm)
+		if !ok {
 			return
 		}
-		claims, err := s.Verifier.Verify(r.Context(), raw)
-		if err != nil {
-			s.tokenError(w, r, err)
-			return
-		}
-		if err := claims.CheckAPIKey(r.Header.Get(auth.HeaderAPIKey)); err != nil {
-			writeError(w, r, 401, codeAPIKey, "Invalid API key", err.Error(), "Send the x-api-key header with your integration's client id (the token's client_id).")
-			return
-		}
-		org := r.Header.Get(auth.HeaderOrgID)
-		if org == "" {
-			writeError(w, r, 400, codeMissingOrg, "Missing org header", "The x-gw-ims-org-id header is required.", "Send 'x-gw-ims-org-id: <your org id>'.")
-			return
-		}
-		if !validOrgID(org) {
-			writeError(w, r, 400, codeBadField, "Invalid org id", "The x-gw-ims-org-id header must be 1 to 128 printable characters without '/' or spaces.", "Send your org id exactly as your token lists it.")
-			return
-		}
-		if !claims.HoldsOrg(org) {
-			writeError(w, r, 403, codeOrgNotInToken, "Org not in token", fmt.Sprintf("The token does not grant access to org %q.", org),
-				"Use a token issued for this org, or send the org id the token holds.")
-			return
-		}
-		if perm != "" && !claims.Can(org, perm) {
-			writeError(w, r, 403, codeForbidden, "Permission required", fmt.Sprintf("This operation needs the %q permission in org %q.", permName(perm), org),
-				"Ask an administrator of your org to assign you a role with that permission.")
-			return
-		}
-		if err := s.ensureOrg(r.Context(), org); err != nil {
-			s.internal(w, r, err)
+		if err := s.Control.EnsureOrg(r.Context(), org); err != nil {
+			s.fail(w, r, err)
 			return
 		}
 		ctx := context.WithValue(r.Context(), ctxClaims, claims)
 		ctx = context.WithValue(ctx, ctxOrg, org)
-		ctx = audit.WithOrg(audit.WithRequestID(ctx, w.Header().Get("x-request-id")), org)
-		h(w, r.WithContext(ctx))
+		ctx = audit.WithOrg(audit.WithRequestID(ctx, w.Header().Get(cmkapi.HeaderRequestID)), org)
+		h.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// authenticate checks who calls and for which org. It has no side effects;
+// on failure it has answered and ok is false.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, perm string) (claims *auth.Claims, org string, ok bool) {
+	raw, err := auth.BearerToken(r)
+	if err != nil {
+		writeError(w, r, 401, cmkapi.CodeMissingToken, "Missing or malformed bearer token", err.Error(),
+			"Send 'Authorization: Bearer <access token>'. For local use, mint one with `cmk token`.")
+		return nil, "", false
+	}
+	claims, err = s.Verifier.Verify(r.Context(), raw)
+	if err != nil {
+		s.tokenError(w, r, err)
+		return nil, "", false
+	}
+	if err := claims.CheckAPIKey(r.Header.Get(auth.HeaderAPIKey)); err != nil {
+		writeError(w, r, 401, cmkapi.CodeInvalidAPIKey, "Invalid API key", err.Error(), "Send the x-api-key header with your integration's client id (the token's client_id).")
+		return nil, "", false
+	}
+	org = r.Header.Get(auth.HeaderOrgID)
+	if org == "" {
+		writeError(w, r, 400, cmkapi.CodeMissingOrgHeader, "Missing org header", "The x-gw-ims-org-id header is required.", "Send 'x-gw-ims-org-id: <your org id>'.")
+		return nil, "", false
+	}
+	if !validOrgID(org) {
+		writeError(w, r, 400, cmkapi.CodeInvalidField, "Invalid org id", "The x-gw-ims-org-id header must be 1 to 128 printable characters without '/' or spaces.", "Send your org id exactly as your token lists it.")
+		return nil, "", false
+	}
+	if !claims.HoldsOrg(org) {
+		writeError(w, r, 403, cmkapi.CodeOrgNotInToken, "Org not in token", fmt.Sprintf("The token does not grant access to org %q.", org),
+			"Use a token issued for this org, or send the org id the token holds.")
+		return nil, "", false
+	}
+	if perm != "" && !claims.Can(org, perm) {
+		writeError(w, r, 403, cmkapi.CodePermissionRequired, "Permission required", fmt.Sprintf("This operation needs the %q permission in org %q.", permName(perm), org),
+			"Ask an administrator of your org to assign you a role with that permission.")
+		return nil, "", false
+	}
+	return claims, org, true
 }
 
 // validOrgID keeps org ids usable as one segment of storage keys and logs.
@@ -224,9 +247,9 @@ func validOrgID(org string) bool {
 
 func permName(p string) string {
 	switch p {
-	case auth.PermManageCMK:
+	case cmkapi.PermManageCMK:
 		return "Manage Customer Managed Key"
-	case PermManageSandboxes:
+	case cmkapi.PermManageSandboxes:
 		return "Manage Sandboxes"
 	}
 	return p
@@ -235,61 +258,15 @@ func permName(p string) string {
 func (s *Server) tokenError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, auth.ErrKeysUnavailable):
-		writeError(w, r, 503, codeUnavailable, "Token keys unavailable", "The service could not fetch the token issuer's signing keys.", "Try again shortly.")
+		writeError(w, r, 503, cmkapi.CodeServiceUnavailable, "Token keys unavailable", "The service could not fetch the token issuer's signing keys.", "Try again shortly.")
 	case errors.Is(err, auth.ErrExpired):
-		writeError(w, r, 401, codeTokenExpired, "Token expired", err.Error(), "Obtain a new access token.")
+		writeError(w, r, 401, cmkapi.CodeTokenExpired, "Token expired", err.Error(), "Obtain a new access token.")
 	default:
-		writeError(w, r, 401, codeInvalidToken, "Invalid token", err.Error(), "Obtain a new access token from the platform's identity service.")
+		writeError(w, r, 401, cmkapi.CodeInvalidToken, "Invalid token", err.Error(), "Obtain a new access token from the platform's identity service.")
 	}
 }
 
-func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {
-	s.Log.Error("request failed", "method", r.Method, "path", r.URL.Path, "request_id", w.Header().Get("x-request-id"), "err", err)
-	writeError(w, r, 500, codeInternal, "Internal error", "The request failed on the server; nothing was changed.", "Try again; if it persists, give the operator the request id.")
-}
-
-func (s *Server) ensureOrg(ctx context.Context, org string) error {
-	created, err := s.Store.EnsureOrg(ctx, org)
-	if err != nil || !created {
-		return err
-	}
-	for _, sb := range DefaultSandboxes {
-		if err := s.Keyring.CreateSandbox(ctx, org, sb); err != nil && !errors.Is(err, store.ErrDuplicateName) {
-			return err
-		}
-	}
-	return nil
-}
-
-// ---- app registration ----
-
-func (s *Server) appRegistration(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, s.App)
-}
-
-// ---- configs ----
-
-type configData struct {
-	KeyVaultURI           string `json:"keyVaultUri,omitempty"`
-	KeyVaultKeyIdentifier string `json:"keyVaultKeyIdentifier"`
-	KeyVersion            string `json:"keyVersion,omitempty"`
-	KeyName               string `json:"keyName,omitempty"`
-	ProviderType          string `json:"providerType"`
-}
-
-type configRequest struct {
-	Name       string     `json:"name"`
-	Type       string     `json:"type"`
-	IMSOrgID   string     `json:"imsOrgId"`
-	ConfigData configData `json:"configData"`
-}
-
-const (
-	configTypeBYOK   = "BYOK_CONFIG"
-	providerAzure    = "AZURE_KEYVAULT"
-	maxConfigNameLen = 128
-)
-
+// decodeStrict reads a JSON body of at most 64 KiB with no unknown fields.
 func decodeStrict(r *http.Request, v any) error {
 	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
 	dec.DisallowUnknownFields()
@@ -302,291 +279,218 @@ func decodeStrict(r *http.Request, v any) error {
 	return nil
 }
 
+// ---- configs ----
+
 func (s *Server) createConfig(w http.ResponseWriter, r *http.Request) {
-	org := orgOf(r)
-	var req configRequest
+	var req cmkapi.ConfigRequest
 	if err := decodeStrict(r, &req); err != nil {
-		writeError(w, r, 400, codeBadJSON, "Malformed request body", "The body is not a valid config request: "+err.Error()+".",
+		writeError(w, r, 400, cmkapi.CodeMalformedRequestBody, "Malformed request body", "The body is not a valid config request: "+err.Error()+".",
 			`Send {"name": "...", "type": "BYOK_CONFIG", "imsOrgId": "<org>", "configData": {"providerType": "AZURE_KEYVAULT", "keyVaultKeyIdentifier": "https://<vault>.vault.azure.net/keys/<key>/<version>"}}.`)
 		return
 	}
-	if req.Name == "" || len(req.Name) > maxConfigNameLen || strings.ContainsAny(req.Name, "/?#%\\") || strings.TrimSpace(req.Name) != req.Name {
-		writeError(w, r, 400, codeBadField, "Invalid name", fmt.Sprintf("name must be 1 to %d characters with no surrounding spaces and none of / ? # %% \\.", maxConfigNameLen),
-			"Choose a name you will remember: you need it to check the status. Names are case-sensitive.")
-		return
-	}
-	if req.Type != configTypeBYOK {
-		writeError(w, r, 400, codeBadConfigType, "Invalid configuration type", fmt.Sprintf("type is %q; it must be %q.", req.Type, configTypeBYOK), `Set "type": "BYOK_CONFIG".`)
-		return
-	}
-	if req.IMSOrgID != org {
-		writeError(w, r, 400, codeOrgMismatch, "Org mismatch", fmt.Sprintf("imsOrgId %q does not equal the x-gw-ims-org-id header %q.", req.IMSOrgID, org),
-			"Send the same org id in the body and in the header.")
-		return
-	}
-	if req.ConfigData.ProviderType != providerAzure {
-		if s.revertAttempt(w, r, org, req.ConfigData.ProviderType) {
-			return
-		}
-		writeError(w, r, 400, codeBadProvider, "Unsupported provider type", fmt.Sprintf("configData.providerType is %q; it must be %q.", req.ConfigData.ProviderType, providerAzure),
-			`Set "providerType": "AZURE_KEYVAULT".`)
-		return
-	}
-	id, err := s.Policy.Parse(req.ConfigData.KeyVaultKeyIdentifier)
+	c, err := s.Control.SubmitConfig(r.Context(), orgOf(r), control.ConfigInput{
+		Name: req.Name, Type: req.Type, OrgID: req.IMSOrgID, ProviderType: req.ConfigData.ProviderType, KeyIdentifier: req.ConfigData.KeyVaultKeyIdentifier,
+	})
 	if err != nil {
-		writeError(w, r, 400, codeBadKeyIdentifier, "Invalid key identifier", err.Error(),
-			"Copy the Key Identifier from your key's current version in the Azure portal; it looks like https://<vault>.vault.azure.net/keys/<key>/<version>.")
+		s.fail(w, r, err)
 		return
 	}
-	if taken, err := s.Store.KeyInUseElsewhere(r.Context(), org, id.VaultURL, id.Name); err != nil {
-		s.internal(w, r, err)
-		return
-	} else if taken {
-		writeError(w, r, 409, codeKeyInUse, "Key already protects another org", "This key is already configured for another organization; a key can protect one org's data only.",
-			"Create a dedicated key for this org in your vault and submit its identifier.")
-		return
-	}
-	c := &store.Config{
-		ID: uuid.NewString(), OrgID: org, Name: req.Name, Type: req.Type, ProviderType: req.ConfigData.ProviderType,
-		KeyIdentifier: req.ConfigData.KeyVaultKeyIdentifier, VaultURL: id.VaultURL, KeyName: id.Name, KeyVersion: id.Version,
-	}
-	switch err := s.Store.CreateConfig(r.Context(), c); {
-	case errors.Is(err, store.ErrDuplicateName):
-		writeError(w, r, 409, codeNameTaken, "Name already used", fmt.Sprintf("Org %q already has a configuration named %q.", org, req.Name),
-			"Check its status with GET .../customer/config/"+url.PathEscape(req.Name)+"?configType=BYOK_CONFIG, or submit with a new name.")
-		return
-	case errors.Is(err, store.ErrJobActive):
-		writeError(w, r, 409, codeJobActive, "Enablement already in progress", "Another configuration of this org is still being applied.",
-			"Wait for it to reach COMPLETED or FAILED (check its status), then submit again if needed.")
-		return
-	case errors.Is(err, store.ErrAlreadyEnabled):
-		writeError(w, r, 409, codeIrreversible, "Customer-managed keys already enabled", "This org already encrypts its data with its customer-managed key; the key configuration cannot be replaced or reverted.",
-			"To rotate, add a new version of the same key in your vault: the platform always uses the newest version.")
-		return
-	case err != nil:
-		s.internal(w, r, err)
-		return
-	}
-	s.Log.Info("cmk config submitted", "org", org, "config", c.Name, "job", c.ID, "vault", c.VaultURL, "key", c.KeyName)
-	writeJSON(w, 201, map[string]any{
-		"id": c.ID,
-		"config": map[string]any{
-			"configData": s.configData(c),
-			"name":       c.Name,
-			"type":       c.Type,
-			"imsOrgId":   c.OrgID,
-			"status":     c.Status,
-		},
-		"status": "CREATED",
+	writeJSON(w, 201, cmkapi.ConfigCreated{
+		ID:     c.ID,
+		Config: cmkapi.ConfigSummary{ConfigData: configDataView(c), Name: c.Name, Type: c.Type, IMSOrgID: c.OrgID, Status: c.Status},
+		Status: "CREATED",
 	})
 }
 
-// revertAttempt answers a request to go back to system-managed keys.
-func (s *Server) revertAttempt(w http.ResponseWriter, r *http.Request, org, provider string) bool {
-	switch strings.ToUpper(provider) {
-	case "SYSTEM", "SYSTEM_MANAGED", "PLATFORM_MANAGED", "NONE", "DEFAULT":
-	default:
-		return false
-	}
-	o, err := s.Store.Org(r.Context(), org)
-	if err != nil {
-		s.internal(w, r, err)
-		return true
-	}
-	if o.KEKMode == store.ModeCustomer {
-		writeError(w, r, 409, codeIrreversible, "Cannot revert to system-managed keys", "Customer-managed keys are enabled for this org, and that cannot be undone.",
-			"Keep your key vault, key and the app's role in place; to stop the platform reading your data, remove the role (see the revocation docs).")
-	} else {
-		writeError(w, r, 400, codeBadProvider, "Already system-managed", "This org uses system-managed keys; there is nothing to revert.", `To enable CMK, send "providerType": "AZURE_KEYVAULT".`)
-	}
-	return true
-}
-
-func (s *Server) configData(c *store.Config) configData {
-	return configData{KeyVaultURI: c.VaultURL, KeyVaultKeyIdentifier: c.KeyIdentifier, KeyVersion: c.KeyVersion, KeyName: c.KeyName, ProviderType: c.ProviderType}
-}
-
-func (s *Server) configView(c *store.Config) map[string]any {
-	v := map[string]any{
-		"id":         c.ID,
-		"name":       c.Name,
-		"type":       c.Type,
-		"status":     c.Status,
-		"configData": s.configData(c),
-		"imsOrgId":   c.OrgID,
-		"rowType":    "BYOK_KEY",
-		"createdAt":  c.CreatedAt.Format(time.RFC3339),
-		"updatedAt":  c.UpdatedAt.Format(time.RFC3339),
-		"progress":   map[string]int{"dataKeysRewrapped": c.ProgressDone, "dataKeysTotal": c.ProgressTotal},
-	}
-	if c.Failure != "" {
-		var f enablement.Failure
-		if json.Unmarshal([]byte(c.Failure), &f) == nil {
-			v["failure"] = f
-		}
-	}
-	if c.LastError != "" {
-		var p enablement.Problem
-		if json.Unmarshal([]byte(c.LastError), &p) == nil {
-			v["lastError"] = p
-		}
-	}
-	if c.Checks != "" {
-		var checks []preflight.Result
-		if json.Unmarshal([]byte(c.Checks), &checks) == nil {
-			v["checks"] = checks
-		}
-	}
-	return v
-}
-
 func (s *Server) getConfig(w http.ResponseWriter, r *http.Request) {
-	org, name := orgOf(r), r.PathValue("name")
-	if ct := r.URL.Query().Get("configType"); ct != configTypeBYOK {
-		writeError(w, r, 400, codeBadConfigType, "Invalid configType", fmt.Sprintf("configType is %q; it must be %q.", ct, configTypeBYOK), "Add ?configType=BYOK_CONFIG to the URL.")
+	c, err := s.Control.ConfigByName(r.Context(), orgOf(r), r.PathValue("name"), r.URL.Query().Get("configType"))
+	if err != nil {
+		s.fail(w, r, err)
 		return
 	}
-	if c := s.configNamed(w, r, org, name); c != nil {
-		writeJSON(w, 200, s.configView(c))
-	}
-}
-
-// configNamed returns the org's configuration, or answers 404/500 and
-// returns nil.
-func (s *Server) configNamed(w http.ResponseWriter, r *http.Request, org, name string) *store.Config {
-	c, err := s.Store.ConfigByName(r.Context(), org, name)
-	if errors.Is(err, store.ErrNotFound) {
-		s.configNotFound(w, r, org, name)
-		return nil
-	}
-	if err != nil {
-		s.internal(w, r, err)
-		return nil
-	}
-	return c
-}
-
-func (s *Server) configNotFound(w http.ResponseWriter, r *http.Request, org, name string) {
-	hint := "List your configurations with GET /data/infrastructure/manager/customer/config."
-	if all, err := s.Store.Configs(r.Context(), org); err == nil {
-		for _, c := range all {
-			if strings.EqualFold(c.Name, name) {
-				hint = fmt.Sprintf("Names are case-sensitive: did you mean %q?", c.Name)
-			}
-		}
-	}
-	writeError(w, r, 404, codeNotFound, "Configuration not found", fmt.Sprintf("Org %q has no configuration named %q.", org, name), hint)
+	writeJSON(w, 200, configView(c))
 }
 
 func (s *Server) listConfigs(w http.ResponseWriter, r *http.Request) {
-	all, err := s.Store.Configs(r.Context(), orgOf(r))
+	all, err := s.Control.Configs(r.Context(), orgOf(r))
 	if err != nil {
-		s.internal(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
-	out := []map[string]any{}
+	out := cmkapi.ConfigList{Configs: []cmkapi.Config{}}
 	for _, c := range all {
-		out = append(out, s.configView(c))
+		out.Configs = append(out.Configs, configView(c))
 	}
-	writeJSON(w, 200, map[string]any{"configs": out})
+	writeJSON(w, 200, out)
 }
 
 func (s *Server) deleteConfig(w http.ResponseWriter, r *http.Request) {
-	c := s.configNamed(w, r, orgOf(r), r.PathValue("name"))
-	if c == nil {
-		return
-	}
-	if c.Status == store.StatusFailed {
-		writeError(w, r, 409, codeIrreversible, "Configurations are kept", "A failed configuration stays as a record of what was tried; it does not block a new one.", "Submit a new configuration with another name.")
-		return
-	}
-	writeError(w, r, 409, codeIrreversible, "Cannot remove the customer-managed key", "Once customer-managed keys are enabled (or being enabled) they cannot be turned off or removed.",
-		"To rotate, add a new version of the key in your vault. To withdraw access, remove the app's role on the vault.")
+	s.fail(w, r, s.Control.DeleteConfig(r.Context(), orgOf(r), r.PathValue("name")))
 }
 
 // ---- preflight ----
 
 func (s *Server) preflight(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		KeyVaultKeyIdentifier string `json:"keyVaultKeyIdentifier"`
-	}
+	var req cmkapi.PreflightRequest
 	if err := decodeStrict(r, &req); err != nil {
-		writeError(w, r, 400, codeBadJSON, "Malformed request body", err.Error(), `Send {"keyVaultKeyIdentifier": "https://<vault>.vault.azure.net/keys/<key>"}.`)
+		writeError(w, r, 400, cmkapi.CodeMalformedRequestBody, "Malformed request body", err.Error(), `Send {"keyVaultKeyIdentifier": "https://<vault>.vault.azure.net/keys/<key>"}.`)
 		return
 	}
-	if id, err := s.Policy.Parse(req.KeyVaultKeyIdentifier); err == nil {
-		// Another org's key is not this org's to probe.
-		if taken, err := s.Store.KeyInUseElsewhere(r.Context(), orgOf(r), id.VaultURL, id.Name); err != nil {
-			s.internal(w, r, err)
-			return
-		} else if taken {
-			writeError(w, r, 409, codeKeyInUse, "Key already protects another org", "This key is already configured for another organization.", "Use a key dedicated to this org.")
-			return
-		}
+	rep, err := s.Control.Preflight(r.Context(), orgOf(r), req.KeyVaultKeyIdentifier)
+	if err != nil {
+		s.fail(w, r, err)
+		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.PreflightTimeout)
-	defer cancel()
-	rep := preflight.Run(ctx, s.Provider, s.Policy, req.KeyVaultKeyIdentifier, s.Env)
-	writeJSON(w, 200, rep)
+	writeJSON(w, 200, reportView(rep))
 }
 
-// ---- sandboxes ----
+// ---- sandboxes and orgs ----
 
 func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
-	names, err := s.Store.Sandboxes(r.Context(), orgOf(r))
+	names, err := s.Control.Sandboxes(r.Context(), orgOf(r))
 	if err != nil {
-		s.internal(w, r, err)
+		s.fail(w, r, err)
 		return
 	}
-	out := []map[string]string{}
+	out := cmkapi.SandboxList{Sandboxes: []cmkapi.Sandbox{}}
 	for _, n := range names {
-		out = append(out, map[string]string{"name": n})
+		out.Sandboxes = append(out.Sandboxes, cmkapi.Sandbox{Name: n})
 	}
-	writeJSON(w, 200, map[string]any{"sandboxes": out})
-}
-
-func validSandboxName(n string) bool {
-	if n == "" || len(n) > 64 {
-		return false
-	}
-	for i, c := range n {
-		ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || (c == '-' && i > 0)
-		if !ok {
-			return false
-		}
-	}
-	return true
+	writeJSON(w, 200, out)
 }
 
 func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Name string `json:"name"`
-	}
+	var req cmkapi.Sandbox
 	if err := decodeStrict(r, &req); err != nil {
-		writeError(w, r, 400, codeBadJSON, "Malformed request body", err.Error(), `Send {"name": "dev"}.`)
+		writeError(w, r, 400, cmkapi.CodeMalformedRequestBody, "Malformed request body", err.Error(), `Send {"name": "dev"}.`)
 		return
 	}
-	if !validSandboxName(req.Name) {
-		writeError(w, r, 400, codeBadField, "Invalid sandbox name", fmt.Sprintf("Sandbox name %q is not allowed: use 1 to 64 lowercase letters, digits and hyphens, starting with a letter or digit.", req.Name), "")
+	if err := s.Control.CreateSandbox(r.Context(), orgOf(r), req.Name); err != nil {
+		s.fail(w, r, err)
 		return
 	}
-	if err := s.Gate.Allow(orgOf(r)); err != nil {
-		if ref, ok := orgkeys.Refused(err); ok {
-			s.refused(w, r, ref)
+	writeJSON(w, 201, cmkapi.Sandbox{Name: req.Name})
+}
+
+// deleteOrg deletes the org and all its data (see control.DeleteOrg).
+func (s *Server) deleteOrg(w http.ResponseWriter, r *http.Request) {
+	org := orgOf(r)
+	if err := s.Control.DeleteOrg(r.Context(), org, r.URL.Query().Get("confirm")); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.Log.Warn("org deleted", "org", org, "request_id", w.Header().Get(cmkapi.HeaderRequestID))
+	writeJSON(w, 200, cmkapi.OrgDeleted{OrgID: org, Deleted: true, Note: control.OrgDeletedNote})
+}
+
+// ---- health, alerts, webhooks, audit ----
+
+func (s *Server) getHealth(w http.ResponseWriter, r *http.Request) {
+	h, err := s.Control.Health(r.Context(), orgOf(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, 200, healthView(h))
+}
+
+func (s *Server) recheck(w http.ResponseWriter, r *http.Request) {
+	h, err := s.Control.Recheck(r.Context(), orgOf(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, 200, healthView(h))
+}
+
+func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) {
+	list, err := s.Control.Alerts(r.Context(), orgOf(r), r.URL.Query().Get("status"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := cmkapi.AlertList{Alerts: []cmkapi.Alert{}}
+	for _, a := range list {
+		v, err := alertView(a)
+		if err != nil {
+			s.fail(w, r, err)
 			return
 		}
+		out.Alerts = append(out.Alerts, v)
 	}
-	err := s.Keyring.CreateSandbox(r.Context(), orgOf(r), req.Name)
-	switch {
-	case errors.Is(err, store.ErrDuplicateName):
-		writeError(w, r, 409, codeSandboxExists, "Sandbox exists", fmt.Sprintf("Sandbox %q already exists.", req.Name), "")
-		return
-	case kms.KindOf(err) != "":
-		writeError(w, r, 503, codeUnavailable, "Customer key unavailable", "The sandbox's data keys could not be wrapped: "+preflight.Describe(err), "Check your key's health, then try again.")
-		return
-	case err != nil:
-		s.internal(w, r, err)
+	writeJSON(w, 200, out)
+}
+
+func (s *Server) getAlert(w http.ResponseWriter, r *http.Request) {
+	s.writeAlert(w, r)(s.Control.Alert(r.Context(), orgOf(r), r.PathValue("id")))
+}
+
+func (s *Server) ackAlert(w http.ResponseWriter, r *http.Request) {
+	s.writeAlert(w, r)(s.Control.AcknowledgeAlert(r.Context(), orgOf(r), r.PathValue("id"), claimsOf(r).Subject))
+}
+
+func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request) {
+	var req cmkapi.WebhookRequest
+	if err := decodeStrict(r, &req); err != nil {
+		writeError(w, r, 400, cmkapi.CodeMalformedRequestBody, "Malformed request body", err.Error(), `Send {"url": "https://hooks.example.com/cmk"}.`)
 		return
 	}
-	writeJSON(w, 201, map[string]string{"name": req.Name})
+	hook, err := s.Control.CreateWebhook(r.Context(), orgOf(r), req.URL)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, 201, cmkapi.Webhook{ID: hook.ID, URL: hook.URL, Secret: hook.Secret, CreatedAt: hook.CreatedAt.UTC()})
+}
+
+func (s *Server) listWebhooks(w http.ResponseWriter, r *http.Request) {
+	hooks, err := s.Control.Webhooks(r.Context(), orgOf(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := cmkapi.WebhookList{Webhooks: []cmkapi.Webhook{}}
+	for _, h := range hooks {
+		out.Webhooks = append(out.Webhooks, cmkapi.Webhook{ID: h.ID, URL: h.URL, CreatedAt: h.CreatedAt.UTC()})
+	}
+	writeJSON(w, 200, out)
+}
+
+func (s *Server) deleteWebhook(w http.ResponseWriter, r *http.Request) {
+	if err := s.Control.DeleteWebhook(r.Context(), orgOf(r), r.PathValue("id")); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(204)
+}
+
+func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	query := control.AuditQuery{Operation: q.Get("operation"), Limit: control.DefaultAuditLimit}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			writeError(w, r, 400, cmkapi.CodeInvalidField, "Invalid limit", fmt.Sprintf("limit is %q; use a number from 1 to %d.", v, control.MaxAuditLimit), "")
+			return
+		}
+		query.Limit = n
+	}
+	if v := q.Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			writeError(w, r, 400, cmkapi.CodeInvalidField, "Invalid since", fmt.Sprintf("since is %q; use an RFC 3339 time such as 2026-01-02T15:04:05Z.", v), "")
+			return
+		}
+		query.Since = t
+	}
+	entries, err := s.Control.Audit(r.Context(), orgOf(r), query)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := cmkapi.AuditList{Entries: []cmkapi.AuditEntry{}}
+	for _, e := range entries {
+		out.Entries = append(out.Entries, cmkapi.AuditEntry{ID: e.ID, At: e.At, Operation: e.Op, Key: e.KeyRef, KeyVersion: e.KeyVersion, Outcome: e.Outcome, RequestID: e.RequestID, Detail: e.Detail})
+	}
+	writeJSON(w, 200, out)
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/cmk-project/cmk/internal/auth"
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/envelope"
 	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/kms"
@@ -18,61 +19,36 @@ import (
 	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/profile"
 	"github.com/cmk-project/cmk/internal/profile/records"
-	"github.com/cmk-project/cmk/internal/store"
 )
-
-// HeaderSandbox names the sandbox of a data-plane request.
-const HeaderSandbox = "x-sandbox-name"
 
 // maxProfileBytes bounds a profile record body.
 const maxProfileBytes = 1 << 20
 
-func (s *Server) dataRoutes(mux *http.ServeMux) {
-	if s.Lake != nil {
-		mux.Handle("GET /data/lake/files", s.sandboxed(auth.PermDataRead, "lake", s.lakeList))
-		mux.Handle("GET /data/lake/datasets/{dataset}/files", s.sandboxed(auth.PermDataRead, "lake", s.lakeList))
-		mux.Handle("PUT /data/lake/datasets/{dataset}/files/{file}", s.sandboxed(auth.PermDataWrite, "lake", s.lakePut))
-		mux.Handle("GET /data/lake/datasets/{dataset}/files/{file}", s.sandboxed(auth.PermDataRead, "lake", s.lakeGet))
-		mux.Handle("DELETE /data/lake/datasets/{dataset}/files/{file}", s.sandboxed(auth.PermDataWrite, "lake", s.lakeDelete))
-	}
-	if s.Profiles != nil {
-		mux.Handle("GET /data/profiles", s.sandboxed(auth.PermDataRead, "profile", s.profileList))
-		mux.Handle("PUT /data/profiles/{id}", s.sandboxed(auth.PermDataWrite, "profile", s.profilePut))
-		mux.Handle("GET /data/profiles/{id}", s.sandboxed(auth.PermDataRead, "profile", s.profileGet))
-		mux.Handle("DELETE /data/profiles/{id}", s.sandboxed(auth.PermDataWrite, "profile", s.profileDelete))
-	}
-}
-
-type sbKey int
-
-const ctxSandbox sbKey = 0
-
-func sandboxOf(r *http.Request) string { return r.Context().Value(ctxSandbox).(string) }
-
 // sandboxed authenticates like the control plane, then requires the
-// x-sandbox-name header to name a sandbox of the org.
-func (s *Server) sandboxed(perm, storeName string, h http.HandlerFunc) http.Handler {
-	return s.authed(perm, func(w http.ResponseWriter, r *http.Request) {
-		sb := r.Header.Get(HeaderSandbox)
+// x-sandbox-name header to name a sandbox of the org, and counts the
+// operation.
+func (s *Server) sandboxed(rt cmkapi.Route, h http.Handler) http.Handler {
+	return s.authed(rt.Permission, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sb := r.Header.Get(cmkapi.HeaderSandbox)
 		if sb == "" {
-			writeError(w, r, 400, codeMissingSandbox, "Missing sandbox header", "The x-sandbox-name header is required for data requests.", "Send 'x-sandbox-name: prod' (or another sandbox of your org).")
+			writeError(w, r, 400, cmkapi.CodeMissingSandboxHeader, "Missing sandbox header", "The x-sandbox-name header is required for data requests.", "Send 'x-sandbox-name: prod' (or another sandbox of your org).")
 			return
 		}
-		ok, err := s.Store.SandboxExists(r.Context(), orgOf(r), sb)
+		ok, err := s.Control.SandboxExists(r.Context(), orgOf(r), sb)
 		if err != nil {
 			s.internal(w, r, err)
 			return
 		}
 		if !ok {
-			writeError(w, r, 404, codeSandboxNotFound, "Sandbox not found", fmt.Sprintf("Org %q has no sandbox %q.", orgOf(r), sb), "List sandboxes with GET /data/foundation/sandbox-management/sandboxes.")
+			writeError(w, r, 404, cmkapi.CodeSandboxNotFound, "Sandbox not found", fmt.Sprintf("Org %q has no sandbox %q.", orgOf(r), sb), "List sandboxes with GET /data/foundation/sandbox-management/sandboxes.")
 			return
 		}
-		r = r.WithContext(withSandbox(r, sb))
-		h(w, r)
+		r = r.WithContext(context.WithValue(r.Context(), ctxSandbox, sb))
+		h.ServeHTTP(w, r)
 		if s.Metrics != nil {
-			s.Metrics.DataOps.WithLabelValues(storeName, r.Method).Inc()
+			s.Metrics.DataOps.WithLabelValues(rt.Store, r.Method).Inc()
 		}
-	})
+	}))
 }
 
 // dataError maps data-plane failures, above all a locked org, to responses.
@@ -87,31 +63,30 @@ func (s *Server) dataError(w http.ResponseWriter, r *http.Request, storeName str
 	var ke *kms.Error
 	switch {
 	case errors.As(err, &ke):
-		writeError(w, r, 503, codeKeyUnavailable, "Customer key unavailable", preflight.Describe(err), "Check the key's health (GET /data/infrastructure/manager/byok/health) and try again.")
+		writeError(w, r, 503, cmkapi.CodeCMKKeyUnavailable, "Customer key unavailable", preflight.Describe(err), "Check the key's health (GET /data/infrastructure/manager/byok/health) and try again.")
 	case errors.Is(err, lake.ErrNotFound), errors.Is(err, profile.ErrNotFound):
-		writeError(w, r, 404, codeNotFound, "Not found", "No such "+storeName+" object in this sandbox.", "")
+		writeError(w, r, 404, cmkapi.CodeNotFound, "Not found", "No such "+storeName+" object in this sandbox.", "")
 	case errors.Is(err, lake.ErrInvalidName), errors.Is(err, blob.ErrInvalidKey), errors.Is(err, records.ErrInvalid):
-		writeError(w, r, 400, codeBadField, "Invalid name", err.Error(), "")
+		writeError(w, r, 400, cmkapi.CodeInvalidField, "Invalid name", err.Error(), "")
 	case errors.Is(err, profile.ErrInvalidDoc):
-		writeError(w, r, 400, codeBadField, "Invalid record", "A profile record must be a JSON object.", `Send a body like {"name": "Ada"}.`)
+		writeError(w, r, 400, cmkapi.CodeInvalidField, "Invalid record", "A profile record must be a JSON object.", `Send a body like {"name": "Ada"}.`)
 	case errors.Is(err, envelope.ErrAuth), errors.Is(err, envelope.ErrFormat), errors.Is(err, orgkeys.ErrWrongStore):
 		s.Log.Error("stored data failed authentication", "org", orgOf(r), "store", storeName, "err", err)
-		writeError(w, r, 500, codeCorrupt, "Stored data failed its integrity check", "The stored object was altered, truncated or moved; it was not served.", "Report the request id to the platform operator.")
+		writeError(w, r, 500, cmkapi.CodeDataIntegrityFailure, "Stored data failed its integrity check", "The stored object was altered, truncated or moved; it was not served.", "Report the request id to the platform operator.")
 	default:
 		s.internal(w, r, err)
 	}
 }
 
 func (s *Server) refused(w http.ResponseWriter, r *http.Request, ref *keyhealth.Refused) {
-	o, _ := s.Store.Org(r.Context(), ref.Org)
-	steps := preflight.Remedy(kms.Kind(ref.Cause), s.Env, kmsRef(o))
+	steps := s.Control.Remedy(r.Context(), ref.Org, kms.Kind(ref.Cause))
 	hint := "An administrator of your org can see the cause and the steps to restore access on the Encryption page or with GET /data/infrastructure/manager/byok/health."
 	if len(steps) > 0 {
 		hint = strings.Join(numbered(steps), " ")
 	}
-	code := codeKeyRevoked
+	code := cmkapi.CodeCMKKeyRevoked
 	if ref.Cause == string(kms.KindTransient) {
-		code = codeKeyUnavailable
+		code = cmkapi.CodeCMKKeyUnavailable
 	}
 	writeError(w, r, 403, code, "Data locked: customer-managed key unusable",
 		fmt.Sprintf("Your org's data is locked because its customer-managed key cannot be used (%s since %s): %s", ref.Cause, ref.Since.UTC().Format("2006-01-02T15:04:05Z"), ref.Message), hint)
@@ -125,8 +100,6 @@ func numbered(steps []string) []string {
 	return out
 }
 
-func kmsRef(o store.Org) kms.KeyRef { return kms.KeyRef{VaultURL: o.VaultURL, Name: o.KeyName} }
-
 // ---- lake ----
 
 func (s *Server) lakePut(w http.ResponseWriter, r *http.Request) {
@@ -134,13 +107,13 @@ func (s *Server) lakePut(w http.ResponseWriter, r *http.Request) {
 	n, err := s.Lake.Put(r.Context(), orgOf(r), sandboxOf(r), r.PathValue("dataset"), r.PathValue("file"), body)
 	if err != nil {
 		if body.err != nil && errors.Is(err, body.err) {
-			writeError(w, r, 400, codeBadBody, "Upload interrupted", "The request body could not be read to the end: "+body.err.Error()+". Nothing was stored.", "Send the file again.")
+			writeError(w, r, 400, cmkapi.CodeRequestBodyUnreadable, "Upload interrupted", "The request body could not be read to the end: "+body.err.Error()+". Nothing was stored.", "Send the file again.")
 			return
 		}
 		s.dataError(w, r, "lake", err)
 		return
 	}
-	writeJSON(w, 201, map[string]any{"dataset": r.PathValue("dataset"), "name": r.PathValue("file"), "size": n})
+	writeJSON(w, 201, cmkapi.LakeFile{Dataset: r.PathValue("dataset"), Name: r.PathValue("file"), Size: n})
 }
 
 func (s *Server) lakeGet(w http.ResponseWriter, r *http.Request) {
@@ -174,7 +147,11 @@ func (s *Server) lakeList(w http.ResponseWriter, r *http.Request) {
 		s.dataError(w, r, "lake", err)
 		return
 	}
-	writeJSON(w, 200, map[string]any{"files": files})
+	out := cmkapi.LakeFileList{Files: make([]cmkapi.LakeFile, 0, len(files))}
+	for _, f := range files {
+		out.Files = append(out.Files, cmkapi.LakeFile{Dataset: f.Dataset, Name: f.Name, Size: f.Size, Modified: f.Modified})
+	}
+	writeJSON(w, 200, out)
 }
 
 // bodyReader remembers a failure reading the client's body, so it is told
@@ -197,18 +174,18 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 func (s *Server) profilePut(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxProfileBytes+1))
 	if err != nil {
-		writeError(w, r, 400, codeBadJSON, "Unreadable body", err.Error(), "")
+		writeError(w, r, 400, cmkapi.CodeMalformedRequestBody, "Unreadable body", err.Error(), "")
 		return
 	}
 	if len(body) > maxProfileBytes {
-		writeError(w, r, 413, codeTooLarge, "Record too large", fmt.Sprintf("A profile record may be at most %d bytes.", maxProfileBytes), "")
+		writeError(w, r, 413, cmkapi.CodeTooLarge, "Record too large", fmt.Sprintf("A profile record may be at most %d bytes.", maxProfileBytes), "")
 		return
 	}
 	if err := s.Profiles.Upsert(r.Context(), orgOf(r), sandboxOf(r), r.PathValue("id"), body); err != nil {
 		s.dataError(w, r, "profile", err)
 		return
 	}
-	writeJSON(w, 200, map[string]string{"id": r.PathValue("id")})
+	writeJSON(w, 200, cmkapi.ProfileSaved{ID: r.PathValue("id")})
 }
 
 func (s *Server) profileGet(w http.ResponseWriter, r *http.Request) {
@@ -234,7 +211,7 @@ func (s *Server) profileList(w http.ResponseWriter, r *http.Request) {
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > records.MaxPageSize {
-			writeError(w, r, 400, codeBadField, "Invalid limit", fmt.Sprintf("limit is %q; use a number from 1 to %d.", v, records.MaxPageSize), "")
+			writeError(w, r, 400, cmkapi.CodeInvalidField, "Invalid limit", fmt.Sprintf("limit is %q; use a number from 1 to %d.", v, records.MaxPageSize), "")
 			return
 		}
 		limit = n
@@ -244,5 +221,9 @@ func (s *Server) profileList(w http.ResponseWriter, r *http.Request) {
 		s.dataError(w, r, "profile", err)
 		return
 	}
-	writeJSON(w, 200, map[string]any{"records": recs, "next": next})
+	out := cmkapi.ProfileList{Records: make([]cmkapi.ProfileRecord, 0, len(recs)), Next: next}
+	for _, rec := range recs {
+		out.Records = append(out.Records, cmkapi.ProfileRecord{ID: rec.ID, Record: rec.Doc})
+	}
+	writeJSON(w, 200, out)
 }

@@ -2,55 +2,63 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
+
+	"github.com/cmk-project/cmk/internal/cmkapi"
+	"github.com/cmk-project/cmk/internal/control"
+	"github.com/cmk-project/cmk/internal/orgkeys"
 )
 
-// apiError is the JSON error body of every failed request: a stable code
-// clients branch on, a title, what was wrong, and what to do.
-type apiError struct {
-	Type      string `json:"type"`
-	Status    int    `json:"status"`
-	ErrorCode string `json:"errorCode"`
-	Title     string `json:"title"`
-	Detail    string `json:"detail"`
-	Hint      string `json:"hint,omitempty"`
-	RequestID string `json:"requestId,omitempty"`
+// problemStatus is the one table from the control plane's errors to HTTP
+// statuses and stable error codes.
+var problemStatus = []struct {
+	err    error
+	status int
+	code   string
+}{
+	{control.ErrMalformed, 400, cmkapi.CodeMalformedRequestBody},
+	{control.ErrInvalidField, 400, cmkapi.CodeInvalidField},
+	{control.ErrOrgMismatch, 400, cmkapi.CodeOrgMismatch},
+	{control.ErrInvalidConfigType, 400, cmkapi.CodeInvalidConfigType},
+	{control.ErrUnsupportedProvider, 400, cmkapi.CodeUnsupportedProviderType},
+	{control.ErrInvalidKeyID, 400, cmkapi.CodeInvalidKeyIdentifier},
+	{control.ErrConfirmation, 400, cmkapi.CodeConfirmationRequired},
+	{control.ErrNotFound, 404, cmkapi.CodeNotFound},
+	{control.ErrNameTaken, 409, cmkapi.CodeConfigNameTaken},
+	{control.ErrJobActive, 409, cmkapi.CodeConfigJobInProgress},
+	{control.ErrIrreversible, 409, cmkapi.CodeCMKIrreversible},
+	{control.ErrKeyInUse, 409, cmkapi.CodeKeyInUse},
+	{control.ErrNotEnabled, 409, cmkapi.CodeCMKNotEnabled},
+	{control.ErrSandboxExists, 409, cmkapi.CodeSandboxExists},
+	{control.ErrLimitReached, 409, cmkapi.CodeLimitReached},
+	{control.ErrKeyUnavailable, 503, cmkapi.CodeServiceUnavailable},
 }
 
-// Error codes, stable for clients.
-const (
-	codeMissingToken     = "MISSING_TOKEN"
-	codeInvalidToken     = "INVALID_TOKEN"
-	codeTokenExpired     = "TOKEN_EXPIRED"
-	codeAPIKey           = "INVALID_API_KEY"
-	codeMissingOrg       = "MISSING_ORG_HEADER"
-	codeOrgNotInToken    = "ORG_NOT_IN_TOKEN"
-	codeForbidden        = "PERMISSION_REQUIRED"
-	codeBadJSON          = "MALFORMED_REQUEST_BODY"
-	codeBadField         = "INVALID_FIELD"
-	codeOrgMismatch      = "ORG_MISMATCH"
-	codeBadConfigType    = "INVALID_CONFIG_TYPE"
-	codeBadProvider      = "UNSUPPORTED_PROVIDER_TYPE"
-	codeBadKeyIdentifier = "INVALID_KEY_IDENTIFIER"
-	codeNameTaken        = "CONFIG_NAME_TAKEN"
-	codeJobActive        = "CONFIG_JOB_IN_PROGRESS"
-	codeIrreversible     = "CMK_IRREVERSIBLE"
-	codeNotFound         = "NOT_FOUND"
-	codeSandboxExists    = "SANDBOX_EXISTS"
-	codeUnavailable      = "SERVICE_UNAVAILABLE"
-	codeInternal         = "INTERNAL_ERROR"
-	codeNotEnabled       = "CMK_NOT_ENABLED"
-	codeKeyRevoked       = "CMK_KEY_REVOKED"
-	codeKeyUnavailable   = "CMK_KEY_UNAVAILABLE"
-	codeMissingSandbox   = "MISSING_SANDBOX_HEADER"
-	codeSandboxNotFound  = "SANDBOX_NOT_FOUND"
-	codeCorrupt          = "DATA_INTEGRITY_FAILURE"
-	codeTooLarge         = "TOO_LARGE"
-	codeKeyInUse         = "KEY_IN_USE"
-	codeTooMany          = "LIMIT_REACHED"
-	codeConfirm          = "CONFIRMATION_REQUIRED"
-	codeBadBody          = "REQUEST_BODY_UNREADABLE"
-)
+// fail answers an operation's error: a *control.Problem by the table, a
+// locked org with the cause and steps, anything else as an internal error
+// (logged, never shown).
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var p *control.Problem
+	if errors.As(err, &p) {
+		for _, e := range problemStatus {
+			if errors.Is(p.Err, e.err) {
+				writeError(w, r, e.status, e.code, p.Title, p.Detail, p.Hint)
+				return
+			}
+		}
+	}
+	if ref, ok := orgkeys.Refused(err); ok {
+		s.refused(w, r, ref)
+		return
+	}
+	s.internal(w, r, err)
+}
+
+func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {
+	s.Log.Error("request failed", "method", r.Method, "path", r.URL.Path, "request_id", w.Header().Get(cmkapi.HeaderRequestID), "err", err)
+	writeError(w, r, 500, cmkapi.CodeInternalError, "Internal error", "The request failed on the server; nothing was changed.", "Try again; if it persists, give the operator the request id.")
+}
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -61,13 +69,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, r *http.Request, status int, code, title, detail, hint string) {
-	writeJSON(w, status, apiError{
-		Type:      "https://cmk.dev/errors/" + code,
+	writeJSON(w, status, cmkapi.Error{
+		Type:      cmkapi.ErrorTypeBase + code,
 		Status:    status,
 		ErrorCode: code,
 		Title:     title,
 		Detail:    detail,
 		Hint:      hint,
-		RequestID: w.Header().Get("x-request-id"),
+		RequestID: w.Header().Get(cmkapi.HeaderRequestID),
 	})
 }

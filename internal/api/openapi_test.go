@@ -2,45 +2,73 @@ package api
 
 import (
 	"encoding/json"
-	"os"
-	"regexp"
+	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/cmk-project/cmk/internal/cmkapi"
+	"github.com/cmk-project/cmk/internal/lake"
+	"github.com/cmk-project/cmk/internal/metrics"
+	"github.com/cmk-project/cmk/internal/profile"
 )
 
-// TestOpenAPICoversRoutes checks that every route the server registers is
-// in the OpenAPI document with the same method.
-func TestOpenAPICoversRoutes(t *testing.T) {
+// TestOpenAPIMatchesRoutes checks that the OpenAPI document describes
+// exactly the routes of cmkapi.Routes: each with its method and
+// operationId, and nothing more.
+func TestOpenAPIMatchesRoutes(t *testing.T) {
 	var doc struct {
-		Paths map[string]map[string]any `json:"paths"`
+		Paths map[string]map[string]struct {
+			OperationID string `json:"operationId"`
+		} `json:"paths"`
 	}
 	if err := json.Unmarshal(OpenAPI(), &doc); err != nil {
 		t.Fatalf("openapi.json does not parse: %v", err)
 	}
-	var src strings.Builder
-	for _, f := range []string{"api.go", "data.go"} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		src.Write(b)
-	}
-	routes := regexp.MustCompile(`mux\.Handle(?:Func)?\("(GET|POST|PUT|DELETE) ([^"]+)"`).FindAllStringSubmatch(src.String(), -1)
-	if len(routes) < 20 {
-		t.Fatalf("found only %d routes in the source; the pattern is stale", len(routes))
-	}
-	for _, r := range routes {
-		method, path := strings.ToLower(r[1]), r[2]
-		if path == "/{$}" {
-			continue
-		}
-		ops, ok := doc.Paths[path]
+	inTable := map[string]bool{}
+	for _, rt := range cmkapi.Routes {
+		key := rt.Method + " " + rt.Path
+		inTable[key] = true
+		op, ok := doc.Paths[rt.Path][strings.ToLower(rt.Method)]
 		if !ok {
-			t.Errorf("route %s %s is not in openapi.json", r[1], path)
+			t.Errorf("route %s (%s) is not in openapi.json", key, rt.ID)
 			continue
 		}
-		if _, ok := ops[method]; !ok {
-			t.Errorf("route %s %s: openapi.json has the path but not the method", r[1], path)
+		if op.OperationID != rt.ID {
+			t.Errorf("openapi.json operationId of %s = %q, want %q", key, op.OperationID, rt.ID)
+		}
+	}
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			switch method {
+			case "get", "post", "put", "delete", "patch":
+			default:
+				continue // parameters and the like
+			}
+			if key := strings.ToUpper(method) + " " + path; !inTable[key] {
+				t.Errorf("openapi.json documents %s, which is not a route", key)
+			}
+		}
+	}
+}
+
+// TestEveryRouteHasAHandler checks that a server with every part serves
+// every route of the table, and has no handler for a route not in it.
+func TestEveryRouteHasAHandler(t *testing.T) {
+	s := &Server{Lake: &lake.Lake{}, Profiles: &profile.Store{}, Metrics: metrics.New(), UI: http.NotFoundHandler()}
+	hs := s.handlers()
+	ids := map[string]bool{}
+	for _, rt := range cmkapi.Routes {
+		if ids[rt.ID] {
+			t.Errorf("route id %q appears twice in cmkapi.Routes", rt.ID)
+		}
+		ids[rt.ID] = true
+		if hs[rt.ID] == nil {
+			t.Errorf("route %s (%s) has no handler", rt.Pattern(), rt.ID)
+		}
+	}
+	for id := range hs {
+		if !ids[id] {
+			t.Errorf("handler %q serves no route of cmkapi.Routes", id)
 		}
 	}
 }

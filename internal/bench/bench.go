@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/cmk-project/cmk/internal/azemu"
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/devenv"
 )
 
@@ -221,10 +222,7 @@ func (w *world) startEnable(ctx context.Context, org, name, kid string) error {
 // it COMPLETED.
 func (w *world) waitEnabled(ctx context.Context, org, name string, poll time.Duration) error {
 	for {
-		var st struct {
-			Status  string         `json:"status"`
-			Failure map[string]any `json:"failure"`
-		}
+		var st cmkapi.Config
 		code, err := w.call(ctx, http.MethodGet, configPath+"/"+name+"?configType=BYOK_CONFIG", org, nil, &st)
 		if err != nil {
 			return fmt.Errorf("status of config %s: %w", name, err)
@@ -233,10 +231,10 @@ func (w *world) waitEnabled(ctx context.Context, org, name string, poll time.Dur
 			return fmt.Errorf("status of config %s = %d", name, code)
 		}
 		switch st.Status {
-		case "COMPLETED":
+		case cmkapi.StatusCompleted:
 			return nil
-		case "FAILED":
-			return fmt.Errorf("enablement of %s FAILED: %v", name, st.Failure)
+		case cmkapi.StatusFailed:
+			return fmt.Errorf("enablement of %s FAILED: %+v", name, st.Failure)
 		}
 		select {
 		case <-ctx.Done():

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cmk-project/cmk/internal/azemu"
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/devenv"
 	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/profile"
@@ -153,11 +154,9 @@ func Revocation(ctx context.Context, cfg RevocationConfig) (*RevocationResult, e
 		case http.StatusOK:
 			return "ok", nil
 		case http.StatusForbidden:
-			var e struct {
-				ErrorCode string `json:"errorCode"`
-			}
+			var e cmkapi.Error
 			json.Unmarshal(body, &e)
-			if e.ErrorCode == "CMK_KEY_REVOKED" {
+			if e.ErrorCode == cmkapi.CodeCMKKeyRevoked {
 				return "refused", nil
 			}
 		}

@@ -14,6 +14,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/cmk-project/cmk/internal/cmkapi"
+
 	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/azemu"
 	"github.com/cmk-project/cmk/internal/lake/blob"
@@ -74,21 +76,6 @@ type Env struct {
 	KeyIdentifier string // full key identifier of the demo key, with version
 	PrincipalID   string // the app's service principal in the customer tenant
 	Secret        string
-}
-
-// Info is what `cmk dev --info` writes for scripts.
-type Info struct {
-	BaseURL          string `json:"baseUrl"`
-	OrgID            string `json:"orgId"`
-	APIKey           string `json:"apiKey"`
-	Token            string `json:"token"`
-	KeyIdentifier    string `json:"keyIdentifier"`
-	EmulatorURL      string `json:"emulatorUrl"`
-	EmulatorCA       string `json:"emulatorCaPem"`
-	VaultURL         string `json:"vaultUrl"`
-	ConsentURL       string `json:"consentUrl"`
-	CustomerTenant   string `json:"customerTenantId"`
-	ServicePrincipal string `json:"servicePrincipalObjectId"`
 }
 
 // Start brings the environment up.
@@ -193,8 +180,8 @@ func contains(list []string, s string) bool {
 }
 
 // Info returns the connection details.
-func (e *Env) Info() Info {
-	return Info{
+func (e *Env) Info() cmkapi.Info {
+	return cmkapi.Info{
 		BaseURL: e.Svc.URL(), OrgID: e.Org, APIKey: e.APIKey, Token: e.Token, KeyIdentifier: e.KeyIdentifier,
 		EmulatorURL: e.Emu.URL(), EmulatorCA: string(e.Emu.CAPEM()), VaultURL: e.Emu.VaultURL(Vault),
 		ConsentURL: e.Svc.App.RedirectURL, CustomerTenant: CustomerTenant, ServicePrincipal: e.PrincipalID,

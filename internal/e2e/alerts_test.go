@@ -14,6 +14,7 @@ import (
 
 	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/azemu"
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/devenv"
 	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/store"
@@ -27,7 +28,7 @@ type receiver struct {
 	attempts  atomic.Int32
 	badSig    atomic.Int32
 	mu        sync.Mutex
-	events    []alerts.Event
+	events    []cmkapi.Event
 	ids       map[string]int
 }
 
@@ -44,7 +45,7 @@ func (rv *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not now", http.StatusInternalServerError)
 		return
 	}
-	var ev alerts.Event
+	var ev cmkapi.Event
 	json.Unmarshal(body, &ev)
 	if ev.ID != r.Header.Get(alerts.HeaderEventID) {
 		http.Error(w, "event id header mismatch", http.StatusBadRequest)
@@ -168,9 +169,9 @@ func TestWebhookGivesUp(t *testing.T) {
 	}
 }
 
-func openAlertsWait(t *testing.T, c *client) []alertView {
+func openAlertsWait(t *testing.T, c *client) []cmkapi.Alert {
 	t.Helper()
-	var open []alertView
+	var open []cmkapi.Alert
 	waitFor(t, "an open alert", 10*time.Second, func() bool { open = openAlerts(c); return len(open) > 0 })
 	return open
 }
@@ -195,7 +196,7 @@ func TestFlappingMakesOneNotification(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // let deliveries drain
 	code, body := c.do("GET", "/data/infrastructure/manager/byok/alerts", nil)
 	raw, _ := json.Marshal(body["alerts"])
-	var all []alertView
+	var all []cmkapi.Alert
 	json.Unmarshal(raw, &all)
 	if code != 200 {
 		t.Fatalf("alerts = %d", code)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cmk-project/cmk/internal/auth"
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/devenv"
 	"github.com/cmk-project/cmk/internal/envelope"
 	"github.com/cmk-project/cmk/internal/lake"
@@ -45,9 +46,7 @@ func (c *client) raw(method, path, sandbox string, body io.Reader) (int, []byte)
 }
 
 func errorCode(b []byte) string {
-	var e struct {
-		ErrorCode string `json:"errorCode"`
-	}
+	var e cmkapi.Error
 	json.Unmarshal(b, &e)
 	return e.ErrorCode
 }
@@ -155,12 +154,7 @@ func TestDataPlaneAcrossEnablement(t *testing.T) {
 		t.Errorf("steady-state data operations made %d key-vault calls, want 0", calls)
 	}
 
-	var list struct {
-		Files []struct {
-			Name string
-			Size int64
-		}
-	}
+	var list cmkapi.LakeFileList
 	_, raw := c.raw("GET", "/data/lake/datasets/events/files", "prod", nil)
 	json.Unmarshal(raw, &list)
 	for _, f := range list.Files {

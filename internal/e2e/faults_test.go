@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cmk-project/cmk/internal/azemu"
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/devenv"
 	"github.com/cmk-project/cmk/internal/monitor"
 )
@@ -38,32 +39,22 @@ func fastEnv(t *testing.T, mc monitor.Config) *devenv.Env {
 	return env
 }
 
-type health struct {
-	State       string `json:"state"`
-	Cause       string `json:"cause"`
-	DataBlocked bool   `json:"dataBlocked"`
-	KeyVersion  string `json:"keyVersion"`
-	Rotation    *struct {
-		TargetVersion string `json:"targetVersion"`
-	} `json:"rotation"`
-}
-
-func getHealth(c *client) health {
+func getHealth(c *client) cmkapi.Health {
 	c.t.Helper()
 	code, body := c.do("GET", "/data/infrastructure/manager/byok/health", nil)
 	if code != 200 {
 		c.t.Fatalf("GET health = %d %v", code, body)
 	}
 	raw, _ := json.Marshal(body)
-	var h health
+	var h cmkapi.Health
 	json.Unmarshal(raw, &h)
 	return h
 }
 
-func waitHealth(t *testing.T, c *client, state, cause string, within time.Duration) health {
+func waitHealth(t *testing.T, c *client, state, cause string, within time.Duration) cmkapi.Health {
 	t.Helper()
 	deadline := time.Now().Add(within)
-	var h health
+	var h cmkapi.Health
 	for time.Now().Before(deadline) {
 		if h = getHealth(c); h.State == state && (cause == "" || h.Cause == cause) {
 			return h
@@ -74,23 +65,14 @@ func waitHealth(t *testing.T, c *client, state, cause string, within time.Durati
 	return h
 }
 
-type alertView struct {
-	ID     string   `json:"id"`
-	Kind   string   `json:"kind"`
-	Cause  string   `json:"cause"`
-	Status string   `json:"status"`
-	Steps  []string `json:"steps"`
-	Title  string   `json:"title"`
-}
-
-func openAlerts(c *client) []alertView {
+func openAlerts(c *client) []cmkapi.Alert {
 	c.t.Helper()
 	code, body := c.do("GET", "/data/infrastructure/manager/byok/alerts?status=OPEN", nil)
 	if code != 200 {
 		c.t.Fatalf("GET alerts = %d %v", code, body)
 	}
 	raw, _ := json.Marshal(body["alerts"])
-	var out []alertView
+	var out []cmkapi.Alert
 	json.Unmarshal(raw, &out)
 	return out
 }

@@ -9,15 +9,19 @@
 // write.
 package keyhealth
 
-import "time"
+import (
+	"time"
+
+	"github.com/cmk-project/cmk/internal/cmkapi"
+)
 
 // Health states of an org that uses its customer key. The values are stable:
 // they are stored, returned by the API and counted in metrics.
 const (
-	Healthy  = "HEALTHY"  // the last check proved wrap and unwrap
-	Degraded = "DEGRADED" // unwrap works, wrap does not (e.g. key expired): data readable, new keys cannot be made
-	Coasting = "COASTING" // the vault is unreachable for a transient reason; cached keys serve within the grace
-	Revoked  = "REVOKED"  // access is withdrawn (or the grace ran out): all data of the org is refused
+	Healthy  = cmkapi.StateHealthy  // the last check proved wrap and unwrap
+	Degraded = cmkapi.StateDegraded // unwrap works, wrap does not (e.g. key expired): data readable, new keys cannot be made
+	Coasting = cmkapi.StateCoasting // the vault is unreachable for a transient reason; cached keys serve within the grace
+	Revoked  = cmkapi.StateRevoked  // access is withdrawn (or the grace ran out): all data of the org is refused
 )
 
 // Health is the monitor's view of one org's key, as stored.

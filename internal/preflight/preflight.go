@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/keyid"
 	"github.com/cmk-project/cmk/internal/kms"
 )
@@ -37,10 +38,10 @@ const RequiredRoleHSM = "Managed HSM Crypto Service Encryption User"
 type Status string
 
 const (
-	Passed  Status = "PASSED"
-	Failed  Status = "FAILED"
-	Error   Status = "ERROR" // could not tell: throttled or transient; try again
-	Skipped Status = "SKIPPED"
+	Passed  Status = cmkapi.CheckPassed
+	Failed  Status = cmkapi.CheckFailed
+	Error   Status = cmkapi.CheckError // could not tell: throttled or transient; try again
+	Skipped Status = cmkapi.CheckSkipped
 )
 
 // Check names, stable for clients.

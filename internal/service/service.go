@@ -23,6 +23,8 @@ import (
 	"github.com/cmk-project/cmk/internal/api"
 	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/auth"
+	"github.com/cmk-project/cmk/internal/cmkapi"
+	"github.com/cmk-project/cmk/internal/control"
 	"github.com/cmk-project/cmk/internal/dekcache"
 	"github.com/cmk-project/cmk/internal/enablement"
 	"github.com/cmk-project/cmk/internal/keyhealth"
@@ -122,6 +124,7 @@ type Service struct {
 	Issuer   *auth.Issuer // nil when a JWKS issuer is configured
 	Provider kms.Provider
 	Runners  []*enablement.Runner
+	Control  *control.Service
 	API      *api.Server
 	Metrics  *metrics.Metrics
 	Cache    *dekcache.Cache
@@ -135,7 +138,7 @@ type Service struct {
 	closers  []func() error
 	devOrg   string
 	Policy   keyid.Policy
-	App      api.App
+	App      cmkapi.App
 
 	ln     net.Listener
 	srv    *http.Server
@@ -221,7 +224,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	recorder := &audit.Recorder{Store: s.Store, Log: cfg.Log, OnCall: func(op, outcome string) { s.Metrics.VaultCalls.WithLabelValues(op, outcome).Inc() }}
 	s.Provider = &audit.Provider{Inner: raw, Recorder: recorder}
 	s.Keyring = &keyring.Keyring{Store: s.Store, System: sys, Customer: s.Provider}
-	s.App = api.App{ID: "byok", Name: cfg.AppName, ApplicationURI: cfg.AppURI, ApplicationID: cfg.ClientID, RedirectURL: cfg.ConsentURL}
+	s.App = cmkapi.App{ID: "byok", Name: cfg.AppName, ApplicationURI: cfg.AppURI, ApplicationID: cfg.ClientID, RedirectURL: cfg.ConsentURL}
 	if s.App.RedirectURL == "" && cfg.ClientID != "" {
 		s.App.RedirectURL = DefaultConsentURL(cfg.AuthorityHost, cfg.ClientID, cfg.AppURI)
 	}
@@ -283,8 +286,11 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		s.Cache.OnWipe = append(s.Cache.OnWipe, readCache.WipeOrg)
 		s.Profiles.Cache = readCache
 	}
-	s.API = &api.Server{Lake: s.Lake, Profiles: s.Profiles, Keys: s.Keys, Store: s.Store, Keyring: s.Keyring, Provider: s.Provider, Verifier: verifier, Policy: s.Policy, App: s.App, Env: env, Log: cfg.Log,
-		Monitor: s.Monitor, Gate: s.Gate, WebhookPolicy: cfg.WebhookPolicy, Metrics: s.Metrics}
+	s.Control = &control.Service{
+		Store: s.Store, Keyring: s.Keyring, Provider: s.Provider, Policy: s.Policy, Env: env, Gate: s.Gate, Monitor: s.Monitor,
+		WebhookPolicy: cfg.WebhookPolicy, Log: cfg.Log, Cache: s.Cache, Keys: s.Keys, Lake: s.Lake, Profiles: s.Profiles,
+	}
+	s.API = &api.Server{Control: s.Control, Lake: s.Lake, Profiles: s.Profiles, Keys: s.Keys, Verifier: verifier, App: s.App, Env: env, Log: cfg.Log, Metrics: s.Metrics}
 	uiOpts := web.Options{}
 	if cfg.DevLogin {
 		uiOpts.DevLogin = s.devLogin
@@ -455,7 +461,7 @@ func (s *Service) devLogin() (org, apiKey, token string, err error) {
 func (s *Service) SetDevOrg(org string) { s.devOrg = org }
 
 // AllPermissions are every permission a dev token can carry.
-var AllPermissions = []string{auth.PermManageCMK, auth.PermDataRead, auth.PermDataWrite, api.PermManageSandboxes}
+var AllPermissions = []string{auth.PermManageCMK, auth.PermDataRead, auth.PermDataWrite, cmkapi.PermManageSandboxes}
 
 // unconfigured is the provider when no Azure app is configured: every call
 // says so plainly.

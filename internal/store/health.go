@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/keyhealth"
 )
 
@@ -147,8 +148,8 @@ func (s *Store) ClaimCheck(ctx context.Context, org, owner string, lease time.Du
 
 // Alert statuses.
 const (
-	AlertOpen     = "OPEN"
-	AlertResolved = "RESOLVED"
+	AlertOpen     = cmkapi.AlertOpen
+	AlertResolved = cmkapi.AlertResolved
 )
 
 // Alert is one alert about an org's key.

@@ -28,10 +28,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cmk-project/cmk/internal/keyhealth"
-
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	_ "modernc.org/sqlite"             // registers the "sqlite" driver
+
+	"github.com/cmk-project/cmk/internal/cmkapi"
+	"github.com/cmk-project/cmk/internal/keyhealth"
 )
 
 //go:embed migrations/*.sql
@@ -56,11 +57,11 @@ const (
 
 // Config statuses, as the API returns them.
 const (
-	StatusNew       = "NEW"
-	StatusRunning   = "RUNNING"
-	StatusUpdating  = "UPDATE_EXISTING_RESOURCES"
-	StatusCompleted = "COMPLETED"
-	StatusFailed    = "FAILED"
+	StatusNew       = cmkapi.StatusNew
+	StatusRunning   = cmkapi.StatusRunning
+	StatusUpdating  = cmkapi.StatusUpdating
+	StatusCompleted = cmkapi.StatusCompleted
+	StatusFailed    = cmkapi.StatusFailed
 )
 
 // KEK kinds on a data key.

@@ -1,0 +1,91 @@
+package api
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/cmk-project/cmk/internal/alerts"
+	"github.com/cmk-project/cmk/internal/cmkapi"
+	"github.com/cmk-project/cmk/internal/control"
+	"github.com/cmk-project/cmk/internal/preflight"
+	"github.com/cmk-project/cmk/internal/store"
+)
+
+// The encoding of the control plane's results as cmkapi views.
+
+func configDataView(c *store.Config) cmkapi.ConfigData {
+	return cmkapi.ConfigData{KeyVaultURI: c.VaultURL, KeyVaultKeyIdentifier: c.KeyIdentifier, KeyVersion: c.KeyVersion, KeyName: c.KeyName, ProviderType: c.ProviderType}
+}
+
+func configView(c *control.Config) cmkapi.Config {
+	v := cmkapi.Config{
+		ID: c.ID, Name: c.Name, Type: c.Type, Status: c.Status, ConfigData: configDataView(c.Config), IMSOrgID: c.OrgID, RowType: "BYOK_KEY",
+		CreatedAt: c.CreatedAt.Format(time.RFC3339), UpdatedAt: c.UpdatedAt.Format(time.RFC3339),
+		Progress: cmkapi.Progress{DataKeysRewrapped: c.ProgressDone, DataKeysTotal: c.ProgressTotal},
+		Checks:   checkViews(c.Checks),
+	}
+	if f := c.Failure; f != nil {
+		v.Failure = &cmkapi.Failure{Check: f.Check, Title: f.Title, Code: f.Code, Message: f.Message, Remedy: f.Remedy}
+	}
+	if p := c.LastError; p != nil {
+		v.LastError = &cmkapi.Problem{Code: p.Code, Message: p.Message, Remedy: p.Remedy, At: p.At, RetryAt: p.RetryAt}
+	}
+	return v
+}
+
+func checkViews(rs []preflight.Result) []cmkapi.Check {
+	if rs == nil {
+		return nil
+	}
+	out := make([]cmkapi.Check, len(rs))
+	for i, r := range rs {
+		out[i] = cmkapi.Check{Check: r.Check, Title: r.Title, Status: string(r.Status), Code: r.Code, Message: r.Message, Remedy: r.Remedy}
+	}
+	return out
+}
+
+func reportView(r *preflight.Report) cmkapi.PreflightReport {
+	return cmkapi.PreflightReport{KeyIdentifier: r.KeyIdentifier, Passed: r.Passed, Retryable: r.Retryable, Results: checkViews(r.Results)}
+}
+
+func tp(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
+}
+
+func healthView(h *control.Health) cmkapi.Health {
+	v := cmkapi.Health{OrgID: h.OrgID, State: cmkapi.StateSystemManaged, Revocation: cmkapi.Revocation{
+		CheckInterval: h.CheckInterval.String(), Grace: h.Grace.String(), Explanation: h.RevocationExplanation(),
+	}}
+	k := h.Health
+	if k == nil {
+		return v
+	}
+	v.State, v.Cause, v.Message = k.State, k.Cause, k.Message
+	v.KeyVaultURI, v.KeyName, v.KeyVersion = h.Org.VaultURL, h.Org.KeyName, k.KeyVersion
+	v.Since, v.LastCheck, v.LastOK, v.NextCheck = tp(k.Since), tp(k.LastCheck), tp(k.LastOK), tp(k.NextCheck)
+	v.DataBlocked, v.Remedy = h.DataBlocked, h.Remedy
+	if ro := h.Rotation; ro != nil {
+		v.Rotation = &cmkapi.Rotation{TargetVersion: ro.TargetVersion, DataKeysRewrapped: ro.Rewrapped, DataKeysTotal: ro.Total}
+	}
+	return v
+}
+
+func alertView(a *store.Alert) (cmkapi.Alert, error) { return alerts.ViewOf(a) }
+
+// writeAlert answers one alert, or the error that came instead.
+func (s *Server) writeAlert(w http.ResponseWriter, r *http.Request) func(*store.Alert, error) {
+	return func(a *store.Alert, err error) {
+		if err == nil {
+			var v cmkapi.Alert
+			if v, err = alertView(a); err == nil {
+				writeJSON(w, 200, v)
+				return
+			}
+		}
+		s.fail(w, r, err)
+	}
+}

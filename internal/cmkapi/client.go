@@ -1,0 +1,220 @@
+package cmkapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// Client calls a cmk service as one org. Its methods return the typed
+// answer and the raw JSON (for callers that print it as it came); a refusal
+// is an *Error, and no answer at all a *ConnError.
+type Client struct {
+	BaseURL string // e.g. http://127.0.0.1:8080, no trailing slash
+	Token   string
+	OrgID   string
+	APIKey  string
+	HTTP    *http.Client // nil = http.DefaultClient
+}
+
+// ConnError is a request that got no answer.
+type ConnError struct {
+	URL string
+	Err error
+}
+
+func (e *ConnError) Error() string { return fmt.Sprintf("cannot reach cmk at %s: %v", e.URL, e.Err) }
+func (e *ConnError) Unwrap() error { return e.Err }
+
+// Request describes one call.
+type Request struct {
+	Route       Route
+	Args        []string   // the route's {name} segments, in order
+	Query       url.Values // nil = none
+	Sandbox     string     // x-sandbox-name, for data-plane routes
+	Body        io.Reader  // nil = none
+	ContentType string     // of Body; default application/json
+}
+
+// Do sends a request and returns the answer of any status; the caller
+// closes its body. Only a failure to get an answer is an error.
+func (c *Client) Do(ctx context.Context, r Request) (*http.Response, error) {
+	u := c.BaseURL + r.Route.Expand(r.Args...)
+	if len(r.Query) > 0 {
+		u += "?" + r.Query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, r.Route.Method, u, r.Body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	req.Header.Set(HeaderAPIKey, c.APIKey)
+	req.Header.Set(HeaderOrgID, c.OrgID)
+	if r.Sandbox != "" {
+		req.Header.Set(HeaderSandbox, r.Sandbox)
+	}
+	if r.Body != nil {
+		ct := r.ContentType
+		if ct == "" {
+			ct = "application/json"
+		}
+		req.Header.Set("Content-Type", ct)
+	}
+	req.Header.Set("Accept", "application/json")
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, &ConnError{URL: c.BaseURL, Err: err}
+	}
+	return resp, nil
+}
+
+// Call sends a request and returns the body of a 2xx answer; any other
+// status becomes an *Error (one of the server's, or one made up for an
+// answer that is not cmk's).
+func (c *Client) Call(ctx context.Context, r Request) ([]byte, error) {
+	resp, err := c.Do(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, &ConnError{URL: c.BaseURL, Err: fmt.Errorf("read %s %s answer: %w", r.Route.Method, r.Route.Path, err)}
+	}
+	if resp.StatusCode/100 != 2 {
+		return nil, ErrorOf(resp.StatusCode, b, r.Route)
+	}
+	return b, nil
+}
+
+// ErrorOf decodes an error answer.
+func ErrorOf(status int, body []byte, r Route) *Error {
+	e := &Error{}
+	if json.Unmarshal(body, e) != nil || e.ErrorCode == "" {
+		e = &Error{ErrorCode: fmt.Sprintf("HTTP_%d", status), Title: "Unexpected answer from " + r.Method + " " + r.Path,
+			Detail: firstLine(string(body)), Hint: "is the URL the address of cmk and not of another service?"}
+	}
+	e.Status = status
+	return e
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
+}
+
+// JSON sends in (when not nil) as JSON and decodes a 2xx answer into out
+// (when not nil). The raw answer is returned too.
+func (c *Client) JSON(ctx context.Context, r Request, in, out any) ([]byte, error) {
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, err
+		}
+		r.Body = bytes.NewReader(b)
+	}
+	raw, err := c.Call(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if out != nil && len(raw) > 0 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return raw, fmt.Errorf("decode the answer of %s %s: %w", r.Route.Method, r.Route.Path, err)
+		}
+	}
+	return raw, nil
+}
+
+// Preflight runs every validation check against a key.
+func (c *Client) Preflight(ctx context.Context, keyIdentifier string) (*PreflightReport, []byte, error) {
+	var rep PreflightReport
+	raw, err := c.JSON(ctx, Request{Route: PreflightKey}, PreflightRequest{KeyVaultKeyIdentifier: keyIdentifier}, &rep)
+	return &rep, raw, err
+}
+
+// SubmitConfig sends the key identifier under a configuration name; the
+// enablement job starts.
+func (c *Client) SubmitConfig(ctx context.Context, name, keyIdentifier string) (*ConfigCreated, []byte, error) {
+	var out ConfigCreated
+	raw, err := c.JSON(ctx, Request{Route: CreateConfig}, ConfigRequest{
+		Name: name, Type: ConfigTypeBYOK, IMSOrgID: c.OrgID,
+		ConfigData: ConfigData{ProviderType: ProviderAzureKeyVault, KeyVaultKeyIdentifier: keyIdentifier},
+	}, &out)
+	return &out, raw, err
+}
+
+// Config reads a configuration and its job.
+func (c *Client) Config(ctx context.Context, name string) (*Config, []byte, error) {
+	var out Config
+	raw, err := c.JSON(ctx, Request{Route: GetConfig, Args: []string{name}, Query: url.Values{"configType": {ConfigTypeBYOK}}}, nil, &out)
+	return &out, raw, err
+}
+
+// Configs lists the org's configurations.
+func (c *Client) Configs(ctx context.Context) (*ConfigList, []byte, error) {
+	var out ConfigList
+	raw, err := c.JSON(ctx, Request{Route: ListConfigs}, nil, &out)
+	return &out, raw, err
+}
+
+// Health reads the org's key health.
+func (c *Client) Health(ctx context.Context) (*Health, []byte, error) {
+	var out Health
+	raw, err := c.JSON(ctx, Request{Route: GetKeyHealth}, nil, &out)
+	return &out, raw, err
+}
+
+// Recheck checks the org's key now and returns its health.
+func (c *Client) Recheck(ctx context.Context) (*Health, []byte, error) {
+	var out Health
+	raw, err := c.JSON(ctx, Request{Route: RecheckKey}, nil, &out)
+	return &out, raw, err
+}
+
+// Alerts lists the org's alerts; status "" means all.
+func (c *Client) Alerts(ctx context.Context, status string) (*AlertList, []byte, error) {
+	var q url.Values
+	if status != "" {
+		q = url.Values{"status": {status}}
+	}
+	var out AlertList
+	raw, err := c.JSON(ctx, Request{Route: ListAlerts, Query: q}, nil, &out)
+	return &out, raw, err
+}
+
+// Alert reads one alert.
+func (c *Client) Alert(ctx context.Context, id string) (*Alert, []byte, error) {
+	var out Alert
+	raw, err := c.JSON(ctx, Request{Route: GetAlert, Args: []string{id}}, nil, &out)
+	return &out, raw, err
+}
+
+// AcknowledgeAlert records that the caller has seen an alert.
+func (c *Client) AcknowledgeAlert(ctx context.Context, id string) (*Alert, []byte, error) {
+	var out Alert
+	raw, err := c.JSON(ctx, Request{Route: AcknowledgeAlert, Args: []string{id}}, nil, &out)
+	return &out, raw, err
+}
+
+// pathEscape escapes one path segment.
+func pathEscape(s string) string { return url.PathEscape(s) }

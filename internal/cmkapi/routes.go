@@ -1,0 +1,98 @@
+package cmkapi
+
+import "strings"
+
+// Access says what a route requires of the caller.
+type Access int
+
+const (
+	// Public routes need no token.
+	Public Access = iota
+	// Org routes need a verified token, x-api-key and x-gw-ims-org-id (an
+	// org the token holds), and Route.Permission in that org when set.
+	Org
+	// Sandboxed routes are Org routes that also need x-sandbox-name naming a
+	// sandbox of the org.
+	Sandboxed
+)
+
+// Route is one operation of the API. Routes is the only list of them: the
+// server registers exactly these, and a test checks the OpenAPI document
+// against it.
+type Route struct {
+	ID         string // the OpenAPI operationId
+	Method     string
+	Path       string // a net/http pattern path: {name} segments
+	Access     Access
+	Permission string // needed in the org ("" = any member of it)
+	Store      string // data-plane routes: "lake" or "profile"
+}
+
+// Pattern is the route as a net/http ServeMux pattern.
+func (r Route) Pattern() string { return r.Method + " " + r.Path }
+
+// Expand fills the route's {name} segments with args, in order, escaped.
+func (r Route) Expand(args ...string) string {
+	p := r.Path
+	for _, a := range args {
+		i := strings.IndexByte(p, '{')
+		j := strings.IndexByte(p, '}')
+		if i < 0 || j < i {
+			break
+		}
+		p = p[:i] + pathEscape(a) + p[j+1:]
+	}
+	return p
+}
+
+const (
+	manager = "/data/infrastructure/manager"
+	byok    = manager + "/byok"
+)
+
+// The routes, by operationId.
+var (
+	GetAppRegistration = Route{"getAppRegistration", "GET", byok + "/app-registration", Org, PermManageCMK, ""}
+	PreflightKey       = Route{"preflightKey", "POST", byok + "/preflight", Org, PermManageCMK, ""}
+	CreateConfig       = Route{"createConfig", "POST", manager + "/customer/config", Org, PermManageCMK, ""}
+	ListConfigs        = Route{"listConfigs", "GET", manager + "/customer/config", Org, PermManageCMK, ""}
+	GetConfig          = Route{"getConfig", "GET", manager + "/customer/config/{name}", Org, PermManageCMK, ""}
+	DeleteConfig       = Route{"deleteConfig", "DELETE", manager + "/customer/config/{name}", Org, PermManageCMK, ""}
+	DeleteOrg          = Route{"deleteOrg", "DELETE", manager + "/org", Org, PermManageCMK, ""}
+	GetKeyHealth       = Route{"getKeyHealth", "GET", byok + "/health", Org, PermManageCMK, ""}
+	RecheckKey         = Route{"recheckKey", "POST", byok + "/health/check", Org, PermManageCMK, ""}
+	ListAlerts         = Route{"listAlerts", "GET", byok + "/alerts", Org, PermManageCMK, ""}
+	GetAlert           = Route{"getAlert", "GET", byok + "/alerts/{id}", Org, PermManageCMK, ""}
+	AcknowledgeAlert   = Route{"acknowledgeAlert", "POST", byok + "/alerts/{id}/acknowledge", Org, PermManageCMK, ""}
+	ListWebhooks       = Route{"listWebhooks", "GET", byok + "/webhooks", Org, PermManageCMK, ""}
+	CreateWebhook      = Route{"createWebhook", "POST", byok + "/webhooks", Org, PermManageCMK, ""}
+	DeleteWebhook      = Route{"deleteWebhook", "DELETE", byok + "/webhooks/{id}", Org, PermManageCMK, ""}
+	ListAudit          = Route{"listAudit", "GET", byok + "/audit", Org, PermManageCMK, ""}
+	ListSandboxes      = Route{"listSandboxes", "GET", "/data/foundation/sandbox-management/sandboxes", Org, "", ""}
+	CreateSandbox      = Route{"createSandbox", "POST", "/data/foundation/sandbox-management/sandboxes", Org, PermManageSandboxes, ""}
+
+	ListLakeFiles    = Route{"listLakeFiles", "GET", "/data/lake/files", Sandboxed, PermDataRead, "lake"}
+	ListDatasetFiles = Route{"listDatasetFiles", "GET", "/data/lake/datasets/{dataset}/files", Sandboxed, PermDataRead, "lake"}
+	PutLakeFile      = Route{"putLakeFile", "PUT", "/data/lake/datasets/{dataset}/files/{file}", Sandboxed, PermDataWrite, "lake"}
+	GetLakeFile      = Route{"getLakeFile", "GET", "/data/lake/datasets/{dataset}/files/{file}", Sandboxed, PermDataRead, "lake"}
+	DeleteLakeFile   = Route{"deleteLakeFile", "DELETE", "/data/lake/datasets/{dataset}/files/{file}", Sandboxed, PermDataWrite, "lake"}
+	ListProfiles     = Route{"listProfiles", "GET", "/data/profiles", Sandboxed, PermDataRead, "profile"}
+	PutProfile       = Route{"putProfile", "PUT", "/data/profiles/{id}", Sandboxed, PermDataWrite, "profile"}
+	GetProfile       = Route{"getProfile", "GET", "/data/profiles/{id}", Sandboxed, PermDataRead, "profile"}
+	DeleteProfile    = Route{"deleteProfile", "DELETE", "/data/profiles/{id}", Sandboxed, PermDataWrite, "profile"}
+
+	OpenAPIDocument = Route{"openapi", "GET", "/openapi.json", Public, "", ""}
+	Healthz         = Route{"healthz", "GET", "/healthz", Public, "", ""}
+	Metrics         = Route{"metrics", "GET", "/metrics", Public, "", ""}
+	UI              = Route{"ui", "GET", "/ui/", Public, "", ""}
+)
+
+// Routes lists every route.
+var Routes = []Route{
+	GetAppRegistration, PreflightKey, CreateConfig, ListConfigs, GetConfig, DeleteConfig, DeleteOrg,
+	GetKeyHealth, RecheckKey, ListAlerts, GetAlert, AcknowledgeAlert, ListWebhooks, CreateWebhook, DeleteWebhook, ListAudit,
+	ListSandboxes, CreateSandbox,
+	ListLakeFiles, ListDatasetFiles, PutLakeFile, GetLakeFile, DeleteLakeFile,
+	ListProfiles, PutProfile, GetProfile, DeleteProfile,
+	OpenAPIDocument, Healthz, Metrics, UI,
+}

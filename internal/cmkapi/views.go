@@ -1,0 +1,298 @@
+package cmkapi
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// App is the platform's multi-tenant Azure app and its admin-consent link
+// (GET .../byok/app-registration).
+type App struct {
+	ID             string `json:"id"`
+	Name           string `json:"name"`
+	ApplicationURI string `json:"applicationUri"`
+	ApplicationID  string `json:"applicationId"`
+	RedirectURL    string `json:"applicationRedirectUrl"`
+}
+
+// ConfigRequest is the body of POST .../customer/config (seed 001).
+type ConfigRequest struct {
+	Name       string     `json:"name"`
+	Type       string     `json:"type"`
+	IMSOrgID   string     `json:"imsOrgId"`
+	ConfigData ConfigData `json:"configData"`
+}
+
+// ConfigData names the customer's key.
+type ConfigData struct {
+	KeyVaultURI           string `json:"keyVaultUri,omitempty"`
+	KeyVaultKeyIdentifier string `json:"keyVaultKeyIdentifier"`
+	KeyVersion            string `json:"keyVersion,omitempty"`
+	KeyName               string `json:"keyName,omitempty"`
+	ProviderType          string `json:"providerType"`
+}
+
+// ConfigCreated answers a submitted configuration (201).
+type ConfigCreated struct {
+	ID     string        `json:"id"`
+	Config ConfigSummary `json:"config"`
+	Status string        `json:"status"` // "CREATED"
+}
+
+// ConfigSummary is the configuration as submitted, with its job status.
+type ConfigSummary struct {
+	ConfigData ConfigData `json:"configData"`
+	Name       string     `json:"name"`
+	Type       string     `json:"type"`
+	IMSOrgID   string     `json:"imsOrgId"`
+	Status     string     `json:"status"`
+}
+
+// Config is a configuration and its enablement job
+// (GET .../customer/config/{name}).
+type Config struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Type       string     `json:"type"`
+	Status     string     `json:"status"`
+	ConfigData ConfigData `json:"configData"`
+	IMSOrgID   string     `json:"imsOrgId"`
+	RowType    string     `json:"rowType"` // "BYOK_KEY"
+	CreatedAt  string     `json:"createdAt"`
+	UpdatedAt  string     `json:"updatedAt"`
+	Progress   Progress   `json:"progress"`
+	Failure    *Failure   `json:"failure,omitempty"`
+	LastError  *Problem   `json:"lastError,omitempty"`
+	Checks     []Check    `json:"checks,omitempty"`
+}
+
+// ConfigList is GET .../customer/config.
+type ConfigList struct {
+	Configs []Config `json:"configs"`
+}
+
+// Progress counts the data keys the job re-wrapped.
+type Progress struct {
+	DataKeysRewrapped int `json:"dataKeysRewrapped"`
+	DataKeysTotal     int `json:"dataKeysTotal"`
+}
+
+// Failure is why a job FAILED: the check, its code, what was found, and
+// numbered steps to fix it.
+type Failure struct {
+	Check   string   `json:"check"`
+	Title   string   `json:"title"`
+	Code    string   `json:"code"`
+	Message string   `json:"message"`
+	Remedy  []string `json:"remedy"`
+}
+
+// Problem is the latest retryable problem of an unfinished job.
+type Problem struct {
+	Code    string    `json:"code"`
+	Message string    `json:"message"`
+	Remedy  []string  `json:"remedy,omitempty"`
+	At      time.Time `json:"at"`
+	RetryAt time.Time `json:"retryAt"`
+}
+
+// PreflightRequest is the body of POST .../byok/preflight.
+type PreflightRequest struct {
+	KeyVaultKeyIdentifier string `json:"keyVaultKeyIdentifier"`
+}
+
+// Check is the outcome of one validation check.
+type Check struct {
+	Check   string   `json:"check"`
+	Title   string   `json:"title"`
+	Status  string   `json:"status"`            // CheckPassed, CheckFailed, CheckError, CheckSkipped
+	Code    string   `json:"code,omitempty"`    // stable failure code
+	Message string   `json:"message,omitempty"` // what was found
+	Remedy  []string `json:"remedy,omitempty"`  // numbered steps, in order
+}
+
+// PreflightReport is the outcome of every check against a key.
+type PreflightReport struct {
+	KeyIdentifier string  `json:"keyIdentifier"`
+	Passed        bool    `json:"passed"`
+	Retryable     bool    `json:"retryable"` // a check could not run for a transient reason
+	Results       []Check `json:"results"`
+}
+
+// Health is an org's key health (GET .../byok/health).
+type Health struct {
+	OrgID       string     `json:"orgId"`
+	State       string     `json:"state"`
+	Cause       string     `json:"cause,omitempty"`
+	Message     string     `json:"message,omitempty"`
+	DataBlocked bool       `json:"dataBlocked"`
+	Remedy      []string   `json:"remedy,omitempty"`
+	KeyVaultURI string     `json:"keyVaultUri,omitempty"`
+	KeyName     string     `json:"keyName,omitempty"`
+	KeyVersion  string     `json:"keyVersion,omitempty"`
+	Since       *time.Time `json:"since,omitempty"`
+	LastCheck   *time.Time `json:"lastCheck,omitempty"`
+	LastOK      *time.Time `json:"lastOk,omitempty"`
+	NextCheck   *time.Time `json:"nextCheck,omitempty"`
+	Rotation    *Rotation  `json:"rotation,omitempty"`
+	Revocation  Revocation `json:"revocation"`
+}
+
+// Rotation is a re-wrap to a new key version in progress.
+type Rotation struct {
+	TargetVersion     string `json:"targetVersion"`
+	DataKeysRewrapped int    `json:"dataKeysRewrapped"`
+	DataKeysTotal     int    `json:"dataKeysTotal"`
+}
+
+// Revocation says how fast a withdrawal of access takes effect.
+type Revocation struct {
+	CheckInterval string `json:"checkInterval"`
+	Grace         string `json:"grace"`
+	Explanation   string `json:"explanation"`
+}
+
+// Alert is one alert about an org's key, with its person-facing detail.
+type Alert struct {
+	ID             string     `json:"id"`
+	OrgID          string     `json:"orgId"`
+	Kind           string     `json:"kind"`
+	Cause          string     `json:"cause"`
+	Status         string     `json:"status"`
+	Occurrences    int        `json:"occurrences"`
+	FirstSeen      time.Time  `json:"firstSeen"`
+	LastSeen       time.Time  `json:"lastSeen"`
+	ResolvedAt     *time.Time `json:"resolvedAt,omitempty"`
+	AcknowledgedAt *time.Time `json:"acknowledgedAt,omitempty"`
+	AcknowledgedBy string     `json:"acknowledgedBy,omitempty"`
+	AlertDetail
+}
+
+// AlertDetail is the person-facing content of an alert.
+type AlertDetail struct {
+	Title          string   `json:"title"`
+	Summary        string   `json:"summary"`
+	Cause          string   `json:"cause"`
+	Message        string   `json:"message"` // what the last check found
+	DataBlocked    bool     `json:"dataBlocked"`
+	ProbableCauses []string `json:"probableCauses"`
+	Steps          []string `json:"steps"`
+}
+
+// AlertList is GET .../byok/alerts.
+type AlertList struct {
+	Alerts []Alert `json:"alerts"`
+}
+
+// Event is what a webhook receives, signed (X-Cmk-Signature).
+type Event struct {
+	ID         string    `json:"id"` // stable per alert and event type: receivers drop duplicates by it
+	Type       string    `json:"type"`
+	OrgID      string    `json:"orgId"`
+	OccurredAt time.Time `json:"occurredAt"`
+	Alert      Alert     `json:"alert"`
+}
+
+// WebhookRequest is the body of POST .../byok/webhooks.
+type WebhookRequest struct {
+	URL string `json:"url"`
+}
+
+// Webhook is a subscription; Secret is shown once, when it is created.
+type Webhook struct {
+	ID        string    `json:"id"`
+	URL       string    `json:"url"`
+	Secret    string    `json:"secret,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// WebhookList is GET .../byok/webhooks.
+type WebhookList struct {
+	Webhooks []Webhook `json:"webhooks"`
+}
+
+// AuditEntry is one recorded key operation.
+type AuditEntry struct {
+	ID         string    `json:"id"`
+	At         time.Time `json:"at"`
+	Operation  string    `json:"operation"`
+	Key        string    `json:"key,omitempty"`
+	KeyVersion string    `json:"keyVersion,omitempty"`
+	Outcome    string    `json:"outcome"`
+	RequestID  string    `json:"requestId,omitempty"`
+	Detail     string    `json:"detail,omitempty"`
+}
+
+// AuditList is GET .../byok/audit.
+type AuditList struct {
+	Entries []AuditEntry `json:"entries"`
+}
+
+// Sandbox is one sandbox of an org.
+type Sandbox struct {
+	Name string `json:"name"`
+}
+
+// SandboxList is GET /data/foundation/sandbox-management/sandboxes.
+type SandboxList struct {
+	Sandboxes []Sandbox `json:"sandboxes"`
+}
+
+// OrgDeleted answers DELETE .../manager/org.
+type OrgDeleted struct {
+	OrgID   string `json:"orgId"`
+	Deleted bool   `json:"deleted"`
+	Note    string `json:"note"`
+}
+
+// LakeFile is one file of the data lake; a PUT answers it without Modified.
+type LakeFile struct {
+	Dataset  string    `json:"dataset"`
+	Name     string    `json:"name"`
+	Size     int64     `json:"size"` // plaintext bytes
+	Modified time.Time `json:"modified,omitzero"`
+}
+
+// LakeFileList is GET /data/lake/files.
+type LakeFileList struct {
+	Files []LakeFile `json:"files"`
+}
+
+// ProfileRecord is one stored profile: its id and its JSON as stored.
+type ProfileRecord struct {
+	ID     string          `json:"id"`
+	Record json.RawMessage `json:"record"`
+}
+
+// ProfileList is GET /data/profiles: one page, and the cursor of the next
+// ("" at the end).
+type ProfileList struct {
+	Records []ProfileRecord `json:"records"`
+	Next    string          `json:"next"`
+}
+
+// ProfileSaved answers PUT /data/profiles/{id}.
+type ProfileSaved struct {
+	ID string `json:"id"`
+}
+
+// Status is the answer of GET /healthz.
+type Status struct {
+	Status string `json:"status"`
+}
+
+// Info is what `cmk dev --info FILE` writes: everything a script needs to
+// call the local service and its emulator.
+type Info struct {
+	BaseURL          string `json:"baseUrl"`
+	OrgID            string `json:"orgId"`
+	APIKey           string `json:"apiKey"`
+	Token            string `json:"token"`
+	KeyIdentifier    string `json:"keyIdentifier"`
+	EmulatorURL      string `json:"emulatorUrl"`
+	EmulatorCA       string `json:"emulatorCaPem"`
+	VaultURL         string `json:"vaultUrl"`
+	ConsentURL       string `json:"consentUrl"`
+	CustomerTenant   string `json:"customerTenantId"`
+	ServicePrincipal string `json:"servicePrincipalObjectId"`
+}

@@ -1,0 +1,98 @@
+package control
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/cmk-project/cmk/internal/store"
+)
+
+// Alerts lists the org's alerts, newest first; status "" means all.
+func (s *Service) Alerts(ctx context.Context, org, status string) ([]*store.Alert, error) {
+	if status != "" && status != store.AlertOpen && status != store.AlertResolved {
+		return nil, problem(ErrInvalidField, "Invalid status filter", fmt.Sprintf("status is %q; use OPEN or RESOLVED, or leave it out for all.", status), "")
+	}
+	return s.Store.Alerts(ctx, org, status)
+}
+
+// Alert returns one alert of the org.
+func (s *Service) Alert(ctx context.Context, org, id string) (*store.Alert, error) {
+	a, err := s.Store.Alert(ctx, org, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, problem(ErrNotFound, "Alert not found", fmt.Sprintf("Org %q has no alert %q.", org, id), "List alerts with GET /data/infrastructure/manager/byok/alerts.")
+	}
+	return a, err
+}
+
+// AcknowledgeAlert records that by has seen the alert.
+func (s *Service) AcknowledgeAlert(ctx context.Context, org, id, by string) (*store.Alert, error) {
+	a, err := s.Store.AcknowledgeAlert(ctx, org, id, by)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, problem(ErrNotFound, "Alert not found", fmt.Sprintf("Org %q has no alert %q.", org, id), "")
+	}
+	return a, err
+}
+
+// MaxWebhooksPerOrg bounds the deliveries one org's alerts can cause.
+const MaxWebhooksPerOrg = 10
+
+// CreateWebhook subscribes url to the org's alert events; the returned
+// webhook holds its signing secret, shown this once.
+func (s *Service) CreateWebhook(ctx context.Context, org, url string) (*store.Webhook, error) {
+	if err := s.WebhookPolicy.Check(url); err != nil {
+		return nil, problem(ErrInvalidField, "Webhook URL not allowed", err.Error(), "Use an https URL on a public host.")
+	}
+	if hooks, err := s.Store.Webhooks(ctx, org); err != nil {
+		return nil, err
+	} else if len(hooks) >= MaxWebhooksPerOrg {
+		return nil, problem(ErrLimitReached, "Too many webhooks", fmt.Sprintf("An org may subscribe at most %d webhooks.", MaxWebhooksPerOrg), "Delete one you no longer use.")
+	}
+	b := make([]byte, 32)
+	rand.Read(b)
+	hook := &store.Webhook{ID: uuid.NewString(), OrgID: org, URL: url, Secret: hex.EncodeToString(b)}
+	if err := s.Store.CreateWebhook(ctx, hook); err != nil {
+		return nil, err
+	}
+	return hook, nil
+}
+
+// Webhooks lists the org's webhooks.
+func (s *Service) Webhooks(ctx context.Context, org string) ([]store.Webhook, error) {
+	return s.Store.Webhooks(ctx, org)
+}
+
+// DeleteWebhook removes one of the org's webhooks.
+func (s *Service) DeleteWebhook(ctx context.Context, org, id string) error {
+	err := s.Store.DeleteWebhook(ctx, org, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return problem(ErrNotFound, "Webhook not found", fmt.Sprintf("Org %q has no webhook %q.", org, id), "")
+	}
+	return err
+}
+
+// AuditQuery selects audit entries.
+type AuditQuery struct {
+	Operation string    // "" = all
+	Since     time.Time // zero = from the start
+	Limit     int       // 1 to MaxAuditLimit
+}
+
+// Audit page sizes.
+const (
+	DefaultAuditLimit = 100
+	MaxAuditLimit     = 1000
+)
+
+// Audit lists the org's audit entries, newest first.
+func (s *Service) Audit(ctx context.Context, org string, q AuditQuery) ([]store.AuditEntry, error) {
+	if q.Limit < 1 || q.Limit > MaxAuditLimit {
+		return nil, problem(ErrInvalidField, "Invalid limit", fmt.Sprintf("limit is %d; use a number from 1 to %d.", q.Limit, MaxAuditLimit), "")
+	}
+	return s.Store.Audit(ctx, org, q.Operation, q.Since, q.Limit)
+}

@@ -1,0 +1,208 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/cmk-project/cmk/internal/enablement"
+	"github.com/cmk-project/cmk/internal/preflight"
+	"github.com/cmk-project/cmk/internal/store"
+)
+
+// Configuration rules.
+const (
+	ConfigTypeBYOK   = "BYOK_CONFIG"
+	ProviderAzure    = "AZURE_KEYVAULT"
+	MaxConfigNameLen = 128
+)
+
+// ConfigInput is a submitted configuration (seed 001's body).
+type ConfigInput struct {
+	Name          string
+	Type          string
+	OrgID         string // imsOrgId of the body: must be the caller's org
+	ProviderType  string
+	KeyIdentifier string
+}
+
+// Config is a configuration with its enablement job, its JSON columns
+// decoded.
+type Config struct {
+	*store.Config
+	Failure   *enablement.Failure
+	LastError *enablement.Problem
+	Checks    []preflight.Result
+}
+
+// SubmitConfig validates a configuration and starts its enablement job.
+func (s *Service) SubmitConfig(ctx context.Context, org string, in ConfigInput) (*store.Config, error) {
+	if in.Name == "" || len(in.Name) > MaxConfigNameLen || strings.ContainsAny(in.Name, "/?#%\\") || strings.TrimSpace(in.Name) != in.Name {
+		return nil, problem(ErrInvalidField, "Invalid name", fmt.Sprintf("name must be 1 to %d characters with no surrounding spaces and none of / ? # %% \\.", MaxConfigNameLen),
+			"Choose a name you will remember: you need it to check the status. Names are case-sensitive.")
+	}
+	if in.Type != ConfigTypeBYOK {
+		return nil, problem(ErrInvalidConfigType, "Invalid configuration type", fmt.Sprintf("type is %q; it must be %q.", in.Type, ConfigTypeBYOK), `Set "type": "BYOK_CONFIG".`)
+	}
+	if in.OrgID != org {
+		return nil, problem(ErrOrgMismatch, "Org mismatch", fmt.Sprintf("imsOrgId %q does not equal the x-gw-ims-org-id header %q.", in.OrgID, org),
+			"Send the same org id in the body and in the header.")
+	}
+	if in.ProviderType != ProviderAzure {
+		if err := s.revertAttempt(ctx, org, in.ProviderType); err != nil {
+			return nil, err
+		}
+		return nil, problem(ErrUnsupportedProvider, "Unsupported provider type", fmt.Sprintf("configData.providerType is %q; it must be %q.", in.ProviderType, ProviderAzure),
+			`Set "providerType": "AZURE_KEYVAULT".`)
+	}
+	id, err := s.Policy.Parse(in.KeyIdentifier)
+	if err != nil {
+		return nil, problem(ErrInvalidKeyID, "Invalid key identifier", err.Error(),
+			"Copy the Key Identifier from your key's current version in the Azure portal; it looks like https://<vault>.vault.azure.net/keys/<key>/<version>.")
+	}
+	if taken, err := s.Store.KeyInUseElsewhere(ctx, org, id.VaultURL, id.Name); err != nil {
+		return nil, err
+	} else if taken {
+		return nil, problem(ErrKeyInUse, "Key already protects another org", "This key is already configured for another organization; a key can protect one org's data only.",
+			"Create a dedicated key for this org in your vault and submit its identifier.")
+	}
+	c := &store.Config{
+		ID: uuid.NewString(), OrgID: org, Name: in.Name, Type: in.Type, ProviderType: in.ProviderType,
+		KeyIdentifier: in.KeyIdentifier, VaultURL: id.VaultURL, KeyName: id.Name, KeyVersion: id.Version,
+	}
+	switch err := s.Store.CreateConfig(ctx, c); {
+	case errors.Is(err, store.ErrDuplicateName):
+		return nil, problem(ErrNameTaken, "Name already used", fmt.Sprintf("Org %q already has a configuration named %q.", org, in.Name),
+			"Check its status with GET .../customer/config/"+url.PathEscape(in.Name)+"?configType=BYOK_CONFIG, or submit with a new name.")
+	case errors.Is(err, store.ErrJobActive):
+		return nil, problem(ErrJobActive, "Enablement already in progress", "Another configuration of this org is still being applied.",
+			"Wait for it to reach COMPLETED or FAILED (check its status), then submit again if needed.")
+	case errors.Is(err, store.ErrAlreadyEnabled):
+		return nil, problem(ErrIrreversible, "Customer-managed keys already enabled", "This org already encrypts its data with its customer-managed key; the key configuration cannot be replaced or reverted.",
+			"To rotate, add a new version of the same key in your vault: the platform always uses the newest version.")
+	case err != nil:
+		return nil, err
+	}
+	s.log().Info("cmk config submitted", "org", org, "config", c.Name, "job", c.ID, "vault", c.VaultURL, "key", c.KeyName)
+	return c, nil
+}
+
+// revertAttempt answers a request to go back to system-managed keys; nil
+// when the provider type is not such a request.
+func (s *Service) revertAttempt(ctx context.Context, org, provider string) error {
+	switch strings.ToUpper(provider) {
+	case "SYSTEM", "SYSTEM_MANAGED", "PLATFORM_MANAGED", "NONE", "DEFAULT":
+	default:
+		return nil
+	}
+	o, err := s.Store.Org(ctx, org)
+	if err != nil {
+		return err
+	}
+	if o.KEKMode == store.ModeCustomer {
+		return problem(ErrIrreversible, "Cannot revert to system-managed keys", "Customer-managed keys are enabled for this org, and that cannot be undone.",
+			"Keep your key vault, key and the app's role in place; to stop the platform reading your data, remove the role (see the revocation docs).")
+	}
+	return problem(ErrUnsupportedProvider, "Already system-managed", "This org uses system-managed keys; there is nothing to revert.", `To enable CMK, send "providerType": "AZURE_KEYVAULT".`)
+}
+
+// ConfigByName returns the org's configuration.
+func (s *Service) ConfigByName(ctx context.Context, org, name, configType string) (*Config, error) {
+	if configType != ConfigTypeBYOK {
+		return nil, problem(ErrInvalidConfigType, "Invalid configType", fmt.Sprintf("configType is %q; it must be %q.", configType, ConfigTypeBYOK), "Add ?configType=BYOK_CONFIG to the URL.")
+	}
+	c, err := s.configNamed(ctx, org, name)
+	if err != nil {
+		return nil, err
+	}
+	return decodeConfig(c)
+}
+
+func (s *Service) configNamed(ctx context.Context, org, name string) (*store.Config, error) {
+	c, err := s.Store.ConfigByName(ctx, org, name)
+	if errors.Is(err, store.ErrNotFound) {
+		hint := "List your configurations with GET /data/infrastructure/manager/customer/config."
+		if all, err := s.Store.Configs(ctx, org); err == nil {
+			for _, c := range all {
+				if strings.EqualFold(c.Name, name) {
+					hint = fmt.Sprintf("Names are case-sensitive: did you mean %q?", c.Name)
+				}
+			}
+		}
+		return nil, problem(ErrNotFound, "Configuration not found", fmt.Sprintf("Org %q has no configuration named %q.", org, name), hint)
+	}
+	return c, err
+}
+
+// Configs lists the org's configurations.
+func (s *Service) Configs(ctx context.Context, org string) ([]*Config, error) {
+	all, err := s.Store.Configs(ctx, org)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Config, 0, len(all))
+	for _, c := range all {
+		d, err := decodeConfig(c)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// decodeConfig reads the job's JSON columns; a column that does not decode
+// is reported, not dropped.
+func decodeConfig(c *store.Config) (*Config, error) {
+	out := &Config{Config: c}
+	for _, col := range []struct {
+		name, raw string
+		into      any
+	}{{"failure", c.Failure, &out.Failure}, {"lastError", c.LastError, &out.LastError}, {"checks", c.Checks, &out.Checks}} {
+		if col.raw == "" {
+			continue
+		}
+		if err := json.Unmarshal([]byte(col.raw), col.into); err != nil {
+			return nil, fmt.Errorf("configuration %s of org %s: stored %s does not decode: %w", c.ID, c.OrgID, col.name, err)
+		}
+	}
+	return out, nil
+}
+
+// DeleteConfig always refuses: configurations are kept, and enabling is one
+// way. It says which of the two applies.
+func (s *Service) DeleteConfig(ctx context.Context, org, name string) error {
+	c, err := s.configNamed(ctx, org, name)
+	if err != nil {
+		return err
+	}
+	if c.Status == store.StatusFailed {
+		return problem(ErrIrreversible, "Configurations are kept", "A failed configuration stays as a record of what was tried; it does not block a new one.", "Submit a new configuration with another name.")
+	}
+	return problem(ErrIrreversible, "Cannot remove the customer-managed key", "Once customer-managed keys are enabled (or being enabled) they cannot be turned off or removed.",
+		"To rotate, add a new version of the key in your vault. To withdraw access, remove the app's role on the vault.")
+}
+
+// Preflight runs every validation check against a key without enabling
+// anything. A key another org already uses is not this org's to probe.
+func (s *Service) Preflight(ctx context.Context, org, keyIdentifier string) (*preflight.Report, error) {
+	if id, err := s.Policy.Parse(keyIdentifier); err == nil {
+		if taken, err := s.Store.KeyInUseElsewhere(ctx, org, id.VaultURL, id.Name); err != nil {
+			return nil, err
+		} else if taken {
+			return nil, problem(ErrKeyInUse, "Key already protects another org", "This key is already configured for another organization.", "Use a key dedicated to this org.")
+		}
+	}
+	timeout := s.PreflightTimeout
+	if timeout == 0 {
+		timeout = defaultPreflightTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return preflight.Run(ctx, s.Provider, s.Policy, keyIdentifier, s.Env), nil
+}

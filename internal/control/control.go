@@ -1,0 +1,108 @@
+// Package control holds the operations of cmk's control plane — submit and
+// read a key configuration, run a preflight, ensure an org and its
+// sandboxes, read key health and re-check it, list and acknowledge alerts,
+// manage webhooks, query the audit trail, delete an org — as methods with
+// typed inputs, typed results and typed errors.
+//
+// It holds the product's rules (a key protects one org; enabling is one
+// way; a revoked org cannot make sandboxes) and nothing of HTTP: the API
+// authenticates, decodes, calls one method and encodes its result, and maps
+// the errors below to statuses through one table.
+//
+// Every method takes the org it acts for, which the caller has already
+// authorised; nothing here reads or changes another org.
+package control
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/cmk-project/cmk/internal/alerts"
+	"github.com/cmk-project/cmk/internal/dekcache"
+	"github.com/cmk-project/cmk/internal/keyhealth"
+	"github.com/cmk-project/cmk/internal/keyid"
+	"github.com/cmk-project/cmk/internal/keyring"
+	"github.com/cmk-project/cmk/internal/kms"
+	"github.com/cmk-project/cmk/internal/lake"
+	"github.com/cmk-project/cmk/internal/monitor"
+	"github.com/cmk-project/cmk/internal/orgkeys"
+	"github.com/cmk-project/cmk/internal/preflight"
+	"github.com/cmk-project/cmk/internal/profile"
+	"github.com/cmk-project/cmk/internal/store"
+)
+
+// Service runs the control-plane operations.
+type Service struct {
+	Store         *store.Store
+	Keyring       *keyring.Keyring
+	Provider      kms.Provider
+	Policy        keyid.Policy
+	Env           preflight.Env
+	Gate          *keyhealth.Gate
+	Monitor       *monitor.Monitor
+	WebhookPolicy alerts.URLPolicy
+	Log           *slog.Logger
+
+	// What deleting an org clears besides the database; nil parts are skipped.
+	Cache    *dekcache.Cache
+	Keys     *orgkeys.Resolver
+	Lake     *lake.Lake
+	Profiles *profile.Store
+
+	// PreflightTimeout bounds a synchronous key check (default 30 s).
+	PreflightTimeout time.Duration
+}
+
+// DefaultSandboxes are created with an org the first time it is seen.
+var DefaultSandboxes = []string{"prod"}
+
+// Errors callers branch on. Each failure of an operation is a *Problem that
+// wraps exactly one of them; the API maps each to a status and a stable
+// error code.
+var (
+	ErrMalformed           = errors.New("malformed request")               // the body is not what the operation takes
+	ErrInvalidField        = errors.New("invalid field")                   // a field breaks its rule
+	ErrOrgMismatch         = errors.New("org in body differs from caller") // imsOrgId is not the caller's org
+	ErrInvalidConfigType   = errors.New("invalid configuration type")
+	ErrUnsupportedProvider = errors.New("unsupported provider type")
+	ErrInvalidKeyID        = errors.New("invalid key identifier")
+	ErrNotFound            = errors.New("not found")
+	ErrNameTaken           = errors.New("configuration name taken")
+	ErrJobActive           = errors.New("enablement in progress")
+	ErrIrreversible        = errors.New("customer-managed keys cannot be reverted")
+	ErrKeyInUse            = errors.New("key protects another org")
+	ErrNotEnabled          = errors.New("customer-managed keys not enabled")
+	ErrSandboxExists       = errors.New("sandbox exists")
+	ErrLimitReached        = errors.New("limit reached")
+	ErrConfirmation        = errors.New("confirmation required")
+	ErrKeyUnavailable      = errors.New("customer key unavailable")
+)
+
+// Problem is a failure the caller can act on: which rule (Err, one of the
+// errors above), and the text for a person — a title, what was wrong, and
+// what to do.
+type Problem struct {
+	Err    error
+	Title  string
+	Detail string
+	Hint   string
+}
+
+func (p *Problem) Error() string { return p.Title + ": " + p.Detail }
+func (p *Problem) Unwrap() error { return p.Err }
+
+func problem(err error, title, detail, hint string) *Problem {
+	return &Problem{Err: err, Title: title, Detail: detail, Hint: hint}
+}
+
+func (s *Service) log() *slog.Logger {
+	if s.Log == nil {
+		return slog.Default()
+	}
+	return s.Log
+}
+
+// defaultPreflightTimeout bounds a preflight: long enough for every check
+// against a slow vault, short enough that a caller is not left waiting.
+const defaultPreflightTimeout = 30 * time.Second
