@@ -54,7 +54,8 @@ type Failure struct {
 	Remedy  []string `json:"remedy"`
 }
 
-// Problem is the latest retryable problem of an unfinished job.
+// Problem is the latest retryable problem of an unfinished job. A job that
+// finishes (COMPLETED or FAILED) clears it: there is no retry to announce.
 type Problem struct {
 	Code    string    `json:"code"`
 	Message string    `json:"message"`
@@ -236,7 +237,7 @@ func (r *Runner) validate(ctx context.Context, job *store.Config, log *slog.Logg
 				Message: "This key already protects another organization's data; a key can protect one org only.",
 				Remedy:  []string{"Create a dedicated key for this org in your vault.", "Submit a new configuration with its key identifier."}})
 			log.Warn("enablement job failed: key in use by another org")
-			return "", r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusFailed), Checks: ptr(string(checks)), Failure: ptr(string(f)), Release: true})
+			return "", r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusFailed), Checks: ptr(string(checks)), Failure: ptr(string(f)), LastError: ptr(""), Release: true})
 		}
 		if err != nil {
 			return "", err
@@ -253,7 +254,7 @@ func (r *Runner) validate(ctx context.Context, job *store.Config, log *slog.Logg
 	}
 	f, _ := json.Marshal(Failure{Check: p.Check, Title: p.Title, Code: p.Code, Message: p.Message, Remedy: p.Remedy})
 	log.Warn("enablement job failed validation", "check", p.Check, "code", p.Code)
-	return "", r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusFailed), Checks: ptr(string(checks)), Failure: ptr(string(f)), Release: true})
+	return "", r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusFailed), Checks: ptr(string(checks)), Failure: ptr(string(f)), LastError: ptr(""), Release: true})
 }
 
 func (r *Runner) problem(code, msg string, remedy []string, wait time.Duration) string {
