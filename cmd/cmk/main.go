@@ -1,5 +1,6 @@
 // Command cmk runs the customer-managed-key service, its local Azure
-// emulator, and the tools around them.
+// emulator, and the tools around them. It is the development CLI: the
+// production server, without the emulator, demo and benchmarks, is cmd/cmkd.
 package main
 
 import (
@@ -8,6 +9,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/cmk-project/cmk/internal/servecmd"
 )
 
 // userError is an error with a hint for the person at the terminal.
@@ -17,6 +20,7 @@ type userError struct {
 }
 
 func (e *userError) Error() string { return e.err.Error() }
+func (e *userError) Hint() string  { return e.hint }
 
 func withHint(err error, hint string) error { return &userError{err: err, hint: hint} }
 
@@ -46,9 +50,8 @@ func run(args []string) int {
 		return ee.code // the command has said everything already
 	}
 	fmt.Fprintln(os.Stderr, "error:", err)
-	var ue *userError
-	if errors.As(err, &ue) && ue.hint != "" {
-		fmt.Fprintln(os.Stderr, "hint:", ue.hint)
+	if hint := servecmd.HintOf(err); hint != "" { // from cmk's commands and from servecmd
+		fmt.Fprintln(os.Stderr, "hint:", hint)
 	}
 	return exitCode(err)
 }

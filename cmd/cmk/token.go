@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cmk-project/cmk/internal/auth"
+	"github.com/cmk-project/cmk/internal/servecmd"
 	"github.com/cmk-project/cmk/internal/service"
 )
 
@@ -46,7 +47,7 @@ started with the same --data-dir and no --jwks-url accepts it.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data-dir", envOr("CMK_DATA_DIR", "cmk-data"), "the service's data directory (holds the signing key)")
+	cmd.Flags().StringVar(&dataDir, "data-dir", servecmd.EnvOr("CMK_DATA_DIR", "cmk-data"), "the service's data directory (holds the signing key)")
 	cmd.Flags().StringVar(&org, "org", "", "org id the token holds (required)")
 	cmd.Flags().StringVar(&subject, "subject", "local-admin", "token subject")
 	cmd.Flags().StringSliceVar(&perms, "perm", nil, "permission to grant (repeatable; default: all)")

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cmk-project/cmk/internal/enablement"
+	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/keyid"
 	"github.com/cmk-project/cmk/internal/keyring"
 	"github.com/cmk-project/cmk/internal/kms"
@@ -265,7 +266,7 @@ func (f *fixture) checkCompleted() {
 	if o := f.orgRow(); o.KEKMode != store.ModeCustomer || o.VaultURL != ref.VaultURL || o.KeyName != ref.Name {
 		f.t.Errorf("Org(org) = %s %s %s, want %s %s %s", o.KEKMode, o.VaultURL, o.KeyName, store.ModeCustomer, ref.VaultURL, ref.Name)
 	}
-	if h, err := f.st.Health(f.ctx, org); err != nil || h.State != store.HealthHealthy {
+	if h, err := f.st.Health(f.ctx, org); err != nil || h.State != keyhealth.Healthy {
 		f.t.Errorf("Health(org) = %+v, %v, want a HEALTHY record", h, err)
 	}
 	f.checkKeys(n)

@@ -1,0 +1,151 @@
+// Package servecmd is the command that runs the cmk service: its flags (each
+// with a CMK_* environment variable as default), the configuration they build,
+// and the run loop that stops on SIGINT or SIGTERM.
+//
+// The production server, cmd/cmkd, is this command alone. The development
+// CLI's 'cmk serve' is the same command with the local-emulator flags added
+// by cmd/cmk, through a Hook. So this package must not link the emulator, the
+// benchmarks or the development world (cmd/cmkd's deps_test.go checks).
+package servecmd
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cmk-project/cmk/internal/lake/blob"
+	"github.com/cmk-project/cmk/internal/monitor"
+	"github.com/cmk-project/cmk/internal/service"
+)
+
+// A Hook runs once the flags are parsed and the configuration is built from
+// them, before the service is created; it may change cfg (cfg.Log is set).
+// An error stops the command before anything starts.
+type Hook func(cmd *cobra.Command, cfg *service.Config) error
+
+// New returns the command that runs the service. path is how a person
+// invokes it ("cmkd", "cmk serve"): its last word is the command's name and
+// the examples use all of it. The hooks run in order before the service starts;
+// flags they need are added to the returned command's Flags by the caller.
+//
+// Errors that come with advice for the person at the terminal carry it in a
+// Hint method (see HintOf).
+func New(path string, hooks ...Hook) *cobra.Command {
+	var cfg service.Config
+	var certFile, blobURL, blobAccount, blobContainer string
+	words := strings.Fields(path)
+	cmd := &cobra.Command{
+		Use:   words[len(words)-1],
+		Short: "Run the cmk service",
+		Long: `Run the cmk service: the control-plane API and the enablement workers.
+
+State (SQLite database, system key, development token key) lives in --data-dir.
+The platform's Azure app is set with --azure-* flags or CMK_AZURE_* variables;
+keep the client secret in CMK_AZURE_CLIENT_SECRET rather than on the command line.`,
+		Example: fmt.Sprintf(`  # against Azure
+  CMK_AZURE_CLIENT_SECRET=... %s --azure-tenant-id <home-tenant> --azure-client-id <app-id>`, path),
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			cfg.Log = slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))
+			if cfg.ClientSecret == "" {
+				cfg.ClientSecret = os.Getenv("CMK_AZURE_CLIENT_SECRET")
+			}
+			if certFile != "" {
+				pem, err := os.ReadFile(certFile)
+				if err != nil {
+					return WithHint(err, "--azure-client-cert takes a PEM file holding the certificate and its private key")
+				}
+				cfg.CertificatePEM = pem
+			}
+			if blobURL != "" {
+				key := os.Getenv("CMK_LAKE_AZURE_ACCOUNT_KEY")
+				if blobAccount == "" || key == "" {
+					return WithHint(fmt.Errorf("--lake-azure-url needs --lake-azure-account and CMK_LAKE_AZURE_ACCOUNT_KEY"), "set the storage account name and put its key in CMK_LAKE_AZURE_ACCOUNT_KEY")
+				}
+				cfg.LakeAzure = &blob.AzureConfig{ServiceURL: blobURL, AccountName: blobAccount, AccountKey: key, Container: blobContainer}
+			}
+			for _, h := range hooks {
+				if err := h(cmd, &cfg); err != nil {
+					return err
+				}
+			}
+			svc, err := service.New(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			if err := svc.Start(ctx); err != nil {
+				svc.Close()
+				return err
+			}
+			<-ctx.Done()
+			return svc.Close()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Addr, "addr", EnvOr("CMK_ADDR", "127.0.0.1:8080"), "listen address")
+	f.StringVar(&cfg.DataDir, "data-dir", EnvOr("CMK_DATA_DIR", "cmk-data"), "directory for the database and local keys")
+	f.StringVar(&cfg.JWKSURL, "jwks-url", os.Getenv("CMK_JWKS_URL"), "verify tokens against this JWKS (default: the local development issuer)")
+	f.StringVar(&cfg.TokenIssuer, "token-issuer", EnvOr("CMK_TOKEN_ISSUER", service.DevIssuer), "expected token issuer")
+	f.StringVar(&cfg.TokenAudience, "token-audience", EnvOr("CMK_TOKEN_AUDIENCE", service.DevAudience), "expected token audience")
+	f.StringVar(&cfg.TenantID, "azure-tenant-id", os.Getenv("CMK_AZURE_TENANT_ID"), "home tenant of the platform's multi-tenant app")
+	f.StringVar(&cfg.ClientID, "azure-client-id", os.Getenv("CMK_AZURE_CLIENT_ID"), "application (client) id of the platform's app")
+	f.StringVar(&certFile, "azure-client-cert", os.Getenv("CMK_AZURE_CLIENT_CERT"), "PEM certificate credential (instead of a secret)")
+	f.StringVar(&cfg.AuthorityHost, "azure-authority-host", os.Getenv("CMK_AZURE_AUTHORITY_HOST"), "Entra ID authority (default: public cloud)")
+	f.StringVar(&cfg.AppName, "app-name", EnvOr("CMK_APP_NAME", "cmk-multitenant-app"), "the app's display name")
+	f.StringVar(&cfg.AppURI, "app-uri", os.Getenv("CMK_APP_URI"), "the app's application URI (also the consent redirect)")
+	f.StringVar(&cfg.ConsentURL, "consent-url", os.Getenv("CMK_CONSENT_URL"), "admin-consent URL shown to tenants (default: built from the authority)")
+	f.StringVar(&blobURL, "lake-azure-url", os.Getenv("CMK_LAKE_AZURE_URL"), "keep the data lake in Azure Blob Storage at this service URL (default: local files)")
+	f.StringVar(&blobAccount, "lake-azure-account", os.Getenv("CMK_LAKE_AZURE_ACCOUNT"), "storage account name (its key in CMK_LAKE_AZURE_ACCOUNT_KEY)")
+	f.StringVar(&blobContainer, "lake-azure-container", EnvOr("CMK_LAKE_AZURE_CONTAINER", "cmk-lake"), "blob container for the data lake")
+	f.StringVar(&cfg.DatabaseDSN, "database", os.Getenv("CMK_DATABASE_DSN"), "keep the service's state in PostgreSQL at this DSN, shared by replicas (default: SQLite in --data-dir)")
+	f.StringVar(&cfg.SystemKeyFile, "system-key", os.Getenv("CMK_SYSTEM_KEY_FILE"), "the system key file, shared by replicas (default: <data-dir>/system.key)")
+	f.StringVar(&cfg.ProfilesDSN, "profiles-postgres", os.Getenv("CMK_PROFILES_DSN"), "keep profiles in PostgreSQL at this DSN (default: embedded SQLite)")
+	f.DurationVar(&cfg.Monitor.Interval, "check-interval", monitor.DefaultInterval, "how often each org's key is checked")
+	f.DurationVar(&cfg.Monitor.Grace, "grace", monitor.DefaultGrace, "how long data stays available while the vault is only unreachable")
+	f.BoolVar(&cfg.WebhookPolicy.AllowHTTP, "webhook-allow-http", false, "let tenants register http:// webhooks (development only)")
+	f.BoolVar(&cfg.WebhookPolicy.AllowPrivateNetworks, "webhook-allow-private", false, "let webhooks reach loopback and private addresses (development only)")
+	f.IntVar(&cfg.Workers, "workers", 2, "enablement workers")
+	f.IntVar(&cfg.Concurrency, "vault-concurrency", 4, "concurrent Key Vault calls per enablement job")
+	return cmd
+}
+
+// EnvOr returns the environment variable name, or def when it is unset or empty.
+func EnvOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// hintError is an error with a hint for the person at the terminal.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (e *hintError) Error() string { return e.err.Error() }
+func (e *hintError) Unwrap() error { return e.err }
+func (e *hintError) Hint() string  { return e.hint }
+
+// WithHint returns err with a hint for the person at the terminal.
+func WithHint(err error, hint string) error { return &hintError{err: err, hint: hint} }
+
+// HintOf returns the hint of the first error in err's tree that has a Hint
+// method, or "".
+func HintOf(err error) string {
+	var h interface{ Hint() string }
+	if errors.As(err, &h) {
+		return h.Hint()
+	}
+	return ""
+}
