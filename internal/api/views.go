@@ -17,9 +17,9 @@ func configDataView(c *store.Config) cmkapi.ConfigData {
 	return cmkapi.ConfigData{KeyVaultURI: c.VaultURL, KeyVaultKeyIdentifier: c.KeyIdentifier, KeyVersion: c.KeyVersion, KeyName: c.KeyName, ProviderType: c.ProviderType}
 }
 
-func configView(c *control.Config) cmkapi.Config {
+func configView(c *store.Config) cmkapi.Config {
 	v := cmkapi.Config{
-		ID: c.ID, Name: c.Name, Type: c.Type, Status: c.Status, ConfigData: configDataView(c.Config), IMSOrgID: c.OrgID, RowType: "BYOK_KEY",
+		ID: c.ID, Name: c.Name, Type: c.Type, Status: c.Status, ConfigData: configDataView(c), IMSOrgID: c.OrgID, RowType: "BYOK_KEY",
 		CreatedAt: c.CreatedAt.Format(time.RFC3339), UpdatedAt: c.UpdatedAt.Format(time.RFC3339),
 		Progress: cmkapi.Progress{DataKeysRewrapped: c.ProgressDone, DataKeysTotal: c.ProgressTotal},
 		Checks:   checkViews(c.Checks),

@@ -2,7 +2,6 @@ package control
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/cmk-project/cmk/internal/enablement"
 	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/store"
 )
@@ -29,15 +27,6 @@ type ConfigInput struct {
 	OrgID         string // imsOrgId of the body: must be the caller's org
 	ProviderType  string
 	KeyIdentifier string
-}
-
-// Config is a configuration with its enablement job, its JSON columns
-// decoded.
-type Config struct {
-	*store.Config
-	Failure   *enablement.Failure
-	LastError *enablement.Problem
-	Checks    []preflight.Result
 }
 
 // SubmitConfig validates a configuration and starts its enablement job.
@@ -112,15 +101,11 @@ func (s *Service) revertAttempt(ctx context.Context, org, provider string) error
 }
 
 // ConfigByName returns the org's configuration.
-func (s *Service) ConfigByName(ctx context.Context, org, name, configType string) (*Config, error) {
+func (s *Service) ConfigByName(ctx context.Context, org, name, configType string) (*store.Config, error) {
 	if configType != ConfigTypeBYOK {
 		return nil, problem(ErrInvalidConfigType, "Invalid configType", fmt.Sprintf("configType is %q; it must be %q.", configType, ConfigTypeBYOK), "Add ?configType=BYOK_CONFIG to the URL.")
 	}
-	c, err := s.configNamed(ctx, org, name)
-	if err != nil {
-		return nil, err
-	}
-	return decodeConfig(c)
+	return s.configNamed(ctx, org, name)
 }
 
 func (s *Service) configNamed(ctx context.Context, org, name string) (*store.Config, error) {
@@ -140,38 +125,8 @@ func (s *Service) configNamed(ctx context.Context, org, name string) (*store.Con
 }
 
 // Configs lists the org's configurations.
-func (s *Service) Configs(ctx context.Context, org string) ([]*Config, error) {
-	all, err := s.Store.Configs(ctx, org)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*Config, 0, len(all))
-	for _, c := range all {
-		d, err := decodeConfig(c)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, d)
-	}
-	return out, nil
-}
-
-// decodeConfig reads the job's JSON columns; a column that does not decode
-// is reported, not dropped.
-func decodeConfig(c *store.Config) (*Config, error) {
-	out := &Config{Config: c}
-	for _, col := range []struct {
-		name, raw string
-		into      any
-	}{{"failure", c.Failure, &out.Failure}, {"lastError", c.LastError, &out.LastError}, {"checks", c.Checks, &out.Checks}} {
-		if col.raw == "" {
-			continue
-		}
-		if err := json.Unmarshal([]byte(col.raw), col.into); err != nil {
-			return nil, fmt.Errorf("configuration %s of org %s: stored %s does not decode: %w", c.ID, c.OrgID, col.name, err)
-		}
-	}
-	return out, nil
+func (s *Service) Configs(ctx context.Context, org string) ([]*store.Config, error) {
+	return s.Store.Configs(ctx, org)
 }
 
 // DeleteConfig always refuses: configurations are kept, and enabling is one

@@ -16,7 +16,6 @@ package enablement
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -44,25 +43,6 @@ const (
 	maxValidationAttempts = 12
 	maxBackoff            = 60 * time.Second
 )
-
-// Failure is why a job FAILED, as stored and returned by the API.
-type Failure struct {
-	Check   string   `json:"check"`
-	Title   string   `json:"title"`
-	Code    string   `json:"code"`
-	Message string   `json:"message"`
-	Remedy  []string `json:"remedy"`
-}
-
-// Problem is the latest retryable problem of an unfinished job. A job that
-// finishes (COMPLETED or FAILED) clears it: there is no retry to announce.
-type Problem struct {
-	Code    string    `json:"code"`
-	Message string    `json:"message"`
-	Remedy  []string  `json:"remedy,omitempty"`
-	At      time.Time `json:"at"`
-	RetryAt time.Time `json:"retryAt"`
-}
 
 // Runner claims and runs enablement jobs.
 type Runner struct {
@@ -221,7 +201,6 @@ func (r *Runner) validate(ctx context.Context, job *store.Config, log *slog.Logg
 	if ctx.Err() != nil {
 		return "", ctx.Err()
 	}
-	checks, _ := json.Marshal(rep.Results)
 	if rep.Passed {
 		version := ""
 		if rep.Key != nil {
@@ -230,14 +209,14 @@ func (r *Runner) validate(ctx context.Context, job *store.Config, log *slog.Logg
 		// From here on every new data key of the org is wrapped by the
 		// customer key, the org never goes back to the system key, and the
 		// key's health is watched: one transaction, under the job's lease.
-		err := r.Store.BeginCustomerKEK(ctx, job.ID, r.Owner, job, version, string(checks))
+		err := r.Store.BeginCustomerKEK(ctx, job.ID, r.Owner, job, version, rep.Results)
 		if errors.Is(err, store.ErrKeyInUse) {
 			// Another org enabled the same key while this job validated.
-			f, _ := json.Marshal(Failure{Check: preflight.CheckKeyIdentifier, Title: preflight.Title(preflight.CheckKeyIdentifier), Code: "KEY_IN_USE",
+			f := &store.Failure{Check: preflight.CheckKeyIdentifier, Title: preflight.Title(preflight.CheckKeyIdentifier), Code: "KEY_IN_USE",
 				Message: "This key already protects another organization's data; a key can protect one org only.",
-				Remedy:  []string{"Create a dedicated key for this org in your vault.", "Submit a new configuration with its key identifier."}})
+				Remedy:  []string{"Create a dedicated key for this org in your vault.", "Submit a new configuration with its key identifier."}}
 			log.Warn("enablement job failed: key in use by another org")
-			return "", r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusFailed), Checks: ptr(string(checks)), Failure: ptr(string(f)), LastError: ptr(""), Release: true})
+			return "", r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusFailed), Checks: rep.Results, Failure: f, ClearLastError: true, Release: true})
 		}
 		if err != nil {
 			return "", err
@@ -249,18 +228,17 @@ func (r *Runner) validate(ctx context.Context, job *store.Config, log *slog.Logg
 	if rep.Retryable && job.Attempts < maxValidationAttempts {
 		wait := backoff(job.Attempts, rep.RetryAfter)
 		log.Warn("enablement job validation inconclusive; will retry", "code", p.Code, "retry_in", wait)
-		return "", r.update(ctx, job, store.JobUpdate{Checks: ptr(string(checks)), LastError: ptr(r.problem(p.Code, p.Message, p.Remedy, wait)),
+		return "", r.update(ctx, job, store.JobUpdate{Checks: rep.Results, LastError: r.problem(p.Code, p.Message, p.Remedy, wait),
 			NextAttemptAt: ptr(r.Now().Add(wait)), Release: true})
 	}
-	f, _ := json.Marshal(Failure{Check: p.Check, Title: p.Title, Code: p.Code, Message: p.Message, Remedy: p.Remedy})
+	f := &store.Failure{Check: p.Check, Title: p.Title, Code: p.Code, Message: p.Message, Remedy: p.Remedy}
 	log.Warn("enablement job failed validation", "check", p.Check, "code", p.Code)
-	return "", r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusFailed), Checks: ptr(string(checks)), Failure: ptr(string(f)), LastError: ptr(""), Release: true})
+	return "", r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusFailed), Checks: rep.Results, Failure: f, ClearLastError: true, Release: true})
 }
 
-func (r *Runner) problem(code, msg string, remedy []string, wait time.Duration) string {
+func (r *Runner) problem(code, msg string, remedy []string, wait time.Duration) *store.Problem {
 	now := r.Now()
-	b, _ := json.Marshal(Problem{Code: code, Message: msg, Remedy: remedy, At: now.UTC(), RetryAt: now.Add(wait).UTC()})
-	return string(b)
+	return &store.Problem{Code: code, Message: msg, Remedy: remedy, At: now.UTC(), RetryAt: now.Add(wait).UTC()}
 }
 
 // backoff returns 1, 2, 4, ... 60 s, or the vault's Retry-After if longer.
@@ -382,7 +360,7 @@ func (r *Runner) rewrap(ctx context.Context, job *store.Config, log *slog.Logger
 		}
 	}
 	log.Info("enablement job completed", "data_keys", total, "rewrapped", rewrapped.Load())
-	return r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusCompleted), LastError: ptr(""), Release: true})
+	return r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusCompleted), ClearLastError: true, Release: true})
 }
 
 func (r *Runner) rewrapOne(ctx context.Context, g *gate, ref kms.KeyRef, dk store.DataKey) error {
@@ -438,14 +416,14 @@ func (r *Runner) rewrapFailed(ctx context.Context, job *store.Config, ref kms.Ke
 		wait := backoff(job.Attempts, 0)
 		log.Error("enablement job re-wrap failed; will retry", "err", err, "retry_in", wait)
 		return r.update(ctx, job, store.JobUpdate{
-			LastError:     ptr(r.problem("INTERNAL_ERROR", "The platform could not re-wrap a data key; it will retry on its own.", []string{"No action is needed from you; if this persists, contact the platform operator."}, wait)),
+			LastError:     r.problem("INTERNAL_ERROR", "The platform could not re-wrap a data key; it will retry on its own.", []string{"No action is needed from you; if this persists, contact the platform operator."}, wait),
 			NextAttemptAt: ptr(r.Now().Add(wait)), Release: true,
 		})
 	}
 	wait := backoff(job.Attempts, ke.RetryAfter)
 	log.Warn("enablement job re-wrap interrupted; will retry", "code", ke.Kind, "retry_in", wait)
 	return r.update(ctx, job, store.JobUpdate{
-		LastError:     ptr(r.problem(string(ke.Kind), preflight.Describe(err), preflight.Remedy(ke.Kind, r.Env, ref), wait)),
+		LastError:     r.problem(string(ke.Kind), preflight.Describe(err), preflight.Remedy(ke.Kind, r.Env, ref), wait),
 		NextAttemptAt: ptr(r.Now().Add(wait)), Release: true,
 	})
 }

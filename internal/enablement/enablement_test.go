@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -254,8 +253,8 @@ func (f *fixture) checkCompleted() {
 	f.t.Helper()
 	c := f.config()
 	n := len(f.deks)
-	if c.Status != store.StatusCompleted || c.Failure != "" || c.LastError != "" || c.LeaseOwner != "" {
-		f.t.Errorf("Config(job) = status %s, failure %q, lastError %q, lease owner %q; want COMPLETED, none, none, none", c.Status, c.Failure, c.LastError, c.LeaseOwner)
+	if c.Status != store.StatusCompleted || c.Failure != nil || c.LastError != nil || c.LeaseOwner != "" {
+		f.t.Errorf("Config(job) = status %s, failure %+v, lastError %+v, lease owner %q; want COMPLETED, none, none, none", c.Status, c.Failure, c.LastError, c.LeaseOwner)
 	}
 	if c.ProgressDone != n || c.ProgressTotal != n {
 		f.t.Errorf("Config(job).Progress = %d/%d, want %d/%d", c.ProgressDone, c.ProgressTotal, n, n)
@@ -291,13 +290,13 @@ func random(n int) []byte {
 	return b
 }
 
-func decode[T any](t *testing.T, field, s string) T {
+// present returns *p, failing the test when the job did not record field.
+func present[T any](t *testing.T, field string, p *T) T {
 	t.Helper()
-	var v T
-	if err := json.Unmarshal([]byte(s), &v); err != nil {
-		t.Fatalf("json.Unmarshal(%s %q) = %v", field, s, err)
+	if p == nil {
+		t.Fatalf("the job recorded no %s", field)
 	}
-	return v
+	return *p
 }
 
 // TestCompletes runs jobs that meet no trouble: every data key ends up
@@ -324,7 +323,7 @@ func TestCompletes(t *testing.T) {
 			f.checkCompleted()
 
 			c := f.config()
-			checks := decode[[]preflight.Result](t, "checks", c.Checks)
+			checks := c.Checks
 			if len(checks) != len(preflight.Order) {
 				t.Errorf("len(checks) = %d, want %d", len(checks), len(preflight.Order))
 			}
@@ -457,10 +456,10 @@ func TestValidationFails(t *testing.T) {
 			f.mustRun(r)
 
 			c := f.config()
-			if c.Status != store.StatusFailed || c.LeaseOwner != "" || c.LastError != "" {
-				t.Errorf("Config(job) = status %s, lease owner %q, lastError %q; want FAILED, none, none", c.Status, c.LeaseOwner, c.LastError)
+			if c.Status != store.StatusFailed || c.LeaseOwner != "" || c.LastError != nil {
+				t.Errorf("Config(job) = status %s, lease owner %q, lastError %+v; want FAILED, none, none", c.Status, c.LeaseOwner, c.LastError)
 			}
-			fl := decode[enablement.Failure](t, "failure", c.Failure)
+			fl := present(t, "failure", c.Failure)
 			if fl.Check != tt.check || fl.Code != tt.code || fl.Title != preflight.Title(tt.check) || fl.Message == "" {
 				t.Errorf("Failure = %+v, want check %s, code %s, its title and a message", fl, tt.check, tt.code)
 			}
@@ -484,7 +483,7 @@ func TestValidationFails(t *testing.T) {
 			f.mustIdle(r, "an hour after FAILED")
 
 			// The stored report names the failing check as its first problem.
-			checks := decode[[]preflight.Result](t, "checks", c.Checks)
+			checks := c.Checks
 			first := slices.IndexFunc(checks, func(r preflight.Result) bool { return r.Status == preflight.Failed || r.Status == preflight.Error })
 			switch {
 			case tt.status == preflight.Passed:
@@ -557,11 +556,11 @@ func TestValidationRetries(t *testing.T) {
 				now := f.clock.Now()
 				f.mustRun(r)
 				c := f.config()
-				if c.Status != store.StatusRunning || c.Failure != "" || c.LeaseOwner != "" || c.Attempts != i+1 {
-					t.Fatalf("attempt %d: Config(job) = status %s, failure %q, lease owner %q, attempts %d; want RUNNING, none, none, %d",
+				if c.Status != store.StatusRunning || c.Failure != nil || c.LeaseOwner != "" || c.Attempts != i+1 {
+					t.Fatalf("attempt %d: Config(job) = status %s, failure %+v, lease owner %q, attempts %d; want RUNNING, none, none, %d",
 						i+1, c.Status, c.Failure, c.LeaseOwner, c.Attempts, i+1)
 				}
-				p := decode[enablement.Problem](t, "lastError", c.LastError)
+				p := present(t, "lastError", c.LastError)
 				if p.Code != string(tt.code) || p.Message == "" || len(p.Remedy) == 0 {
 					t.Errorf("attempt %d: Problem = %+v, want code %s, a message and steps", i+1, p, tt.code)
 				}
@@ -610,17 +609,17 @@ func TestVerdictAfterRetry(t *testing.T) {
 			f.vault.setFault(failCalls("describe", 1, 1, throttled(0)))
 			r := f.runner("worker-a", 1)
 			f.mustRun(r)
-			if c := f.config(); c.Status != store.StatusRunning || c.LastError == "" {
-				t.Fatalf("Config(job) = status %s, lastError %q; want RUNNING with a problem", c.Status, c.LastError)
+			if c := f.config(); c.Status != store.StatusRunning || c.LastError == nil {
+				t.Fatalf("Config(job) = status %s, lastError %+v; want RUNNING with a problem", c.Status, c.LastError)
 			}
 			tt.brk(f)
 			f.clock.Advance(time.Second)
 			f.mustRun(r)
 			c := f.config()
-			if c.Status != store.StatusFailed || c.LastError != "" {
-				t.Errorf("Config(job) = status %s, lastError %q; want FAILED, none", c.Status, c.LastError)
+			if c.Status != store.StatusFailed || c.LastError != nil {
+				t.Errorf("Config(job) = status %s, lastError %+v; want FAILED, none", c.Status, c.LastError)
 			}
-			if fl := decode[enablement.Failure](t, "failure", c.Failure); fl.Check != tt.check || fl.Code != tt.code {
+			if fl := present(t, "failure", c.Failure); fl.Check != tt.check || fl.Code != tt.code {
 				t.Errorf("Failure = %s %s, want %s %s", fl.Check, fl.Code, tt.check, tt.code)
 			}
 			f.checkKeys(0)
@@ -656,10 +655,10 @@ func TestValidationGivesUp(t *testing.T) {
 		t.Errorf("waits between attempts = %v, want %v", waits, want)
 	}
 	c := f.config()
-	if c.Status != store.StatusFailed || c.Attempts != 12 || c.LastError != "" || c.LeaseOwner != "" {
-		t.Errorf("Config(job) = status %s, attempts %d, lastError %q, lease owner %q; want FAILED, 12, none, none", c.Status, c.Attempts, c.LastError, c.LeaseOwner)
+	if c.Status != store.StatusFailed || c.Attempts != 12 || c.LastError != nil || c.LeaseOwner != "" {
+		t.Errorf("Config(job) = status %s, attempts %d, lastError %+v, lease owner %q; want FAILED, 12, none, none", c.Status, c.Attempts, c.LastError, c.LeaseOwner)
 	}
-	fl := decode[enablement.Failure](t, "failure", c.Failure)
+	fl := present(t, "failure", c.Failure)
 	if fl.Code != string(kms.KindThrottled) || fl.Check != preflight.CheckSignIn || fl.Message == "" || len(fl.Remedy) == 0 {
 		t.Errorf("Failure = %+v, want code THROTTLED on %s with a message and steps", fl, preflight.CheckSignIn)
 	}
@@ -763,13 +762,13 @@ func TestRewrapInterrupted(t *testing.T) {
 
 			c := f.config()
 			n := len(f.deks)
-			if c.Status != store.StatusUpdating || c.Failure != "" || c.LeaseOwner != "" {
-				t.Errorf("Config(job) = status %s, failure %q, lease owner %q; want %s, none, none", c.Status, c.Failure, c.LeaseOwner, store.StatusUpdating)
+			if c.Status != store.StatusUpdating || c.Failure != nil || c.LeaseOwner != "" {
+				t.Errorf("Config(job) = status %s, failure %+v, lease owner %q; want %s, none, none", c.Status, c.Failure, c.LeaseOwner, store.StatusUpdating)
 			}
 			if c.ProgressDone != 1 || c.ProgressTotal != n {
 				t.Errorf("Config(job).Progress = %d/%d, want 1/%d", c.ProgressDone, c.ProgressTotal, n)
 			}
-			p := decode[enablement.Problem](t, "lastError", c.LastError)
+			p := present(t, "lastError", c.LastError)
 			if p.Code != tt.code || p.Message == "" || (len(p.Remedy) > 0) != tt.remedy {
 				t.Errorf("Problem = %+v, want code %s, a message, steps %v", p, tt.code, tt.remedy)
 			}
@@ -809,10 +808,10 @@ func TestRewrapInternalError(t *testing.T) {
 	a.Keyring = &keyring.Keyring{Store: f.st, System: wrong, Customer: f.vault}
 	f.mustRun(a)
 	c := f.config()
-	if c.Status != store.StatusUpdating || c.Failure != "" || c.LeaseOwner != "" || c.ProgressDone != 0 {
-		t.Errorf("Config(job) = status %s, failure %q, lease owner %q, done %d; want %s, none, none, 0", c.Status, c.Failure, c.LeaseOwner, c.ProgressDone, store.StatusUpdating)
+	if c.Status != store.StatusUpdating || c.Failure != nil || c.LeaseOwner != "" || c.ProgressDone != 0 {
+		t.Errorf("Config(job) = status %s, failure %+v, lease owner %q, done %d; want %s, none, none, 0", c.Status, c.Failure, c.LeaseOwner, c.ProgressDone, store.StatusUpdating)
 	}
-	if p := decode[enablement.Problem](t, "lastError", c.LastError); p.Code != "INTERNAL_ERROR" || len(p.Remedy) == 0 {
+	if p := present(t, "lastError", c.LastError); p.Code != "INTERNAL_ERROR" || len(p.Remedy) == 0 {
 		t.Errorf("Problem = %+v, want INTERNAL_ERROR with steps", p)
 	}
 	f.checkKeys(0)
@@ -917,8 +916,8 @@ func TestCrashResumes(t *testing.T) {
 
 			// The first worker left the job where it stopped, its lease held.
 			c := f.config()
-			if c.Status != tt.status || c.Failure != "" || c.LeaseOwner != "worker-a" || !c.LeaseUntil.Equal(t0.Add(lease)) {
-				t.Errorf("Config(job) = status %s, failure %q, lease %q until %v; want %s, none, worker-a until %v",
+			if c.Status != tt.status || c.Failure != nil || c.LeaseOwner != "worker-a" || !c.LeaseUntil.Equal(t0.Add(lease)) {
+				t.Errorf("Config(job) = status %s, failure %+v, lease %q until %v; want %s, none, worker-a until %v",
 					c.Status, c.Failure, c.LeaseOwner, c.LeaseUntil, tt.status, t0.Add(lease))
 			}
 			done := f.checkKeys(-1)
