@@ -28,7 +28,6 @@ import (
 	"errors"
 	"log/slog"
 	mrand "math/rand/v2"
-	"slices"
 	"sync"
 	"time"
 
@@ -170,75 +169,80 @@ func (m *Monitor) CheckOrg(ctx context.Context, org string) (*keyhealth.Health, 
 	}
 }
 
-// outcome of probing the key.
-type outcome struct {
-	info     kms.KeyInfo
-	err      error // first failure
-	unwrapOK bool  // unwrap was proved
-	wrapErr  bool  // the failure was on wrap only
-	probe    []byte
-	probeVer string
+// probe describes the key and proves access to it (checks numbers this
+// check, for WrapEvery). A failure of the key service is classified into the
+// outcome; the error is only for our own failures (the database), which are
+// no verdict on the key.
+func (m *Monitor) probe(ctx context.Context, ref kms.KeyRef, h *keyhealth.Health, checks int) (outcome, error) {
+	var o outcome
+	err := m.prove(ctx, ref, h, checks, &o)
+	if err == nil {
+		return o, nil
+	}
+	var ke *kms.Error
+	if !errors.As(err, &ke) || ke.Kind == "" {
+		return o, err
+	}
+	o.kind, o.message, o.retryAfter = ke.Kind, preflight.Describe(err), ke.RetryAfter
+	return o, nil
 }
 
-func (m *Monitor) probe(ctx context.Context, ref kms.KeyRef, h *keyhealth.Health, mem *keyhealth.Memo) outcome {
-	var o outcome
+// prove makes the calls of probe and returns the first failure.
+func (m *Monitor) prove(ctx context.Context, ref kms.KeyRef, h *keyhealth.Health, checks int, o *outcome) error {
 	info, err := m.Provider.Describe(ctx, ref)
 	if err != nil {
-		o.err = err
-		return o
+		return err
 	}
-	o.info = info
+	o.version = info.Version
 	if !info.Enabled {
-		o.err = &kms.Error{Kind: kms.KindKeyDisabled, Op: "describe", Key: ref.String(), Err: errors.New("the key's newest version is disabled")}
-		return o
+		return &kms.Error{Kind: kms.KindKeyDisabled, Op: "describe", Key: ref.String(), Err: errors.New("the key's newest version is disabled")}
 	}
 	// Prove unwrap: the stored probe, or else a real data key of the org.
 	w := kms.Wrapped{KeyVersion: h.ProbeVersion, Ciphertext: h.Probe, Alg: "RSA-OAEP-256"}
 	if len(h.Probe) == 0 {
 		keys, err := m.Store.CustomerKeysNotAt(ctx, h.OrgID, "", "", 1)
 		if err != nil {
-			o.err = err
-			return o
+			return err
 		}
 		if len(keys) > 0 {
 			w = kms.Wrapped{KeyVersion: keys[0].KEKVersion, Ciphertext: keys[0].Wrapped, Alg: keys[0].Alg}
 		}
 	}
+	unwrapOK := false
 	if len(w.Ciphertext) > 0 {
 		dek, err := m.Provider.Unwrap(ctx, ref, w)
 		clear(dek)
 		if err != nil {
-			o.err = err
-			return o
+			return err
 		}
-		o.unwrapOK = true
+		unwrapOK = true
 	}
 	// Prove wrap now and then, whenever there is no probe, and when the key
 	// has a new version (the probe then moves to it).
 	now := m.Now()
-	if len(h.Probe) == 0 || info.Version != h.ProbeVersion || mem.Checks%m.WrapEvery == 0 {
+	if len(h.Probe) == 0 || info.Version != h.ProbeVersion || checks%m.WrapEvery == 0 {
 		secret := make([]byte, 32)
 		rand.Read(secret)
 		nw, err := m.Provider.Wrap(ctx, ref, secret)
 		if err != nil {
-			o.err, o.wrapErr = err, o.unwrapOK
-			return o
+			o.wrapOnly = unwrapOK
+			return err
 		}
-		mem.LastWrap = now
-		if !o.unwrapOK {
+		o.wrappedAt = now
+		if !unwrapOK {
 			back, err := m.Provider.Unwrap(ctx, ref, nw)
 			clear(back)
 			if err != nil {
-				o.err = err
-				return o
+				return err
 			}
-			o.unwrapOK = true
 		}
 		o.probe, o.probeVer = nw.Ciphertext, nw.KeyVersion
 	}
-	return o
+	return nil
 }
 
+// check probes an org's key, decides its next health and applies the
+// decision. The caller holds the org's check lease.
 func (m *Monitor) check(ctx context.Context, h *keyhealth.Health) (*keyhealth.Health, error) {
 	m.defaults()
 	start := m.Now()
@@ -248,103 +252,35 @@ func (m *Monitor) check(ctx context.Context, h *keyhealth.Health) (*keyhealth.He
 		return nil, err
 	}
 	ref := keyring.CustomerRef(org)
-	mem := h.Memo
-	mem.Changes = slices.Clone(mem.Changes)
-	mem.Checks++
-	o := m.probe(ctx, ref, h, &mem)
+	o, err := m.probe(ctx, ref, h, h.Memo.Checks+1)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
 	now := m.Now()
-	next := *h
-	next.LastCheck = now
-	next.NextCheck = now.Add(m.jitter(m.Interval))
-	if o.probe != nil {
-		next.Probe, next.ProbeVersion = o.probe, o.probeVer
-	}
-	kind := kms.KindOf(o.err)
-	if o.err != nil && kind == "" {
-		return nil, o.err // our own failure (database); not a verdict on the key
-	}
-	if m.Metrics != nil {
-		outcomeLabel := "ok"
-		if kind != "" {
-			outcomeLabel = string(kind)
-		}
-		m.Metrics.KeyChecks.WithLabelValues(outcomeLabel).Inc()
-		m.Metrics.CheckDurations.Observe(now.Sub(start).Seconds())
-	}
-
-	switch {
-	case o.err == nil:
-		next.State, next.Cause, next.Message, next.LastOK = keyhealth.Healthy, "", "", now
-		if o.info.Version != "" && o.info.Version != h.KeyVersion && o.info.Version != h.RotateTo {
-			next.RotateTo = o.info.Version
-			m.Audit.Record(ctx, "rotation", ref, o.info.Version, "started", "new key version detected; re-wrapping data keys from "+h.KeyVersion)
-			m.Log.Info("key rotation detected", "org", h.OrgID, "from", h.KeyVersion, "to", o.info.Version)
-		}
-	case kind == kms.KindThrottled:
-		// The vault answered: access is not in question. Check again when
-		// it asks us to.
-		var ke *kms.Error
-		errors.As(o.err, &ke)
-		next.NextCheck = now.Add(max(ke.RetryAfter, m.Interval))
-	case kind.Transient():
-		switch h.State {
-		case keyhealth.Healthy, keyhealth.Degraded:
-			next.State, next.Cause, next.Message, next.Since = keyhealth.Coasting, string(kind), preflight.Describe(o.err), now
-		case keyhealth.Coasting:
-			if now.Sub(h.Since) >= m.Grace {
-				next.State, next.Cause, next.Message = keyhealth.Revoked, alerts.CauseGraceExhausted, "The key vault has been unreachable for longer than the grace period: "+preflight.Describe(o.err)
-			}
-		}
-	case o.wrapErr:
-		next.State, next.Cause, next.Message = keyhealth.Degraded, string(kind), preflight.Describe(o.err)
-	default:
-		next.State, next.Cause, next.Message = keyhealth.Revoked, string(kind), preflight.Describe(o.err)
-	}
-	if next.State != h.State {
-		next.Since = now
-		mem.Changes = append(mem.Changes, now)
-	}
-	cut := 0
-	for cut < len(mem.Changes) && now.Sub(mem.Changes[cut]) > m.FlapWindow {
-		cut++
-	}
-	mem.Changes = mem.Changes[cut:]
-	next.Memo = mem
-
-	// Close the gate first, then wipe: a request that passed the gate just
-	// before may still load a key, but the wipe (which also voids loads in
-	// flight) comes after it, so no key of a revoked org stays in memory.
-	next.UpdatedAt = now
-	next.Version = h.Version + 1
-	if next.State == keyhealth.Revoked {
-		// Failing closed is published at once; anything else only once it
-		// is saved, so a check that lost its lease cannot open the gate.
-		m.Gate.Set(&next)
-	}
-	if next.State == keyhealth.Revoked && h.State != keyhealth.Revoked {
-		n := m.Cache.WipeOrg(h.OrgID)
-		m.Log.Warn("customer key revoked; org data locked", "org", h.OrgID, "cause", next.Cause, "keys_wiped", n)
-		m.Audit.Record(ctx, "revocation", ref, o.info.Version, next.Cause, next.Message)
-	}
-	if h.State != keyhealth.Healthy && next.State == keyhealth.Healthy {
-		m.Log.Info("customer key access restored", "org", h.OrgID, "was", h.State)
-		m.Audit.Record(ctx, "recovery", ref, o.info.Version, "ok", "access restored after "+h.State+" ("+h.Cause+")")
-	}
-	if err := m.Store.SaveHealth(context.WithoutCancel(ctx), &next, m.Owner); err != nil {
-		if errors.Is(err, store.ErrLeaseLost) {
-			// Another check owns the row now: show what it saved.
-			if cur, rerr := m.Store.Health(context.WithoutCancel(ctx), h.OrgID); rerr == nil {
-				m.Gate.Set(cur)
-			}
-		}
+	if err != nil {
 		return nil, err
 	}
-	m.Gate.Set(&next)
-	m.alert(ctx, h, &next, ref, len(mem.Changes) >= m.FlapCount)
-	return &next, nil
+	if m.Metrics != nil {
+		label := "ok"
+		if o.kind != "" {
+			label = string(o.kind)
+		}
+		m.Metrics.KeyChecks.WithLabelValues(label).Inc()
+		m.Metrics.CheckDurations.Observe(now.Sub(start).Seconds())
+	}
+	d := decide(*h, o, now, m.policy())
+	return m.apply(ctx, h, ref, d)
+}
+
+// policy is the configuration as decide takes it, with this check's jitter.
+func (m *Monitor) policy() policy {
+	return policy{
+		interval:   m.Interval,
+		nextIn:     m.jitter(m.Interval),
+		grace:      m.Grace,
+		flapWindow: m.FlapWindow,
+		flapCount:  m.FlapCount,
+	}
 }
 
 func (m *Monitor) jitter(d time.Duration) time.Duration {
@@ -353,42 +289,53 @@ func (m *Monitor) jitter(d time.Duration) time.Duration {
 	return d - d/10 + time.Duration(mrand.Int64N(int64(d/5)+1))
 }
 
-// alert raises and resolves alerts for a check's outcome.
-func (m *Monitor) alert(ctx context.Context, prev, cur *keyhealth.Health, ref kms.KeyRef, flapping bool) {
+// apply carries out a decision about the org of prev: gate, wipe, audit,
+// save (while the lease holds), gate again, alerts.
+func (m *Monitor) apply(ctx context.Context, prev *keyhealth.Health, ref kms.KeyRef, d decision) (*keyhealth.Health, error) {
+	org := prev.OrgID
+	next := d.next
+	// Close the gate first, then wipe: a request that passed the gate just
+	// before may still load a key, but the wipe (which also voids loads in
+	// flight) comes after it, so no key of a revoked org stays in memory.
+	if d.failClosed {
+		m.Gate.Set(&next)
+	}
+	if d.wipe {
+		n := m.Cache.WipeOrg(org)
+		m.Log.Warn("customer key revoked; org data locked", "org", org, "cause", next.Cause, "keys_wiped", n)
+	}
+	for _, a := range d.audits {
+		switch a.op {
+		case opRotation:
+			m.Log.Info("key rotation detected", "org", org, "from", prev.KeyVersion, "to", a.version)
+		case opRecovery:
+			m.Log.Info("customer key access restored", "org", org, "was", prev.State)
+		}
+		m.Audit.Record(ctx, a.op, ref, a.version, a.outcome, a.detail)
+	}
+	if err := m.Store.SaveHealth(context.WithoutCancel(ctx), &next, m.Owner); err != nil {
+		if errors.Is(err, store.ErrLeaseLost) {
+			// Another check owns the row now: show what it saved.
+			if cur, rerr := m.Store.Health(context.WithoutCancel(ctx), org); rerr == nil {
+				m.Gate.Set(cur)
+			}
+		}
+		return nil, err
+	}
+	m.Gate.Set(&next)
 	if m.Notifier == nil {
-		return
+		return &next, nil
 	}
-	org := cur.OrgID
-	if flapping {
-		d := alerts.Describe(alerts.KindNotification, alerts.CauseFlapping, cur.Message, cur.State == keyhealth.Revoked, m.Env, ref)
-		if _, err := m.Notifier.Raise(ctx, org, alerts.KindNotification, alerts.CauseFlapping, d); err != nil {
+	for _, r := range d.raise {
+		detail := alerts.Describe(r.kind, r.cause, r.message, r.blocked, m.Env, ref)
+		if _, err := m.Notifier.Raise(ctx, org, r.kind, r.cause, detail); err != nil {
 			m.Log.Error("raise alert", "org", org, "err", err)
 		}
 	}
-	switch cur.State {
-	case keyhealth.Healthy:
-		if prev.State != keyhealth.Healthy || !flapping {
-			kinds := []string{alerts.KindAccessDisabled, alerts.KindAccessFailure}
-			// The flapping notification stays open until the key has
-			// been stable for a whole window.
-			if !flapping {
-				kinds = nil
-			}
-			if _, err := m.Notifier.Resolve(ctx, org, kinds...); err != nil {
-				m.Log.Error("resolve alerts", "org", org, "err", err)
-			}
-		}
-	default:
-		if flapping {
-			return // one notification for the whole episode, not one per flap
-		}
-		kind := alerts.KindFor(cur.Cause)
-		if cur.State == keyhealth.Revoked && kind == alerts.KindNotification {
-			kind = alerts.KindAccessFailure
-		}
-		d := alerts.Describe(kind, cur.Cause, cur.Message, cur.State == keyhealth.Revoked, m.Env, ref)
-		if _, err := m.Notifier.Raise(ctx, org, kind, cur.Cause, d); err != nil {
-			m.Log.Error("raise alert", "org", org, "err", err)
+	if d.resolve {
+		if _, err := m.Notifier.Resolve(ctx, org, d.resolveKinds...); err != nil {
+			m.Log.Error("resolve alerts", "org", org, "err", err)
 		}
 	}
+	return &next, nil
 }

@@ -1,0 +1,318 @@
+package monitor
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cmk-project/cmk/internal/alerts"
+	"github.com/cmk-project/cmk/internal/audit"
+	"github.com/cmk-project/cmk/internal/dekcache"
+	"github.com/cmk-project/cmk/internal/keyhealth"
+	"github.com/cmk-project/cmk/internal/kms"
+	"github.com/cmk-project/cmk/internal/store"
+)
+
+// fakeKMS is a key service in memory that does real work: every version of
+// the key is an AES-256-GCM key, wrap seals under the newest, unwrap opens
+// under the version named and fails with KindUnwrapFailed when that does
+// not work. fail makes an operation fail with the given error.
+type fakeKMS struct {
+	mu       sync.Mutex
+	versions map[string]cipher.AEAD
+	newest   string
+	disabled bool
+	fail     map[string]*kms.Error // by operation: "describe", "wrap", "unwrap"
+}
+
+func newFakeKMS(t *testing.T) *fakeKMS {
+	f := &fakeKMS{versions: map[string]cipher.AEAD{}, fail: map[string]*kms.Error{}}
+	f.addVersion(t, "v1")
+	return f
+}
+
+func (f *fakeKMS) addVersion(t *testing.T, v string) {
+	key := make([]byte, 32)
+	rand.Read(key)
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.versions[v], f.newest = aead, v
+}
+
+func (f *fakeKMS) set(fn func(f *fakeKMS)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+func (f *fakeKMS) failure(ctx context.Context, op string, ref kms.KeyRef) error {
+	if err := ctx.Err(); err != nil {
+		return &kms.Error{Kind: kms.KindTransient, Op: op, Key: ref.String(), Err: err}
+	}
+	if e := f.fail[op]; e != nil {
+		cp := *e
+		cp.Op, cp.Key = op, ref.String()
+		return &cp
+	}
+	return nil
+}
+
+func (f *fakeKMS) Describe(ctx context.Context, ref kms.KeyRef) (kms.KeyInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.failure(ctx, "describe", ref); err != nil {
+		return kms.KeyInfo{}, err
+	}
+	return kms.KeyInfo{KID: ref.String() + "/" + f.newest, Version: f.newest, KeyType: "RSA", Bits: 3072,
+		Ops: []string{"wrapKey", "unwrapKey"}, Enabled: !f.disabled}, nil
+}
+
+func (f *fakeKMS) Wrap(ctx context.Context, ref kms.KeyRef, dek []byte) (kms.Wrapped, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.failure(ctx, "wrap", ref); err != nil {
+		return kms.Wrapped{}, err
+	}
+	aead := f.versions[f.newest]
+	nonce := make([]byte, aead.NonceSize())
+	rand.Read(nonce)
+	return kms.Wrapped{KeyVersion: f.newest, Alg: "RSA-OAEP-256", Ciphertext: aead.Seal(nonce, nonce, dek, nil)}, nil
+}
+
+func (f *fakeKMS) Unwrap(ctx context.Context, ref kms.KeyRef, w kms.Wrapped) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.failure(ctx, "unwrap", ref); err != nil {
+		return nil, err
+	}
+	refused := &kms.Error{Kind: kms.KindUnwrapFailed, Op: "unwrap", Key: ref.String(), Status: 400, Code: "BadParameter"}
+	aead, ok := f.versions[w.KeyVersion]
+	if !ok || len(w.Ciphertext) < aead.NonceSize() {
+		return nil, refused
+	}
+	n := aead.NonceSize()
+	dek, err := aead.Open(nil, w.Ciphertext[:n], w.Ciphertext[n:], nil)
+	if err != nil {
+		return nil, refused
+	}
+	return dek, nil
+}
+
+// checkEnv is a monitor over a SQLite store with one org on its customer
+// key, whose clock the test moves.
+type checkEnv struct {
+	m     *Monitor
+	kms   *fakeKMS
+	st    *store.Store
+	now   time.Time
+	org   string
+	cache *dekcache.Cache
+	gate  *keyhealth.Gate
+}
+
+func newCheckEnv(t *testing.T) *checkEnv {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "cmk.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	const org, owner = "org-1", "test"
+	if _, err := st.EnsureOrg(ctx, org); err != nil {
+		t.Fatal(err)
+	}
+	c := &store.Config{ID: "cfg-1", OrgID: org, Name: "cmk", Type: "BYOK", ProviderType: "AZURE_KEY_VAULT",
+		KeyIdentifier: keyRef, VaultURL: "https://contoso.vault.azure.net", KeyName: "cmk"}
+	if err := st.CreateConfig(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.ClaimJob(ctx, owner, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.BeginCustomerKEK(ctx, c.ID, owner, c, "v1", nil); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	e := &checkEnv{kms: newFakeKMS(t), st: st, now: time.Now(), org: org, cache: dekcache.New(), gate: &keyhealth.Gate{}}
+	e.m = &Monitor{
+		Store: st, Provider: e.kms, Cache: e.cache, Gate: e.gate,
+		Notifier: &alerts.Notifier{Store: st, Log: log}, Audit: &audit.Recorder{Store: st, Log: log},
+		Log: log, Owner: owner, Now: func() time.Time { return e.now },
+	}
+	return e
+}
+
+// check runs one check of the org and wants it to end in state/cause.
+func (e *checkEnv) check(t *testing.T, state, cause string) *keyhealth.Health {
+	t.Helper()
+	h, err := e.m.CheckOrg(context.Background(), e.org)
+	if err != nil {
+		t.Fatalf("CheckOrg() error = %v", err)
+	}
+	if h.State != state || h.Cause != cause {
+		t.Fatalf("CheckOrg() = %s/%s, want %s/%s", h.State, h.Cause, state, cause)
+	}
+	saved, err := e.st.Health(context.Background(), e.org)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if saved.State != state || saved.Cause != cause {
+		t.Fatalf("saved health = %s/%s, want %s/%s", saved.State, saved.Cause, state, cause)
+	}
+	return h
+}
+
+func (e *checkEnv) openAlerts(t *testing.T) map[string]string {
+	t.Helper()
+	as, err := e.st.Alerts(context.Background(), e.org, store.AlertOpen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, a := range as {
+		out[a.Kind] = a.Cause
+	}
+	return out
+}
+
+func (e *checkEnv) audits(t *testing.T, op string) []store.AuditEntry {
+	t.Helper()
+	es, err := e.st.Audit(context.Background(), e.org, op, time.Time{}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return es
+}
+
+// cacheKey puts a data key of the org in memory.
+func (e *checkEnv) cacheKey(t *testing.T) {
+	t.Helper()
+	if _, err := e.cache.Get(context.Background(), e.org, "dk-1", func(context.Context) ([]byte, error) { return make([]byte, 32), nil }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCheckRevocationAndRecovery: the effects of a revocation and of the
+// recovery that follows reach the gate, the cache, the alerts and the audit.
+func TestCheckRevocationAndRecovery(t *testing.T) {
+	e := newCheckEnv(t)
+	h := e.check(t, keyhealth.Healthy, "")
+	if len(h.Probe) == 0 || h.ProbeVersion != "v1" {
+		t.Errorf("first check: probe = %d bytes at %q, want a probe at v1", len(h.Probe), h.ProbeVersion)
+	}
+	if err := e.gate.Allow(e.org); err != nil {
+		t.Errorf("gate.Allow() after a healthy check = %v, want nil", err)
+	}
+
+	e.cacheKey(t)
+	e.kms.set(func(f *fakeKMS) { f.disabled = true })
+	e.now = e.now.Add(time.Minute)
+	e.check(t, keyhealth.Revoked, string(kms.KindKeyDisabled))
+	var refused *keyhealth.Refused
+	if err := e.gate.Allow(e.org); !errors.As(err, &refused) || refused.Cause != string(kms.KindKeyDisabled) {
+		t.Errorf("gate.Allow() after revocation = %v, want *Refused with cause KEY_DISABLED", err)
+	}
+	if n := e.cache.Len(); n != 0 {
+		t.Errorf("cache.Len() after revocation = %d, want 0", n)
+	}
+	if got := e.openAlerts(t); got[alerts.KindAccessDisabled] != string(kms.KindKeyDisabled) || len(got) != 1 {
+		t.Errorf("open alerts after revocation = %v, want %s/KEY_DISABLED", got, alerts.KindAccessDisabled)
+	}
+	if got := e.audits(t, opRevocation); len(got) != 1 || got[0].Outcome != string(kms.KindKeyDisabled) || got[0].KeyVersion != "v1" {
+		t.Errorf("revocation audit = %+v, want one entry KEY_DISABLED at v1", got)
+	}
+
+	e.kms.set(func(f *fakeKMS) { f.disabled = false })
+	e.now = e.now.Add(time.Minute)
+	e.check(t, keyhealth.Healthy, "")
+	if err := e.gate.Allow(e.org); err != nil {
+		t.Errorf("gate.Allow() after recovery = %v, want nil", err)
+	}
+	if got := e.openAlerts(t); len(got) != 0 {
+		t.Errorf("open alerts after recovery = %v, want none", got)
+	}
+	if got := e.audits(t, opRecovery); len(got) != 1 || got[0].Detail != "access restored after REVOKED (KEY_DISABLED)" {
+		t.Errorf("recovery audit = %+v, want one entry after REVOKED (KEY_DISABLED)", got)
+	}
+}
+
+// TestCheckGraceRunsOut: a vault that stops answering lets the org coast,
+// then the grace runs out on the monitor's clock and the org is revoked.
+func TestCheckGraceRunsOut(t *testing.T) {
+	e := newCheckEnv(t)
+	e.check(t, keyhealth.Healthy, "")
+	e.cacheKey(t)
+	e.kms.set(func(f *fakeKMS) {
+		f.fail["unwrap"] = &kms.Error{Kind: kms.KindTransient, Status: 503, Code: "ServiceUnavailable"}
+	})
+
+	e.now = e.now.Add(time.Minute)
+	e.check(t, keyhealth.Coasting, string(kms.KindTransient))
+	if err := e.gate.Allow(e.org); err != nil {
+		t.Errorf("gate.Allow() while coasting = %v, want nil", err)
+	}
+	if n := e.cache.Len(); n != 1 {
+		t.Errorf("cache.Len() while coasting = %d, want 1", n)
+	}
+	if got := e.openAlerts(t); got[alerts.KindNotification] != string(kms.KindTransient) {
+		t.Errorf("open alerts while coasting = %v, want %s/TRANSIENT", got, alerts.KindNotification)
+	}
+
+	e.now = e.now.Add(DefaultGrace - time.Second)
+	e.check(t, keyhealth.Coasting, string(kms.KindTransient))
+	e.now = e.now.Add(time.Second)
+	e.check(t, keyhealth.Revoked, alerts.CauseGraceExhausted)
+	if err := e.gate.Allow(e.org); err == nil {
+		t.Error("gate.Allow() once the grace ran out = nil, want *Refused")
+	}
+	if n := e.cache.Len(); n != 0 {
+		t.Errorf("cache.Len() once the grace ran out = %d, want 0", n)
+	}
+	if got := e.openAlerts(t); got[alerts.KindAccessFailure] != alerts.CauseGraceExhausted {
+		t.Errorf("open alerts once the grace ran out = %v, want %s/%s", got, alerts.KindAccessFailure, alerts.CauseGraceExhausted)
+	}
+}
+
+// TestCheckDegradedAndRotation: wrap failing with unwrap working keeps data
+// readable; a new key version is detected and audited once.
+func TestCheckDegradedAndRotation(t *testing.T) {
+	e := newCheckEnv(t)
+	e.m.WrapEvery = 1
+	e.check(t, keyhealth.Healthy, "")
+	e.kms.set(func(f *fakeKMS) {
+		f.fail["wrap"] = &kms.Error{Kind: kms.KindKeyNotActive, Status: 403, Code: "Forbidden"}
+	})
+	e.check(t, keyhealth.Degraded, string(kms.KindKeyNotActive))
+	if err := e.gate.Allow(e.org); err != nil {
+		t.Errorf("gate.Allow() while degraded = %v, want nil", err)
+	}
+	e.kms.set(func(f *fakeKMS) { delete(f.fail, "wrap") })
+	e.check(t, keyhealth.Healthy, "")
+
+	e.kms.addVersion(t, "v2")
+	h := e.check(t, keyhealth.Healthy, "")
+	if h.RotateTo != "v2" || h.ProbeVersion != "v2" {
+		t.Errorf("check after a new version: RotateTo, ProbeVersion = %q, %q, want v2, v2", h.RotateTo, h.ProbeVersion)
+	}
+	e.check(t, keyhealth.Healthy, "")
+	if got := e.audits(t, opRotation); len(got) != 1 || got[0].Outcome != "started" || got[0].KeyVersion != "v2" {
+		t.Errorf("rotation audit = %+v, want one entry started at v2", got)
+	}
+}

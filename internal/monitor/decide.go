@@ -1,0 +1,172 @@
+package monitor
+
+import (
+	"slices"
+	"time"
+
+	"github.com/cmk-project/cmk/internal/alerts"
+	"github.com/cmk-project/cmk/internal/keyhealth"
+	"github.com/cmk-project/cmk/internal/kms"
+)
+
+// A check has three steps: probe calls the key service and classifies what
+// it found (an outcome), decide turns the org's previous health and that
+// outcome into the next health and the effects that follow (a decision),
+// and apply carries the effects out. Only probe and apply touch the world;
+// decide is a pure function, so every transition is tested without a vault,
+// a database or a real clock.
+
+// outcome is what one probe of an org's key found.
+type outcome struct {
+	version    string        // the key's newest version; "" when describe failed
+	kind       kms.Kind      // the first failure's kind; "" when every call worked
+	message    string        // that failure, for a person (preflight.Describe)
+	retryAfter time.Duration // the vault's Retry-After of a throttled failure
+	wrapOnly   bool          // unwrap was proved; only wrap failed
+	wrappedAt  time.Time     // when wrap was proved; zero when it was not
+	probe      []byte        // a new probe ciphertext (wrap was proved), or nil
+	probeVer   string        // the key version that wrapped probe
+}
+
+// policy is what decide needs of the monitor's configuration.
+type policy struct {
+	interval   time.Duration // between checks
+	nextIn     time.Duration // this check's delay to the next: the interval, jittered
+	grace      time.Duration // how long a transient failure may last before data is refused
+	flapWindow time.Duration // state changes within it count towards flapping
+	flapCount  int           // that many changes within the window are flapping
+}
+
+// Audit operations the monitor records.
+const (
+	opRevocation = "revocation"
+	opRecovery   = "recovery"
+	opRotation   = "rotation"
+)
+
+// auditRecord is one audit entry a check writes.
+type auditRecord struct {
+	op, version, outcome, detail string
+}
+
+// alertRaise is one alert a check raises (or counts again, when open).
+type alertRaise struct {
+	kind, cause, message string
+	blocked              bool // the org's data is refused
+}
+
+// decision is the next health of an org and the effects of getting there,
+// in the order check applies them.
+type decision struct {
+	next keyhealth.Health
+
+	// failClosed publishes next (REVOKED) to the gate before it is saved:
+	// failing closed must not wait for the database. Any other state is
+	// published only once saved, so a check that lost its lease cannot
+	// open the gate.
+	failClosed bool
+	// wipe drops the org's data keys from memory: it has just been revoked.
+	wipe bool
+	// audits are written after the wipe, before the save.
+	audits []auditRecord
+	// flapping: the state changed flapCount times within the window.
+	flapping bool
+	// raise lists the alerts to raise, in order, after the save.
+	raise []alertRaise
+	// resolve closes open alerts after the raises: those of resolveKinds,
+	// or every kind when resolveKinds is nil.
+	resolve      bool
+	resolveKinds []string
+}
+
+// decide is the monitor's policy (see the package doc) as a function of the
+// previous health, the probe's outcome, the time and the configuration; it
+// reads nothing else and changes neither argument (the next health's list
+// of changes is a copy).
+func decide(prev keyhealth.Health, o outcome, now time.Time, p policy) decision {
+	var d decision
+	next := prev
+	next.LastCheck = now
+	next.NextCheck = now.Add(p.nextIn)
+	if o.probe != nil {
+		next.Probe, next.ProbeVersion = o.probe, o.probeVer
+	}
+	mem := prev.Memo
+	mem.Changes = slices.Clone(prev.Memo.Changes)
+	mem.Checks++
+	if !o.wrappedAt.IsZero() {
+		mem.LastWrap = o.wrappedAt
+	}
+
+	switch {
+	case o.kind == "":
+		next.State, next.Cause, next.Message, next.LastOK = keyhealth.Healthy, "", "", now
+		if o.version != "" && o.version != prev.KeyVersion && o.version != prev.RotateTo {
+			next.RotateTo = o.version
+			d.audits = append(d.audits, auditRecord{opRotation, o.version, "started", "new key version detected; re-wrapping data keys from " + prev.KeyVersion})
+		}
+	case o.kind == kms.KindThrottled:
+		// The vault answered: access is not in question. Check again when
+		// it asks us to.
+		next.NextCheck = now.Add(max(o.retryAfter, p.interval))
+	case o.kind.Transient():
+		switch prev.State {
+		case keyhealth.Healthy, keyhealth.Degraded:
+			next.State, next.Cause, next.Message = keyhealth.Coasting, string(o.kind), o.message
+		case keyhealth.Coasting:
+			if now.Sub(prev.Since) >= p.grace {
+				next.State, next.Cause, next.Message = keyhealth.Revoked, alerts.CauseGraceExhausted, "The key vault has been unreachable for longer than the grace period: "+o.message
+			}
+		}
+	case o.wrapOnly:
+		next.State, next.Cause, next.Message = keyhealth.Degraded, string(o.kind), o.message
+	default:
+		next.State, next.Cause, next.Message = keyhealth.Revoked, string(o.kind), o.message
+	}
+	if next.State != prev.State {
+		next.Since = now
+		mem.Changes = append(mem.Changes, now)
+	}
+	cut := 0
+	for cut < len(mem.Changes) && now.Sub(mem.Changes[cut]) > p.flapWindow {
+		cut++
+	}
+	mem.Changes = mem.Changes[cut:]
+	next.Memo = mem
+	next.UpdatedAt = now
+	next.Version = prev.Version + 1
+	d.next = next
+
+	revoked := next.State == keyhealth.Revoked
+	d.failClosed = revoked
+	if revoked && prev.State != keyhealth.Revoked {
+		d.wipe = true
+		d.audits = append(d.audits, auditRecord{opRevocation, o.version, next.Cause, next.Message})
+	}
+	if prev.State != keyhealth.Healthy && next.State == keyhealth.Healthy {
+		d.audits = append(d.audits, auditRecord{opRecovery, o.version, "ok", "access restored after " + prev.State + " (" + prev.Cause + ")"})
+	}
+
+	d.flapping = len(mem.Changes) >= p.flapCount
+	if d.flapping {
+		d.raise = append(d.raise, alertRaise{alerts.KindNotification, alerts.CauseFlapping, next.Message, revoked})
+	}
+	switch {
+	case next.State == keyhealth.Healthy:
+		if prev.State != keyhealth.Healthy || !d.flapping {
+			d.resolve = true
+			// The flapping notification stays open until the key has
+			// been stable for a whole window.
+			if d.flapping {
+				d.resolveKinds = []string{alerts.KindAccessDisabled, alerts.KindAccessFailure}
+			}
+		}
+	case !d.flapping: // while flapping, one notification for the whole episode, not one per flap
+		kind := alerts.KindFor(next.Cause)
+		if revoked && kind == alerts.KindNotification {
+			kind = alerts.KindAccessFailure
+		}
+		d.raise = append(d.raise, alertRaise{kind, next.Cause, next.Message, revoked})
+	}
+	return d
+}
