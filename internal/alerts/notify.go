@@ -39,7 +39,7 @@ const (
 
 // Notifier raises and resolves alerts and queues their webhook events.
 type Notifier struct {
-	Store *store.Store
+	Store NotifierStore
 	Log   *slog.Logger
 	// OnEvent, when set, is told of every opened and resolved alert (metrics).
 	OnEvent func(eventType, kind string)

@@ -149,7 +149,7 @@ func (p URLPolicy) Client(timeout time.Duration) *http.Client {
 // Deliverer sends queued events to webhooks: at least once, retried with
 // exponential backoff, each with a stable event id for deduplication.
 type Deliverer struct {
-	Store       *store.Store
+	Store       DelivererStore
 	Client      *http.Client
 	Log         *slog.Logger
 	MaxAttempts int           // default 8

@@ -44,7 +44,7 @@ func RequestID(ctx context.Context) string {
 
 // Recorder writes audit entries.
 type Recorder struct {
-	Store *store.Store
+	Store Store
 	Log   *slog.Logger
 	// OnCall, when set, is told of every key call and its outcome (metrics).
 	OnCall func(op, outcome string)

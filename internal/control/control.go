@@ -29,12 +29,11 @@ import (
 	"github.com/cmk-project/cmk/internal/orgkeys"
 	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/profile"
-	"github.com/cmk-project/cmk/internal/store"
 )
 
 // Service runs the control-plane operations.
 type Service struct {
-	Store         *store.Store
+	Store         Store
 	Keyring       *keyring.Keyring
 	Provider      kms.Provider
 	Policy        keyid.Policy

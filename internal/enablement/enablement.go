@@ -46,7 +46,7 @@ const (
 
 // Runner claims and runs enablement jobs.
 type Runner struct {
-	Store       *store.Store
+	Store       Store
 	Keyring     *keyring.Keyring
 	Provider    kms.Provider
 	Policy      keyid.Policy

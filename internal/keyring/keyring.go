@@ -32,7 +32,7 @@ var ErrNoCustomerProvider = errors.New("no customer key provider is configured")
 
 // Keyring ties the stored data keys to the key-encryption keys.
 type Keyring struct {
-	Store    *store.Store
+	Store    Store
 	System   *systemkey.Key
 	Customer kms.Provider // nil when the service has no Key Vault access configured
 	Rand     io.Reader    // nil = crypto/rand

@@ -69,7 +69,7 @@ type Config struct {
 // checks are leased per org.
 type Monitor struct {
 	Config
-	Store    *store.Store
+	Store    Store
 	Provider kms.Provider
 	Keyring  *keyring.Keyring
 	Cache    *dekcache.Cache

@@ -33,7 +33,7 @@ var ErrWrongStore = errors.New("object is sealed with a data key of another stor
 
 // Resolver is safe for concurrent use.
 type Resolver struct {
-	Store   *store.Store
+	Store   Store
 	Keyring *keyring.Keyring
 	Cache   *dekcache.Cache
 	Gate    *keyhealth.Gate

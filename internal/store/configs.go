@@ -1,11 +1,11 @@
 package store
 
 import (
-	"github.com/cmk-project/cmk/internal/preflight"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/cmk-project/cmk/internal/preflight"
 	"strings"
 	"time"
 
@@ -186,17 +186,17 @@ func (s *Store) ClaimJob(ctx context.Context, owner string, lease time.Duration)
 // JobUpdate is a change to a job made by the worker holding its lease.
 // Nil fields are left as they are.
 type JobUpdate struct {
-	Status        *string
-	Checks        []preflight.Result // nil = unchanged
-	Failure       *Failure           // nil = unchanged
-	LastError     *Problem           // nil = unchanged
-	ClearLastError bool              // the job finished: no retry to announce
-	KeyVersion    *string
-	ProgressDone  *int
-	ProgressTotal *int
-	NextAttemptAt *time.Time
-	LeaseUntil    *time.Time // extend the lease
-	Release       bool       // give the lease up
+	Status         *string
+	Checks         []preflight.Result // nil = unchanged
+	Failure        *Failure           // nil = unchanged
+	LastError      *Problem           // nil = unchanged
+	ClearLastError bool               // the job finished: no retry to announce
+	KeyVersion     *string
+	ProgressDone   *int
+	ProgressTotal  *int
+	NextAttemptAt  *time.Time
+	LeaseUntil     *time.Time // extend the lease
+	Release        bool       // give the lease up
 }
 
 // UpdateJob applies u to job id if owner still holds its lease.

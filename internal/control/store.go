@@ -1,0 +1,58 @@
+package control
+
+import (
+	"context"
+	"time"
+
+	"github.com/cmk-project/cmk/internal/store"
+)
+
+// Store is the part of the state store the control plane uses (*store.Store
+// implements it).
+type Store interface {
+	// EnsureOrg creates the org if it does not exist and reports whether it did.
+	EnsureOrg(ctx context.Context, id string) (created bool, err error)
+	// Org returns an org.
+	Org(ctx context.Context, id string) (store.Org, error)
+	// Sandboxes lists an org's sandbox names in order.
+	Sandboxes(ctx context.Context, org string) ([]string, error)
+	// SandboxExists reports whether an org has the sandbox.
+	SandboxExists(ctx context.Context, org, name string) (bool, error)
+	// DeleteOrg removes an org and everything the database holds for it: its
+	// sandboxes and their data keys (which makes every stored ciphertext of the
+	// org unreadable), configurations, key health, alerts, webhooks and
+	// pending deliveries. The audit trail is kept.
+	DeleteOrg(ctx context.Context, org string) error
+	// KeyInUseElsewhere reports another org that uses (or is enabling) the same
+	// vault key: a key protects one org's data only.
+	KeyInUseElsewhere(ctx context.Context, org, vaultURL, keyName string) (bool, error)
+	// CreateConfig inserts a NEW configuration. It fails with store.ErrAlreadyEnabled
+	// when the org already uses its customer key, store.ErrJobActive when another job
+	// is unfinished, and store.ErrDuplicateName when the name is taken in the org.
+	CreateConfig(ctx context.Context, c *store.Config) error
+	// ConfigByName returns an org's configuration by its case-sensitive name.
+	ConfigByName(ctx context.Context, org, name string) (*store.Config, error)
+	// Configs lists an org's configurations, newest first.
+	Configs(ctx context.Context, org string) ([]*store.Config, error)
+	// Health returns an org's key health, or store.ErrNotFound when it is not monitored.
+	Health(ctx context.Context, org string) (*store.Health, error)
+	// CountAtVersion counts an org's customer-wrapped data keys at version.
+	CountAtVersion(ctx context.Context, org, version string) (total, at int, err error)
+	// Alerts lists an org's alerts, newest first; status "" means all.
+	Alerts(ctx context.Context, org, status string) ([]*store.Alert, error)
+	// Alert returns one alert of an org.
+	Alert(ctx context.Context, org, id string) (*store.Alert, error)
+	// AcknowledgeAlert records who acknowledged an alert.
+	AcknowledgeAlert(ctx context.Context, org, id, by string) (*store.Alert, error)
+	// Webhooks lists an org's webhooks.
+	Webhooks(ctx context.Context, org string) ([]store.Webhook, error)
+	// CreateWebhook subscribes a URL.
+	CreateWebhook(ctx context.Context, w *store.Webhook) error
+	// DeleteWebhook removes a subscription and its pending deliveries.
+	DeleteWebhook(ctx context.Context, org, id string) error
+	// Audit lists an org's audit entries, newest first, optionally filtered by
+	// op and by time (since), at most limit.
+	Audit(ctx context.Context, org, op string, since time.Time, limit int) ([]store.AuditEntry, error)
+}
+
+var _ Store = (*store.Store)(nil)
