@@ -193,7 +193,8 @@ func (w *world) call(ctx context.Context, method, path, org string, in, out any)
 	return resp.StatusCode, nil
 }
 
-const configPath = "/data/infrastructure/manager/customer/config"
+// configPath is the path of the config routes.
+var configPath = cmkapi.CreateConfig.Path
 
 // startEnable asks the service to move org (the demo org when empty) to
 // the key kid (the demo key when empty), under config name, without waiting.
@@ -205,8 +206,8 @@ func (w *world) startEnable(ctx context.Context, org, name, kid string) error {
 	if kid == "" {
 		kid = w.env.KeyIdentifier
 	}
-	body := map[string]any{"name": name, "type": "BYOK_CONFIG", "imsOrgId": org,
-		"configData": map[string]any{"providerType": "AZURE_KEYVAULT", "keyVaultKeyIdentifier": kid}}
+	body := cmkapi.ConfigRequest{Name: name, Type: cmkapi.ConfigTypeBYOK, IMSOrgID: org,
+		ConfigData: cmkapi.ConfigData{ProviderType: cmkapi.ProviderAzureKeyVault, KeyVaultKeyIdentifier: kid}}
 	var answer map[string]any
 	code, err := w.call(ctx, http.MethodPost, configPath, org, body, &answer)
 	if err != nil {

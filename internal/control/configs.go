@@ -9,14 +9,15 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/store"
 )
 
 // Configuration rules.
 const (
-	ConfigTypeBYOK   = "BYOK_CONFIG"
-	ProviderAzure    = "AZURE_KEYVAULT"
+	ConfigTypeBYOK   = cmkapi.ConfigTypeBYOK
+	ProviderAzure    = cmkapi.ProviderAzureKeyVault
 	MaxConfigNameLen = 128
 )
 

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/cmk-project/cmk/internal/audit"
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/keyid"
 	"github.com/cmk-project/cmk/internal/keyring"
 	"github.com/cmk-project/cmk/internal/kms"
@@ -212,7 +213,7 @@ func (r *Runner) validate(ctx context.Context, job *store.Config, log *slog.Logg
 		err := r.Store.BeginCustomerKEK(ctx, job.ID, r.Owner, job, version, rep.Results)
 		if errors.Is(err, store.ErrKeyInUse) {
 			// Another org enabled the same key while this job validated.
-			f := &store.Failure{Check: preflight.CheckKeyIdentifier, Title: preflight.Title(preflight.CheckKeyIdentifier), Code: "KEY_IN_USE",
+			f := &store.Failure{Check: preflight.CheckKeyIdentifier, Title: preflight.Title(preflight.CheckKeyIdentifier), Code: cmkapi.CodeKeyInUse,
 				Message: "This key already protects another organization's data; a key can protect one org only.",
 				Remedy:  []string{"Create a dedicated key for this org in your vault.", "Submit a new configuration with its key identifier."}}
 			log.Warn("enablement job failed: key in use by another org")
@@ -416,7 +417,7 @@ func (r *Runner) rewrapFailed(ctx context.Context, job *store.Config, ref kms.Ke
 		wait := backoff(job.Attempts, 0)
 		log.Error("enablement job re-wrap failed; will retry", "err", err, "retry_in", wait)
 		return r.update(ctx, job, store.JobUpdate{
-			LastError:     r.problem("INTERNAL_ERROR", "The platform could not re-wrap a data key; it will retry on its own.", []string{"No action is needed from you; if this persists, contact the platform operator."}, wait),
+			LastError:     r.problem(cmkapi.CodeInternalError, "The platform could not re-wrap a data key; it will retry on its own.", []string{"No action is needed from you; if this persists, contact the platform operator."}, wait),
 			NextAttemptAt: ptr(r.Now().Add(wait)), Release: true,
 		})
 	}
