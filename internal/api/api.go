@@ -72,8 +72,9 @@ func (s *Server) Handler() http.Handler {
 		s.Log = slog.Default()
 	}
 	mux := http.NewServeMux()
+	handlers := s.handlers()
 	for _, rt := range cmkapi.Routes {
-		h := s.handlers()[rt.ID]
+		h := handlers[rt.ID]
 		switch {
 		case h == nil:
 			continue // a part this server does not serve (data plane, metrics, UI)
