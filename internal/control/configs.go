@@ -106,7 +106,19 @@ func (s *Service) ConfigByName(ctx context.Context, org, name, configType string
 	if configType != ConfigTypeBYOK {
 		return nil, problem(ErrInvalidConfigType, "Invalid configType", fmt.Sprintf("configType is %q; it must be %q.", configType, ConfigTypeBYOK), "Add ?configType=BYOK_CONFIG to the URL.")
 	}
-	return s.configNamed(ctx, org, name)
+	c, err := s.configNamed(ctx, org, name)
+	if err == nil {
+		s.reportColumns(c)
+	}
+	return c, err
+}
+
+// reportColumns logs a stored field of c that did not decode; the field is
+// shown empty rather than failing the read.
+func (s *Service) reportColumns(c *store.Config) {
+	if c.ColumnErr != nil {
+		s.log().Warn("configuration has an unreadable stored field; shown without it", "org", c.OrgID, "config", c.ID, "err", c.ColumnErr)
+	}
 }
 
 func (s *Service) configNamed(ctx context.Context, org, name string) (*store.Config, error) {
@@ -127,7 +139,11 @@ func (s *Service) configNamed(ctx context.Context, org, name string) (*store.Con
 
 // Configs lists the org's configurations.
 func (s *Service) Configs(ctx context.Context, org string) ([]*store.Config, error) {
-	return s.Store.Configs(ctx, org)
+	all, err := s.Store.Configs(ctx, org)
+	for _, c := range all {
+		s.reportColumns(c)
+	}
+	return all, err
 }
 
 // DeleteConfig always refuses: configurations are kept, and enabling is one

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/cmk-project/cmk/internal/alerts"
-	"github.com/cmk-project/cmk/internal/dekcache"
 	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/keyid"
 	"github.com/cmk-project/cmk/internal/keyring"
@@ -44,7 +43,6 @@ type Service struct {
 	Log           *slog.Logger
 
 	// What deleting an org clears besides the database; nil parts are skipped.
-	Cache    *dekcache.Cache
 	Keys     *orgkeys.Resolver
 	Lake     *lake.Lake
 	Profiles *profile.Store

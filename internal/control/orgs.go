@@ -83,10 +83,8 @@ func (s *Service) DeleteOrg(ctx context.Context, org, confirm string) error {
 	if err := s.Store.DeleteOrg(ctx, org); err != nil {
 		return err
 	}
-	if s.Cache != nil {
-		s.Cache.WipeOrg(org)
-	}
 	if s.Keys != nil {
+		s.Keys.Cache.WipeOrg(org)
 		s.Keys.ForgetOrg(org)
 	}
 	s.Gate.Forget(org)

@@ -130,6 +130,9 @@ func (r *Runner) RunOnce(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	if job.ColumnErr != nil {
+		r.Log.Warn("enablement job has an unreadable stored field; it is left empty", "org", job.OrgID, "job", job.ID, "err", job.ColumnErr)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -36,6 +36,7 @@ type Health struct {
 	LastOK       time.Time
 	NextCheck    time.Time
 	Memo         Memo
+	MemoErr      error // the stored memo did not decode: Memo starts afresh
 	Probe        []byte
 	ProbeVersion string
 	RotateTo     string

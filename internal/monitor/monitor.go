@@ -252,6 +252,9 @@ func (m *Monitor) check(ctx context.Context, h *keyhealth.Health) (*keyhealth.He
 		return nil, err
 	}
 	ref := keyring.CustomerRef(org)
+	if h.MemoErr != nil {
+		m.Log.Warn("key health memo unreadable; flap history starts afresh", "org", h.OrgID, "err", h.MemoErr)
+	}
 	o, err := m.probe(ctx, ref, h, h.Memo.Checks+1)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()

@@ -36,6 +36,7 @@ type Config struct {
 	Checks        []preflight.Result // the validation checks of the last attempt
 	Failure       *Failure           // why the job FAILED
 	LastError     *Problem           // the latest retryable problem of an unfinished job
+	ColumnErr     error              // a JSON column above that did not decode (left empty)
 	ProgressDone  int
 	ProgressTotal int
 	Attempts      int
@@ -62,13 +63,23 @@ func scanConfig(sc scanner) (*Config, error) {
 		return nil, err
 	}
 	c.NextAttemptAt, c.LeaseUntil, c.CreatedAt, c.UpdatedAt = fromMS(next), fromMS(lease), fromMS(created), fromMS(updated)
-	for _, col := range []struct {
-		name, raw string
-		into      any
-	}{{"checks", checks, &c.Checks}, {"failure", failure, &c.Failure}, {"last_error", lastError, &c.LastError}} {
-		if err := decodeJSON(col.raw, col.into); err != nil {
-			return nil, fmt.Errorf("configuration %s of org %s: column %s: %w", c.ID, c.OrgID, col.name, err)
-		}
+	// A column that does not decode is left empty and reported in
+	// ColumnErr; the row is still returned, so one damaged row never stops
+	// the job queue of every org or the listing of its own org.
+	damaged := func(col string, err error) {
+		c.ColumnErr = errors.Join(c.ColumnErr, fmt.Errorf("configuration %s of org %s: column %s: %w", c.ID, c.OrgID, col, err))
+	}
+	if err := decodeJSON(checks, &c.Checks); err != nil {
+		c.Checks = nil
+		damaged("checks", err)
+	}
+	if err := decodeJSON(failure, &c.Failure); err != nil {
+		c.Failure = nil
+		damaged("failure", err)
+	}
+	if err := decodeJSON(lastError, &c.LastError); err != nil {
+		c.LastError = nil
+		damaged("last_error", err)
 	}
 	return &c, nil
 }

@@ -24,8 +24,11 @@ func scanHealth(sc scanner) (*Health, error) {
 		return nil, err
 	}
 	h.Since, h.LastCheck, h.LastOK, h.NextCheck, h.UpdatedAt, h.ChangedAt = fromMS(since), fromMS(lc), fromMS(lo), fromMS(nc), fromMS(up), fromMS(ch)
+	// The memo is advisory (flap history, check count): a row whose memo
+	// does not decode is still returned, so one damaged row never stops the
+	// scans that read every org (gate load and sync, due checks).
 	if err := decodeJSON(memo, &h.Memo); err != nil {
-		return nil, fmt.Errorf("key health of %s: monitor memo: %w", h.OrgID, err)
+		h.Memo, h.MemoErr = keyhealth.Memo{}, fmt.Errorf("key health of %s: monitor memo: %w", h.OrgID, err)
 	}
 	return &h, nil
 }
