@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/cmkapi"
+	"github.com/cmk-project/cmk/internal/guidance"
 )
 
 func newAlertsCmd() *cobra.Command {
@@ -142,7 +142,7 @@ func kindTitle(a cmkapi.Alert) string {
 	if a.Title != "" {
 		return a.Title
 	}
-	if t := alerts.Title(a.Kind); t != "" {
+	if t := guidance.AlertTitle(a.Kind); t != "" {
 		return t
 	}
 	return a.Kind

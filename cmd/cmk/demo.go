@@ -25,6 +25,7 @@ import (
 	"github.com/cmk-project/cmk/internal/azemu"
 	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/devenv"
+	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/monitor"
 )
 
@@ -484,7 +485,7 @@ func (d *demo) revoke(ctx context.Context) (string, error) {
 		return false, nil
 	})
 	if err != nil {
-		return "", fmt.Errorf("no open %q alert: %w", alerts.Title(alerts.KindAccessDisabled), err)
+		return "", fmt.Errorf("no open %q alert: %w", guidance.AlertTitle(alerts.KindAccessDisabled), err)
 	}
 	d.alertID = a.ID
 	fmt.Fprintf(d.w, "  Open alert %q (cause %s):\n", kindTitle(*a), a.Cause)

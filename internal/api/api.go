@@ -33,10 +33,10 @@ import (
 	"github.com/cmk-project/cmk/internal/auth"
 	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/control"
+	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/lake"
 	"github.com/cmk-project/cmk/internal/metrics"
 	"github.com/cmk-project/cmk/internal/orgkeys"
-	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/profile"
 )
 
@@ -53,7 +53,7 @@ type Server struct {
 	App      cmkapi.App
 	// Env names the platform's app in the steps a refused data request
 	// carries.
-	Env     preflight.Env
+	Env     guidance.Env
 	Log     *slog.Logger
 	Metrics *metrics.Metrics
 

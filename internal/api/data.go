@@ -11,12 +11,12 @@ import (
 
 	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/envelope"
+	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/kms"
 	"github.com/cmk-project/cmk/internal/lake"
 	"github.com/cmk-project/cmk/internal/lake/blob"
 	"github.com/cmk-project/cmk/internal/orgkeys"
-	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/profile"
 	"github.com/cmk-project/cmk/internal/profile/records"
 )
@@ -63,7 +63,7 @@ func (s *Server) dataError(w http.ResponseWriter, r *http.Request, storeName str
 	var ke *kms.Error
 	switch {
 	case errors.As(err, &ke):
-		writeError(w, r, 503, cmkapi.CodeCMKKeyUnavailable, "Customer key unavailable", preflight.Describe(err), "Check the key's health (GET /data/infrastructure/manager/byok/health) and try again.")
+		writeError(w, r, 503, cmkapi.CodeCMKKeyUnavailable, "Customer key unavailable", guidance.Describe(err), "Check the key's health (GET /data/infrastructure/manager/byok/health) and try again.")
 	case errors.Is(err, lake.ErrNotFound), errors.Is(err, profile.ErrNotFound):
 		writeError(w, r, 404, cmkapi.CodeNotFound, "Not found", "No such "+storeName+" object in this sandbox.", "")
 	case errors.Is(err, lake.ErrInvalidName), errors.Is(err, blob.ErrInvalidKey), errors.Is(err, records.ErrInvalid):

@@ -51,6 +51,14 @@ const (
 	StateSystemManaged = "SYSTEM_MANAGED"
 )
 
+// Causes of a key's health state (Health.Cause, Alert.Cause) besides the
+// key service's failure kinds, whose values are causes too. Each name
+// spells its value.
+const (
+	CauseFlapping       = "FLAPPING"        // the key keeps switching between usable and unusable
+	CauseGraceExhausted = "GRACE_EXHAUSTED" // transient failures outlasted the grace: data now refused
+)
+
 // Alert statuses.
 const (
 	AlertOpen     = "OPEN"
@@ -70,6 +78,16 @@ const (
 	CheckFailed  = "FAILED"
 	CheckError   = "ERROR" // could not tell (throttled, transient): try again
 	CheckSkipped = "SKIPPED"
+)
+
+// Failure codes of a check (Check.Code, Failure.Code) besides the key
+// service's failure kinds, whose values are codes too, and CodeKeyInUse.
+// Each name spells its value.
+const (
+	CodeKeyTypeUnsupported      = "KEY_TYPE_UNSUPPORTED"      // the key is not RSA
+	CodeKeyTooSmall             = "KEY_TOO_SMALL"             // the RSA key has fewer bits than required
+	CodeSoftDeleteDisabled      = "SOFT_DELETE_DISABLED"      // the vault's recovery level is not Recoverable
+	CodePurgeProtectionDisabled = "PURGE_PROTECTION_DISABLED" // the vault's recovery level is Purgeable
 )
 
 // Webhook event types.

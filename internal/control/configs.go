@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/cmk-project/cmk/internal/cmkapi"
+	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/store"
 )
@@ -58,7 +59,7 @@ func (s *Service) SubmitConfig(ctx context.Context, org string, in ConfigInput) 
 	if taken, err := s.Store.KeyInUseElsewhere(ctx, org, id.VaultURL, id.Name); err != nil {
 		return nil, err
 	} else if taken {
-		return nil, problem(ErrKeyInUse, "Key already protects another org", "This key is already configured for another organization; a key can protect one org's data only.",
+		return nil, problem(ErrKeyInUse, guidance.Title(cmkapi.CodeKeyInUse), "This key is already configured for another organization; a key can protect one org's data only.",
 			"Create a dedicated key for this org in your vault and submit its identifier.")
 	}
 	c := &store.Config{
@@ -167,7 +168,7 @@ func (s *Service) Preflight(ctx context.Context, org, keyIdentifier string) (*pr
 		if taken, err := s.Store.KeyInUseElsewhere(ctx, org, id.VaultURL, id.Name); err != nil {
 			return nil, err
 		} else if taken {
-			return nil, problem(ErrKeyInUse, "Key already protects another org", "This key is already configured for another organization.", "Use a key dedicated to this org.")
+			return nil, problem(ErrKeyInUse, guidance.Title(cmkapi.CodeKeyInUse), "This key is already configured for another organization.", "Use a key dedicated to this org.")
 		}
 	}
 	timeout := s.PreflightTimeout

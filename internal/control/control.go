@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cmk-project/cmk/internal/alerts"
+	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/keyid"
 	"github.com/cmk-project/cmk/internal/keyring"
@@ -26,7 +27,6 @@ import (
 	"github.com/cmk-project/cmk/internal/lake"
 	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/orgkeys"
-	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/profile"
 )
 
@@ -36,7 +36,7 @@ type Service struct {
 	Keyring       *keyring.Keyring
 	Provider      kms.Provider
 	Policy        keyid.Policy
-	Env           preflight.Env
+	Env           guidance.Env
 	Gate          *keyhealth.Gate
 	Monitor       *monitor.Monitor
 	WebhookPolicy alerts.URLPolicy

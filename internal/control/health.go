@@ -6,10 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/keyring"
-	"github.com/cmk-project/cmk/internal/kms"
-	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/store"
 )
 
@@ -61,7 +60,7 @@ func (s *Service) Health(ctx context.Context, org string) (*Health, error) {
 	v.Health = h
 	v.DataBlocked = s.Gate.Allow(org) != nil
 	if h.State != keyhealth.Healthy {
-		v.Remedy = preflight.Remedy(kms.Kind(h.Cause), s.Env, keyring.CustomerRef(o))
+		v.Remedy = guidance.Steps(h.Cause, s.Env, keyring.CustomerRef(o))
 	}
 	if h.RotateTo != "" {
 		total, at, err := s.Store.CountAtVersion(ctx, org, h.RotateTo)

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/keyring"
 	"github.com/cmk-project/cmk/internal/kms"
-	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/store"
 )
 
@@ -61,7 +61,7 @@ func (s *Service) CreateSandbox(ctx context.Context, org, name string) error {
 	case errors.Is(err, store.ErrDuplicateName):
 		return problem(ErrSandboxExists, "Sandbox exists", fmt.Sprintf("Sandbox %q already exists.", name), "")
 	case kms.KindOf(err) != "":
-		return problem(ErrKeyUnavailable, "Customer key unavailable", "The sandbox's data keys could not be wrapped: "+preflight.Describe(err), "Check your key's health, then try again.")
+		return problem(ErrKeyUnavailable, "Customer key unavailable", "The sandbox's data keys could not be wrapped: "+guidance.Describe(err), "Check your key's health, then try again.")
 	}
 	return err
 }
@@ -110,5 +110,5 @@ func (s *Service) SandboxExists(ctx context.Context, org, name string) (bool, er
 // after a failure of the given kind (nil when there are none).
 func (s *Service) Remedy(ctx context.Context, org string, kind kms.Kind) []string {
 	o, _ := s.Store.Org(ctx, org) // without the org, the steps name no vault
-	return preflight.Remedy(kind, s.Env, keyring.CustomerRef(o))
+	return guidance.Steps(string(kind), s.Env, keyring.CustomerRef(o))
 }

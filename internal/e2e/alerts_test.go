@@ -204,7 +204,7 @@ func TestFlappingMakesOneNotification(t *testing.T) {
 	var flapping, disabled int
 	for _, a := range all {
 		switch {
-		case a.Kind == alerts.KindNotification && a.Cause == alerts.CauseFlapping:
+		case a.Kind == alerts.KindNotification && a.Cause == cmkapi.CauseFlapping:
 			flapping++
 		case a.Kind == alerts.KindAccessDisabled:
 			disabled++

@@ -319,7 +319,7 @@ func TestValidationFailures(t *testing.T) {
 		if code, body := c.do("POST", configPath, configBody(org, "C", emu.VaultURL("kv-noconsent")+"/keys/k/"+v)); code != 201 {
 			t.Fatalf("POST config = %d %v", code, body)
 		}
-		st := assertFailed(t, c, "C", "app_sign_in", string(kms.KindConsentMissing))
+		st := assertFailed(t, c, "C", "app_sign_in", string(kms.KindIdentityInvalid))
 		steps := st["failure"].(map[string]any)["remedy"].([]any)
 		if !strings.Contains(steps[0].(string), "adminconsent") {
 			t.Errorf("consent remedy does not give the consent link: %v", steps)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/cmkapi"
+	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/keyid"
 	"github.com/cmk-project/cmk/internal/keyring"
 	"github.com/cmk-project/cmk/internal/kms"
@@ -51,7 +52,7 @@ type Runner struct {
 	Keyring     *keyring.Keyring
 	Provider    kms.Provider
 	Policy      keyid.Policy
-	Env         preflight.Env
+	Env         guidance.Env
 	Owner       string        // unique per worker, e.g. hostname/pid/random
 	Lease       time.Duration // default DefaultLease
 	Poll        time.Duration // default DefaultPoll
@@ -217,8 +218,7 @@ func (r *Runner) validate(ctx context.Context, job *store.Config, log *slog.Logg
 		if errors.Is(err, store.ErrKeyInUse) {
 			// Another org enabled the same key while this job validated.
 			f := &store.Failure{Check: preflight.CheckKeyIdentifier, Title: preflight.Title(preflight.CheckKeyIdentifier), Code: cmkapi.CodeKeyInUse,
-				Message: "This key already protects another organization's data; a key can protect one org only.",
-				Remedy:  []string{"Create a dedicated key for this org in your vault.", "Submit a new configuration with its key identifier."}}
+				Message: guidance.Cause(cmkapi.CodeKeyInUse), Remedy: guidance.Steps(cmkapi.CodeKeyInUse, r.Env, kms.KeyRef{VaultURL: job.VaultURL, Name: job.KeyName})}
 			log.Warn("enablement job failed: key in use by another org")
 			return "", r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusFailed), Checks: rep.Results, Failure: f, ClearLastError: true, Release: true})
 		}
@@ -427,7 +427,7 @@ func (r *Runner) rewrapFailed(ctx context.Context, job *store.Config, ref kms.Ke
 	wait := backoff(job.Attempts, ke.RetryAfter)
 	log.Warn("enablement job re-wrap interrupted; will retry", "code", ke.Kind, "retry_in", wait)
 	return r.update(ctx, job, store.JobUpdate{
-		LastError:     r.problem(string(ke.Kind), preflight.Describe(err), preflight.Remedy(ke.Kind, r.Env, ref), wait),
+		LastError:     r.problem(string(ke.Kind), guidance.Describe(err), guidance.Steps(string(ke.Kind), r.Env, ref), wait),
 		NextAttemptAt: ptr(r.Now().Add(wait)), Release: true,
 	})
 }

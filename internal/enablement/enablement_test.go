@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cmk-project/cmk/internal/enablement"
+	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/keyid"
 	"github.com/cmk-project/cmk/internal/keyring"
@@ -38,7 +39,7 @@ const (
 var (
 	t0  = time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC)
 	ref = kms.KeyRef{VaultURL: "https://contoso.vault.azure.net", Name: "cmk-key"}
-	env = preflight.Env{AppName: "Acme Data Platform", AppID: "0b4f2a8e-1c3d-4e5f-8a9b-0c1d2e3f4a5b",
+	env = guidance.Env{AppName: "Acme Data Platform", AppID: "0b4f2a8e-1c3d-4e5f-8a9b-0c1d2e3f4a5b",
 		ConsentURL: "https://login.microsoftonline.com/common/adminconsent?client_id=0b4f2a8e-1c3d-4e5f-8a9b-0c1d2e3f4a5b"}
 	errCrash = errors.New("simulated crash")
 )
@@ -360,7 +361,7 @@ func TestAlreadySwitchedSkipsValidation(t *testing.T) {
 	if err := f.st.SetCustomerKEK(f.ctx, org, ref.VaultURL, ref.Name); err != nil {
 		t.Fatal(err)
 	}
-	f.vault.setFault(failCalls("describe", 1, 0, kerr(kms.KindUnauthorized)))
+	f.vault.setFault(failCalls("describe", 1, 0, kerr(kms.KindIdentityUnauthorized)))
 	f.mustRun(f.runner("worker-a", 1))
 	c := f.config()
 	if c.Status != store.StatusCompleted || c.ProgressDone != len(f.deks) {
@@ -388,17 +389,17 @@ func TestValidationFails(t *testing.T) {
 		probe  bool             // the verdict is the vault's answer to the round trip's wrap
 	}{
 		{name: "identifier not a vault key URI", raw: func(*fixture) string { return "https://contoso.vault.azure.net.evil.com/keys/cmk-key" },
-			check: preflight.CheckKeyIdentifier, code: string(kms.KindMalformedURI), status: preflight.Failed, remedy: "Key Identifier"},
-		{name: "admin consent missing", setup: func(f *fixture) { f.vault.setFault(failCalls("describe", 1, 0, kerr(kms.KindConsentMissing))) },
-			check: preflight.CheckSignIn, code: string(kms.KindConsentMissing), status: preflight.Failed, remedy: env.ConsentURL},
-		{name: "token refused", setup: func(f *fixture) { f.vault.setFault(failCalls("describe", 1, 0, kerr(kms.KindTokenFailed))) },
-			check: preflight.CheckSignIn, code: string(kms.KindTokenFailed), status: preflight.Failed, remedy: "tenant"},
-		{name: "vault does not resolve", setup: func(f *fixture) { f.vault.setFault(failCalls("describe", 1, 0, kerr(kms.KindVaultNotFound))) },
-			check: preflight.CheckVaultReachable, code: string(kms.KindVaultNotFound), status: preflight.Failed, remedy: ref.VaultURL},
-		{name: "vault firewall", setup: func(f *fixture) { f.vault.setFault(failCalls("describe", 1, 0, kerr(kms.KindFirewall))) },
-			check: preflight.CheckVaultReachable, code: string(kms.KindFirewall), status: preflight.Failed, remedy: "Networking"},
-		{name: "role missing", setup: func(f *fixture) { f.vault.setFault(failCalls("describe", 1, 0, kerr(kms.KindUnauthorized))) },
-			check: preflight.CheckRole, code: string(kms.KindUnauthorized), status: preflight.Failed, remedy: env.AppID},
+			check: preflight.CheckKeyIdentifier, code: string(kms.KindMalformedKeyURI), status: preflight.Failed, remedy: "Key Identifier"},
+		{name: "admin consent missing", setup: func(f *fixture) { f.vault.setFault(failCalls("describe", 1, 0, kerr(kms.KindIdentityInvalid))) },
+			check: preflight.CheckSignIn, code: string(kms.KindIdentityInvalid), status: preflight.Failed, remedy: env.ConsentURL},
+		{name: "token refused", setup: func(f *fixture) { f.vault.setFault(failCalls("describe", 1, 0, kerr(kms.KindTokenAcquisitionFailed))) },
+			check: preflight.CheckSignIn, code: string(kms.KindTokenAcquisitionFailed), status: preflight.Failed, remedy: "tenant"},
+		{name: "vault does not resolve", setup: func(f *fixture) { f.vault.setFault(failCalls("describe", 1, 0, kerr(kms.KindVaultDNSUnresolvable))) },
+			check: preflight.CheckVaultReachable, code: string(kms.KindVaultDNSUnresolvable), status: preflight.Failed, remedy: ref.VaultURL},
+		{name: "vault firewall", setup: func(f *fixture) { f.vault.setFault(failCalls("describe", 1, 0, kerr(kms.KindNetworkDenied))) },
+			check: preflight.CheckVaultReachable, code: string(kms.KindNetworkDenied), status: preflight.Failed, remedy: "Networking"},
+		{name: "role missing", setup: func(f *fixture) { f.vault.setFault(failCalls("describe", 1, 0, kerr(kms.KindIdentityUnauthorized))) },
+			check: preflight.CheckRole, code: string(kms.KindIdentityUnauthorized), status: preflight.Failed, remedy: env.AppID},
 		{name: "key not in the vault", raw: func(*fixture) string { return ref.VaultURL + "/keys/other-key" },
 			check: preflight.CheckKeyExists, code: string(kms.KindKeyNotFound), status: preflight.Failed, remedy: "other-key"},
 		{name: "key disabled", setup: func(f *fixture) { f.vault.edit(ref, disable) },
@@ -414,15 +415,15 @@ func TestValidationFails(t *testing.T) {
 		{name: "RSA key too small", setup: func(f *fixture) { f.vault.edit(ref, func(k *kms.KeyInfo) { k.Bits = 2048 }) },
 			check: preflight.CheckKeyType, code: "KEY_TOO_SMALL", status: preflight.Failed, remedy: "3072"},
 		{name: "unwrapKey not permitted", setup: func(f *fixture) { f.vault.edit(ref, func(k *kms.KeyInfo) { k.Ops = []string{"wrapKey"} }) },
-			check: preflight.CheckKeyOps, code: string(kms.KindOperationForbidden), status: preflight.Failed, remedy: "Unwrap Key"},
+			check: preflight.CheckKeyOps, code: string(kms.KindKeyOperationForbidden), status: preflight.Failed, remedy: "Unwrap Key"},
 		{name: "soft-delete off", setup: func(f *fixture) { f.vault.edit(ref, func(k *kms.KeyInfo) { k.RecoveryLevel = "Purgeable" }) },
 			check: preflight.CheckSoftDelete, code: "SOFT_DELETE_DISABLED", status: preflight.Failed, remedy: "soft-delete"},
 		{name: "purge protection off", setup: func(f *fixture) {
 			f.vault.edit(ref, func(k *kms.KeyInfo) { k.RecoveryLevel = "Recoverable+Purgeable" })
 		},
 			check: preflight.CheckPurgeProtection, code: "PURGE_PROTECTION_DISABLED", status: preflight.Failed, remedy: "Purge protection"},
-		{name: "vault refuses wrap", setup: func(f *fixture) { f.vault.setFault(failCalls("wrap", 1, 0, kerr(kms.KindOperationForbidden))) },
-			check: preflight.CheckKeyOps, code: string(kms.KindOperationForbidden), status: preflight.Failed, remedy: "Wrap Key", probe: true},
+		{name: "vault refuses wrap", setup: func(f *fixture) { f.vault.setFault(failCalls("wrap", 1, 0, kerr(kms.KindKeyOperationForbidden))) },
+			check: preflight.CheckKeyOps, code: string(kms.KindKeyOperationForbidden), status: preflight.Failed, remedy: "Wrap Key", probe: true},
 		{name: "key disabled at wrap", setup: func(f *fixture) { f.vault.setFault(failCalls("wrap", 1, 0, kerr(kms.KindKeyDisabled))) },
 			check: preflight.CheckKeyEnabled, code: string(kms.KindKeyDisabled), status: preflight.Failed, remedy: "Enabled", probe: true},
 		{name: "unwrap fails", setup: func(f *fixture) { f.vault.setFault(failCalls("unwrap", 1, 0, kerr(kms.KindUnwrapFailed))) },
@@ -745,8 +746,8 @@ func TestRewrapInterrupted(t *testing.T) {
 				}
 			})
 		}, func(f *fixture) { f.vault.edit(ref, func(k *kms.KeyInfo) { k.Enabled = true }) }, string(kms.KindKeyDisabled), true},
-		{"role removed", func(f *fixture) { f.vault.setFault(failCalls("wrap", 3, 0, kerr(kms.KindUnauthorized))) }, nil, string(kms.KindUnauthorized), true},
-		{"firewall closed", func(f *fixture) { f.vault.setFault(failCalls("wrap", 3, 0, kerr(kms.KindFirewall))) }, nil, string(kms.KindFirewall), true},
+		{"role removed", func(f *fixture) { f.vault.setFault(failCalls("wrap", 3, 0, kerr(kms.KindIdentityUnauthorized))) }, nil, string(kms.KindIdentityUnauthorized), true},
+		{"firewall closed", func(f *fixture) { f.vault.setFault(failCalls("wrap", 3, 0, kerr(kms.KindNetworkDenied))) }, nil, string(kms.KindNetworkDenied), true},
 		{"key deleted", func(f *fixture) { f.vault.setFault(failCalls("wrap", 3, 0, kerr(kms.KindKeyNotFound))) }, nil, string(kms.KindKeyNotFound), true},
 		{"vault times out", func(f *fixture) { f.vault.setFault(failCalls("wrap", 3, 0, kerr(kms.KindTransient))) }, nil, string(kms.KindTransient), false},
 	}

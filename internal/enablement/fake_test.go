@@ -186,7 +186,7 @@ func (v *fakeVault) Wrap(ctx context.Context, ref kms.KeyRef, dek []byte) (kms.W
 	case info.NotBefore != nil && now.Before(*info.NotBefore), info.Expires != nil && !now.Before(*info.Expires):
 		return refuse(kms.KindKeyNotActive, "KeyNotYetValidOrExpired")
 	case !info.HasOp("wrapKey"):
-		return refuse(kms.KindOperationForbidden, "KeyOperationForbidden")
+		return refuse(kms.KindKeyOperationForbidden, "KeyOperationForbidden")
 	}
 	v.mu.Lock()
 	aead := k.versions[info.Version]
@@ -208,7 +208,7 @@ func (v *fakeVault) Unwrap(ctx context.Context, ref kms.KeyRef, w kms.Wrapped) (
 	case !info.Enabled:
 		return nil, &kms.Error{Kind: kms.KindKeyDisabled, Op: "unwrap", Key: ref.String(), Status: 403, Code: "Forbidden", InnerCode: "KeyDisabled"}
 	case !info.HasOp("unwrapKey"):
-		return nil, &kms.Error{Kind: kms.KindOperationForbidden, Op: "unwrap", Key: ref.String(), Status: 403, Code: "Forbidden", InnerCode: "KeyOperationForbidden"}
+		return nil, &kms.Error{Kind: kms.KindKeyOperationForbidden, Op: "unwrap", Key: ref.String(), Status: 403, Code: "Forbidden", InnerCode: "KeyOperationForbidden"}
 	}
 	v.mu.Lock()
 	aead, lie := k.versions[w.KeyVersion], v.lie
@@ -235,8 +235,8 @@ func (v *fakeVault) Unwrap(ctx context.Context, ref kms.KeyRef, w kms.Wrapped) (
 // kerr is a vault failure of kind, with the HTTP status the vault would give.
 func kerr(kind kms.Kind) *kms.Error {
 	status := map[kms.Kind]int{
-		kms.KindKeyNotFound: 404, kms.KindKeyDisabled: 403, kms.KindOperationForbidden: 403, kms.KindUnauthorized: 403,
-		kms.KindFirewall: 403, kms.KindConsentMissing: 401, kms.KindUnwrapFailed: 400, kms.KindInvalidRequest: 400,
+		kms.KindKeyNotFound: 404, kms.KindKeyDisabled: 403, kms.KindKeyOperationForbidden: 403, kms.KindIdentityUnauthorized: 403,
+		kms.KindNetworkDenied: 403, kms.KindIdentityInvalid: 401, kms.KindUnwrapFailed: 400, kms.KindInvalidRequest: 400,
 		kms.KindThrottled: 429, kms.KindTransient: 503,
 	}[kind]
 	return &kms.Error{Kind: kind, Status: status}

@@ -8,7 +8,7 @@
 // where {suffix} is one of the Key Vault or Managed HSM domains of the Azure
 // clouds (DefaultSuffixes) or a suffix the operator configured on purpose
 // (Policy.ExtraSuffixes, e.g. the local emulator's). Anything else is
-// refused with a *kms.Error of kind kms.KindMalformedURI whose Err is a
+// refused with a *kms.Error of kind kms.KindMalformedKeyURI whose Err is a
 // *ParseError explaining, in words meant for a person, what was wrong and
 // what a valid identifier looks like.
 //
@@ -93,12 +93,12 @@ type Policy struct {
 func Parse(raw string) (ID, error) { return Policy{}.Parse(raw) }
 
 // Parse parses raw and checks it against the policy. The error, when not
-// nil, is a *kms.Error of kind kms.KindMalformedURI wrapping a *ParseError.
+// nil, is a *kms.Error of kind kms.KindMalformedKeyURI wrapping a *ParseError.
 func (p Policy) Parse(raw string) (ID, error) {
 	id, reason := p.parse(strings.TrimSpace(raw))
 	if reason != "" {
 		return ID{}, &kms.Error{
-			Kind: kms.KindMalformedURI,
+			Kind: kms.KindMalformedKeyURI,
 			Op:   "parse",
 			Key:  printable(raw),
 			Err:  &ParseError{Reason: reason},

@@ -130,8 +130,8 @@ func TestParseRejects(t *testing.T) {
 				t.Fatalf("Parse(%q) = %+v, nil, want error", tt.raw, got)
 			}
 			var ke *kms.Error
-			if !errors.As(err, &ke) || ke.Kind != kms.KindMalformedURI || ke.Op != "parse" {
-				t.Fatalf("Parse(%q) error = %#v, want *kms.Error{Kind: %s, Op: parse}", tt.raw, err, kms.KindMalformedURI)
+			if !errors.As(err, &ke) || ke.Kind != kms.KindMalformedKeyURI || ke.Op != "parse" {
+				t.Fatalf("Parse(%q) error = %#v, want *kms.Error{Kind: %s, Op: parse}", tt.raw, err, kms.KindMalformedKeyURI)
 			}
 			var pe *keyid.ParseError
 			if !errors.As(err, &pe) {
@@ -201,8 +201,8 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw string) {
 		id, err := p.Parse(raw)
 		if err != nil {
-			if kms.KindOf(err) != kms.KindMalformedURI {
-				t.Fatalf("Parse(%q) error kind = %q, want %q", raw, kms.KindOf(err), kms.KindMalformedURI)
+			if kms.KindOf(err) != kms.KindMalformedKeyURI {
+				t.Fatalf("Parse(%q) error kind = %q, want %q", raw, kms.KindOf(err), kms.KindMalformedKeyURI)
 			}
 			return
 		}

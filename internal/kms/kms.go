@@ -47,6 +47,11 @@ func (k KeyInfo) HasOp(op string) bool {
 	return false
 }
 
+// MinRSABits is the smallest RSA key cmk accepts as a customer key. The
+// platform's profile store requires 3072-bit keys, so a smaller key cannot
+// protect every store.
+const MinRSABits = 3072
+
 // Wrapped is a data key wrapped under one version of a KEK.
 type Wrapped struct {
 	KeyVersion string // version of the KEK that produced Ciphertext
@@ -71,24 +76,35 @@ type Provider interface {
 
 // Kind classifies a key-service failure. The string values are stable:
 // they are stored, returned by the API as error codes and used in alerts.
+// Each constant's name spells its value (KindNetworkDenied is
+// "NETWORK_DENIED"), and Kinds lists them all; kms_test.go checks both.
 type Kind string
 
 const (
-	KindMalformedURI       Kind = "MALFORMED_KEY_URI"        // the key identifier is not an allowed Key Vault key URI
-	KindVaultNotFound      Kind = "VAULT_DNS_UNRESOLVABLE"   // the vault host does not resolve (vault deleted or never existed)
-	KindKeyNotFound        Kind = "KEY_NOT_FOUND"            // no such key (or deleted, pending purge)
-	KindKeyDisabled        Kind = "KEY_DISABLED"             // the key exists but is disabled
-	KindKeyNotActive       Kind = "KEY_NOT_ACTIVE"           // outside nbf/exp: wrap refused
-	KindOperationForbidden Kind = "KEY_OPERATION_FORBIDDEN"  // the operation is not in the key's key_ops
-	KindUnauthorized       Kind = "IDENTITY_UNAUTHORIZED"    // RBAC or access policy denies the app (role missing)
-	KindFirewall           Kind = "NETWORK_DENIED"           // vault firewall refuses the caller's address
-	KindConsentMissing     Kind = "IDENTITY_INVALID"         // the app has no service principal in the key's tenant
-	KindTokenFailed        Kind = "TOKEN_ACQUISITION_FAILED" // the token endpoint refused or failed (bad secret, tenant unknown)
-	KindUnwrapFailed       Kind = "UNWRAP_FAILED"            // the service could not unwrap the ciphertext
-	KindThrottled          Kind = "THROTTLED"                // 429 from the vault
-	KindTransient          Kind = "TRANSIENT"                // timeouts, 5xx, connection resets
-	KindInvalidRequest     Kind = "INVALID_REQUEST"          // 400 from the service: a bug on our side or a bad value
+	KindMalformedKeyURI        Kind = "MALFORMED_KEY_URI"        // the key identifier is not an allowed Key Vault key URI
+	KindVaultDNSUnresolvable   Kind = "VAULT_DNS_UNRESOLVABLE"   // the vault host does not resolve (vault deleted or never existed)
+	KindKeyNotFound            Kind = "KEY_NOT_FOUND"            // no such key (or deleted, pending purge)
+	KindKeyDisabled            Kind = "KEY_DISABLED"             // the key exists but is disabled
+	KindKeyNotActive           Kind = "KEY_NOT_ACTIVE"           // outside nbf/exp: wrap refused
+	KindKeyOperationForbidden  Kind = "KEY_OPERATION_FORBIDDEN"  // the operation is not in the key's key_ops
+	KindIdentityUnauthorized   Kind = "IDENTITY_UNAUTHORIZED"    // RBAC or access policy denies the app (role missing)
+	KindNetworkDenied          Kind = "NETWORK_DENIED"           // vault firewall refuses the caller's address
+	KindIdentityInvalid        Kind = "IDENTITY_INVALID"         // the app has no service principal in the key's tenant
+	KindTokenAcquisitionFailed Kind = "TOKEN_ACQUISITION_FAILED" // the token endpoint refused or failed (bad secret, tenant unknown)
+	KindUnwrapFailed           Kind = "UNWRAP_FAILED"            // the service could not unwrap the ciphertext
+	KindThrottled              Kind = "THROTTLED"                // 429 from the vault
+	KindTransient              Kind = "TRANSIENT"                // timeouts, 5xx, connection resets
+	KindInvalidRequest         Kind = "INVALID_REQUEST"          // 400 from the service: a bug on our side or a bad value
 )
+
+// Kinds lists every Kind in declaration order. Code that must handle each
+// kind (person-facing text, for one) iterates it in its tests, so a new kind
+// cannot go unhandled.
+var Kinds = []Kind{
+	KindMalformedKeyURI, KindVaultDNSUnresolvable, KindKeyNotFound, KindKeyDisabled, KindKeyNotActive,
+	KindKeyOperationForbidden, KindIdentityUnauthorized, KindNetworkDenied, KindIdentityInvalid,
+	KindTokenAcquisitionFailed, KindUnwrapFailed, KindThrottled, KindTransient, KindInvalidRequest,
+}
 
 // Transient reports whether a failure of this kind may go away on its own
 // (so it must never be treated as a revocation).

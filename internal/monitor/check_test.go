@@ -15,6 +15,7 @@ import (
 
 	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/audit"
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/dekcache"
 	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/kms"
@@ -278,15 +279,15 @@ func TestCheckGraceRunsOut(t *testing.T) {
 	e.now = e.now.Add(DefaultGrace - time.Second)
 	e.check(t, keyhealth.Coasting, string(kms.KindTransient))
 	e.now = e.now.Add(time.Second)
-	e.check(t, keyhealth.Revoked, alerts.CauseGraceExhausted)
+	e.check(t, keyhealth.Revoked, cmkapi.CauseGraceExhausted)
 	if err := e.gate.Allow(e.org); err == nil {
 		t.Error("gate.Allow() once the grace ran out = nil, want *Refused")
 	}
 	if n := e.cache.Len(); n != 0 {
 		t.Errorf("cache.Len() once the grace ran out = %d, want 0", n)
 	}
-	if got := e.openAlerts(t); got[alerts.KindAccessFailure] != alerts.CauseGraceExhausted {
-		t.Errorf("open alerts once the grace ran out = %v, want %s/%s", got, alerts.KindAccessFailure, alerts.CauseGraceExhausted)
+	if got := e.openAlerts(t); got[alerts.KindAccessFailure] != cmkapi.CauseGraceExhausted {
+		t.Errorf("open alerts once the grace ran out = %v, want %s/%s", got, alerts.KindAccessFailure, cmkapi.CauseGraceExhausted)
 	}
 }
 

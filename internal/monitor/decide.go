@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/cmk-project/cmk/internal/alerts"
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/kms"
 )
@@ -20,7 +21,7 @@ import (
 type outcome struct {
 	version    string        // the key's newest version; "" when describe failed
 	kind       kms.Kind      // the first failure's kind; "" when every call worked
-	message    string        // that failure, for a person (preflight.Describe)
+	message    string        // that failure, for a person (guidance.Describe)
 	retryAfter time.Duration // the vault's Retry-After of a throttled failure
 	wrapOnly   bool          // unwrap was proved; only wrap failed
 	wrappedAt  time.Time     // when wrap was proved; zero when it was not
@@ -115,7 +116,7 @@ func decide(prev keyhealth.Health, o outcome, now time.Time, p policy) decision 
 			next.State, next.Cause, next.Message = keyhealth.Coasting, string(o.kind), o.message
 		case keyhealth.Coasting:
 			if now.Sub(prev.Since) >= p.grace {
-				next.State, next.Cause, next.Message = keyhealth.Revoked, alerts.CauseGraceExhausted, "The key vault has been unreachable for longer than the grace period: "+o.message
+				next.State, next.Cause, next.Message = keyhealth.Revoked, cmkapi.CauseGraceExhausted, "The key vault has been unreachable for longer than the grace period: "+o.message
 			}
 		}
 	case o.wrapOnly:
@@ -149,7 +150,7 @@ func decide(prev keyhealth.Health, o outcome, now time.Time, p policy) decision 
 
 	d.flapping = len(mem.Changes) >= p.flapCount
 	if d.flapping {
-		d.raise = append(d.raise, alertRaise{alerts.KindNotification, alerts.CauseFlapping, next.Message, revoked})
+		d.raise = append(d.raise, alertRaise{alerts.KindNotification, cmkapi.CauseFlapping, next.Message, revoked})
 	}
 	switch {
 	case next.State == keyhealth.Healthy:

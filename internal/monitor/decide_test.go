@@ -8,9 +8,10 @@ import (
 	"time"
 
 	"github.com/cmk-project/cmk/internal/alerts"
+	"github.com/cmk-project/cmk/internal/cmkapi"
+	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/kms"
-	"github.com/cmk-project/cmk/internal/preflight"
 )
 
 // t0 is the fixed clock of the decision tests.
@@ -31,7 +32,7 @@ const keyRef = "https://contoso.vault.azure.net/keys/cmk"
 // failure is the outcome of a probe whose first failure is err, classified
 // as probe does it.
 func failure(version string, err *kms.Error, wrapOnly bool) outcome {
-	return outcome{version: version, kind: err.Kind, message: preflight.Describe(err), retryAfter: err.RetryAfter, wrapOnly: wrapOnly}
+	return outcome{version: version, kind: err.Kind, message: guidance.Describe(err), retryAfter: err.RetryAfter, wrapOnly: wrapOnly}
 }
 
 func kmsErr(kind kms.Kind, op string, status int, code string) *kms.Error {
@@ -43,7 +44,7 @@ var (
 	unavailable = failure("v1", kmsErr(kms.KindTransient, "unwrap", 503, "ServiceUnavailable"), false)
 	timedOut    = failure("", &kms.Error{Kind: kms.KindTransient, Op: "describe", Key: keyRef, Err: context.DeadlineExceeded}, false)
 	expired     = failure("v1", kmsErr(kms.KindKeyNotActive, "wrap", 403, "Forbidden"), true)
-	noWrapOp    = failure("v1", kmsErr(kms.KindOperationForbidden, "wrap", 403, "Forbidden"), true)
+	noWrapOp    = failure("v1", kmsErr(kms.KindKeyOperationForbidden, "wrap", 403, "Forbidden"), true)
 	disabled    = failure("v1", &kms.Error{Kind: kms.KindKeyDisabled, Op: "describe", Key: keyRef, Err: errors.New("the key's newest version is disabled")}, false)
 )
 
@@ -170,7 +171,7 @@ func TestDecide(t *testing.T) {
 		return []alertRaise{{alerts.KindNotification, string(o.kind), o.message, false}}
 	}
 	flapping := func(message string, blocked bool) []alertRaise {
-		return []alertRaise{{alerts.KindNotification, alerts.CauseFlapping, message, blocked}}
+		return []alertRaise{{alerts.KindNotification, cmkapi.CauseFlapping, message, blocked}}
 	}
 	// Three changes in the last ten minutes: the next is the fourth.
 	recent := []time.Time{t0.Add(-10 * time.Minute), t0.Add(-6 * time.Minute), t0.Add(-3 * time.Minute)}
@@ -195,10 +196,10 @@ func TestDecide(t *testing.T) {
 		{"coasting one second before the grace ends", failing(keyhealth.Coasting, unavailable, t0.Add(-DefaultGrace+time.Second)), unavailable,
 			edit(unchanged(failing(keyhealth.Coasting, unavailable, t0.Add(-DefaultGrace+time.Second))), func(v *view) { v.Raise = notice(unavailable) })},
 		{"coasting to revoked when the grace runs out", coastingLong, unavailable,
-			edit(becomes(coastingLong, keyhealth.Revoked, alerts.CauseGraceExhausted, graceMsg), func(v *view) {
+			edit(becomes(coastingLong, keyhealth.Revoked, cmkapi.CauseGraceExhausted, graceMsg), func(v *view) {
 				v.Wipe = true
-				v.Audits = []auditRecord{{opRevocation, "v1", alerts.CauseGraceExhausted, graceMsg}}
-				v.Raise = []alertRaise{{alerts.KindAccessFailure, alerts.CauseGraceExhausted, graceMsg, true}}
+				v.Audits = []auditRecord{{opRevocation, "v1", cmkapi.CauseGraceExhausted, graceMsg}}
+				v.Raise = []alertRaise{{alerts.KindAccessFailure, cmkapi.CauseGraceExhausted, graceMsg, true}}
 			})},
 		{"revoked stays revoked while the vault is unreachable", revoked, unavailable,
 			edit(unchanged(revoked), func(v *view) {
@@ -308,16 +309,16 @@ func TestDecide(t *testing.T) {
 	}{
 		{disabled, alerts.KindAccessDisabled},
 		{failure("", kmsErr(kms.KindKeyNotFound, "describe", 404, "KeyNotFound"), false), alerts.KindAccessFailure},
-		{failure("", &kms.Error{Kind: kms.KindVaultNotFound, Op: "describe", Key: keyRef, InnerCode: "no such host"}, false), alerts.KindAccessFailure},
-		{failure("", kmsErr(kms.KindUnauthorized, "describe", 403, "Forbidden"), false), alerts.KindAccessFailure},
-		{failure("", kmsErr(kms.KindFirewall, "describe", 403, "Forbidden"), false), alerts.KindAccessFailure},
-		{failure("", kmsErr(kms.KindConsentMissing, "token", 400, "invalid_client"), false), alerts.KindAccessFailure},
-		{failure("", kmsErr(kms.KindTokenFailed, "token", 401, "invalid_client"), false), alerts.KindAccessFailure},
+		{failure("", &kms.Error{Kind: kms.KindVaultDNSUnresolvable, Op: "describe", Key: keyRef, InnerCode: "no such host"}, false), alerts.KindAccessFailure},
+		{failure("", kmsErr(kms.KindIdentityUnauthorized, "describe", 403, "Forbidden"), false), alerts.KindAccessFailure},
+		{failure("", kmsErr(kms.KindNetworkDenied, "describe", 403, "Forbidden"), false), alerts.KindAccessFailure},
+		{failure("", kmsErr(kms.KindIdentityInvalid, "token", 400, "invalid_client"), false), alerts.KindAccessFailure},
+		{failure("", kmsErr(kms.KindTokenAcquisitionFailed, "token", 401, "invalid_client"), false), alerts.KindAccessFailure},
 		{failure("v1", kmsErr(kms.KindUnwrapFailed, "unwrap", 400, "BadParameter"), false), alerts.KindAccessFailure},
 		{failure("v1", kmsErr(kms.KindKeyNotActive, "unwrap", 403, "Forbidden"), false), alerts.KindAccessFailure},
-		{failure("v1", kmsErr(kms.KindOperationForbidden, "unwrap", 403, "Forbidden"), false), alerts.KindAccessFailure},
+		{failure("v1", kmsErr(kms.KindKeyOperationForbidden, "unwrap", 403, "Forbidden"), false), alerts.KindAccessFailure},
 		{failure("v1", kmsErr(kms.KindInvalidRequest, "unwrap", 400, "BadParameter"), false), alerts.KindAccessFailure},
-		{failure("", kmsErr(kms.KindMalformedURI, "describe", 0, ""), false), alerts.KindAccessFailure},
+		{failure("", kmsErr(kms.KindMalformedKeyURI, "describe", 0, ""), false), alerts.KindAccessFailure},
 	} {
 		rows = append(rows, struct {
 			name string

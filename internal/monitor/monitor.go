@@ -34,11 +34,11 @@ import (
 	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/dekcache"
+	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/keyring"
 	"github.com/cmk-project/cmk/internal/kms"
 	"github.com/cmk-project/cmk/internal/metrics"
-	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/store"
 )
 
@@ -76,7 +76,7 @@ type Monitor struct {
 	Gate     *keyhealth.Gate
 	Notifier *alerts.Notifier
 	Audit    *audit.Recorder
-	Env      preflight.Env
+	Env      guidance.Env
 	Metrics  *metrics.Metrics
 	Log      *slog.Logger
 	Owner    string
@@ -183,7 +183,7 @@ func (m *Monitor) probe(ctx context.Context, ref kms.KeyRef, h *keyhealth.Health
 	if !errors.As(err, &ke) || ke.Kind == "" {
 		return o, err
 	}
-	o.kind, o.message, o.retryAfter = ke.Kind, preflight.Describe(err), ke.RetryAfter
+	o.kind, o.message, o.retryAfter = ke.Kind, guidance.Describe(err), ke.RetryAfter
 	return o, nil
 }
 
@@ -330,7 +330,7 @@ func (m *Monitor) apply(ctx context.Context, prev *keyhealth.Health, ref kms.Key
 		return &next, nil
 	}
 	for _, r := range d.raise {
-		detail := alerts.Describe(r.kind, r.cause, r.message, r.blocked, m.Env, ref)
+		detail := guidance.Alert(r.kind, r.cause, r.message, r.blocked, m.Env, ref)
 		if _, err := m.Notifier.Raise(ctx, org, r.kind, r.cause, detail); err != nil {
 			m.Log.Error("raise alert", "org", org, "err", err)
 		}

@@ -27,6 +27,7 @@ import (
 	"github.com/cmk-project/cmk/internal/control"
 	"github.com/cmk-project/cmk/internal/dekcache"
 	"github.com/cmk-project/cmk/internal/enablement"
+	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/keyid"
 	"github.com/cmk-project/cmk/internal/keyring"
@@ -37,7 +38,6 @@ import (
 	"github.com/cmk-project/cmk/internal/metrics"
 	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/orgkeys"
-	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/profile"
 	"github.com/cmk-project/cmk/internal/profile/records"
 	"github.com/cmk-project/cmk/internal/store"
@@ -228,7 +228,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if s.App.RedirectURL == "" && cfg.ClientID != "" {
 		s.App.RedirectURL = DefaultConsentURL(cfg.AuthorityHost, cfg.ClientID, cfg.AppURI)
 	}
-	env := preflight.Env{AppName: cfg.AppName, AppID: cfg.ClientID, ConsentURL: s.App.RedirectURL}
+	env := guidance.Env{AppName: cfg.AppName, AppID: cfg.ClientID, ConsentURL: s.App.RedirectURL}
 	host, _ := os.Hostname()
 	for i := range cfg.Workers {
 		b := make([]byte, 4)
@@ -468,7 +468,7 @@ var AllPermissions = []string{auth.PermManageCMK, auth.PermDataRead, auth.PermDa
 type unconfigured struct{}
 
 func (unconfigured) err(op string, ref kms.KeyRef) error {
-	return &kms.Error{Kind: kms.KindTokenFailed, Op: op, Key: ref.String(), Err: errors.New("the service has no Azure app configured (set --azure-client-id and its credential)")}
+	return &kms.Error{Kind: kms.KindTokenAcquisitionFailed, Op: op, Key: ref.String(), Err: errors.New("the service has no Azure app configured (set --azure-client-id and its credential)")}
 }
 func (u unconfigured) Describe(_ context.Context, ref kms.KeyRef) (kms.KeyInfo, error) {
 	return kms.KeyInfo{}, u.err("describe", ref)

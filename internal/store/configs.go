@@ -5,11 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"github.com/cmk-project/cmk/internal/preflight"
 	"strings"
 	"time"
 
 	"github.com/cmk-project/cmk/internal/cmkapi"
+	"github.com/cmk-project/cmk/internal/preflight"
 )
 
 // Config statuses, as the API returns them.

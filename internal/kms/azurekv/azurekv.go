@@ -328,7 +328,7 @@ func (p *Provider) client(op string, ref kms.KeyRef) (*azkeys.Client, error) {
 		if errors.As(err, &ke) {
 			err = ke.Err
 		}
-		return nil, &kms.Error{Kind: kms.KindMalformedURI, Op: op, Key: ref.String(), Err: err}
+		return nil, &kms.Error{Kind: kms.KindMalformedKeyURI, Op: op, Key: ref.String(), Err: err}
 	}
 	if c, ok := p.clients.Load(id.VaultURL); ok {
 		return c.(*azkeys.Client), nil

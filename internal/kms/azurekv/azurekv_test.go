@@ -213,32 +213,32 @@ func TestFailures(t *testing.T) {
 			setup: func(f *fake) {
 				f.vaultFail = vaultErr(403, "Forbidden", "ForbiddenByRbac", "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: appid=x;oid=y;iss=https://sts.windows.net/t/\r\nAction: 'Microsoft.KeyVault/vaults/keys/read'\r\nAssignment: (not found)\r\nDecisionReason: 'DeniedWithNoValidRBAC'\r\nVault: myvault;location=eastus")
 			},
-			kind: kms.KindUnauthorized, status: 403, code: "Forbidden", inner: "ForbiddenByRbac", requests: 1},
+			kind: kms.KindIdentityUnauthorized, status: 403, code: "Forbidden", inner: "ForbiddenByRbac", requests: 1},
 		{name: "access policy", op: "wrap",
 			setup: func(f *fake) {
 				f.vaultFail = vaultErr(403, "Forbidden", "ForbiddenByPolicy", "The user, group or application 'appid=x;oid=y;iss=https://sts.windows.net/t/' does not have keys wrapKey permission on key vault 'myvault;location=westeurope'.")
 			},
-			kind: kms.KindUnauthorized, status: 403, code: "Forbidden", inner: "ForbiddenByPolicy", requests: 1},
+			kind: kms.KindIdentityUnauthorized, status: 403, code: "Forbidden", inner: "ForbiddenByPolicy", requests: 1},
 		{name: "access denied", op: "describe",
 			setup: func(f *fake) {
 				f.vaultFail = vaultErr(403, "Forbidden", "AccessDenied", "You may be missing permissions in access policy to do that operation.")
 			},
-			kind: kms.KindUnauthorized, status: 403, code: "Forbidden", inner: "AccessDenied", requests: 1},
+			kind: kms.KindIdentityUnauthorized, status: 403, code: "Forbidden", inner: "AccessDenied", requests: 1},
 		{name: "firewall", op: "describe",
 			setup: func(f *fake) {
 				f.vaultFail = vaultErr(403, "Forbidden", "ForbiddenByFirewall", "Client address is not authorized and caller is not a trusted service.\r\nClient address: 20.126.176.160\r\nVault: myvault;location=westeurope")
 			},
-			kind: kms.KindFirewall, status: 403, code: "Forbidden", inner: "ForbiddenByFirewall", requests: 1},
+			kind: kms.KindNetworkDenied, status: 403, code: "Forbidden", inner: "ForbiddenByFirewall", requests: 1},
 		{name: "public access disabled (not a disabled key)", op: "describe",
 			setup: func(f *fake) {
 				f.vaultFail = vaultErr(403, "Forbidden", "", "Public network access is disabled and request is not from a trusted service nor via an approved private link.")
 			},
-			kind: kms.KindFirewall, status: 403, code: "Forbidden", requests: 1},
+			kind: kms.KindNetworkDenied, status: 403, code: "Forbidden", requests: 1},
 		{name: "operation not in key_ops", op: "unwrap",
 			setup: func(f *fake) {
 				f.vaultFail = vaultErr(403, "Forbidden", "KeyOperationForbidden", "Operation unwrapKey is not permitted on this key.")
 			},
-			kind: kms.KindOperationForbidden, status: 403, code: "Forbidden", inner: "KeyOperationForbidden", requests: 1},
+			kind: kms.KindKeyOperationForbidden, status: 403, code: "Forbidden", inner: "KeyOperationForbidden", requests: 1},
 		{name: "expired key on wrap", op: "wrap",
 			setup: func(f *fake) {
 				f.vaultFail = vaultErr(403, "Forbidden", "", "Operation wrapKey is not allowed on an expired key.")
@@ -265,7 +265,7 @@ func TestFailures(t *testing.T) {
 					header: map[string]string{"WWW-Authenticate": fmt.Sprintf(`Bearer authorization="%s/%s", resource="https://%s"`, f.srv.URL, customerTenant, vaultSuffix)},
 					body:   `{"error":{"code":"Unauthorized","message":"AKV10032: Invalid issuer. Expected one of https://sts.windows.net/a/, found https://sts.windows.net/b/."}}`}
 			},
-			kind: kms.KindUnauthorized, status: 401, code: "Unauthorized", inner: "AKV10032", requests: 1},
+			kind: kms.KindIdentityUnauthorized, status: 401, code: "Unauthorized", inner: "AKV10032", requests: 1},
 		{name: "throttled, seconds", op: "wrap",
 			setup: func(f *fake) {
 				f.vaultFail = &canned{status: 429, header: map[string]string{"Retry-After": "7"},
@@ -312,14 +312,14 @@ func TestFailures(t *testing.T) {
 			cfg:   func(c *Config, f *fake) { c.Timeout = 300 * time.Millisecond },
 			kind:  kms.KindTransient, requests: -1},
 		{name: "vault dns not found", op: "describe", ref: kms.KeyRef{VaultURL: "https://deleted." + vaultSuffix, Name: "cmk"},
-			kind: kms.KindVaultNotFound, requests: 0},
+			kind: kms.KindVaultDNSUnresolvable, requests: 0},
 		{name: "connection refused", op: "wrap", ref: kms.KeyRef{VaultURL: "https://" + refusedHost, Name: "cmk"},
 			kind: kms.KindTransient, requests: 0},
 		{name: "host not allowed", op: "describe", ref: kms.KeyRef{VaultURL: "https://evil.example.com", Name: "cmk"},
-			kind: kms.KindMalformedURI, requests: 0},
+			kind: kms.KindMalformedKeyURI, requests: 0},
 		{name: "emulator suffix not configured", op: "describe",
 			cfg:  func(c *Config, f *fake) { c.ExtraVaultSuffixes = nil },
-			kind: kms.KindMalformedURI, requests: 0},
+			kind: kms.KindMalformedKeyURI, requests: 0},
 		{name: "challenge for another resource", op: "describe",
 			setup: func(f *fake) { f.challengeResource = "https://vault.azure.net" },
 			kind:  kms.KindInvalidRequest, requests: 0},
@@ -330,21 +330,21 @@ func TestFailures(t *testing.T) {
 			setup: func(f *fake) {
 				f.tokenFail = entraErr(400, "unauthorized_client", 700016, "Application with identifier 'app-client-id' was not found in the directory 'customer'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant.")
 			},
-			kind: kms.KindConsentMissing, wantOp: "token", status: 400, code: "unauthorized_client", inner: "AADSTS700016", requests: 0},
+			kind: kms.KindIdentityInvalid, wantOp: "token", status: 400, code: "unauthorized_client", inner: "AADSTS700016", requests: 0},
 		{name: "bad secret", op: "wrap",
 			cfg:  func(c *Config, f *fake) { c.ClientSecret = "wrong" },
-			kind: kms.KindTokenFailed, wantOp: "token", status: 401, code: "invalid_client", inner: "AADSTS7000215", requests: 0},
+			kind: kms.KindTokenAcquisitionFailed, wantOp: "token", status: 401, code: "invalid_client", inner: "AADSTS7000215", requests: 0},
 		{name: "expired secret", op: "unwrap",
 			setup: func(f *fake) {
 				f.tokenFail = entraErr(401, "invalid_client", 7000222, "The provided client secret keys for app 'app-client-id' are expired.")
 			},
-			kind: kms.KindTokenFailed, wantOp: "token", status: 401, code: "invalid_client", inner: "AADSTS7000222", requests: 0},
+			kind: kms.KindTokenAcquisitionFailed, wantOp: "token", status: 401, code: "invalid_client", inner: "AADSTS7000222", requests: 0},
 		{name: "tenant not found", op: "describe",
 			setup: func(f *fake) {
 				f.tokenFail = entraErr(400, "invalid_request", 90002, "Tenant '"+customerTenant+"' not found.")
 				f.discoveryFail = true
 			},
-			kind: kms.KindTokenFailed, wantOp: "token", status: 400, code: "invalid_request", inner: "AADSTS90002", requests: 0},
+			kind: kms.KindTokenAcquisitionFailed, wantOp: "token", status: 400, code: "invalid_request", inner: "AADSTS90002", requests: 0},
 		{name: "token endpoint 503", op: "describe",
 			setup: func(f *fake) {
 				f.tokenFail = &canned{status: 503, body: `{"error":"temporarily_unavailable","error_description":"AADSTS90033: A transient error has occurred.","error_codes":[90033]}`}
@@ -419,7 +419,7 @@ func TestLocalRefusals(t *testing.T) {
 		want kms.Kind
 	}{
 		{"empty dek", func() error { _, err := p.Wrap(ctx, testRef, nil); return err }, kms.KindInvalidRequest},
-		{"versioned ref", func() error { _, err := p.Describe(ctx, versioned); return err }, kms.KindMalformedURI},
+		{"versioned ref", func() error { _, err := p.Describe(ctx, versioned); return err }, kms.KindMalformedKeyURI},
 		{"no version", func() error {
 			_, err := p.Unwrap(ctx, testRef, kms.Wrapped{Ciphertext: []byte{1}})
 			return err
@@ -495,12 +495,12 @@ func TestClassify403Messages(t *testing.T) {
 		code, msg string
 		want      kms.Kind
 	}{
-		{"Forbidden", "Request was not allowed by NSP rules and the client address is not authorized", kms.KindFirewall},
+		{"Forbidden", "Request was not allowed by NSP rules and the client address is not authorized", kms.KindNetworkDenied},
 		{"Forbidden", "Operation get is not allowed on a disabled entity.", kms.KindKeyDisabled},
-		{"Forbidden", "Operation decrypt is not permitted on this key.", kms.KindOperationForbidden},
-		{"Forbidden", "Operation is not allowed.\r\nOperation: \"decrypt\"", kms.KindUnauthorized},
+		{"Forbidden", "Operation decrypt is not permitted on this key.", kms.KindKeyOperationForbidden},
+		{"Forbidden", "Operation is not allowed.\r\nOperation: \"decrypt\"", kms.KindIdentityUnauthorized},
 		{"KeyExpired", "", kms.KindKeyNotActive},
-		{"Forbidden", "", kms.KindUnauthorized},
+		{"Forbidden", "", kms.KindIdentityUnauthorized},
 	}
 	for _, tt := range tests {
 		if got := classify403(tt.code, strings.ToLower(tt.msg)); got != tt.want {

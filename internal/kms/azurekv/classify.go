@@ -26,17 +26,17 @@ import (
 // Key Vault answers (the specific reason is the innermost innererror.code,
 // the top-level code is usually just "Forbidden"):
 //
-//	401 (any AKV1xxxx)                         KindUnauthorized
+//	401 (any AKV1xxxx)                         KindIdentityUnauthorized
 //	403 ForbiddenByFirewall, or a message about
 //	    the client address, public network
-//	    access, private link or NSP rules      KindFirewall
+//	    access, private link or NSP rules      KindNetworkDenied
 //	403 ForbiddenByRbac/ForbiddenByPolicy/
-//	    AccessDenied                           KindUnauthorized
-//	403 KeyOperationForbidden                  KindOperationForbidden
+//	    AccessDenied                           KindIdentityUnauthorized
+//	403 KeyOperationForbidden                  KindKeyOperationForbidden
 //	403 KeyDisabled, or "disabled" message     KindKeyDisabled
 //	403 KeyExpired/KeyNotYetValid, or an
 //	    "expired"/"not yet valid" message      KindKeyNotActive
-//	403 anything else                          KindUnauthorized
+//	403 anything else                          KindIdentityUnauthorized
 //	404                                        KindKeyNotFound
 //	400 on unwrap: BadParameter or "Unable to
 //	    decrypt"                               KindUnwrapFailed
@@ -51,21 +51,21 @@ import (
 //	AADSTS700016 (app not in the key's tenant:
 //	    consent never given or revoked),
 //	AADSTS7000112 (app or its service
-//	    principal disabled)                    KindConsentMissing
+//	    principal disabled)                    KindIdentityInvalid
 //	429                                        KindThrottled
 //	408, 5xx, or no answer at all (DNS, refused,
 //	    timeout)                               KindTransient
 //	anything else: AADSTS7000215/7000222 (bad
 //	    or expired secret), AADSTS90002 (tenant
-//	    not found), invalid_client, ...        KindTokenFailed
+//	    not found), invalid_client, ...        KindTokenAcquisitionFailed
 //
 // A token endpoint that is down or unreachable is transient rather than
-// KindTokenFailed: an Entra ID outage must not look like every customer
-// revoking their key at once.
+// KindTokenAcquisitionFailed: an Entra ID outage must not look like every
+// customer revoking their key at once.
 //
 // No answer from the vault:
 //
-//	*net.DNSError with IsNotFound              KindVaultNotFound
+//	*net.DNSError with IsNotFound              KindVaultDNSUnresolvable
 //	other DNS errors, refused or reset
 //	    connections, timeouts, TLS failures,
 //	    context deadline or cancellation       KindTransient
@@ -114,7 +114,7 @@ func classifyVault(e *kms.Error, re *azcore.ResponseError) {
 	case s == http.StatusRequestTimeout || s >= 500:
 		e.Kind = kms.KindTransient
 	case s == http.StatusUnauthorized:
-		e.Kind = kms.KindUnauthorized
+		e.Kind = kms.KindIdentityUnauthorized
 		if e.InnerCode == "" {
 			e.InnerCode = akvCode.FindString(msg)
 		}
@@ -141,11 +141,11 @@ func classifyVault(e *kms.Error, re *azcore.ResponseError) {
 func classify403(code, lmsg string) kms.Kind {
 	switch code {
 	case "ForbiddenByFirewall", "ForbiddenByNetworkSecurityPerimeter":
-		return kms.KindFirewall
+		return kms.KindNetworkDenied
 	case "ForbiddenByRbac", "ForbiddenByPolicy", "AccessDenied":
-		return kms.KindUnauthorized
+		return kms.KindIdentityUnauthorized
 	case "KeyOperationForbidden":
-		return kms.KindOperationForbidden
+		return kms.KindKeyOperationForbidden
 	case "KeyDisabled":
 		return kms.KindKeyDisabled
 	case "KeyExpired", "KeyNotYetValid", "KeyNotActive":
@@ -154,7 +154,7 @@ func classify403(code, lmsg string) kms.Kind {
 	// Firewall first: "Public network access is disabled" is not about the key.
 	for _, s := range []string{"client address", "public network access", "private link", "nsp rules", "trusted service"} {
 		if strings.Contains(lmsg, s) {
-			return kms.KindFirewall
+			return kms.KindNetworkDenied
 		}
 	}
 	switch {
@@ -164,9 +164,9 @@ func classify403(code, lmsg string) kms.Kind {
 		strings.Contains(lmsg, "not-yet-valid"), strings.Contains(lmsg, "not active"):
 		return kms.KindKeyNotActive
 	case strings.Contains(lmsg, "not permitted on this key"):
-		return kms.KindOperationForbidden
+		return kms.KindKeyOperationForbidden
 	}
-	return kms.KindUnauthorized
+	return kms.KindIdentityUnauthorized
 }
 
 var (
@@ -228,7 +228,7 @@ func classifyToken(e *kms.Error, afe *azidentity.AuthenticationFailedError) {
 	}
 	switch s := e.Status; {
 	case e.InnerCode == "AADSTS700016", e.InnerCode == "AADSTS7000112":
-		e.Kind = kms.KindConsentMissing
+		e.Kind = kms.KindIdentityInvalid
 	case s == http.StatusTooManyRequests:
 		e.Kind = kms.KindThrottled
 		e.RetryAfter = retryAfter(afe.RawResponse.Header, time.Now())
@@ -237,7 +237,7 @@ func classifyToken(e *kms.Error, afe *azidentity.AuthenticationFailedError) {
 	case s == 0 && e.InnerCode == "" && looksLikeNetwork(afe.Error()):
 		e.Kind = kms.KindTransient
 	default:
-		e.Kind = kms.KindTokenFailed
+		e.Kind = kms.KindTokenAcquisitionFailed
 	}
 }
 
@@ -263,7 +263,7 @@ func classifyNoAnswer(e *kms.Error, err error) {
 	msg := err.Error()
 	switch {
 	case isDNSNotFound(err):
-		e.Kind = kms.KindVaultNotFound
+		e.Kind = kms.KindVaultDNSUnresolvable
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		e.Kind = kms.KindTransient
 	case strings.Contains(msg, "WWW-Authenticate"), strings.Contains(msg, "challenge resource"):
@@ -273,7 +273,7 @@ func classifyNoAnswer(e *kms.Error, err error) {
 	case strings.Contains(msg, "invalid tenantID"):
 		// The challenge named a tenant the credential refuses.
 		e.Op = "token"
-		e.Kind = kms.KindTokenFailed
+		e.Kind = kms.KindTokenAcquisitionFailed
 	default:
 		// Other DNS errors, refused or reset connections, timeouts, TLS
 		// failures and anything unrecognised.
