@@ -3,7 +3,6 @@ package alerts
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -13,10 +12,10 @@ import (
 	"github.com/cmk-project/cmk/internal/store"
 )
 
-// ViewOf is a stored alert as the API and webhooks publish it. A detail
-// that does not decode is reported, not dropped.
-func ViewOf(a *store.Alert) (cmkapi.Alert, error) {
-	v := cmkapi.Alert{ID: a.ID, OrgID: a.OrgID, Kind: a.Kind, Cause: a.Cause, Status: a.Status, Occurrences: a.Occurrences, FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, AcknowledgedBy: a.AcknowledgedBy}
+// ViewOf is a stored alert as the API and webhooks publish it.
+func ViewOf(a *store.Alert) cmkapi.Alert {
+	v := cmkapi.Alert{ID: a.ID, OrgID: a.OrgID, Kind: a.Kind, Cause: a.Cause, Status: a.Status, Occurrences: a.Occurrences, FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, AcknowledgedBy: a.AcknowledgedBy,
+		AlertDetail: a.Detail}
 	if !a.ResolvedAt.IsZero() {
 		t := a.ResolvedAt
 		v.ResolvedAt = &t
@@ -25,10 +24,7 @@ func ViewOf(a *store.Alert) (cmkapi.Alert, error) {
 		t := a.AcknowledgedAt
 		v.AcknowledgedAt = &t
 	}
-	if err := json.Unmarshal([]byte(a.Detail), &v.AlertDetail); err != nil {
-		return v, fmt.Errorf("alert %s of org %s: stored detail does not decode: %w", a.ID, a.OrgID, err)
-	}
-	return v, nil
+	return v
 }
 
 // Webhook event types.
@@ -48,8 +44,7 @@ type Notifier struct {
 // Raise opens an alert (or counts another occurrence of the open one) and
 // queues an event when it is new.
 func (n *Notifier) Raise(ctx context.Context, org, kind, cause string, d cmkapi.AlertDetail) (*store.Alert, error) {
-	raw, _ := json.Marshal(d)
-	a := &store.Alert{ID: uuid.NewString(), OrgID: org, Kind: kind, Cause: cause, Detail: string(raw)}
+	a := &store.Alert{ID: uuid.NewString(), OrgID: org, Kind: kind, Cause: cause, Detail: d}
 	opened, err := n.Store.RaiseAlert(ctx, a)
 	if err != nil {
 		return nil, err
@@ -76,12 +71,10 @@ func (n *Notifier) Resolve(ctx context.Context, org string, kinds ...string) ([]
 }
 
 func (n *Notifier) emit(ctx context.Context, typ string, a *store.Alert) {
-	view, err := ViewOf(a)
-	if err != nil {
-		n.log().Error("queue webhook event", "org", a.OrgID, "alert", a.ID, "err", err)
-		return
+	if a.DetailErr != nil {
+		n.log().Warn("alert detail unreadable; event sent without it", "org", a.OrgID, "alert", a.ID, "err", a.DetailErr)
 	}
-	ev := cmkapi.Event{ID: a.ID + ":" + typ, Type: typ, OrgID: a.OrgID, OccurredAt: time.Now().UTC(), Alert: view}
+	ev := cmkapi.Event{ID: a.ID + ":" + typ, Type: typ, OrgID: a.OrgID, OccurredAt: time.Now().UTC(), Alert: ViewOf(a)}
 	raw, _ := json.Marshal(ev)
 	if _, err := n.Store.EnqueueEvent(ctx, a.OrgID, ev.ID, string(raw)); err != nil {
 		n.log().Error("queue webhook event", "org", a.OrgID, "event", ev.ID, "err", err)

@@ -29,11 +29,11 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/auth"
 	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/control"
-	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/lake"
 	"github.com/cmk-project/cmk/internal/metrics"
 	"github.com/cmk-project/cmk/internal/orgkeys"
@@ -51,11 +51,8 @@ type Server struct {
 	Control  *control.Service
 	Verifier auth.Verifier
 	App      cmkapi.App
-	// Env names the platform's app in the steps a refused data request
-	// carries.
-	Env     guidance.Env
-	Log     *slog.Logger
-	Metrics *metrics.Metrics
+	Log      *slog.Logger
+	Metrics  *metrics.Metrics
 
 	// UI serves the Encryption page under /ui/ (nil = not served).
 	UI http.Handler
@@ -412,12 +409,7 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) {
 	}
 	out := cmkapi.AlertList{Alerts: []cmkapi.Alert{}}
 	for _, a := range list {
-		v, err := alertView(a)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		out.Alerts = append(out.Alerts, v)
+		out.Alerts = append(out.Alerts, alerts.ViewOf(a))
 	}
 	writeJSON(w, 200, out)
 }

@@ -74,18 +74,13 @@ func healthView(h *control.Health) cmkapi.Health {
 	return v
 }
 
-func alertView(a *store.Alert) (cmkapi.Alert, error) { return alerts.ViewOf(a) }
-
 // writeAlert answers one alert, or the error that came instead.
 func (s *Server) writeAlert(w http.ResponseWriter, r *http.Request) func(*store.Alert, error) {
 	return func(a *store.Alert, err error) {
-		if err == nil {
-			var v cmkapi.Alert
-			if v, err = alertView(a); err == nil {
-				writeJSON(w, 200, v)
-				return
-			}
+		if err != nil {
+			s.fail(w, r, err)
+			return
 		}
-		s.fail(w, r, err)
+		writeJSON(w, 200, alerts.ViewOf(a))
 	}
 }

@@ -18,7 +18,19 @@ func (s *Service) Alerts(ctx context.Context, org, status string) ([]*store.Aler
 	if status != "" && status != store.AlertOpen && status != store.AlertResolved {
 		return nil, problem(ErrInvalidField, "Invalid status filter", fmt.Sprintf("status is %q; use OPEN or RESOLVED, or leave it out for all.", status), "")
 	}
-	return s.Store.Alerts(ctx, org, status)
+	list, err := s.Store.Alerts(ctx, org, status)
+	for _, a := range list {
+		s.reportDetail(a)
+	}
+	return list, err
+}
+
+// reportDetail logs an alert whose stored detail did not decode; it is
+// shown without its text rather than failing the read.
+func (s *Service) reportDetail(a *store.Alert) {
+	if a != nil && a.DetailErr != nil {
+		s.log().Warn("alert detail unreadable; shown without it", "org", a.OrgID, "alert", a.ID, "err", a.DetailErr)
+	}
 }
 
 // Alert returns one alert of the org.
@@ -27,6 +39,7 @@ func (s *Service) Alert(ctx context.Context, org, id string) (*store.Alert, erro
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, problem(ErrNotFound, "Alert not found", fmt.Sprintf("Org %q has no alert %q.", org, id), "List alerts with GET /data/infrastructure/manager/byok/alerts.")
 	}
+	s.reportDetail(a)
 	return a, err
 }
 

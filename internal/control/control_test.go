@@ -218,7 +218,7 @@ func TestAlertsWebhooksAudit(t *testing.T) {
 	s, st := newService(t)
 	_, err := s.Alerts(ctx, orgA, "open")
 	wantProblem(t, "Alerts(status open)", err, ErrInvalidField)
-	a := &store.Alert{ID: "alert-1", OrgID: orgA, Kind: "KEY_ACCESS_DISABLED", Cause: "KEY_DISABLED", Detail: "{}"}
+	a := &store.Alert{ID: "alert-1", OrgID: orgA, Kind: "KEY_ACCESS_DISABLED", Cause: "KEY_DISABLED"}
 	if _, err := st.RaiseAlert(ctx, a); err != nil {
 		t.Fatal(err)
 	}

@@ -290,7 +290,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		Store: s.Store, Keyring: s.Keyring, Provider: s.Provider, Policy: s.Policy, Env: env, Gate: s.Gate, Monitor: s.Monitor,
 		WebhookPolicy: cfg.WebhookPolicy, Log: cfg.Log, Keys: s.Keys, Lake: s.Lake, Profiles: s.Profiles,
 	}
-	s.API = &api.Server{Control: s.Control, Lake: s.Lake, Profiles: s.Profiles, Keys: s.Keys, Verifier: verifier, App: s.App, Env: env, Log: cfg.Log, Metrics: s.Metrics}
+	s.API = &api.Server{Control: s.Control, Lake: s.Lake, Profiles: s.Profiles, Keys: s.Keys, Verifier: verifier, App: s.App, Log: cfg.Log, Metrics: s.Metrics}
 	uiOpts := web.Options{}
 	if cfg.DevLogin {
 		uiOpts.DevLogin = s.devLogin

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -22,7 +23,8 @@ type Alert struct {
 	OrgID          string
 	Kind           string
 	Cause          string
-	Detail         string // JSON
+	Detail         cmkapi.AlertDetail // what a person is told
+	DetailErr      error              // the stored detail did not decode (Detail left empty)
 	Status         string
 	Occurrences    int
 	FirstSeen      time.Time
@@ -37,10 +39,15 @@ const alertCols = `id, org_id, kind, cause, detail, status, occurrences, first_s
 func scanAlert(sc scanner) (*Alert, error) {
 	var a Alert
 	var fs, ls, ra, aa int64
-	if err := sc.Scan(&a.ID, &a.OrgID, &a.Kind, &a.Cause, &a.Detail, &a.Status, &a.Occurrences, &fs, &ls, &ra, &aa, &a.AcknowledgedBy); err != nil {
+	var detail string
+	if err := sc.Scan(&a.ID, &a.OrgID, &a.Kind, &a.Cause, &detail, &a.Status, &a.Occurrences, &fs, &ls, &ra, &aa, &a.AcknowledgedBy); err != nil {
 		return nil, err
 	}
 	a.FirstSeen, a.LastSeen, a.ResolvedAt, a.AcknowledgedAt = fromMS(fs), fromMS(ls), fromMS(ra), fromMS(aa)
+	// A detail that does not decode leaves the alert listed, without its text.
+	if err := decodeJSON(detail, &a.Detail); err != nil {
+		a.Detail, a.DetailErr = cmkapi.AlertDetail{}, fmt.Errorf("alert %s of org %s: stored detail: %w", a.ID, a.OrgID, err)
+	}
 	return &a, nil
 }
 
@@ -48,13 +55,19 @@ func scanAlert(sc scanner) (*Alert, error) {
 // kind and cause, bumps its last-seen time and count. It reports whether a
 // new alert was opened.
 func (s *Store) RaiseAlert(ctx context.Context, a *Alert) (opened bool, err error) {
+	detail, err := encodeJSON(a.Detail)
+	if err != nil {
+		return false, fmt.Errorf("raise alert for %s: %w", a.OrgID, err)
+	}
 	err = s.tx(ctx, func(tx txn) error {
 		now := s.now()
 		key := a.OrgID + "/" + a.Kind + "/" + a.Cause
 		existing, err := scanAlert(tx.QueryRowContext(ctx, `SELECT `+alertCols+` FROM alerts WHERE open_key = ?`, key))
 		if err == nil {
-			_, err = tx.ExecContext(ctx, `UPDATE alerts SET occurrences = occurrences + 1, last_seen = ?, detail = ? WHERE id = ?`, ms(now), a.Detail, existing.ID)
+			_, err = tx.ExecContext(ctx, `UPDATE alerts SET occurrences = occurrences + 1, last_seen = ?, detail = ? WHERE id = ?`, ms(now), detail, existing.ID)
+			d := a.Detail
 			*a = *existing
+			a.Detail, a.DetailErr = d, nil
 			a.Occurrences++
 			a.LastSeen = now
 			return err
@@ -64,7 +77,7 @@ func (s *Store) RaiseAlert(ctx context.Context, a *Alert) (opened bool, err erro
 		}
 		a.Status, a.Occurrences, a.FirstSeen, a.LastSeen = AlertOpen, 1, now, now
 		_, err = tx.ExecContext(ctx, `INSERT INTO alerts (id, org_id, kind, cause, detail, status, open_key, occurrences, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)`,
-			a.ID, a.OrgID, a.Kind, a.Cause, a.Detail, AlertOpen, key, ms(now), ms(now))
+			a.ID, a.OrgID, a.Kind, a.Cause, detail, AlertOpen, key, ms(now), ms(now))
 		opened = err == nil
 		return err
 	})

@@ -107,3 +107,35 @@ func TestDamagedConfigColumnStopsNoJob(t *testing.T) {
 		t.Errorf("Configs(a-damaged) = %d, %v; want the damaged config listed", len(all), err)
 	}
 }
+
+func TestDamagedAlertDetailStaysListed(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "cmk.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.EnsureOrg(ctx, "org"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a-damaged", "b-fine"} {
+		a := &Alert{ID: id, OrgID: "org", Kind: "KEY_ACCESS_FAILURE", Cause: id}
+		a.Detail.Title = "Key access failure"
+		if _, err := s.RaiseAlert(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.db.ExecContext(ctx, `UPDATE alerts SET detail = ? WHERE id = ?`, `{"steps":"not a list"}`, "a-damaged"); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.Alerts(ctx, "org", "")
+	if err != nil || len(list) != 2 {
+		t.Fatalf("Alerts() = %d, %v; want both alerts", len(list), err)
+	}
+	for _, a := range list {
+		damaged := a.ID == "a-damaged"
+		if damaged != (a.DetailErr != nil) || damaged != (a.Detail.Title == "") {
+			t.Errorf("Alerts(): %s DetailErr %v, title %q; want an error and no text only for the damaged alert", a.ID, a.DetailErr, a.Detail.Title)
+		}
+	}
+}
