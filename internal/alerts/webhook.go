@@ -92,10 +92,47 @@ func (p URLPolicy) Check(raw string) error {
 	if u.User != nil {
 		return errors.New("webhook URL must not carry credentials; use the signing secret to authenticate deliveries")
 	}
-	if ip := net.ParseIP(u.Hostname()); ip != nil && !p.AllowPrivateNetworks && !public(ip) {
-		return fmt.Errorf("webhook host %s is not a public address", ip)
+	host := u.Hostname()
+	if ip := net.ParseIP(host); ip != nil {
+		if !p.AllowPrivateNetworks && !public(ip) {
+			return fmt.Errorf("webhook host %s is not a public address", ip)
+		}
+		return nil
+	}
+	// Browsers and some resolvers read a host whose last label is a number
+	// (2130706433, 0x7f000001, 127.1) as an IPv4 address; accept only the
+	// dotted form above, so the check sees the address that is dialled.
+	name := strings.ToLower(strings.TrimSuffix(host, "."))
+	last := name[strings.LastIndexByte(name, '.')+1:]
+	if numericLabel(last) {
+		return fmt.Errorf("webhook host %q is an IP address in a non-standard notation; use a DNS name", host)
+	}
+	if !p.AllowPrivateNetworks && (name == "localhost" || strings.HasSuffix(name, ".localhost")) {
+		return fmt.Errorf("webhook host %q is not a public address", host)
 	}
 	return nil
+}
+
+// numericLabel reports whether a DNS label reads as a number: decimal,
+// octal or 0x-hex.
+func numericLabel(l string) bool {
+	if l == "" {
+		return false
+	}
+	if rest, ok := strings.CutPrefix(l, "0x"); ok {
+		for _, c := range rest {
+			if !strings.ContainsRune("0123456789abcdef", c) {
+				return false
+			}
+		}
+		return true
+	}
+	for _, c := range l {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // nonPublic are ranges beyond Go's private/loopback/link-local tests that

@@ -33,14 +33,15 @@ func TestSignVerify(t *testing.T) {
 
 func TestURLPolicy(t *testing.T) {
 	strict := URLPolicy{}
-	for _, u := range []string{"https://hooks.example.com/cmk", "https://203.0.114.7/x"} {
+	for _, u := range []string{"https://hooks.example.com/cmk", "https://203.0.114.7/x", "https://1st.example.com/x", "https://hooks.example.com./x"} {
 		if err := strict.Check(u); err != nil {
 			t.Errorf("Check(%q) = %v, want nil", u, err)
 		}
 	}
 	for _, u := range []string{"http://hooks.example.com/", "ftp://x/", "https://user:pw@hooks.example.com/", "not a url",
 		"https://127.0.0.1/", "https://10.1.2.3/", "https://169.254.169.254/", "https://100.100.100.200/", "https://[::1]/",
-		"https://[64:ff9b::a9fe:a9fe]/", "https://[2002:a00:1::]/", "https://[::ffff:10.0.0.1]/", "https://[fd00::1]/", "https://198.18.0.1/"} {
+		"https://[64:ff9b::a9fe:a9fe]/", "https://[2002:a00:1::]/", "https://[::ffff:10.0.0.1]/", "https://[fd00::1]/", "https://198.18.0.1/",
+		"https://2130706433/", "https://0x7f000001/", "https://127.1/", "https://0177.0.0.1/", "https://localhost/", "https://a.localhost./"} {
 		if err := strict.Check(u); err == nil {
 			t.Errorf("Check(%q) = nil, want refusal", u)
 		}
