@@ -3,15 +3,17 @@
 #   make test    everything CI runs: installs the test servers (PostgreSQL,
 #                Azurite, Chromium with playwright-core) and staticcheck, then gofmt, vet, staticcheck and
 #                every test, with no test allowed to skip for a missing server
+#   make fuzz    every fuzz target for FUZZTIME each (default 3s, as in make test;
+#                longer: make fuzz FUZZTIME=5m)
 #   make bench   the benchmarks (long; not part of make test)
 
 GO ?= go
 STATICCHECK_VERSION ?= v0.8.2
 GOBIN := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: test lint unit bench build tools deps
+.PHONY: test lint unit fuzz bench build tools deps
 
-test: deps lint unit
+test: deps lint unit fuzz
 
 # Servers the tests start themselves on loopback.
 deps:
@@ -33,6 +35,11 @@ lint: tools
 
 unit:
 	CMK_REQUIRE_SERVERS=1 $(GO) test -count=1 -timeout 20m ./...
+
+# Every fuzz target, FUZZTIME each.
+FUZZTIME ?= 3s
+fuzz:
+	FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
 # The measurements at report sizes (long; see README). `cmk bench <name>`
 # runs one of them.

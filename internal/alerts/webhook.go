@@ -83,8 +83,8 @@ type URLPolicy struct {
 // Check validates a webhook URL at registration.
 func (p URLPolicy) Check(raw string) error {
 	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("webhook URL %q is not an absolute URL", raw)
+	if err != nil || u.Hostname() == "" {
+		return fmt.Errorf("webhook URL %q is not an absolute URL with a host", raw)
 	}
 	if u.Scheme != "https" && !(p.AllowHTTP && u.Scheme == "http") {
 		return fmt.Errorf("webhook URL must use https, not %q", u.Scheme)

@@ -3,6 +3,8 @@ package alerts
 import (
 	"errors"
 	"net"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 )
@@ -54,4 +56,34 @@ func TestURLPolicy(t *testing.T) {
 			t.Errorf("public(%s) = false, want true", ip)
 		}
 	}
+}
+
+// FuzzURLPolicy checks that whatever the strict policy accepts is an https
+// URL without credentials whose host is a DNS name that does not read as a
+// number, or a public IP address.
+func FuzzURLPolicy(f *testing.F) {
+	for _, s := range []string{"https://hooks.example.com/cmk", "https://203.0.114.7/x", "https://127.0.0.1/", "https://2130706433/",
+		"https://[::ffff:10.0.0.1]/", "https://user@h.example/", "http://h.example/", "https://localhost./", "https://0x7f.0x0.0x0.0x1/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		if (URLPolicy{}).Check(raw) != nil {
+			return
+		}
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme != "https" || u.User != nil || u.Hostname() == "" {
+			t.Fatalf("Check(%q) accepted a URL that is not https, has credentials or has no host", raw)
+		}
+		host := u.Hostname()
+		if ip := net.ParseIP(host); ip != nil {
+			if !public(ip) {
+				t.Fatalf("Check(%q) accepted the non-public address %s", raw, ip)
+			}
+			return
+		}
+		name := strings.TrimSuffix(strings.ToLower(host), ".")
+		if numericLabel(name[strings.LastIndexByte(name, '.')+1:]) || name == "localhost" || strings.HasSuffix(name, ".localhost") {
+			t.Fatalf("Check(%q) accepted host %q", raw, host)
+		}
+	})
 }
