@@ -24,12 +24,7 @@ func configView(c *store.Config) cmkapi.Config {
 		Progress: cmkapi.Progress{DataKeysRewrapped: c.ProgressDone, DataKeysTotal: c.ProgressTotal},
 		Checks:   checkViews(c.Checks),
 	}
-	if f := c.Failure; f != nil {
-		v.Failure = &cmkapi.Failure{Check: f.Check, Title: f.Title, Code: f.Code, Message: f.Message, Remedy: f.Remedy}
-	}
-	if p := c.LastError; p != nil {
-		v.LastError = &cmkapi.Problem{Code: p.Code, Message: p.Message, Remedy: p.Remedy, At: p.At, RetryAt: p.RetryAt}
-	}
+	v.Failure, v.LastError = c.Failure, c.LastError
 	return v
 }
 

@@ -217,7 +217,7 @@ func (r *Runner) validate(ctx context.Context, job *store.Config, log *slog.Logg
 		err := r.Store.BeginCustomerKEK(ctx, job.ID, r.Owner, job, version, rep.Results)
 		if errors.Is(err, store.ErrKeyInUse) {
 			// Another org enabled the same key while this job validated.
-			f := &store.Failure{Check: preflight.CheckKeyIdentifier, Title: preflight.Title(preflight.CheckKeyIdentifier), Code: cmkapi.CodeKeyInUse,
+			f := &cmkapi.Failure{Check: preflight.CheckKeyIdentifier, Title: preflight.Title(preflight.CheckKeyIdentifier), Code: cmkapi.CodeKeyInUse,
 				Message: guidance.Cause(cmkapi.CodeKeyInUse), Remedy: guidance.Steps(cmkapi.CodeKeyInUse, r.Env, kms.KeyRef{VaultURL: job.VaultURL, Name: job.KeyName})}
 			log.Warn("enablement job failed: key in use by another org")
 			return "", r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusFailed), Checks: rep.Results, Failure: f, ClearLastError: true, Release: true})
@@ -235,14 +235,14 @@ func (r *Runner) validate(ctx context.Context, job *store.Config, log *slog.Logg
 		return "", r.update(ctx, job, store.JobUpdate{Checks: rep.Results, LastError: r.problem(p.Code, p.Message, p.Remedy, wait),
 			NextAttemptAt: ptr(r.Now().Add(wait)), Release: true})
 	}
-	f := &store.Failure{Check: p.Check, Title: p.Title, Code: p.Code, Message: p.Message, Remedy: p.Remedy}
+	f := &cmkapi.Failure{Check: p.Check, Title: p.Title, Code: p.Code, Message: p.Message, Remedy: p.Remedy}
 	log.Warn("enablement job failed validation", "check", p.Check, "code", p.Code)
 	return "", r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusFailed), Checks: rep.Results, Failure: f, ClearLastError: true, Release: true})
 }
 
-func (r *Runner) problem(code, msg string, remedy []string, wait time.Duration) *store.Problem {
+func (r *Runner) problem(code, msg string, remedy []string, wait time.Duration) *cmkapi.Problem {
 	now := r.Now()
-	return &store.Problem{Code: code, Message: msg, Remedy: remedy, At: now.UTC(), RetryAt: now.Add(wait).UTC()}
+	return &cmkapi.Problem{Code: code, Message: msg, Remedy: remedy, At: now.UTC(), RetryAt: now.Add(wait).UTC()}
 }
 
 // backoff returns 1, 2, 4, ... 60 s, or the vault's Retry-After if longer.

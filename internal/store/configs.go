@@ -34,8 +34,8 @@ type Config struct {
 	KeyVersion    string
 	Status        string
 	Checks        []preflight.Result // the validation checks of the last attempt
-	Failure       *Failure           // why the job FAILED
-	LastError     *Problem           // the latest retryable problem of an unfinished job
+	Failure       *cmkapi.Failure    // why the job FAILED
+	LastError     *cmkapi.Problem    // the latest retryable problem of an unfinished job; cleared when it finishes
 	ColumnErr     error              // a JSON column above that did not decode (left empty)
 	ProgressDone  int
 	ProgressTotal int
@@ -82,26 +82,6 @@ func scanConfig(sc scanner) (*Config, error) {
 		damaged("last_error", err)
 	}
 	return &c, nil
-}
-
-// Failure is why a job FAILED: the check, its stable code, what was found
-// and the numbered steps to fix it.
-type Failure struct {
-	Check   string   `json:"check"`
-	Title   string   `json:"title"`
-	Code    string   `json:"code"`
-	Message string   `json:"message"`
-	Remedy  []string `json:"remedy"`
-}
-
-// Problem is the latest retryable problem of an unfinished job. A job that
-// finishes (COMPLETED or FAILED) clears it: there is no retry to announce.
-type Problem struct {
-	Code    string    `json:"code"`
-	Message string    `json:"message"`
-	Remedy  []string  `json:"remedy,omitempty"`
-	At      time.Time `json:"at"`
-	RetryAt time.Time `json:"retryAt"`
 }
 
 // CreateConfig inserts a NEW configuration. It fails with ErrAlreadyEnabled
@@ -199,8 +179,8 @@ func (s *Store) ClaimJob(ctx context.Context, owner string, lease time.Duration)
 type JobUpdate struct {
 	Status         *string
 	Checks         []preflight.Result // nil = unchanged
-	Failure        *Failure           // nil = unchanged
-	LastError      *Problem           // nil = unchanged
+	Failure        *cmkapi.Failure    // nil = unchanged
+	LastError      *cmkapi.Problem    // nil = unchanged
 	ClearLastError bool               // the job finished: no retry to announce
 	KeyVersion     *string
 	ProgressDone   *int
