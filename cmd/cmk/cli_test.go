@@ -19,6 +19,7 @@ import (
 
 	"github.com/cmk-project/cmk/internal/devenv"
 	"github.com/cmk-project/cmk/internal/monitor"
+	"github.com/cmk-project/cmk/internal/ratelimit"
 )
 
 // TestMain lets the scripts run "cmk": the test binary, re-executed under
@@ -71,6 +72,9 @@ func cmdCmkdev(ts *testscript.TestScript, neg bool, args []string) {
 		Poll:    50 * time.Millisecond,
 		Monitor: monitor.Config{Interval: time.Second, WrapEvery: 1},
 		Log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// The scripts run doctor and recheck back to back; the limits
+		// themselves are tested in internal/ratelimit and internal/service.
+		RateLimits: ratelimit.Policy{Preflight: lots, Recheck: lots, Config: lots, Sandbox: lots, Vault: lots},
 	})
 	ts.Check(err)
 	ts.Defer(env.Close)
@@ -89,6 +93,8 @@ func cmdCmkdev(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Setenv(k, v)
 	}
 }
+
+var lots = ratelimit.Limit{N: 1_000_000, Per: time.Second}
 
 func cmdExitcode(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) < 2 {

@@ -38,6 +38,7 @@ import (
 	"github.com/cmk-project/cmk/internal/metrics"
 	"github.com/cmk-project/cmk/internal/orgkeys"
 	"github.com/cmk-project/cmk/internal/profile"
+	"github.com/cmk-project/cmk/internal/ratelimit"
 )
 
 //go:embed openapi.json
@@ -56,6 +57,11 @@ type Server struct {
 
 	// UI serves the Encryption page under /ui/ (nil = not served).
 	UI http.Handler
+
+	// Limits rate-limits the routes that reach a key vault (cmkapi.Route.Limit;
+	// nil = not limited). The vault cap needs the provider of the control
+	// plane to come from Limits.Vaults.
+	Limits *ratelimit.Limits
 
 	// The data plane; nil parts are not served.
 	Lake     *lake.Lake
@@ -81,9 +87,9 @@ func (s *Server) Handler() http.Handler {
 		case rt.Access == cmkapi.Public:
 			mux.Handle(rt.Pattern(), h)
 		case rt.Access == cmkapi.Sandboxed:
-			mux.Handle(rt.Pattern(), s.sandboxed(rt, h))
+			mux.Handle(rt.Pattern(), s.sandboxed(rt, s.limited(rt, h)))
 		default:
-			mux.Handle(rt.Pattern(), s.authed(rt.Permission, h))
+			mux.Handle(rt.Pattern(), s.authed(rt.Permission, s.limited(rt, h)))
 		}
 	}
 	return s.withRequestID(mux)
@@ -335,6 +341,9 @@ func (s *Server) preflight(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rep, err := s.Control.Preflight(r.Context(), orgOf(r), req.KeyVaultKeyIdentifier)
+	if s.vaultCapped(w, r) {
+		return
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -363,7 +372,11 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, 400, cmkapi.CodeMalformedRequestBody, "Malformed request body", err.Error(), `Send {"name": "dev"}.`)
 		return
 	}
-	if err := s.Control.CreateSandbox(r.Context(), orgOf(r), req.Name); err != nil {
+	err := s.Control.CreateSandbox(r.Context(), orgOf(r), req.Name)
+	if s.vaultCapped(w, r) {
+		return
+	}
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -394,6 +407,9 @@ func (s *Server) getHealth(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) recheck(w http.ResponseWriter, r *http.Request) {
 	h, err := s.Control.Recheck(r.Context(), orgOf(r))
+	if s.vaultCapped(w, r) {
+		return
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return

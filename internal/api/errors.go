@@ -3,15 +3,19 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math"
 	"net/http"
+	"strconv"
 
 	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/control"
 	"github.com/cmk-project/cmk/internal/orgkeys"
+	"github.com/cmk-project/cmk/internal/ratelimit"
 )
 
-// problemStatus is the one table from the control plane's errors to HTTP
-// statuses and stable error codes.
+// problemStatus is the one table from the control plane's errors, and the
+// rate limits', to HTTP statuses and stable error codes.
 var problemStatus = []struct {
 	err    error
 	status int
@@ -33,19 +37,36 @@ var problemStatus = []struct {
 	{control.ErrSandboxExists, 409, cmkapi.CodeSandboxExists},
 	{control.ErrLimitReached, 409, cmkapi.CodeLimitReached},
 	{control.ErrKeyUnavailable, 503, cmkapi.CodeServiceUnavailable},
+	{ratelimit.ErrOrgLimit, 429, cmkapi.CodeRateLimited},
+	{ratelimit.ErrVaultLimit, 429, cmkapi.CodeVaultRateLimited},
 }
 
-// fail answers an operation's error: a *control.Problem by the table, a
-// locked org with the cause and steps, anything else as an internal error
-// (logged, never shown).
+// statusOf finds err in the table.
+func statusOf(err error) (status int, code string, ok bool) {
+	for _, e := range problemStatus {
+		if errors.Is(err, e.err) {
+			return e.status, e.code, true
+		}
+	}
+	return 0, "", false
+}
+
+// fail answers an operation's error: a *control.Problem or a rate limit's
+// *ratelimit.Exceeded by the table, a locked org with the cause and steps,
+// anything else as an internal error (logged, never shown).
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var p *control.Problem
 	if errors.As(err, &p) {
-		for _, e := range problemStatus {
-			if errors.Is(p.Err, e.err) {
-				writeError(w, r, e.status, e.code, p.Title, p.Detail, p.Hint)
-				return
-			}
+		if status, code, ok := statusOf(p.Err); ok {
+			writeError(w, r, status, code, p.Title, p.Detail, p.Hint)
+			return
+		}
+	}
+	var ex *ratelimit.Exceeded
+	if errors.As(err, &ex) {
+		if status, code, ok := statusOf(ex); ok {
+			s.tooMany(w, r, status, code, ex)
+			return
 		}
 	}
 	if ref, ok := orgkeys.Refused(err); ok {
@@ -53,6 +74,18 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	s.internal(w, r, err)
+}
+
+// tooMany answers a call refused by a rate limit: which limit, and (in
+// Retry-After, whole seconds rounded up) when to try again.
+func (s *Server) tooMany(w http.ResponseWriter, r *http.Request, status int, code string, ex *ratelimit.Exceeded) {
+	secs := max(1, int(math.Ceil(ex.RetryAfter.Seconds())))
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	hint := "Wait for the Retry-After time before trying again. Each org has its own allowance, so that one org cannot use up the request budget of a customer's key vault."
+	if errors.Is(ex, ratelimit.ErrVaultLimit) {
+		hint = "Wait for the Retry-After time before trying again. The platform caps the calls it makes to one key vault on request, for all orgs together, so that they cannot get the vault throttled; the scheduled key checks go on as before."
+	}
+	writeError(w, r, status, code, "Too many requests", fmt.Sprintf("Rate limit reached: %s: %s. Try again in %d s.", ex.Scope, ex.Limit, secs), hint)
 }
 
 func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {

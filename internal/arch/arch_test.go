@@ -18,7 +18,7 @@ var layers = [][]string{
 	{"internal/cmkapi", "internal/kms", "internal/envelope", "internal/systemkey", "internal/metrics", "internal/auth",
 		"internal/lake/blob", "internal/profile/records", "internal/web", "internal/azemu", "internal/testsvc"},
 	// Values and small mechanisms built on those.
-	{"internal/keyid", "internal/dekcache", "internal/keyhealth", "internal/guidance",
+	{"internal/keyid", "internal/dekcache", "internal/keyhealth", "internal/guidance", "internal/ratelimit",
 		"internal/lake/blob/blobtest", "internal/profile/records/recordstest"},
 	// The key provider and the validation checks.
 	{"internal/preflight", "internal/kms/azurekv"},

@@ -58,4 +58,9 @@ const (
 	CodeLimitReached            = "LIMIT_REACHED"
 	CodeConfirmationRequired    = "CONFIRMATION_REQUIRED"
 	CodeRequestBodyUnreadable   = "REQUEST_BODY_UNREADABLE"
+	// 429s, with Retry-After: the org's own allowance for a route class
+	// (Route.Limit), or the cap on on-demand calls to one key vault across
+	// every org.
+	CodeRateLimited      = "RATE_LIMITED"
+	CodeVaultRateLimited = "VAULT_RATE_LIMITED"
 )

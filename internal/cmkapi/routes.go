@@ -26,7 +26,21 @@ type Route struct {
 	Access     Access
 	Permission string // needed in the org ("" = any member of it)
 	Store      string // data-plane routes: "lake" or "profile"
+	// Limit is the rate-limit class of a route that reaches the org's key
+	// vault on demand ("" = not limited): the server charges each call to
+	// the org's allowance for the class, and the vault calls it makes to the
+	// vault's cap across orgs. Over either, it answers 429 with Retry-After.
+	Limit string
 }
+
+// Rate-limit classes (Route.Limit). The value names the limit in a 429's
+// detail ("preflight per org: 6 per minute (burst 3)").
+const (
+	LimitPreflight = "preflight"
+	LimitRecheck   = "re-check"
+	LimitConfig    = "config submission"
+	LimitSandbox   = "sandbox creation"
+)
 
 // Pattern is the route as a net/http ServeMux pattern.
 func (r Route) Pattern() string { return r.Method + " " + r.Path }
@@ -52,39 +66,39 @@ const (
 
 // The routes, by operationId.
 var (
-	GetAppRegistration = Route{"getAppRegistration", "GET", byok + "/app-registration", Org, PermManageCMK, ""}
-	PreflightKey       = Route{"preflightKey", "POST", byok + "/preflight", Org, PermManageCMK, ""}
-	CreateConfig       = Route{"createConfig", "POST", manager + "/customer/config", Org, PermManageCMK, ""}
-	ListConfigs        = Route{"listConfigs", "GET", manager + "/customer/config", Org, PermManageCMK, ""}
-	GetConfig          = Route{"getConfig", "GET", manager + "/customer/config/{name}", Org, PermManageCMK, ""}
-	DeleteConfig       = Route{"deleteConfig", "DELETE", manager + "/customer/config/{name}", Org, PermManageCMK, ""}
-	DeleteOrg          = Route{"deleteOrg", "DELETE", manager + "/org", Org, PermManageCMK, ""}
-	GetKeyHealth       = Route{"getKeyHealth", "GET", byok + "/health", Org, PermManageCMK, ""}
-	RecheckKey         = Route{"recheckKey", "POST", byok + "/health/check", Org, PermManageCMK, ""}
-	ListAlerts         = Route{"listAlerts", "GET", byok + "/alerts", Org, PermManageCMK, ""}
-	GetAlert           = Route{"getAlert", "GET", byok + "/alerts/{id}", Org, PermManageCMK, ""}
-	AcknowledgeAlert   = Route{"acknowledgeAlert", "POST", byok + "/alerts/{id}/acknowledge", Org, PermManageCMK, ""}
-	ListWebhooks       = Route{"listWebhooks", "GET", byok + "/webhooks", Org, PermManageCMK, ""}
-	CreateWebhook      = Route{"createWebhook", "POST", byok + "/webhooks", Org, PermManageCMK, ""}
-	DeleteWebhook      = Route{"deleteWebhook", "DELETE", byok + "/webhooks/{id}", Org, PermManageCMK, ""}
-	ListAudit          = Route{"listAudit", "GET", byok + "/audit", Org, PermManageCMK, ""}
-	ListSandboxes      = Route{"listSandboxes", "GET", "/data/foundation/sandbox-management/sandboxes", Org, "", ""}
-	CreateSandbox      = Route{"createSandbox", "POST", "/data/foundation/sandbox-management/sandboxes", Org, PermManageSandboxes, ""}
+	GetAppRegistration = Route{"getAppRegistration", "GET", byok + "/app-registration", Org, PermManageCMK, "", ""}
+	PreflightKey       = Route{"preflightKey", "POST", byok + "/preflight", Org, PermManageCMK, "", LimitPreflight}
+	CreateConfig       = Route{"createConfig", "POST", manager + "/customer/config", Org, PermManageCMK, "", LimitConfig}
+	ListConfigs        = Route{"listConfigs", "GET", manager + "/customer/config", Org, PermManageCMK, "", ""}
+	GetConfig          = Route{"getConfig", "GET", manager + "/customer/config/{name}", Org, PermManageCMK, "", ""}
+	DeleteConfig       = Route{"deleteConfig", "DELETE", manager + "/customer/config/{name}", Org, PermManageCMK, "", ""}
+	DeleteOrg          = Route{"deleteOrg", "DELETE", manager + "/org", Org, PermManageCMK, "", ""}
+	GetKeyHealth       = Route{"getKeyHealth", "GET", byok + "/health", Org, PermManageCMK, "", ""}
+	RecheckKey         = Route{"recheckKey", "POST", byok + "/health/check", Org, PermManageCMK, "", LimitRecheck}
+	ListAlerts         = Route{"listAlerts", "GET", byok + "/alerts", Org, PermManageCMK, "", ""}
+	GetAlert           = Route{"getAlert", "GET", byok + "/alerts/{id}", Org, PermManageCMK, "", ""}
+	AcknowledgeAlert   = Route{"acknowledgeAlert", "POST", byok + "/alerts/{id}/acknowledge", Org, PermManageCMK, "", ""}
+	ListWebhooks       = Route{"listWebhooks", "GET", byok + "/webhooks", Org, PermManageCMK, "", ""}
+	CreateWebhook      = Route{"createWebhook", "POST", byok + "/webhooks", Org, PermManageCMK, "", ""}
+	DeleteWebhook      = Route{"deleteWebhook", "DELETE", byok + "/webhooks/{id}", Org, PermManageCMK, "", ""}
+	ListAudit          = Route{"listAudit", "GET", byok + "/audit", Org, PermManageCMK, "", ""}
+	ListSandboxes      = Route{"listSandboxes", "GET", "/data/foundation/sandbox-management/sandboxes", Org, "", "", ""}
+	CreateSandbox      = Route{"createSandbox", "POST", "/data/foundation/sandbox-management/sandboxes", Org, PermManageSandboxes, "", LimitSandbox}
 
-	ListLakeFiles    = Route{"listLakeFiles", "GET", "/data/lake/files", Sandboxed, PermDataRead, "lake"}
-	ListDatasetFiles = Route{"listDatasetFiles", "GET", "/data/lake/datasets/{dataset}/files", Sandboxed, PermDataRead, "lake"}
-	PutLakeFile      = Route{"putLakeFile", "PUT", "/data/lake/datasets/{dataset}/files/{file}", Sandboxed, PermDataWrite, "lake"}
-	GetLakeFile      = Route{"getLakeFile", "GET", "/data/lake/datasets/{dataset}/files/{file}", Sandboxed, PermDataRead, "lake"}
-	DeleteLakeFile   = Route{"deleteLakeFile", "DELETE", "/data/lake/datasets/{dataset}/files/{file}", Sandboxed, PermDataWrite, "lake"}
-	ListProfiles     = Route{"listProfiles", "GET", "/data/profiles", Sandboxed, PermDataRead, "profile"}
-	PutProfile       = Route{"putProfile", "PUT", "/data/profiles/{id}", Sandboxed, PermDataWrite, "profile"}
-	GetProfile       = Route{"getProfile", "GET", "/data/profiles/{id}", Sandboxed, PermDataRead, "profile"}
-	DeleteProfile    = Route{"deleteProfile", "DELETE", "/data/profiles/{id}", Sandboxed, PermDataWrite, "profile"}
+	ListLakeFiles    = Route{"listLakeFiles", "GET", "/data/lake/files", Sandboxed, PermDataRead, "lake", ""}
+	ListDatasetFiles = Route{"listDatasetFiles", "GET", "/data/lake/datasets/{dataset}/files", Sandboxed, PermDataRead, "lake", ""}
+	PutLakeFile      = Route{"putLakeFile", "PUT", "/data/lake/datasets/{dataset}/files/{file}", Sandboxed, PermDataWrite, "lake", ""}
+	GetLakeFile      = Route{"getLakeFile", "GET", "/data/lake/datasets/{dataset}/files/{file}", Sandboxed, PermDataRead, "lake", ""}
+	DeleteLakeFile   = Route{"deleteLakeFile", "DELETE", "/data/lake/datasets/{dataset}/files/{file}", Sandboxed, PermDataWrite, "lake", ""}
+	ListProfiles     = Route{"listProfiles", "GET", "/data/profiles", Sandboxed, PermDataRead, "profile", ""}
+	PutProfile       = Route{"putProfile", "PUT", "/data/profiles/{id}", Sandboxed, PermDataWrite, "profile", ""}
+	GetProfile       = Route{"getProfile", "GET", "/data/profiles/{id}", Sandboxed, PermDataRead, "profile", ""}
+	DeleteProfile    = Route{"deleteProfile", "DELETE", "/data/profiles/{id}", Sandboxed, PermDataWrite, "profile", ""}
 
-	OpenAPIDocument = Route{"openapi", "GET", "/openapi.json", Public, "", ""}
-	Healthz         = Route{"healthz", "GET", "/healthz", Public, "", ""}
-	Metrics         = Route{"metrics", "GET", "/metrics", Public, "", ""}
-	UI              = Route{"ui", "GET", "/ui/", Public, "", ""}
+	OpenAPIDocument = Route{"openapi", "GET", "/openapi.json", Public, "", "", ""}
+	Healthz         = Route{"healthz", "GET", "/healthz", Public, "", "", ""}
+	Metrics         = Route{"metrics", "GET", "/metrics", Public, "", "", ""}
+	UI              = Route{"ui", "GET", "/ui/", Public, "", "", ""}
 )
 
 // Routes lists every route.

@@ -20,6 +20,7 @@ import (
 	"github.com/cmk-project/cmk/internal/azemu"
 	"github.com/cmk-project/cmk/internal/lake/blob"
 	"github.com/cmk-project/cmk/internal/monitor"
+	"github.com/cmk-project/cmk/internal/ratelimit"
 	"github.com/cmk-project/cmk/internal/service"
 	"github.com/cmk-project/cmk/internal/store"
 )
@@ -64,6 +65,9 @@ type Options struct {
 	TokenLifetime time.Duration
 	// WebhookBackoff is the first webhook retry delay.
 	WebhookBackoff time.Duration
+	// RateLimits of the vault-reaching API calls (zero fields: the
+	// production defaults). Tests that make many such calls raise them.
+	RateLimits ratelimit.Policy
 }
 
 // Env is a running local cmk.
@@ -139,6 +143,7 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		Workers:            o.Workers, Concurrency: o.Concurrency, Lease: o.Lease, Poll: o.Poll, Log: o.Log,
 		DevLogin: true, LakeAzure: o.LakeAzure, ProfilesDSN: o.ProfilesDSN, DatabaseDSN: o.DatabaseDSN,
 		Monitor: o.Monitor, NoMonitor: o.NoMonitor, VaultTimeout: o.VaultTimeout, WebhookBackoff: o.WebhookBackoff,
+		RateLimits: o.RateLimits,
 		// Local receivers (tests, demos) are on loopback over http.
 		WebhookPolicy: alerts.URLPolicy{AllowHTTP: true, AllowPrivateNetworks: true},
 	})

@@ -17,12 +17,20 @@ import (
 	"github.com/cmk-project/cmk/internal/devenv"
 	"github.com/cmk-project/cmk/internal/keyring"
 	"github.com/cmk-project/cmk/internal/kms"
+	"github.com/cmk-project/cmk/internal/ratelimit"
 	"github.com/cmk-project/cmk/internal/store"
 )
 
+// generousLimits lets a test make vault-reaching calls as fast as it likes
+// (the bad-request matrix submits a config per row); the limits themselves
+// are tested in internal/ratelimit and internal/service.
+var generousLimits = ratelimit.Policy{Preflight: lots, Recheck: lots, Config: lots, Sandbox: lots, Vault: lots}
+
+var lots = ratelimit.Limit{N: 1_000_000, Per: time.Second}
+
 func startEnv(t *testing.T) *devenv.Env {
 	t.Helper()
-	env, err := devenv.Start(context.Background(), devenv.Options{DataDir: t.TempDir(), Poll: 50 * time.Millisecond})
+	env, err := devenv.Start(context.Background(), devenv.Options{DataDir: t.TempDir(), Poll: 50 * time.Millisecond, RateLimits: generousLimits})
 	if err != nil {
 		t.Fatal(err)
 	}

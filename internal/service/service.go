@@ -40,6 +40,7 @@ import (
 	"github.com/cmk-project/cmk/internal/orgkeys"
 	"github.com/cmk-project/cmk/internal/profile"
 	"github.com/cmk-project/cmk/internal/profile/records"
+	"github.com/cmk-project/cmk/internal/ratelimit"
 	"github.com/cmk-project/cmk/internal/store"
 	"github.com/cmk-project/cmk/internal/systemkey"
 	"github.com/cmk-project/cmk/internal/web"
@@ -96,6 +97,11 @@ type Config struct {
 	// Provider replaces the Azure provider (tests).
 	Provider kms.Provider
 
+	// RateLimits bounds the API calls that reach a key vault on demand: per
+	// org and route class, and per vault across orgs. Zero fields take
+	// ratelimit.Defaults; tests that make many such calls raise them.
+	RateLimits ratelimit.Policy
+
 	Workers int // enablement workers, default 2; negative = none (tests drive jobs)
 
 	// Key health monitoring.
@@ -122,7 +128,8 @@ type Service struct {
 	Store    *store.Store
 	Keyring  *keyring.Keyring
 	Issuer   *auth.Issuer // nil when a JWKS issuer is configured
-	Provider kms.Provider
+	Provider kms.Provider // the key provider, behind the vault cap of Limits and audited
+	Limits   *ratelimit.Limits
 	Runners  []*enablement.Runner
 	Control  *control.Service
 	API      *api.Server
@@ -222,7 +229,12 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	s.Metrics = metrics.New()
 	recorder := &audit.Recorder{Store: s.Store, Log: cfg.Log, OnCall: func(op, outcome string) { s.Metrics.VaultCalls.WithLabelValues(op, outcome).Inc() }}
-	s.Provider = &audit.Provider{Inner: raw, Recorder: recorder}
+	// The vault cap sits in front of the audit: a call it refuses never
+	// reached the vault, so there is nothing to record. It charges only the
+	// calls of rate-limited API requests; the monitor and the enablement
+	// jobs pass through.
+	s.Limits = ratelimit.New(cfg.RateLimits)
+	s.Provider = s.Limits.Vaults(&audit.Provider{Inner: raw, Recorder: recorder})
 	s.Keyring = &keyring.Keyring{Store: s.Store, System: sys, Customer: s.Provider}
 	s.App = cmkapi.App{ID: "byok", Name: cfg.AppName, ApplicationURI: cfg.AppURI, ApplicationID: cfg.ClientID, RedirectURL: cfg.ConsentURL}
 	if s.App.RedirectURL == "" && cfg.ClientID != "" {
@@ -290,7 +302,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		Store: s.Store, Keyring: s.Keyring, Provider: s.Provider, Policy: s.Policy, Env: env, Gate: s.Gate, Monitor: s.Monitor,
 		WebhookPolicy: cfg.WebhookPolicy, Log: cfg.Log, Keys: s.Keys, Lake: s.Lake, Profiles: s.Profiles,
 	}
-	s.API = &api.Server{Control: s.Control, Lake: s.Lake, Profiles: s.Profiles, Keys: s.Keys, Verifier: verifier, App: s.App, Log: cfg.Log, Metrics: s.Metrics}
+	s.API = &api.Server{Control: s.Control, Lake: s.Lake, Profiles: s.Profiles, Keys: s.Keys, Verifier: verifier, App: s.App, Log: cfg.Log, Metrics: s.Metrics, Limits: s.Limits}
 	uiOpts := web.Options{}
 	if cfg.DevLogin {
 		uiOpts.DevLogin = s.devLogin
