@@ -25,6 +25,7 @@ type NotifierStore interface {
 // DelivererStore is the part of the state store the webhook deliverer uses (*store.Store
 // implements it).
 type DelivererStore interface {
+	SecretStore
 	// ClaimDeliveries leases up to limit due deliveries.
 	ClaimDeliveries(ctx context.Context, lease time.Duration, limit int) ([]store.Delivery, error)
 	// FinishDelivery records the outcome of an attempt: delivered, or retry at

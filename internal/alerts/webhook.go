@@ -184,9 +184,11 @@ func (p URLPolicy) Client(timeout time.Duration) *http.Client {
 }
 
 // Deliverer sends queued events to webhooks: at least once, retried with
-// exponential backoff, each with a stable event id for deduplication.
+// exponential backoff, each with a stable event id for deduplication. It
+// opens each webhook's sealed secret to sign, and never logs it.
 type Deliverer struct {
 	Store       DelivererStore
+	Secrets     *SecretBox // required: opens each webhook's stored secret
 	Client      *http.Client
 	Log         *slog.Logger
 	MaxAttempts int           // default 8
@@ -195,10 +197,23 @@ type Deliverer struct {
 	OnResult    func(outcome string)
 }
 
-// Run delivers until ctx ends.
+// Run seals any secrets still stored as plaintext, then delivers until ctx
+// ends.
 func (d *Deliverer) Run(ctx context.Context) {
 	if d.Poll == 0 {
 		d.Poll = 500 * time.Millisecond
+	}
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	if d.Secrets == nil {
+		d.Log.Error("webhook deliverer has no secret box; no webhook is delivered")
+		return
+	}
+	if n, err := SealPlaintextSecrets(ctx, d.Store, d.Secrets); err != nil {
+		d.Log.Error("webhook secrets stored in plaintext were not all sealed; they still sign, and the next start retries", "sealed", n, "err", err)
+	} else if n > 0 {
+		d.Log.Info("sealed webhook secrets stored in plaintext", "webhooks", n)
 	}
 	t := time.NewTicker(d.Poll)
 	defer t.Stop()
@@ -222,6 +237,10 @@ func (d *Deliverer) DeliverDue(ctx context.Context) {
 	}
 	if d.Log == nil {
 		d.Log = slog.Default()
+	}
+	if d.Secrets == nil {
+		d.Log.Error("webhook deliverer has no secret box; no webhook is delivered")
+		return
 	}
 	// A batch is sent by a few workers in parallel, each delivery bounded by
 	// the client's timeout, and the lease covers the whole batch, so one
@@ -248,7 +267,19 @@ func (d *Deliverer) DeliverDue(ctx context.Context) {
 }
 
 func (d *Deliverer) deliver(ctx context.Context, dl store.Delivery) {
-	err := d.send(ctx, dl)
+	secret, err := d.Secrets.Open(dl.OrgID, dl.WebhookID, dl.SealedSecret)
+	if err != nil {
+		// Retrying cannot make it open: give up on this delivery now.
+		d.Log.Error("webhook delivery abandoned: its signing secret does not open", "org", dl.OrgID, "webhook", dl.WebhookID, "event", dl.EventID, "err", err)
+		if ferr := d.Store.FinishDelivery(ctx, dl.ID, false, time.Time{}, err.Error()); ferr != nil {
+			d.Log.Error("record webhook delivery", "err", ferr)
+		}
+		if d.OnResult != nil {
+			d.OnResult("gave_up")
+		}
+		return
+	}
+	err = d.send(ctx, dl, secret)
 	var next time.Time
 	outcome, msg := "delivered", ""
 	if err != nil {
@@ -268,18 +299,21 @@ func (d *Deliverer) deliver(ctx context.Context, dl store.Delivery) {
 	}
 }
 
-func (d *Deliverer) send(ctx context.Context, dl store.Delivery) error {
+// send posts one delivery signed with secret. Its errors never name the
+// URL: a receiver's URL can carry its own credential (a token in the path or
+// query), and the errors are logged and stored.
+func (d *Deliverer) send(ctx context.Context, dl store.Delivery, secret string) error {
 	body := []byte(dl.Payload)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, dl.URL, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return errors.New("webhook URL does not parse")
 	}
 	var ev struct {
 		Type string `json:"type"`
 	}
 	_ = json.Unmarshal(body, &ev) // the type header is informative only
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(HeaderSignature, Sign(dl.Secret, time.Now(), body))
+	req.Header.Set(HeaderSignature, Sign(secret, time.Now(), body))
 	req.Header.Set(HeaderEventID, dl.EventID)
 	req.Header.Set(HeaderEventType, ev.Type)
 	client := d.Client
@@ -288,6 +322,10 @@ func (d *Deliverer) send(ctx context.Context, dl store.Delivery) error {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return fmt.Errorf("%s: %w", ue.Op, ue.Err) // without ue.URL
+		}
 		return err
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))

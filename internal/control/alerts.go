@@ -55,9 +55,16 @@ func (s *Service) AcknowledgeAlert(ctx context.Context, org, id, by string) (*st
 // MaxWebhooksPerOrg bounds the deliveries one org's alerts can cause.
 const MaxWebhooksPerOrg = 10
 
+// NewWebhook is a webhook just created, with its signing secret: the one
+// time the secret is shown. The store keeps it sealed (alerts.SecretBox).
+type NewWebhook struct {
+	store.Webhook
+	Secret string
+}
+
 // CreateWebhook subscribes url to the org's alert events; the returned
 // webhook holds its signing secret, shown this once.
-func (s *Service) CreateWebhook(ctx context.Context, org, url string) (*store.Webhook, error) {
+func (s *Service) CreateWebhook(ctx context.Context, org, url string) (*NewWebhook, error) {
 	if err := s.WebhookPolicy.Check(url); err != nil {
 		return nil, problem(ErrInvalidField, "Webhook URL not allowed", err.Error(), "Use an https URL on a public host.")
 	}
@@ -66,10 +73,18 @@ func (s *Service) CreateWebhook(ctx context.Context, org, url string) (*store.We
 	} else if len(hooks) >= MaxWebhooksPerOrg {
 		return nil, problem(ErrLimitReached, "Too many webhooks", fmt.Sprintf("An org may subscribe at most %d webhooks.", MaxWebhooksPerOrg), "Delete one you no longer use.")
 	}
+	if s.WebhookSecrets == nil {
+		return nil, errors.New("create webhook: the control plane has no webhook secret box")
+	}
 	b := make([]byte, 32)
 	rand.Read(b)
-	hook := &store.Webhook{ID: uuid.NewString(), OrgID: org, URL: url, Secret: hex.EncodeToString(b)}
-	if err := s.Store.CreateWebhook(ctx, hook); err != nil {
+	hook := &NewWebhook{Webhook: store.Webhook{ID: uuid.NewString(), OrgID: org, URL: url}, Secret: hex.EncodeToString(b)}
+	sealed, err := s.WebhookSecrets.Seal(org, hook.ID, hook.Secret)
+	if err != nil {
+		return nil, fmt.Errorf("create webhook: %w", err)
+	}
+	hook.SealedSecret = sealed
+	if err := s.Store.CreateWebhook(ctx, &hook.Webhook); err != nil {
 		return nil, err
 	}
 	return hook, nil

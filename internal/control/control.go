@@ -40,7 +40,9 @@ type Service struct {
 	Gate          *keyhealth.Gate
 	Monitor       *monitor.Monitor
 	WebhookPolicy alerts.URLPolicy
-	Log           *slog.Logger
+	// WebhookSecrets seals each new webhook's signing secret for storage.
+	WebhookSecrets *alerts.SecretBox
+	Log            *slog.Logger
 
 	// What deleting an org clears besides the database; nil parts are skipped.
 	Keys     *orgkeys.Resolver

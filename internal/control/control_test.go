@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/keyid"
 	"github.com/cmk-project/cmk/internal/keyring"
@@ -56,10 +57,14 @@ func newService(t *testing.T) (*Service, *store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	box, err := alerts.NewSecretBox(sys)
+	if err != nil {
+		t.Fatal(err)
+	}
 	gate := &keyhealth.Gate{}
 	s := &Service{
 		Store: st, Keyring: &keyring.Keyring{Store: st, System: sys, Customer: noVault{t}}, Provider: noVault{t},
-		Policy: keyid.Policy{}, Gate: gate,
+		Policy: keyid.Policy{}, Gate: gate, WebhookSecrets: box,
 		Monitor: &monitor.Monitor{Config: monitor.Config{Interval: 30 * time.Second, Grace: 10 * time.Minute}, Store: st, Gate: gate, Owner: "test"},
 	}
 	for _, org := range []string{orgA, orgB} {
@@ -241,6 +246,18 @@ func TestAlertsWebhooksAudit(t *testing.T) {
 		}
 		if i == 0 {
 			first = h.ID
+		}
+		var stored store.Webhook
+		hooks, _ := st.Webhooks(ctx, orgA)
+		for _, w := range hooks {
+			if w.ID == h.ID {
+				stored = w
+			}
+		}
+		if stored.SealedSecret == "" || strings.Contains(stored.SealedSecret, h.Secret) {
+			t.Errorf("CreateWebhook #%d stored %+v; want its secret sealed", i, stored)
+		} else if got, err := s.WebhookSecrets.Open(orgA, h.ID, stored.SealedSecret); err != nil || got != h.Secret {
+			t.Errorf("stored secret of webhook #%d opens to %q, %v; want the secret shown", i, got, err)
 		}
 	}
 	_, err = s.CreateWebhook(ctx, orgA, "http://127.0.0.1/hook")

@@ -53,7 +53,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	if _, err := env.Svc.Store.RaiseAlert(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	if err := env.Svc.Store.CreateWebhook(ctx, &store.Webhook{ID: "vhook", OrgID: victim, URL: "https://" + marker + ".example/hook", Secret: marker}); err != nil {
+	if err := env.Svc.Store.CreateWebhook(ctx, &store.Webhook{ID: "vhook", OrgID: victim, URL: "https://" + marker + ".example/hook", SealedSecret: marker}); err != nil {
 		t.Fatal(err)
 	}
 	// The attacker's org exists too, with its own default sandbox.

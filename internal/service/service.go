@@ -179,6 +179,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", cfg.DataDir, err)
 	}
+	if err := checkDataDir(cfg.DataDir, cfg.Log); err != nil {
+		return nil, err // refused, not repaired: see checkDataDir
+	}
 	s := &Service{cfg: cfg, Policy: keyid.Policy{ExtraSuffixes: cfg.ExtraVaultSuffixes}}
 
 	if cfg.SystemKeyFile == "" {
@@ -261,7 +264,11 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	s.Monitor.Config.Interval, s.Monitor.Config.Grace = orDefault(cfg.Monitor.Interval, monitor.DefaultInterval), orDefault(cfg.Monitor.Grace, monitor.DefaultGrace)
 	s.Gate.Grace = s.Monitor.Grace
-	s.Webhooks = &alerts.Deliverer{Store: s.Store, Client: cfg.WebhookPolicy.Client(10 * time.Second), Log: cfg.Log, Backoff: cfg.WebhookBackoff,
+	webhookSecrets, err := alerts.NewSecretBox(sys)
+	if err != nil {
+		return nil, err
+	}
+	s.Webhooks = &alerts.Deliverer{Store: s.Store, Secrets: webhookSecrets, Client: cfg.WebhookPolicy.Client(10 * time.Second), Log: cfg.Log, Backoff: cfg.WebhookBackoff,
 		OnResult: func(outcome string) { s.Metrics.Webhooks.WithLabelValues(outcome).Inc() }}
 	s.Keys = &orgkeys.Resolver{Store: s.Store, Keyring: s.Keyring, Cache: s.Cache, Gate: s.Gate, Metrics: s.Metrics}
 	var lakeBackend blob.Backend
@@ -300,7 +307,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	s.Control = &control.Service{
 		Store: s.Store, Keyring: s.Keyring, Provider: s.Provider, Policy: s.Policy, Env: env, Gate: s.Gate, Monitor: s.Monitor,
-		WebhookPolicy: cfg.WebhookPolicy, Log: cfg.Log, Keys: s.Keys, Lake: s.Lake, Profiles: s.Profiles,
+		WebhookPolicy: cfg.WebhookPolicy, WebhookSecrets: webhookSecrets, Log: cfg.Log, Keys: s.Keys, Lake: s.Lake, Profiles: s.Profiles,
 	}
 	s.API = &api.Server{Control: s.Control, Lake: s.Lake, Profiles: s.Profiles, Keys: s.Keys, Verifier: verifier, App: s.App, Log: cfg.Log, Metrics: s.Metrics, Limits: s.Limits}
 	uiOpts := web.Options{}

@@ -29,6 +29,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -58,12 +59,17 @@ type Store struct {
 }
 
 // Open opens (creating if needed) the SQLite database at path and applies
-// migrations.
+// migrations. A new database file is created readable by its owner only
+// (0600, whatever the umask), and so are its -wal and -shm files, which
+// SQLite gives the database file's mode.
 func Open(ctx context.Context, path string) (*Store, error) {
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("create database directory %s: %w", dir, err)
 		}
+	}
+	if err := createPrivate(path); err != nil {
+		return nil, fmt.Errorf("create database %s: %w", path, err)
 	}
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
 	sqlDB, err := sql.Open("sqlite", dsn)
@@ -71,6 +77,24 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	return open(ctx, sqlDB, sqlite)
+}
+
+// createPrivate creates an empty file at path with mode 0600 unless one
+// exists; SQLite takes an empty file for a new database. Left to itself,
+// SQLite would create the file 0644.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := f.Chmod(0o600); err != nil && runtime.GOOS != "windows" { // a umask may have taken the owner's bits
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // OpenPostgres connects to PostgreSQL at dsn and applies migrations. Several

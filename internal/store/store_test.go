@@ -165,3 +165,38 @@ func testReplaceWrapping(t *testing.T, s *Store) {
 		t.Errorf("CountDataKeys = %d, %d, %v; want 1, 1", total, customer, err)
 	}
 }
+
+func TestWebhookSecrets(t *testing.T) { each(t, testWebhookSecrets) }
+
+// testWebhookSecrets: the store keeps a webhook's secret as given, hands it
+// to the deliverer with the webhook's org, and swaps it only from the value
+// the caller read.
+func testWebhookSecrets(t *testing.T, s *Store) {
+	ctx := context.Background()
+	if _, err := s.EnsureOrg(ctx, "o1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateWebhook(ctx, &Webhook{ID: "h1", OrgID: "o1", URL: "https://hooks.example.com/", SealedSecret: "old"}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.ReplaceWebhookSecret(ctx, "h1", "stale", "x"); ok || err != nil {
+		t.Errorf("ReplaceWebhookSecret(from a value no longer stored) = %v, %v; want false, nil", ok, err)
+	}
+	if ok, err := s.ReplaceWebhookSecret(ctx, "h1", "old", "sealed"); !ok || err != nil {
+		t.Errorf("ReplaceWebhookSecret(from the stored value) = %v, %v; want true, nil", ok, err)
+	}
+	if ok, err := s.ReplaceWebhookSecret(ctx, "gone", "old", "sealed"); ok || err != nil {
+		t.Errorf("ReplaceWebhookSecret(no such webhook) = %v, %v; want false, nil", ok, err)
+	}
+	all, err := s.AllWebhooks(ctx)
+	if err != nil || len(all) != 1 || all[0].SealedSecret != "sealed" {
+		t.Errorf("AllWebhooks = %+v, %v; want h1 with the new secret", all, err)
+	}
+	if _, err := s.EnqueueEvent(ctx, "o1", "e1", "{}"); err != nil {
+		t.Fatal(err)
+	}
+	due, err := s.ClaimDeliveries(ctx, time.Minute, 10)
+	if err != nil || len(due) != 1 || due[0].OrgID != "o1" || due[0].WebhookID != "h1" || due[0].SealedSecret != "sealed" {
+		t.Errorf("ClaimDeliveries = %+v, %v; want h1's delivery with its org and stored secret", due, err)
+	}
+}

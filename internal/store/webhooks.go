@@ -12,22 +12,26 @@ import (
 
 // Webhook is an org's subscription to alert events.
 type Webhook struct {
-	ID        string
-	OrgID     string
-	URL       string
-	Secret    string
-	CreatedAt time.Time
+	ID    string
+	OrgID string
+	URL   string
+	// SealedSecret is the signing secret as stored: sealed by the caller
+	// (package alerts), or, in rows written before secrets were sealed, the
+	// secret itself. The store neither seals nor reads it.
+	SealedSecret string
+	CreatedAt    time.Time
 }
 
 // Delivery is one event on its way to one webhook.
 type Delivery struct {
-	ID        string
-	WebhookID string
-	URL       string
-	Secret    string
-	EventID   string
-	Payload   string
-	Attempts  int
+	ID           string
+	WebhookID    string
+	OrgID        string // the webhook's org
+	URL          string
+	SealedSecret string // the webhook's, as stored
+	EventID      string
+	Payload      string
+	Attempts     int
 }
 
 // Delivery statuses.
@@ -40,7 +44,7 @@ const (
 // CreateWebhook subscribes a URL.
 func (s *Store) CreateWebhook(ctx context.Context, w *Webhook) error {
 	w.CreatedAt = s.now()
-	_, err := s.db.ExecContext(ctx, `INSERT INTO webhooks (id, org_id, url, secret, created_at) VALUES (?, ?, ?, ?, ?)`, w.ID, w.OrgID, w.URL, w.Secret, ms(w.CreatedAt))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO webhooks (id, org_id, url, secret, created_at) VALUES (?, ?, ?, ?, ?)`, w.ID, w.OrgID, w.URL, w.SealedSecret, ms(w.CreatedAt))
 	if err != nil {
 		return fmt.Errorf("create webhook: %w", err)
 	}
@@ -49,13 +53,32 @@ func (s *Store) CreateWebhook(ctx context.Context, w *Webhook) error {
 
 // Webhooks lists an org's webhooks.
 func (s *Store) Webhooks(ctx context.Context, org string) ([]Webhook, error) {
-	return queryAll(ctx, s.db, func(sc scanner) (Webhook, error) {
-		var w Webhook
-		var c int64
-		err := sc.Scan(&w.ID, &w.OrgID, &w.URL, &w.Secret, &c)
-		w.CreatedAt = fromMS(c)
-		return w, err
-	}, `SELECT id, org_id, url, secret, created_at FROM webhooks WHERE org_id = ? ORDER BY created_at, id`, org)
+	return queryAll(ctx, s.db, scanWebhook, `SELECT id, org_id, url, secret, created_at FROM webhooks WHERE org_id = ? ORDER BY created_at, id`, org)
+}
+
+// AllWebhooks lists every org's webhooks (at most a few per org).
+func (s *Store) AllWebhooks(ctx context.Context) ([]Webhook, error) {
+	return queryAll(ctx, s.db, scanWebhook, `SELECT id, org_id, url, secret, created_at FROM webhooks ORDER BY org_id, created_at, id`)
+}
+
+func scanWebhook(sc scanner) (Webhook, error) {
+	var w Webhook
+	var c int64
+	err := sc.Scan(&w.ID, &w.OrgID, &w.URL, &w.SealedSecret, &c)
+	w.CreatedAt = fromMS(c)
+	return w, err
+}
+
+// ReplaceWebhookSecret swaps a webhook's stored secret from old to sealed
+// in one compare-and-swap; it reports false when the webhook is gone or its
+// secret is no longer old (another replica replaced it first).
+func (s *Store) ReplaceWebhookSecret(ctx context.Context, id, old, sealed string) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE webhooks SET secret = ? WHERE id = ? AND secret = ?`, sealed, id, old)
+	if err != nil {
+		return false, fmt.Errorf("replace secret of webhook %s: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
 }
 
 // DeleteWebhook removes a subscription and its pending deliveries.
@@ -97,14 +120,14 @@ func (s *Store) ClaimDeliveries(ctx context.Context, lease time.Duration, limit 
 	var out []Delivery
 	err := s.tx(ctx, func(tx txn) error {
 		now := s.now()
-		rows, err := tx.QueryContext(ctx, `SELECT d.id, d.webhook_id, w.url, w.secret, d.event_id, d.payload, d.attempts FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+		rows, err := tx.QueryContext(ctx, `SELECT d.id, d.webhook_id, w.org_id, w.url, w.secret, d.event_id, d.payload, d.attempts FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
 			WHERE d.status = ? AND d.next_at <= ? AND d.lease_until < ? ORDER BY d.next_at LIMIT ?`, DeliveryPending, ms(now), ms(now), limit)
 		if err != nil {
 			return err
 		}
 		for rows.Next() {
 			var d Delivery
-			if err := rows.Scan(&d.ID, &d.WebhookID, &d.URL, &d.Secret, &d.EventID, &d.Payload, &d.Attempts); err != nil {
+			if err := rows.Scan(&d.ID, &d.WebhookID, &d.OrgID, &d.URL, &d.SealedSecret, &d.EventID, &d.Payload, &d.Attempts); err != nil {
 				rows.Close()
 				return err
 			}

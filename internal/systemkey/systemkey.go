@@ -5,11 +5,16 @@
 // with mode 0600. Data keys are wrapped with AES-256-GCM, and the wrapping is
 // bound (as associated data) to the data key's identity, so a wrapped key
 // copied onto another record does not open.
+//
+// The key also yields independent keys for the platform's other secrets at
+// rest (DeriveAEAD): HKDF-SHA256 with one label per use, so a ciphertext of
+// one use never opens as another's, nor as a wrapped data key.
 package systemkey
 
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -30,8 +35,13 @@ var ErrUnwrap = errors.New("system key cannot unwrap this data key")
 type Key struct {
 	id   string
 	aead cipher.AEAD
+	prk  []byte // HKDF pseudorandom key for DeriveAEAD
 	rand io.Reader
 }
+
+// deriveSalt is the HKDF salt of DeriveAEAD. Changing it (or the hash)
+// makes everything sealed under a derived key unreadable.
+const deriveSalt = "cmk system key derivation v1"
 
 // LoadOrCreate reads the key file at path, creating it (0600, directory 0700)
 // when it does not exist. A key file readable by group or others is refused.
@@ -91,8 +101,32 @@ func New(raw []byte) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
+	prk, err := hkdf.Extract(sha256.New, raw, []byte(deriveSalt))
+	if err != nil {
+		return nil, fmt.Errorf("system key derivation: %w", err)
+	}
 	sum := sha256.Sum256(append([]byte("cmk system key id\x00"), raw...))
-	return &Key{id: "system:" + hex.EncodeToString(sum[:8]), aead: aead, rand: rand.Reader}, nil
+	return &Key{id: "system:" + hex.EncodeToString(sum[:8]), aead: aead, prk: prk, rand: rand.Reader}, nil
+}
+
+// DeriveAEAD returns AES-256-GCM under a key derived from the system key
+// for one use, named by label (HKDF-SHA256: salt deriveSalt, info label).
+// Each use must have its own label, and a label must never change: the
+// derived key, and everything sealed under it, depends on it. The derived
+// key is independent of the key Wrap uses and of every other label's.
+func (k *Key) DeriveAEAD(label string) (cipher.AEAD, error) {
+	if label == "" {
+		return nil, errors.New("system key derivation needs a label naming its use")
+	}
+	sub, err := hkdf.Expand(sha256.New, k.prk, label, 32)
+	if err != nil {
+		return nil, fmt.Errorf("derive key %q from the system key: %w", label, err)
+	}
+	block, err := aes.NewCipher(sub)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
 }
 
 // ID is a public fingerprint of the key, safe to store and log.

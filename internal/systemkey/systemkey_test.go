@@ -2,6 +2,10 @@ package systemkey
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
@@ -70,5 +74,58 @@ func TestUnwrapTamper(t *testing.T) {
 	other, _ := New(bytes.Repeat([]byte{8}, 32))
 	if _, err := other.Unwrap(w, aad); !errors.Is(err, ErrUnwrap) {
 		t.Errorf("Unwrap under another system key = %v, want ErrUnwrap", err)
+	}
+}
+
+// TestDeriveAEAD pins the derivation to RFC 5869 HKDF-SHA256, computed here
+// with HMAC alone, so a change to the salt or the hash (which would make
+// every stored secret unreadable) fails; and checks that labels, and the
+// wrapping key, are independent.
+func TestDeriveAEAD(t *testing.T) {
+	raw := bytes.Repeat([]byte{7}, 32)
+	k, err := New(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hmacSum := func(key []byte, parts ...[]byte) []byte {
+		m := hmac.New(sha256.New, key)
+		for _, p := range parts {
+			m.Write(p)
+		}
+		return m.Sum(nil)
+	}
+	prk := hmacSum([]byte("cmk system key derivation v1"), raw)
+	want := hmacSum(prk, []byte("test label"), []byte{1}) // one block is 32 bytes
+	block, err := aes.NewCipher(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := cipher.NewGCM(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := k.DeriveAEAD("test label")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce, pt, aad := make([]byte, 12), []byte("a webhook secret"), []byte("org/hook")
+	if got, want := a.Seal(nil, nonce, pt, aad), ref.Seal(nil, nonce, pt, aad); !bytes.Equal(got, want) {
+		t.Errorf("DeriveAEAD(test label).Seal = %x, want %x (HKDF-SHA256, salt %q)", got, want, deriveSalt)
+	}
+
+	sealed := a.Seal(nil, nonce, pt, aad)
+	other, _ := k.DeriveAEAD("other label")
+	if _, err := other.Open(nil, nonce, sealed, aad); err == nil {
+		t.Error("a ciphertext of one label opened under another label's key")
+	}
+	if _, err := k.Unwrap(append(bytes.Clone(nonce), sealed...), aad); !errors.Is(err, ErrUnwrap) {
+		t.Errorf("Unwrap(derived-key ciphertext) = %v, want ErrUnwrap", err)
+	}
+	w, _ := k.Wrap(pt, aad)
+	if _, err := a.Open(nil, w[:12], w[12:], aad); err == nil {
+		t.Error("a wrapped data key opened under a derived key")
+	}
+	if _, err := k.DeriveAEAD(""); err == nil {
+		t.Error("DeriveAEAD(\"\") = nil error, want a refusal")
 	}
 }

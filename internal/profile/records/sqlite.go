@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -36,12 +37,17 @@ const sqlitePragmas = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pr
 
 // OpenSQLite opens (creating if needed) the SQLite database at path and
 // creates the profile_records table if missing. The file may be shared with
-// other tables, e.g. the store package's.
+// other tables, e.g. the store package's. A new file is created readable by
+// its owner only (0600, whatever the umask), and so are its -wal and -shm
+// files, which SQLite gives the database file's mode.
 func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("create database directory %s: %w", dir, err)
 		}
+	}
+	if err := createPrivate(path); err != nil {
+		return nil, fmt.Errorf("create profile records database %s: %w", path, err)
 	}
 	write, err := sql.Open("sqlite", "file:"+path+"?"+sqlitePragmas+"&_txlock=immediate")
 	if err != nil {
@@ -260,4 +266,22 @@ func (s *SQLite) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// createPrivate creates an empty file at path with mode 0600 unless one
+// exists; SQLite takes an empty file for a new database. Left to itself,
+// SQLite would create the file 0644.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := f.Chmod(0o600); err != nil && runtime.GOOS != "windows" { // a umask may have taken the owner's bits
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
