@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,9 +21,6 @@ import (
 	"github.com/cmk-project/cmk/internal/profile"
 	"github.com/cmk-project/cmk/internal/profile/records"
 )
-
-// maxProfileBytes bounds a profile record body.
-const maxProfileBytes = 1 << 20
 
 // sandboxed authenticates like the control plane, then requires the
 // x-sandbox-name header to name a sandbox of the org, and counts the
@@ -68,6 +66,10 @@ func (s *Server) dataError(w http.ResponseWriter, r *http.Request, storeName str
 		writeError(w, r, 404, cmkapi.CodeNotFound, "Not found", "No such "+storeName+" object in this sandbox.", "")
 	case errors.Is(err, lake.ErrInvalidName), errors.Is(err, blob.ErrInvalidKey), errors.Is(err, records.ErrInvalid):
 		writeError(w, r, 400, cmkapi.CodeInvalidField, "Invalid name", err.Error(), "")
+	case errors.As(err, new(*lake.LimitError)):
+		s.lakeLimit(w, r, err)
+	case errors.As(err, new(*profile.LimitError)):
+		s.profileLimit(w, r, err)
 	case errors.Is(err, profile.ErrInvalidDoc):
 		writeError(w, r, 400, cmkapi.CodeInvalidField, "Invalid record", "A profile record must be a JSON object.", `Send a body like {"name": "Ada"}.`)
 	case errors.Is(err, envelope.ErrAuth), errors.Is(err, envelope.ErrFormat), errors.Is(err, orgkeys.ErrWrongStore):
@@ -104,7 +106,9 @@ func numbered(steps []string) []string {
 
 func (s *Server) lakePut(w http.ResponseWriter, r *http.Request) {
 	body := &bodyReader{r: r.Body}
-	n, err := s.Lake.Put(r.Context(), orgOf(r), sandboxOf(r), r.PathValue("dataset"), r.PathValue("file"), body)
+	// A declared length past the quota is refused before the body is read
+	// (a client sending Expect: 100-continue then sends nothing).
+	n, err := s.Lake.PutSized(r.Context(), orgOf(r), sandboxOf(r), r.PathValue("dataset"), r.PathValue("file"), body, r.ContentLength)
 	if err != nil {
 		if body.err != nil && errors.Is(err, body.err) {
 			writeError(w, r, 400, cmkapi.CodeRequestBodyUnreadable, "Upload interrupted", "The request body could not be read to the end: "+body.err.Error()+". Nothing was stored.", "Send the file again.")
@@ -154,6 +158,25 @@ func (s *Server) lakeList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, out)
 }
 
+// lakeLimit answers an upload refused by the lake's quota.
+func (s *Server) lakeLimit(w http.ResponseWriter, r *http.Request, err error) {
+	var le *lake.LimitError
+	errors.As(err, &le)
+	if errors.Is(err, lake.ErrOrgFull) {
+		writeError(w, r, 507, cmkapi.CodeLakeQuotaExceeded, "Lake quota reached",
+			fmt.Sprintf("Your org's lake files may take at most %s over all its sandboxes; they take %s, and this upload would pass the quota. Nothing was stored.", sizeText(le.Limit), sizeText(le.Used)),
+			"Delete files your org no longer needs (DELETE /data/lake/datasets/{dataset}/files/{file}), in any sandbox; the room counts within a second. Or ask the platform operator to raise your org's lake quota.")
+		return
+	}
+	what := "this upload passed that"
+	if le.Declared >= 0 {
+		what = fmt.Sprintf("this upload declares %s", sizeText(le.Declared))
+	}
+	writeError(w, r, 413, cmkapi.CodeFileTooLarge, "File too large",
+		fmt.Sprintf("A lake file may be at most %s; %s. Nothing was stored.", sizeText(le.Limit), what),
+		fmt.Sprintf("Split the data into files of at most %s each.", sizeText(le.Limit)))
+}
+
 // bodyReader remembers a failure reading the client's body, so it is told
 // apart from a failure of the store.
 type bodyReader struct {
@@ -172,13 +195,15 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 // ---- profiles ----
 
 func (s *Server) profilePut(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxProfileBytes+1))
-	if err != nil {
-		writeError(w, r, 400, cmkapi.CodeMalformedRequestBody, "Unreadable body", err.Error(), "")
+	max := int64(s.Profiles.Limits.WithDefaults().RecordBytes)
+	if r.ContentLength > max {
+		s.dataError(w, r, "profile", &profile.LimitError{Err: profile.ErrTooLarge, Limit: max})
 		return
 	}
-	if len(body) > maxProfileBytes {
-		writeError(w, r, 413, cmkapi.CodeTooLarge, "Record too large", fmt.Sprintf("A profile record may be at most %d bytes.", maxProfileBytes), "")
+	// One byte more than the limit is enough for Upsert to refuse it.
+	body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+	if err != nil {
+		writeError(w, r, 400, cmkapi.CodeMalformedRequestBody, "Unreadable body", err.Error(), "")
 		return
 	}
 	if err := s.Profiles.Upsert(r.Context(), orgOf(r), sandboxOf(r), r.PathValue("id"), body); err != nil {
@@ -186,6 +211,45 @@ func (s *Server) profilePut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, 200, cmkapi.ProfileSaved{ID: r.PathValue("id")})
+}
+
+// profileLimit answers a record refused by one of the profile store's
+// limits.
+func (s *Server) profileLimit(w http.ResponseWriter, r *http.Request, err error) {
+	var le *profile.LimitError
+	errors.As(err, &le)
+	const free = "Delete records your org no longer needs (DELETE /data/profiles/{id}), in any sandbox; the room counts within a second. Or ask the platform operator to raise your org's profile quota."
+	switch {
+	case errors.Is(err, profile.ErrOrgRecords):
+		writeError(w, r, 507, cmkapi.CodeProfileQuotaExceeded, "Profile quota reached",
+			fmt.Sprintf("Your org may keep at most %d profile records over all its sandboxes, and keeps %d. Nothing was stored.", le.Limit, le.Used), free)
+	case errors.Is(err, profile.ErrOrgBytes):
+		writeError(w, r, 507, cmkapi.CodeProfileQuotaExceeded, "Profile quota reached",
+			fmt.Sprintf("Your org's profile records may take at most %s over all its sandboxes; they take %s, and this one would pass the quota. Nothing was stored.", sizeText(le.Limit), sizeText(le.Used)), free)
+	case errors.Is(err, profile.ErrTooDeep):
+		writeError(w, r, 400, cmkapi.CodeRecordTooDeep, "Record nested too deeply",
+			fmt.Sprintf("A profile record's arrays and objects may nest at most %d levels deep; this one nests deeper. Nothing was stored.", le.Limit),
+			fmt.Sprintf("Keep the record's structure at most %d levels deep, for example by storing a deep part as a string or as a file in the data lake.", le.Limit))
+	default:
+		writeError(w, r, 413, cmkapi.CodeRecordTooLarge, "Record too large",
+			fmt.Sprintf("A profile record may be at most %s of JSON; this one is larger. Nothing was stored.", sizeText(le.Limit)),
+			"Store large content as a file in the data lake (PUT /data/lake/datasets/{dataset}/files/{file}) and keep its name in the record.")
+	}
+}
+
+// sizeText names a byte count for a person: "1 MiB (1048576 bytes)".
+func sizeText(n int64) string {
+	if n < 1<<10 {
+		return fmt.Sprintf("%d bytes", n)
+	}
+	v, unit := float64(n), ""
+	for _, u := range []string{"KiB", "MiB", "GiB", "TiB", "PiB"} {
+		if v < 1<<10 {
+			break
+		}
+		v, unit = v/(1<<10), u
+	}
+	return fmt.Sprintf("%.4g %s (%d bytes)", v, unit, n)
 }
 
 func (s *Server) profileGet(w http.ResponseWriter, r *http.Request) {
@@ -221,9 +285,48 @@ func (s *Server) profileList(w http.ResponseWriter, r *http.Request) {
 		s.dataError(w, r, "profile", err)
 		return
 	}
-	out := cmkapi.ProfileList{Records: make([]cmkapi.ProfileRecord, 0, len(recs)), Next: next}
-	for _, rec := range recs {
-		out.Records = append(out.Records, cmkapi.ProfileRecord{ID: rec.ID, Record: rec.Doc})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	if err := writeProfilePage(w, recs, next); err != nil {
+		s.Log.Debug("profile list answer cut short", "org", orgOf(r), "err", err)
 	}
-	writeJSON(w, 200, out)
+}
+
+// writeProfilePage writes a page as the JSON of cmkapi.ProfileList, each
+// record's bytes as stored. The page is not given to an encoder: it would
+// re-format every record, and re-indenting a deeply nested record
+// multiplies its size (three records of 54 KB once made a 486 MB answer).
+// This way the answer is the stored bytes plus a few bytes per record,
+// written as they are, without a second copy of the page.
+func writeProfilePage(w io.Writer, recs []profile.Record, next string) error {
+	ew := &errWriter{w: w}
+	ew.write([]byte(`{"records":[`))
+	for i, rec := range recs {
+		if i > 0 {
+			ew.write([]byte(","))
+		}
+		id, _ := json.Marshal(rec.ID) // a string always encodes
+		ew.write([]byte(`{"id":`))
+		ew.write(id)
+		ew.write([]byte(`,"record":`))
+		ew.write(rec.Doc)
+		ew.write([]byte("}"))
+	}
+	nextJSON, _ := json.Marshal(next)
+	ew.write([]byte(`],"next":`))
+	ew.write(nextJSON)
+	ew.write([]byte("}\n"))
+	return ew.err
+}
+
+// errWriter keeps the first write error and skips the writes after it.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) write(p []byte) {
+	if e.err == nil {
+		_, e.err = e.w.Write(p)
+	}
 }

@@ -251,8 +251,12 @@ func (b *memRecords) Delete(_ context.Context, org, sandbox, id string) error {
 	return nil
 }
 
-func (b *memRecords) List(context.Context, string, string, string, int) (records.Page, error) {
+func (b *memRecords) List(context.Context, string, string, string, int, int) (records.Page, error) {
 	return records.Page{}, nil
+}
+
+func (b *memRecords) Usage(context.Context, string) (records.Usage, error) {
+	return records.Usage{}, nil
 }
 
 func (b *memRecords) DeleteOrg(context.Context, string) error { return nil }

@@ -53,7 +53,7 @@ const (
 	CodeMissingSandboxHeader    = "MISSING_SANDBOX_HEADER"
 	CodeSandboxNotFound         = "SANDBOX_NOT_FOUND"
 	CodeDataIntegrityFailure    = "DATA_INTEGRITY_FAILURE"
-	CodeTooLarge                = "TOO_LARGE"
+	CodeTooLarge                = "TOO_LARGE" // no longer sent: RECORD_TOO_LARGE replaced it
 	CodeKeyInUse                = "KEY_IN_USE"
 	CodeLimitReached            = "LIMIT_REACHED"
 	CodeConfirmationRequired    = "CONFIRMATION_REQUIRED"
@@ -61,6 +61,11 @@ const (
 	// 429s, with Retry-After: the org's own allowance for a route class
 	// (Route.Limit), or the cap on on-demand calls to one key vault across
 	// every org.
-	CodeRateLimited      = "RATE_LIMITED"
-	CodeVaultRateLimited = "VAULT_RATE_LIMITED"
+	CodeRateLimited          = "RATE_LIMITED"
+	CodeVaultRateLimited     = "VAULT_RATE_LIMITED"
+	CodeRecordTooLarge       = "RECORD_TOO_LARGE"       // 413: a profile record over the size limit
+	CodeRecordTooDeep        = "RECORD_TOO_DEEP"        // 400: a profile record nested past the depth limit
+	CodeProfileQuotaExceeded = "PROFILE_QUOTA_EXCEEDED" // 507: the org's profile records or their bytes
+	CodeFileTooLarge         = "FILE_TOO_LARGE"         // 413: a lake file over the size limit
+	CodeLakeQuotaExceeded    = "LAKE_QUOTA_EXCEEDED"    // 507: the org's lake files' bytes
 )

@@ -2,7 +2,9 @@
 // and read as streams, each file sealed with the envelope format under the
 // lake store's data key and bound to its org, sandbox, dataset and name, so
 // a file copied to another place does not open. Files are never whole in
-// memory, and a file becomes visible only once completely written.
+// memory, and a file becomes visible only once completely written. A Quota
+// bounds each file and what each org stores; an upload past it stores
+// nothing.
 package lake
 
 import (
@@ -31,6 +33,11 @@ var (
 type Lake struct {
 	Backend blob.Backend
 	Keys    *orgkeys.Resolver
+	// Quota bounds a file and what an org stores; zero fields take the
+	// defaults. Set it before the lake is used.
+	Quota Quota
+
+	usage usageTracker
 }
 
 // File describes a stored file.
@@ -64,24 +71,48 @@ func binding(org, sandbox, dataset, file string) envelope.Binding {
 }
 
 // Put streams r into a file, sealing it on the way; it returns the
-// plaintext bytes stored.
+// plaintext bytes stored. An upload that passes the Quota is refused with a
+// *LimitError at the first read past it, and nothing is stored.
 func (l *Lake) Put(ctx context.Context, org, sandbox, dataset, file string, r io.Reader) (int64, error) {
+	return l.PutSized(ctx, org, sandbox, dataset, file, r, -1)
+}
+
+// PutSized is Put for an upload that declares its size (-1 = unknown), as
+// an HTTP Content-Length does: one declared past the Quota is refused
+// before anything is read. The declaration is not trusted beyond that;
+// what is read is counted all the same.
+func (l *Lake) PutSized(ctx context.Context, org, sandbox, dataset, file string, r io.Reader, size int64) (int64, error) {
 	if err := CheckName("dataset", dataset); err != nil {
 		return 0, err
 	}
 	if err := CheckName("file", file); err != nil {
 		return 0, err
 	}
+	q := l.Quota.WithDefaults()
+	if size > q.FileBytes {
+		return 0, &LimitError{Err: ErrFileTooLarge, Limit: q.FileBytes, Declared: size}
+	}
 	key, err := l.Keys.SealKey(ctx, org, sandbox, StoreKind)
 	if err != nil {
 		return 0, err
 	}
-	src := &sealingSource{key: key, b: binding(org, sandbox, dataset, file), r: gated{r, l.Keys, org}}
-	_, err = l.Backend.Put(ctx, objectKey(org, sandbox, dataset, file), src)
+	c := l.usage.claim(l.Backend, org, q)
+	m := &metered{ctx: ctx, r: r, limit: q.FileBytes, claim: c}
+	src := &sealingSource{key: key, b: binding(org, sandbox, dataset, file), r: gated{m, l.Keys, org}}
+	if size > 0 {
+		if err := c.grow(ctx, size); err != nil {
+			src.abandon()
+			c.end(0)
+			return 0, err
+		}
+	}
+	stored, err := l.Backend.Put(ctx, objectKey(org, sandbox, dataset, file), src)
 	if err != nil {
 		src.abandon()
+		c.end(0)
 		return 0, err
 	}
+	c.end(stored)
 	return src.wait(), nil
 }
 
@@ -316,6 +347,7 @@ func (l *Lake) Delete(ctx context.Context, org, sandbox, dataset, file string) e
 
 // DeleteOrg removes every stored file of an org (org deletion).
 func (l *Lake) DeleteOrg(ctx context.Context, org string) error {
+	defer l.usage.forget(org)
 	objs, err := l.Backend.List(ctx, org+"/")
 	if err != nil {
 		return err

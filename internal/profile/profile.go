@@ -1,6 +1,11 @@
 // Package profile is the profile store: JSON records per sandbox, each
 // sealed with the envelope format under the profile store's data key and
 // bound to its org, sandbox and id, with a transient read cache in front.
+//
+// A record is returned byte for byte as it was written, never re-encoded.
+// Limits bound a record's size and nesting, the bytes of one page of a
+// listing, and an org's records and their bytes; a write refused by a
+// limit writes nothing.
 package profile
 
 import (
@@ -31,6 +36,11 @@ type Store struct {
 	// Cache is the transient read cache (nil = none). It is per process, so
 	// it is only for a profile store no other process writes to.
 	Cache *ReadCache
+	// Limits bound records, pages and what an org stores; zero fields take
+	// the defaults. Set them before the store is used.
+	Limits Limits
+
+	usage usageTracker
 }
 
 // Record is a decrypted record.
@@ -53,8 +63,14 @@ func CheckDoc(doc []byte) ([]byte, error) {
 	return trimmed, nil
 }
 
-// Upsert validates, seals and stores a record.
+// Upsert validates, seals and stores a record. A record over a limit, or
+// one that would take the org past its quota, is refused with a
+// *LimitError and nothing is written.
 func (s *Store) Upsert(ctx context.Context, org, sandbox, id string, doc []byte) error {
+	l := s.Limits.WithDefaults()
+	if err := l.checkSize(doc); err != nil {
+		return err
+	}
 	trimmed, err := CheckDoc(doc)
 	if err != nil {
 		return err
@@ -63,7 +79,22 @@ func (s *Store) Upsert(ctx context.Context, org, sandbox, id string, doc []byte)
 	if err != nil {
 		return err
 	}
-	if err := s.Backend.Upsert(ctx, org, sandbox, id, sealed); err != nil {
+	done, err := s.usage.reserve(ctx, s.Backend, org, records.Usage{Records: 1, Bytes: int64(len(sealed))}, l)
+	if errors.As(err, new(*LimitError)) {
+		// A write is first taken for a new record. At the quota, that is
+		// checked: an overwrite adds no record, and only the difference
+		// in size. (A delete racing this leaves the figure one record
+		// low until the next count.)
+		if old, gerr := s.Backend.Get(ctx, org, sandbox, id); gerr == nil {
+			done, err = s.usage.reserve(ctx, s.Backend, org, records.Usage{Bytes: int64(len(sealed) - len(old.Value))}, l)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	err = s.Backend.Upsert(ctx, org, sandbox, id, sealed)
+	done(err == nil)
+	if err != nil {
 		return err
 	}
 	if s.Cache != nil {
@@ -129,12 +160,15 @@ func (s *Store) Delete(ctx context.Context, org, sandbox, id string) error {
 	return err
 }
 
-// List returns one page of decrypted records in id order.
+// List returns one page of decrypted records in id order: at most limit
+// records, and no more stored bytes than Limits.PageBytes (but at least
+// one record), so a listing's memory and answer are bounded whatever the
+// records. Each Doc is the record as written.
 func (s *Store) List(ctx context.Context, org, sandbox, cursor string, limit int) ([]Record, string, error) {
 	if err := s.Keys.Allow(org); err != nil {
 		return nil, "", err
 	}
-	page, err := s.Backend.List(ctx, org, sandbox, cursor, limit)
+	page, err := s.Backend.List(ctx, org, sandbox, cursor, limit, s.Limits.WithDefaults().PageBytes)
 	if err != nil {
 		return nil, "", err
 	}

@@ -112,6 +112,14 @@ type Config struct {
 	LakeAzure   *blob.AzureConfig // Azure Blob Storage instead of local files
 	ProfilesDSN string            // PostgreSQL instead of SQLite
 	NoFsync     bool              // local lake without fsync (benchmarks of the raw cost only)
+	// ProfileLimits bound a profile record's size and nesting, a listing
+	// page's bytes, and each org's records and their bytes; zero fields
+	// take the profile package's defaults (1 MiB, 64 levels, 4 MiB, a
+	// million records, 10 GiB).
+	ProfileLimits profile.Limits
+	// LakeQuota bounds a lake file and each org's lake files; zero fields
+	// take the lake package's defaults (64 GiB, 1 TiB).
+	LakeQuota lake.Quota
 
 	// WebhookPolicy says which webhook URLs tenants may register.
 	WebhookPolicy  alerts.URLPolicy
@@ -295,8 +303,8 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("open profile store: %w", err)
 	}
 	s.closers = append(s.closers, recs.Close)
-	s.Lake = &lake.Lake{Backend: lakeBackend, Keys: s.Keys}
-	s.Profiles = &profile.Store{Backend: recs, Keys: s.Keys}
+	s.Lake = &lake.Lake{Backend: lakeBackend, Keys: s.Keys, Quota: cfg.LakeQuota}
+	s.Profiles = &profile.Store{Backend: recs, Keys: s.Keys, Limits: cfg.ProfileLimits}
 	if cfg.ProfilesDSN == "" {
 		// The read cache lives in this process; with a shared profile store
 		// other replicas' writes would not reach it, so it is only used with

@@ -84,9 +84,17 @@ func scanConfig(sc scanner) (*Config, error) {
 	return &c, nil
 }
 
-// CreateConfig inserts a NEW configuration. It fails with ErrAlreadyEnabled
-// when the org already uses its customer key, ErrJobActive when another job
-// is unfinished, and ErrDuplicateName when the name is taken in the org.
+// KeptFailedConfigs is how many FAILED configurations an org keeps: enough
+// to follow a stubborn setup problem through many attempts, while an org
+// retrying in a loop cannot grow the list (which every listing reads, and
+// whose names stay taken) without bound. CreateConfig deletes older ones.
+const KeptFailedConfigs = 20
+
+// CreateConfig inserts a NEW configuration and deletes the org's FAILED
+// configurations but the newest KeptFailedConfigs, in one transaction. It
+// fails with ErrAlreadyEnabled when the org already uses its customer key,
+// ErrJobActive when another job is unfinished, and ErrDuplicateName when
+// the name is taken in the org.
 func (s *Store) CreateConfig(ctx context.Context, c *Config) error {
 	return s.tx(ctx, func(tx txn) error {
 		var mode string
@@ -118,7 +126,16 @@ func (s *Store) CreateConfig(ctx context.Context, c *Config) error {
 			// Lost a race with a concurrent submission.
 			return ErrJobActive
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM configs WHERE org_id = ? AND status = ? AND id NOT IN
+			(SELECT id FROM configs WHERE org_id = ? AND status = ? ORDER BY created_at DESC, id DESC LIMIT ?)`,
+			c.OrgID, StatusFailed, c.OrgID, StatusFailed, KeptFailedConfigs)
+		if err != nil {
+			return fmt.Errorf("prune failed configurations of org %s: %w", c.OrgID, err)
+		}
+		return nil
 	})
 }
 

@@ -108,7 +108,7 @@ func TestPageByteBudget(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			p, err := b.List(t.Context(), "org", "sb", "", records.MaxPageSize)
+			p, err := b.List(t.Context(), "org", "sb", "", records.MaxPageSize, records.MaxPageBytes)
 			if err != nil {
 				t.Fatal(err)
 			}

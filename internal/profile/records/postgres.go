@@ -116,8 +116,8 @@ func (p *Postgres) Delete(ctx context.Context, org, sandbox, id string) error {
 }
 
 // List implements Backend.
-func (p *Postgres) List(ctx context.Context, org, sandbox, cursor string, limit int) (Page, error) {
-	after, err := checkList(org, sandbox, cursor, limit)
+func (p *Postgres) List(ctx context.Context, org, sandbox, cursor string, limit, maxBytes int) (Page, error) {
+	after, err := checkList(org, sandbox, cursor, limit, maxBytes)
 	if err != nil {
 		return Page{}, err
 	}
@@ -127,7 +127,21 @@ func (p *Postgres) List(ctx context.Context, org, sandbox, cursor string, limit 
 	if err != nil {
 		return Page{}, wrapCtx(ctx, op, err)
 	}
-	return readPage(ctx, op, rows, rows.Close, limit)
+	return readPage(ctx, op, rows, rows.Close, limit, maxBytes)
+}
+
+// Usage implements Backend. octet_length of a value stored out of line
+// (STORAGE EXTERNAL) reads its size from the TOAST pointer, not the value.
+func (p *Postgres) Usage(ctx context.Context, org string) (Usage, error) {
+	if err := checkName("org", org); err != nil {
+		return Usage{}, err
+	}
+	var u Usage
+	err := p.pool.QueryRow(ctx, `SELECT COUNT(*), COALESCE(SUM(octet_length(value)), 0) FROM profile_records WHERE org_id = $1`, org).Scan(&u.Records, &u.Bytes)
+	if err != nil {
+		return Usage{}, wrapCtx(ctx, fmt.Sprintf("count profile records of org %s", org), err)
+	}
+	return u, nil
 }
 
 // DeleteOrg implements Backend.

@@ -51,10 +51,11 @@ const (
 	MaxValueBytes = 4 << 20
 	// MaxPageSize bounds List's limit so one call cannot pull a whole sandbox.
 	MaxPageSize = 1000
-	// pageByteBudget stops a page early once its values add up to this many
-	// bytes, so 1,000 records of 4 MiB never end up in memory at once. The
-	// page still holds at least one record, so a walk always progresses.
-	pageByteBudget = 32 << 20
+	// MaxPageBytes bounds List's byte budget: a page stops before a value
+	// that would take its values past the budget, so 1,000 records of 4 MiB
+	// never end up in memory at once. A page still holds at least one
+	// record, so a walk always progresses.
+	MaxPageBytes = 32 << 20
 )
 
 // Record is one stored value.
@@ -62,6 +63,12 @@ type Record struct {
 	ID      string
 	Value   []byte // never nil; empty for an empty value
 	Updated time.Time
+}
+
+// Usage is what an org stores.
+type Usage struct {
+	Records int64
+	Bytes   int64 // of the values
 }
 
 // Page is one page of a List walk.
@@ -86,10 +93,16 @@ type Backend interface {
 	// Delete removes the record, or returns an error wrapping ErrNotFound.
 	Delete(ctx context.Context, org, sandbox, id string) error
 	// List returns up to limit (1..MaxPageSize) records of the sandbox with
-	// ids after cursor ("" starts at the beginning), ordered by id bytes. A
-	// page may hold fewer than limit records when values are large; only
-	// Next == "" marks the end.
-	List(ctx context.Context, org, sandbox, cursor string, limit int) (Page, error)
+	// ids after cursor ("" starts at the beginning), ordered by id bytes.
+	// It stops before a record whose value would take the page's values
+	// past maxBytes (1..MaxPageBytes), but always returns at least one
+	// record when one follows the cursor. So a page may hold fewer than
+	// limit records; only Next == "" marks the end.
+	List(ctx context.Context, org, sandbox, cursor string, limit, maxBytes int) (Page, error)
+	// Usage counts an org's records and the bytes of their values, over
+	// all its sandboxes. It reads no values; its cost grows with the
+	// number of the org's records.
+	Usage(ctx context.Context, org string) (Usage, error)
 	// DeleteOrg removes every record of an org (org deletion). Deleting an
 	// org that has no records is not an error.
 	DeleteOrg(ctx context.Context, org string) error
@@ -132,7 +145,7 @@ func checkValue(value []byte) error {
 }
 
 // checkList validates List's arguments and returns the id to start after.
-func checkList(org, sandbox, cursor string, limit int) (after string, err error) {
+func checkList(org, sandbox, cursor string, limit, maxBytes int) (after string, err error) {
 	if err := checkName("org", org); err != nil {
 		return "", err
 	}
@@ -141,6 +154,9 @@ func checkList(org, sandbox, cursor string, limit int) (after string, err error)
 	}
 	if limit < 1 || limit > MaxPageSize {
 		return "", fmt.Errorf("%w: page size is %d; it must be between 1 and %d", ErrInvalid, limit, MaxPageSize)
+	}
+	if maxBytes < 1 || maxBytes > MaxPageBytes {
+		return "", fmt.Errorf("%w: page byte budget is %d; it must be between 1 and %d (32 MiB)", ErrInvalid, maxBytes, MaxPageBytes)
 	}
 	return decodeCursor(cursor)
 }
@@ -171,15 +187,17 @@ func decodeCursor(cursor string) (string, error) {
 // pager assembles a page from rows read in id order; the backends query
 // limit+1 rows so a page knows whether another one follows.
 type pager struct {
-	limit int
-	bytes int
-	page  Page
+	limit    int
+	maxBytes int
+	bytes    int
+	page     Page
 }
 
 // add appends r and reports whether the caller should read another row.
-// A row seen after the page is full only sets Next.
+// A row that does not fit (the page holds limit records, or r's value
+// would take it past maxBytes) only sets Next.
 func (p *pager) add(r Record) bool {
-	if n := len(p.page.Records); n == p.limit || (n > 0 && p.bytes >= pageByteBudget) {
+	if n := len(p.page.Records); n == p.limit || (n > 0 && p.bytes+len(r.Value) > p.maxBytes) {
 		p.page.Next = encodeCursor(p.page.Records[n-1].ID)
 		return false
 	}
@@ -243,9 +261,9 @@ type rows interface {
 // readPage reads a List query's rows (id, value, updated_at; limit+1 of
 // them at most) into a page. It calls closeRows before it looks at the
 // final error, as pgx requires when reading stops early.
-func readPage(ctx context.Context, op string, rs rows, closeRows func(), limit int) (Page, error) {
+func readPage(ctx context.Context, op string, rs rows, closeRows func(), limit, maxBytes int) (Page, error) {
 	defer closeRows()
-	pg := pager{limit: limit, page: Page{Records: make([]Record, 0, min(limit, 64))}}
+	pg := pager{limit: limit, maxBytes: maxBytes, page: Page{Records: make([]Record, 0, min(limit, 64))}}
 	for rs.Next() {
 		var r Record
 		var updated int64

@@ -24,7 +24,7 @@ type SQLite struct {
 	write, read *sql.DB
 
 	upsert, del, delOrg *sql.Stmt // on write
-	get, list           *sql.Stmt // on read
+	get, list, usage    *sql.Stmt // on read
 }
 
 var _ Backend = (*SQLite)(nil)
@@ -178,6 +178,8 @@ func (s *SQLite) prepare(ctx context.Context) error {
 		{&s.get, s.read, `SELECT value, updated_at FROM profile_records WHERE org_id = ? AND sandbox = ? AND id = ?`},
 		{&s.list, s.read, `SELECT id, value, updated_at FROM profile_records
 			WHERE org_id = ? AND sandbox = ? AND id > ? ORDER BY id LIMIT ?`},
+		// length() of a BLOB reads its size from the row header, not its content.
+		{&s.usage, s.read, `SELECT COUNT(*), COALESCE(SUM(length(value)), 0) FROM profile_records WHERE org_id = ?`},
 	}
 	for _, st := range stmts {
 		p, err := st.db.PrepareContext(ctx, st.text)
@@ -228,8 +230,8 @@ func (s *SQLite) Delete(ctx context.Context, org, sandbox, id string) error {
 }
 
 // List implements Backend.
-func (s *SQLite) List(ctx context.Context, org, sandbox, cursor string, limit int) (Page, error) {
-	after, err := checkList(org, sandbox, cursor, limit)
+func (s *SQLite) List(ctx context.Context, org, sandbox, cursor string, limit, maxBytes int) (Page, error) {
+	after, err := checkList(org, sandbox, cursor, limit, maxBytes)
 	if err != nil {
 		return Page{}, err
 	}
@@ -238,7 +240,19 @@ func (s *SQLite) List(ctx context.Context, org, sandbox, cursor string, limit in
 	if err != nil {
 		return Page{}, wrapCtx(ctx, op, err)
 	}
-	return readPage(ctx, op, rows, func() { rows.Close() }, limit)
+	return readPage(ctx, op, rows, func() { rows.Close() }, limit, maxBytes)
+}
+
+// Usage implements Backend.
+func (s *SQLite) Usage(ctx context.Context, org string) (Usage, error) {
+	if err := checkName("org", org); err != nil {
+		return Usage{}, err
+	}
+	var u Usage
+	if err := s.usage.QueryRowContext(ctx, org).Scan(&u.Records, &u.Bytes); err != nil {
+		return Usage{}, wrapCtx(ctx, fmt.Sprintf("count profile records of org %s", org), err)
+	}
+	return u, nil
 }
 
 // DeleteOrg implements Backend.
@@ -255,7 +269,7 @@ func (s *SQLite) DeleteOrg(ctx context.Context, org string) error {
 // Close implements Backend.
 func (s *SQLite) Close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.upsert, s.del, s.delOrg, s.get, s.list} {
+	for _, st := range []*sql.Stmt{s.upsert, s.del, s.delOrg, s.get, s.list, s.usage} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}

@@ -36,6 +36,8 @@ func Run(t *testing.T, open func(t *testing.T) records.Backend) {
 		{"Pagination", testPagination},
 		{"PaginationLargeValues", testPaginationLargeValues},
 		{"PaginationConcurrentInserts", testPaginationConcurrentInserts},
+		{"PageByteBudget", testPageByteBudget},
+		{"Usage", testUsage},
 		{"InvalidInputs", testInvalidInputs},
 		{"DeleteOrg", testDeleteOrg},
 		{"ConcurrentUpsertSameID", testConcurrentUpsertSameID},
@@ -86,7 +88,7 @@ func listAll(t *testing.T, b records.Backend, org, sandbox string, limit int) []
 		if pages > 100000 {
 			t.Fatalf("List(%s, %s) walk did not end after %d pages", org, sandbox, pages)
 		}
-		p, err := b.List(t.Context(), org, sandbox, cursor, limit)
+		p, err := b.List(t.Context(), org, sandbox, cursor, limit, records.MaxPageBytes)
 		if err != nil {
 			t.Fatalf("List(%s, %s, %q, %d) = %v, want nil", org, sandbox, cursor, limit, err)
 		}
@@ -157,7 +159,7 @@ func testCallerOwnsValues(t *testing.T, b records.Backend) {
 		t.Fatalf("Get() after the caller changed its upserted slice = %q, want %q", r.Value, "sealed bytes")
 	}
 	clear(r.Value)
-	page, err := b.List(t.Context(), "org", "sb", "", 10)
+	page, err := b.List(t.Context(), "org", "sb", "", 10, records.MaxPageBytes)
 	if err != nil || len(page.Records) != 1 || string(page.Records[0].Value) != "sealed bytes" {
 		t.Fatalf("List() after the caller changed a value from Get = %+v, %v", page, err)
 	}
@@ -218,7 +220,7 @@ func testNotFound(t *testing.T, b records.Backend) {
 	if err := b.Delete(ctx, "org", "sb", "missing"); !errors.Is(err, records.ErrNotFound) {
 		t.Errorf("Delete(missing) = %v, want ErrNotFound", err)
 	}
-	p, err := b.List(ctx, "org", "sb", "", 10)
+	p, err := b.List(ctx, "org", "sb", "", 10, records.MaxPageBytes)
 	if err != nil || len(p.Records) != 0 || p.Next != "" {
 		t.Errorf("List(empty sandbox) = %d records, Next %q, %v; want 0, \"\", nil", len(p.Records), p.Next, err)
 	}
@@ -244,7 +246,7 @@ func testIsolation(t *testing.T, b records.Backend) {
 		if r := mustGet(t, b, k[0], k[1], "x"); !bytes.Equal(r.Value, val(k)) {
 			t.Errorf("Get(%s, %s, x) = %q, want %q", k[0], k[1], r.Value, val(k))
 		}
-		p, err := b.List(ctx, k[0], k[1], "", 100)
+		p, err := b.List(ctx, k[0], k[1], "", 100, records.MaxPageBytes)
 		if err != nil || len(p.Records) != 1 || !bytes.Equal(p.Records[0].Value, val(k)) {
 			t.Errorf("List(%s, %s) = %d records, %v; want only its own record", k[0], k[1], len(p.Records), err)
 		}
@@ -317,7 +319,7 @@ func testPagination(t *testing.T, b records.Backend) {
 	for _, tc := range []struct{ limit, pages int }{{1000, 3}, {500, 5}, {625, 4}} {
 		pages, cursor := 0, ""
 		for {
-			p, err := b.List(t.Context(), "org", "sb", cursor, tc.limit)
+			p, err := b.List(t.Context(), "org", "sb", cursor, tc.limit, records.MaxPageBytes)
 			if err != nil {
 				t.Fatalf("List(limit %d) = %v", tc.limit, err)
 			}
@@ -336,7 +338,7 @@ func testPagination(t *testing.T, b records.Backend) {
 	}
 
 	// Values come back with their ids.
-	p, err := b.List(t.Context(), "org", "sb", "", 50)
+	p, err := b.List(t.Context(), "org", "sb", "", 50, records.MaxPageBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +371,7 @@ func testPaginationLargeValues(t *testing.T, b records.Backend) {
 	var got []string
 	cursor := ""
 	for {
-		p, err := b.List(t.Context(), "org", "sb", cursor, records.MaxPageSize)
+		p, err := b.List(t.Context(), "org", "sb", cursor, records.MaxPageSize, records.MaxPageBytes)
 		if err != nil {
 			t.Fatalf("List = %v", err)
 		}
@@ -386,6 +388,83 @@ func testPaginationLargeValues(t *testing.T, b records.Backend) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("List walk of 4 MiB records = %q, want %q", got, want)
+	}
+}
+
+// testPageByteBudget checks that a page stops before the record that would
+// take its values past the byte budget, holds one record even when that
+// record alone is over it, and that the walk still returns every record.
+func testPageByteBudget(t *testing.T, b records.Backend) {
+	const size = 1000
+	var want []string
+	for i := range 10 {
+		id := fmt.Sprintf("r%02d", i)
+		want = append(want, id)
+		mustUpsert(t, b, "org", "sb", id, randBytes(size))
+	}
+	for _, tc := range []struct{ budget, perPage int }{
+		{size - 1, 1}, // one record over the budget still makes a page
+		{size, 1},
+		{2*size - 1, 1},
+		{2 * size, 2},
+		{3*size + 500, 3},
+		{records.MaxPageBytes, 10},
+	} {
+		var got []string
+		cursor := ""
+		for pages := 0; ; pages++ {
+			p, err := b.List(t.Context(), "org", "sb", cursor, records.MaxPageSize, tc.budget)
+			if err != nil {
+				t.Fatalf("List(budget %d) = %v", tc.budget, err)
+			}
+			if n := len(p.Records); p.Next != "" && n != tc.perPage {
+				t.Errorf("List(budget %d) page %d = %d records of %d bytes, want %d", tc.budget, pages, n, size, tc.perPage)
+			}
+			for _, r := range p.Records {
+				got = append(got, r.ID)
+			}
+			if p.Next == "" {
+				break
+			}
+			cursor = p.Next
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("List walk with budget %d = %q, want %q", tc.budget, got, want)
+		}
+	}
+}
+
+// testUsage checks that Usage counts an org's records and value bytes over
+// all its sandboxes, follows overwrites and deletes, and sees no other org.
+func testUsage(t *testing.T, b records.Backend) {
+	ctx := t.Context()
+	usage := func(org string) records.Usage {
+		t.Helper()
+		u, err := b.Usage(ctx, org)
+		if err != nil {
+			t.Fatalf("Usage(%s) = %v, want nil", org, err)
+		}
+		return u
+	}
+	if u := usage("org"); u != (records.Usage{}) {
+		t.Errorf("Usage(empty org) = %+v, want zero", u)
+	}
+	mustUpsert(t, b, "org", "s1", "a", make([]byte, 100))
+	mustUpsert(t, b, "org", "s2", "a", make([]byte, 50))
+	mustUpsert(t, b, "org", "s2", "b", nil)
+	mustUpsert(t, b, "org2", "s1", "a", make([]byte, 7))
+	if u, want := usage("org"), (records.Usage{Records: 3, Bytes: 150}); u != want {
+		t.Errorf("Usage(org) = %+v, want %+v", u, want)
+	}
+	mustUpsert(t, b, "org", "s1", "a", make([]byte, 10))
+	if err := b.Delete(ctx, "org", "s2", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if u, want := usage("org"), (records.Usage{Records: 2, Bytes: 60}); u != want {
+		t.Errorf("Usage(org) after an overwrite and a delete = %+v, want %+v", u, want)
+	}
+	if u, want := usage("org2"), (records.Usage{Records: 1, Bytes: 7}); u != want {
+		t.Errorf("Usage(org2) = %+v, want %+v", u, want)
 	}
 }
 
@@ -461,7 +540,7 @@ func testInvalidInputs(t *testing.T, b records.Backend) {
 		return func() error { return b.Delete(ctx, org, sb, id) }
 	}
 	list := func(org, sb, cursor string, limit int) func() error {
-		return func() error { _, err := b.List(ctx, org, sb, cursor, limit); return err }
+		return func() error { _, err := b.List(ctx, org, sb, cursor, limit, records.MaxPageBytes); return err }
 	}
 	calls := []call{
 		{"Upsert empty org", upsert("", "sb", "id", nil)},
@@ -488,6 +567,9 @@ func testInvalidInputs(t *testing.T, b records.Backend) {
 		{"List limit 1001", list("org", "sb", "", records.MaxPageSize+1)},
 		{"List garbage cursor", list("org", "sb", "not a cursor", 10)},
 		{"List truncated cursor", list("org", "sb", "1.!!", 10)},
+		{"List byte budget 0", func() error { _, err := b.List(ctx, "org", "sb", "", 10, 0); return err }},
+		{"List byte budget over 32 MiB", func() error { _, err := b.List(ctx, "org", "sb", "", 10, records.MaxPageBytes+1); return err }},
+		{"Usage empty org", func() error { _, err := b.Usage(ctx, ""); return err }},
 		{"DeleteOrg empty", func() error { return b.DeleteOrg(ctx, "") }},
 		{"DeleteOrg long", func() error { return b.DeleteOrg(ctx, long) }},
 	}
@@ -502,15 +584,15 @@ func testInvalidInputs(t *testing.T, b records.Backend) {
 		}
 	}
 	// Nothing was written by the rejected calls.
-	if p, err := b.List(ctx, "org", "sb", "", 10); err != nil || len(p.Records) != 0 {
+	if p, err := b.List(ctx, "org", "sb", "", 10, records.MaxPageBytes); err != nil || len(p.Records) != 0 {
 		t.Errorf("List after rejected calls = %d records, %v; want 0, nil", len(p.Records), err)
 	}
 	// The limits themselves are allowed.
 	mustUpsert(t, b, "org", "sb", strings.Repeat("y", records.MaxIDBytes), make([]byte, records.MaxValueBytes))
-	if _, err := b.List(ctx, "org", "sb", "", records.MaxPageSize); err != nil {
+	if _, err := b.List(ctx, "org", "sb", "", records.MaxPageSize, records.MaxPageBytes); err != nil {
 		t.Errorf("List(limit %d) = %v, want nil", records.MaxPageSize, err)
 	}
-	if _, err := b.List(ctx, "org", "sb", "", 1); err != nil {
+	if _, err := b.List(ctx, "org", "sb", "", 1, records.MaxPageBytes); err != nil {
 		t.Errorf("List(limit 1) = %v, want nil", err)
 	}
 }
@@ -602,7 +684,8 @@ func testContextCancelled(t *testing.T, b records.Backend) {
 			"DeleteOrg": b.DeleteOrg(ctx, "org"),
 		}
 		_, calls["Get"] = b.Get(ctx, "org", "sb", "existing")
-		_, calls["List"] = b.List(ctx, "org", "sb", "", 10)
+		_, calls["List"] = b.List(ctx, "org", "sb", "", 10, records.MaxPageBytes)
+		_, calls["Usage"] = b.Usage(ctx, "org")
 		for name, err := range calls {
 			if !errors.Is(err, c.want) {
 				t.Errorf("%s with a done context = %v, want %v", name, err, c.want)
