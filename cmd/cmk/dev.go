@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -18,7 +20,7 @@ import (
 
 func newDevCmd() *cobra.Command {
 	var addr, infoFile, dataDir string
-	var verbose bool
+	var verbose, allowRemote bool
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run cmk and a local Azure emulator with a demo org, ready to enable CMK",
@@ -30,11 +32,23 @@ a vault with soft-delete and purge protection, an RSA-3072 key, and the
 has a demo org with two sandboxes. The exact curl commands of the enablement
 flow are printed, with host, token and key identifier filled in.
 
-State lives in a temporary directory removed on exit unless --data-dir is set.`,
+State lives in a temporary directory removed on exit unless --data-dir is set.
+
+The service trusts development tokens and signs the Encryption page in as the
+demo org, so it listens on a loopback address only (127.0.0.1, localhost or
+[::1]) unless --allow-remote says otherwise; the page's dev login answers only
+on loopback either way.`,
 		Example: `  cmk dev
   cmk dev --addr 127.0.0.1:9090 --info /tmp/cmk-dev.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !loopbackAddr(addr) {
+				if !allowRemote {
+					return usageError(fmt.Errorf("--addr %s is not a loopback address", addr),
+						"cmk dev gives development tokens and the demo org's data to anyone who can reach it; listen on 127.0.0.1, localhost or [::1], or add --allow-remote to expose it on purpose")
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "WARNING: development mode: cmk dev listens on %s, beyond this machine; anyone who can reach it can use development tokens and the demo org; never run this on a shared network\n", addr)
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			dir := dataDir
@@ -71,11 +85,26 @@ State lives in a temporary directory removed on exit unless --data-dir is set.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "where the service listens")
+	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "where the service listens: a loopback address unless --allow-remote")
+	cmd.Flags().BoolVar(&allowRemote, "allow-remote", false, "let --addr be a non-loopback address, reachable from other machines (warns at start)")
 	cmd.Flags().StringVar(&infoFile, "info", "", "write the connection details as JSON to this file")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "keep the service's state here instead of a temporary directory")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the service's logs")
 	return cmd
+}
+
+// loopbackAddr reports whether addr (host:port) listens on loopback only.
+// An empty host (":8080") listens on every interface.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func printWalkthrough(w io.Writer, in cmkapi.Info, caFile string) {

@@ -10,6 +10,8 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"io"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -17,6 +19,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cmk-project/cmk/internal/servecmd"
+	"github.com/cmk-project/cmk/internal/service"
 )
 
 // TestServeEmulatorMode checks that 'cmk serve' talks to a local emulator
@@ -40,7 +45,7 @@ func TestServeEmulatorMode(t *testing.T) {
 			for k, v := range c.env {
 				t.Setenv(k, v)
 			}
-			stderr := serveUntilListening(t, append(c.args, "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--workers", "-1"))
+			stderr := serveUntilListening(t, append(c.args, "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--workers", "-1", "--dev-token-issuer"))
 			plain := "WARNING: development mode: cmk is using the local Azure emulator at " + emuURL + " instead of Azure; never run this in production"
 			if got := strings.Contains(stderr, plain+"\n"); got != c.emulator {
 				t.Errorf("stderr has the line %q: %v, want %v; stderr:\n%s", plain, got, c.emulator, stderr)
@@ -48,7 +53,7 @@ func TestServeEmulatorMode(t *testing.T) {
 			warned := false
 			for _, line := range strings.Split(stderr, "\n") {
 				var rec struct{ Level, Msg, Emulator string }
-				if json.Unmarshal([]byte(line), &rec) == nil && rec.Level == "WARN" && strings.Contains(rec.Msg, "never run this in production") {
+				if json.Unmarshal([]byte(line), &rec) == nil && rec.Level == "WARN" && strings.Contains(rec.Msg, "local Azure emulator") {
 					warned = true
 					if rec.Emulator != emuURL {
 						t.Errorf("warning logged emulator=%q, want %q", rec.Emulator, emuURL)
@@ -59,6 +64,41 @@ func TestServeEmulatorMode(t *testing.T) {
 				t.Errorf("a WARN record about development mode was logged: %v, want %v; stderr:\n%s", warned, c.emulator, stderr)
 			}
 		})
+	}
+}
+
+// TestServeDevTokenIssuer checks that 'cmk serve' trusts the development
+// token issuer only when --dev-token-issuer says so, and then warns on
+// stderr and in its log.
+func TestServeDevTokenIssuer(t *testing.T) {
+	cmd := newServeCmd()
+	dir := filepath.Join(t.TempDir(), "data")
+	cmd.SetArgs([]string{"--addr", "127.0.0.1:0", "--data-dir", dir, "--workers", "-1"})
+	cmd.SetErr(io.Discard)
+	err := cmd.Execute()
+	if !errors.Is(err, service.ErrNoTokenIssuer) || !strings.Contains(servecmd.HintOf(err), "--dev-token-issuer") {
+		t.Errorf("cmk serve without --jwks-url = %v (hint %q), want ErrNoTokenIssuer with a hint naming --dev-token-issuer", err, servecmd.HintOf(err))
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("cmk serve without a token issuer created its data directory (stat: %v)", err)
+	}
+
+	stderr := serveUntilListening(t, []string{"--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--workers", "-1", "--dev-token-issuer"})
+	if want := "WARNING: " + service.DevTokenIssuerWarning + "\n"; !strings.Contains(stderr, want) {
+		t.Errorf("stderr lacks the line %q; stderr:\n%s", want, stderr)
+	}
+	warned := false
+	for _, line := range strings.Split(stderr, "\n") {
+		var rec struct {
+			Level, Msg   string
+			TokenKeyFile string `json:"token_key_file"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Level == "WARN" && rec.Msg == service.DevTokenIssuerWarning && rec.TokenKeyFile != "" {
+			warned = true
+		}
+	}
+	if !warned {
+		t.Errorf("no WARN record about the development token issuer was logged; stderr:\n%s", stderr)
 	}
 }
 

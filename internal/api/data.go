@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 
@@ -111,7 +112,11 @@ func (s *Server) lakePut(w http.ResponseWriter, r *http.Request) {
 	n, err := s.Lake.PutSized(r.Context(), orgOf(r), sandboxOf(r), r.PathValue("dataset"), r.PathValue("file"), body, r.ContentLength)
 	if err != nil {
 		if body.err != nil && errors.Is(err, body.err) {
-			writeError(w, r, 400, cmkapi.CodeRequestBodyUnreadable, "Upload interrupted", "The request body could not be read to the end: "+body.err.Error()+". Nothing was stored.", "Send the file again.")
+			status := 400
+			if errors.Is(body.err, os.ErrDeadlineExceeded) { // the server's minimum transfer rate
+				status = http.StatusRequestTimeout
+			}
+			writeError(w, r, status, cmkapi.CodeRequestBodyUnreadable, "Upload interrupted", "The request body could not be read to the end: "+body.err.Error()+". Nothing was stored.", "Send the file again.")
 			return
 		}
 		s.dataError(w, r, "lake", err)

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -101,6 +102,40 @@ func signRaw(t testing.TB, m jwt.SigningMethod, key any, kid string, c jwt.Claim
 		t.Fatalf("sign %s: %v", m.Alg(), err)
 	}
 	return s
+}
+
+// signHeader signs claims with ES256 under kid, adding extra header
+// parameters.
+func signHeader(t testing.TB, key *ecdsa.PrivateKey, kid string, extra map[string]any, c jwt.Claims) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodES256, c)
+	tok.Header["kid"] = kid
+	for k, v := range extra {
+		tok.Header[k] = v
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatalf("sign: %v", err)
+	}
+	return s
+}
+
+// mapClaims is validWire(now) as a map, so single claims can be given other
+// JSON types.
+func mapClaims(now time.Time, set map[string]any) jwt.MapClaims {
+	m := jwt.MapClaims{
+		"iss": testIss, "sub": "mallory", "aud": []string{testAud},
+		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix(),
+		"orgs": map[string][]string{org1: {PermManageCMK}},
+	}
+	for k, v := range set {
+		if v == nil {
+			delete(m, k)
+			continue
+		}
+		m[k] = v
+	}
+	return m
 }
 
 func validWire(now time.Time) wireClaims {
@@ -224,6 +259,24 @@ func TestVerifyRejects(t *testing.T) {
 		{"header not JSON", "bm90IGpzb24." + parts[1] + "." + parts[2], t0, ErrMalformed},
 		{"payload not JSON", parts[0] + ".bm90IGpzb24." + parts[2], t0, ErrMalformed},
 		{"huge", strings.Repeat("a", maxTokenLen+1), t0, ErrMalformed},
+
+		// Registered times are JSON numbers; fractions are numbers too.
+		{"numeric claims as a map", signRaw(t, jwt.SigningMethodES256, iss.key, iss.kid, mapClaims(t0, nil)), t0, nil},
+		{"fractional exp", signRaw(t, jwt.SigningMethodES256, iss.key, iss.kid, mapClaims(t0, map[string]any{"exp": float64(t0.Unix()) + 3600.5})), t0, nil},
+		{"string exp", signRaw(t, jwt.SigningMethodES256, iss.key, iss.kid, mapClaims(t0, map[string]any{"exp": fmt.Sprint(t0.Add(time.Hour).Unix())})), t0, ErrMalformed},
+		{"string exp, upper-case key", signRaw(t, jwt.SigningMethodES256, iss.key, iss.kid, mapClaims(t0, map[string]any{"exp": nil, "EXP": fmt.Sprint(t0.Add(time.Hour).Unix())})), t0, ErrMalformed},
+		{"string nbf", signRaw(t, jwt.SigningMethodES256, iss.key, iss.kid, mapClaims(t0, map[string]any{"nbf": fmt.Sprint(t0.Unix())})), t0, ErrMalformed},
+		{"string iat", signRaw(t, jwt.SigningMethodES256, iss.key, iss.kid, mapClaims(t0, map[string]any{"iat": fmt.Sprint(t0.Unix())})), t0, ErrMalformed},
+		{"null exp", signRaw(t, jwt.SigningMethodES256, iss.key, iss.kid, mapClaims(t0, map[string]any{"exp": json.RawMessage("null")})), t0, ErrMalformed},
+		{"boolean iat", signRaw(t, jwt.SigningMethodES256, iss.key, iss.kid, mapClaims(t0, map[string]any{"iat": true})), t0, ErrMalformed},
+		{"object nbf", signRaw(t, jwt.SigningMethodES256, iss.key, iss.kid, mapClaims(t0, map[string]any{"nbf": map[string]int{"s": 1}})), t0, ErrMalformed},
+
+		// No critical header extension is understood, so any crit is refused.
+		{"crit names a claim", signHeader(t, iss.key, iss.kid, map[string]any{"crit": []string{"exp"}, "exp": t0.Unix()}, validWire(t0)), t0, ErrMalformed},
+		{"crit names b64", signHeader(t, iss.key, iss.kid, map[string]any{"crit": []string{"b64"}, "b64": false}, validWire(t0)), t0, ErrMalformed},
+		{"crit empty", signHeader(t, iss.key, iss.kid, map[string]any{"crit": []string{}}, validWire(t0)), t0, ErrMalformed},
+		{"crit null", signHeader(t, iss.key, iss.kid, map[string]any{"crit": nil}, validWire(t0)), t0, ErrMalformed},
+		{"other unknown header", signHeader(t, iss.key, iss.kid, map[string]any{"x5t": "abc"}, validWire(t0)), t0, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -283,6 +336,29 @@ func TestErrorDetails(t *testing.T) {
 	_, err = iss.Verifier().Verify(context.Background(), signRaw(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, iss.kid, validWire(t0)))
 	if got, want := err.Error(), `"none" is not accepted`; !strings.Contains(got, want) {
 		t.Errorf("alg none error: got %q, want it to contain %q", got, want)
+	}
+}
+
+// TestStrictnessDetails checks that the refusals of numeric claims and crit
+// say what was wrong.
+func TestStrictnessDetails(t *testing.T) {
+	clk := newClock()
+	iss := newTestIssuer(t, clk)
+	for _, c := range []struct {
+		token string
+		want  string
+	}{
+		{signRaw(t, jwt.SigningMethodES256, iss.key, iss.kid, mapClaims(t0, map[string]any{"exp": "1772604367"})),
+			`token claim "exp" is a string; exp, nbf and iat must be JSON numbers`},
+		{signRaw(t, jwt.SigningMethodES256, iss.key, iss.kid, mapClaims(t0, map[string]any{"iat": false})),
+			`token claim "iat" is a boolean`},
+		{signHeader(t, iss.key, iss.kid, map[string]any{"crit": []string{"b64"}}, validWire(t0)),
+			"token header has a crit parameter ([b64]); this service supports no critical header extensions"},
+	} {
+		_, err := iss.Verifier().Verify(context.Background(), c.token)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Verify() error = %v, want it to contain %q", err, c.want)
+		}
 	}
 }
 

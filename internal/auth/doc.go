@@ -6,7 +6,11 @@
 // A token is a JWS-signed JWT. Verification checks, in this order:
 //
 //   - the token is present and well formed (three base64url segments, JSON
-//     header and payload, an "exp" claim);
+//     header and payload, an "exp" claim; "exp", "nbf" and "iat" are JSON
+//     numbers, never strings);
+//   - the header has no "crit" parameter: this package implements no
+//     critical extensions, so RFC 7515 requires refusing any token that
+//     names one;
 //   - the signing algorithm is pinned: ES256 for the dev [Issuer], RS256 or
 //     ES256 for a [JWKSVerifier]. "none" and every HS* algorithm are always
 //     refused, so a public key can never be abused as an HMAC secret;

@@ -1,8 +1,10 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"crypto"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -30,6 +32,58 @@ type wireClaims struct {
 	jwt.RegisteredClaims
 	Orgs     map[string][]string `json:"orgs,omitempty"`
 	ClientID string              `json:"client_id,omitempty"`
+}
+
+// UnmarshalJSON decodes the payload after checking that exp, nbf and iat,
+// when present, are JSON numbers as RFC 7519 requires (NumericDate). The jwt
+// library alone would also take a string such as "1700000000".
+func (w *wireClaims) UnmarshalJSON(b []byte) error {
+	// The same field matching as the decode below (including encoding/json's
+	// case-insensitive keys and last-duplicate-wins), so what is checked is
+	// what is used.
+	var times struct {
+		Exp json.RawMessage `json:"exp"`
+		Nbf json.RawMessage `json:"nbf"`
+		Iat json.RawMessage `json:"iat"`
+	}
+	if err := json.Unmarshal(b, &times); err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{"exp", times.Exp}, {"nbf", times.Nbf}, {"iat", times.Iat}} {
+		if c.raw != nil && !isJSONNumber(c.raw) {
+			return tokenErr(ErrMalformed, fmt.Sprintf("token claim %q is %s; exp, nbf and iat must be JSON numbers (seconds since 1970-01-01 UTC)", c.name, jsonKind(c.raw)))
+		}
+	}
+	type plain wireClaims // without this method
+	return json.Unmarshal(b, (*plain)(w))
+}
+
+// isJSONNumber reports whether raw (a valid JSON value) is a number.
+func isJSONNumber(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	return len(raw) > 0 && (raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9')
+}
+
+// jsonKind names the type of a JSON value for an error detail.
+func jsonKind(raw json.RawMessage) string {
+	switch raw = bytes.TrimSpace(raw); {
+	case len(raw) == 0:
+		return "empty"
+	case raw[0] == '"':
+		return "a string"
+	case raw[0] == '{':
+		return "an object"
+	case raw[0] == '[':
+		return "an array"
+	case raw[0] == 't' || raw[0] == 'f':
+		return "a boolean"
+	case raw[0] == 'n':
+		return "null"
+	}
+	return "not a number"
 }
 
 // keyLookup resolves the verification key for a kid and the token's (already
@@ -70,6 +124,12 @@ func (vc verifyConfig) verify(ctx context.Context, token string) (*Claims, error
 	var alg string
 	_, err := p.ParseWithClaims(token, &wc, func(t *jwt.Token) (any, error) {
 		alg = t.Method.Alg()
+		if crit, ok := t.Header["crit"]; ok {
+			// RFC 7515 4.1.11: a recipient must refuse a token whose crit
+			// names an extension it does not understand, and this service
+			// understands none.
+			return nil, tokenErr(ErrMalformed, fmt.Sprintf("token header has a crit parameter (%s); this service supports no critical header extensions", clip(fmt.Sprint(crit))))
+		}
 		kid, _ := t.Header["kid"].(string)
 		if kid == "" {
 			return nil, tokenErr(ErrUnknownKey, "token header has no kid")

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -33,8 +35,8 @@ type ConfigInput struct {
 
 // SubmitConfig validates a configuration and starts its enablement job.
 func (s *Service) SubmitConfig(ctx context.Context, org string, in ConfigInput) (*store.Config, error) {
-	if in.Name == "" || len(in.Name) > MaxConfigNameLen || strings.ContainsAny(in.Name, "/?#%\\") || strings.TrimSpace(in.Name) != in.Name {
-		return nil, problem(ErrInvalidField, "Invalid name", fmt.Sprintf("name must be 1 to %d characters with no surrounding spaces and none of / ? # %% \\.", MaxConfigNameLen),
+	if !validConfigName(in.Name) {
+		return nil, problem(ErrInvalidField, "Invalid name", fmt.Sprintf("name must be 1 to %d characters with no surrounding spaces, no control or invisible formatting characters (line breaks, tabs, escapes, text-direction overrides) and none of / ? # %% \\.", MaxConfigNameLen),
 			"Choose a name you will remember: you need it to check the status. Names are case-sensitive.")
 	}
 	if in.Type != ConfigTypeBYOK {
@@ -64,7 +66,7 @@ func (s *Service) SubmitConfig(ctx context.Context, org string, in ConfigInput) 
 	}
 	c := &store.Config{
 		ID: uuid.NewString(), OrgID: org, Name: in.Name, Type: in.Type, ProviderType: in.ProviderType,
-		KeyIdentifier: in.KeyIdentifier, VaultURL: id.VaultURL, KeyName: id.Name, KeyVersion: id.Version,
+		KeyIdentifier: id.String(), VaultURL: id.VaultURL, KeyName: id.Name, KeyVersion: id.Version,
 	}
 	switch err := s.Store.CreateConfig(ctx, c); {
 	case errors.Is(err, store.ErrDuplicateName):
@@ -81,6 +83,24 @@ func (s *Service) SubmitConfig(ctx context.Context, org string, in ConfigInput) 
 	}
 	s.log().Info("cmk config submitted", "org", org, "config", c.Name, "job", c.ID, "vault", c.VaultURL, "key", c.KeyName)
 	return c, nil
+}
+
+// validConfigName reports whether name may name a configuration. Names are
+// shown to every admin of the org, in the Encryption page, the CLI and logs,
+// so besides the URL-unsafe characters they may hold no control or format
+// characters (Unicode Cc and Cf: line breaks, terminal escapes, zero-width
+// characters, the bidirectional overrides U+202A–U+202E and U+2066–U+2069)
+// and must be valid UTF-8.
+func validConfigName(name string) bool {
+	if name == "" || len(name) > MaxConfigNameLen || strings.ContainsAny(name, "/?#%\\") || strings.TrimSpace(name) != name || !utf8.ValidString(name) {
+		return false
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+			return false
+		}
+	}
+	return true
 }
 
 // revertAttempt answers a request to go back to system-managed keys; nil

@@ -103,6 +103,16 @@ func TestSubmitConfigRules(t *testing.T) {
 		{"name with a slash", func(c ConfigInput) ConfigInput { c.Name = "a/b"; return c }, ErrInvalidField},
 		{"name with surrounding space", func(c ConfigInput) ConfigInput { c.Name = " a"; return c }, ErrInvalidField},
 		{"name too long", func(c ConfigInput) ConfigInput { c.Name = strings.Repeat("n", MaxConfigNameLen+1); return c }, ErrInvalidField},
+		{"name with a newline", func(c ConfigInput) ConfigInput { c.Name = "a\nb"; return c }, ErrInvalidField},
+		{"name with a tab", func(c ConfigInput) ConfigInput { c.Name = "a\tb"; return c }, ErrInvalidField},
+		{"name with a terminal escape", func(c ConfigInput) ConfigInput { c.Name = "a\x1b[31mred"; return c }, ErrInvalidField},
+		{"name with DEL", func(c ConfigInput) ConfigInput { c.Name = "a\x7f"; return c }, ErrInvalidField},
+		{"name with a C1 control", func(c ConfigInput) ConfigInput { c.Name = "a\u009bb"; return c }, ErrInvalidField},
+		{"name with a right-to-left override", func(c ConfigInput) ConfigInput { c.Name = "cfg\u202egnp.exe"; return c }, ErrInvalidField},
+		{"name with a right-to-left isolate", func(c ConfigInput) ConfigInput { c.Name = "cfg\u2067x\u2069"; return c }, ErrInvalidField},
+		{"name with a zero-width space", func(c ConfigInput) ConfigInput { c.Name = "Con\u200bfig1"; return c }, ErrInvalidField},
+		{"name with a byte-order mark", func(c ConfigInput) ConfigInput { c.Name = "\ufeffConfig1"; return c }, ErrInvalidField},
+		{"name not UTF-8", func(c ConfigInput) ConfigInput { c.Name = "a\xffb"; return c }, ErrInvalidField},
 		{"wrong type", func(c ConfigInput) ConfigInput { c.Type = "OTHER"; return c }, ErrInvalidConfigType},
 		{"body names another org", func(c ConfigInput) ConfigInput { c.OrgID = orgB; return c }, ErrOrgMismatch},
 		{"unknown provider", func(c ConfigInput) ConfigInput { c.ProviderType = "GCP_KMS"; return c }, ErrUnsupportedProvider},
@@ -116,6 +126,54 @@ func TestSubmitConfigRules(t *testing.T) {
 			t.Errorf("SubmitConfig(%s) stored %d configurations, want 0", tc.name, len(all))
 		}
 	}
+}
+
+// TestSubmitConfigNames checks which names are taken as they are.
+func TestSubmitConfigNames(t *testing.T) {
+	ctx := context.Background()
+	for _, name := range []string{"Config1", "prod key 2026", "Schlüssel-Ä", "鍵の設定", "a.b_c-d (e)"} {
+		s, _ := newService(t)
+		in := valid(orgA, keyA)
+		in.Name = name
+		if c, err := s.SubmitConfig(ctx, orgA, in); err != nil || c.Name != name {
+			t.Errorf("SubmitConfig(name %q) = %+v, %v; want it stored under that name", name, c, err)
+		}
+	}
+	s, _ := newService(t)
+	in := valid(orgA, keyA)
+	in.Name = "a\nb"
+	_, err := s.SubmitConfig(ctx, orgA, in)
+	var p *Problem
+	if !errors.As(err, &p) || !strings.Contains(p.Detail, "no control or invisible formatting characters") {
+		t.Errorf("SubmitConfig(name with a newline) = %v, want a problem that names control characters", err)
+	}
+}
+
+// TestSubmitConfigStoresCanonicalKeyID checks that the key identifier is
+// stored (and so shown) in its canonical form, whatever spelling was sent.
+func TestSubmitConfigStoresCanonicalKeyID(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct{ sent, want string }{
+		{keyA, keyA},
+		{"  HTTPS://Vault-A.VAULT.azure.net:443/keys/cmk/0123456789abcdef0123456789abcdef/ \n", keyA},
+		{"https://vault-a.vault.azure.net/keys/cmk/" + strings.Repeat(" ", 1500), "https://vault-a.vault.azure.net/keys/cmk"},
+	} {
+		s, st := newService(t)
+		c, err := s.SubmitConfig(ctx, orgA, valid(orgA, tc.sent))
+		if err != nil {
+			t.Fatalf("SubmitConfig(%q) error = %v", tc.sent, err)
+		}
+		if c.KeyIdentifier != tc.want {
+			t.Errorf("SubmitConfig(%q).KeyIdentifier = %q, want %q", tc.sent, c.KeyIdentifier, tc.want)
+		}
+		got, err := st.ConfigByName(ctx, orgA, c.Name)
+		if err != nil || got.KeyIdentifier != tc.want {
+			t.Errorf("stored KeyIdentifier of %q = %q, %v; want %q", tc.sent, got.KeyIdentifier, err, tc.want)
+		}
+	}
+	s, _ := newService(t)
+	_, err := s.SubmitConfig(ctx, orgA, valid(orgA, keyA+strings.Repeat(" ", 50<<10)))
+	wantProblem(t, "SubmitConfig(key identifier padded with 50 KB of spaces)", err, ErrInvalidKeyID)
 }
 
 func TestSubmitConfigConflicts(t *testing.T) {

@@ -10,6 +10,8 @@
 //   - WipeOrg zeroes and forgets every key of an org at once, and a load that
 //     was in flight when the wipe happened is not cached, so no key of a
 //     revoked org survives the wipe.
+//   - The key a load returns is zeroed once every caller waiting on that
+//     load has its copy.
 //   - Callers receive a copy of the key and must clear it when done, or a
 //     prepared envelope.RecordKey, which the cache wipes when it drops the
 //     key (a caller holding it then gets envelope.ErrWiped). Wiping zeroes
@@ -62,10 +64,25 @@ func (e *entry) forget() {
 	}
 }
 
+// call is one load shared by the caller that started it and the waiters
+// that joined it. Its key is the loader's own slice; the last holder to let
+// go of the call (refs, under Cache.mu) zeroes it.
 type call struct {
 	done chan struct{}
 	key  []byte
 	err  error
+	refs int
+}
+
+// release lets go of cl; the last holder zeroes the loaded key.
+func (c *Cache) release(cl *call) {
+	c.mu.Lock()
+	cl.refs--
+	last := cl.refs == 0
+	c.mu.Unlock()
+	if last {
+		clear(cl.key)
+	}
 }
 
 // Cache is safe for concurrent use.
@@ -143,7 +160,9 @@ func (c *Cache) Get(ctx context.Context, org, id string, load Loader) ([]byte, e
 		stale = c.removeLocked(id)
 	}
 	if cl, ok := c.inflight[id]; ok {
+		cl.refs++
 		c.mu.Unlock()
+		defer c.release(cl)
 		select {
 		case <-cl.done:
 		case <-ctx.Done():
@@ -154,7 +173,7 @@ func (c *Cache) Get(ctx context.Context, org, id string, load Loader) ([]byte, e
 		}
 		return clone(cl.key), nil
 	}
-	cl := &call{done: make(chan struct{})}
+	cl := &call{done: make(chan struct{}), refs: 1}
 	c.inflight[id] = cl
 	gen := c.gen[org]
 	c.loads++
@@ -178,11 +197,10 @@ func (c *Cache) Get(ctx context.Context, org, id string, load Loader) ([]byte, e
 	}
 	c.mu.Unlock()
 	close(cl.done)
+	defer c.release(cl) // key stays as cl.key until every waiter has copied it
 	if err != nil {
 		return nil, err
 	}
-	// key itself stays as cl.key for the waiters to copy; it is not cleared
-	// here because a waiter may not have copied it yet.
 	return clone(key), nil
 }
 

@@ -66,6 +66,64 @@ func TestSingleFlight(t *testing.T) {
 	}
 }
 
+// TestLoadedKeyZeroed checks that the slice a load returns is zeroed once
+// the caller that started the load and every waiter on it (including one
+// that gave up) have their copies, while the cached key stays usable.
+func TestLoadedKeyZeroed(t *testing.T) {
+	c := New()
+	want := bytes.Repeat([]byte{0xA5}, 32)
+	var loaded []byte
+	release := make(chan struct{})
+	started := make(chan struct{})
+	load := func(ctx context.Context) ([]byte, error) {
+		close(started)
+		<-release
+		loaded = bytes.Clone(want)
+		return loaded, nil
+	}
+	var wg sync.WaitGroup
+	get := func() {
+		defer wg.Done()
+		if k, err := c.Get(context.Background(), "o", "k", load); err != nil || !bytes.Equal(k, want) {
+			t.Errorf("Get = %x, %v; want %x", k, err, want)
+		}
+	}
+	wg.Add(1)
+	go get()
+	<-started
+	for range 10 {
+		wg.Add(1)
+		go get()
+	}
+	gaveUp, cancel := context.WithCancel(context.Background())
+	cancel()
+	waiting := make(chan struct{})
+	go func() {
+		defer close(waiting)
+		for {
+			c.mu.Lock()
+			n := c.inflight["k"].refs
+			c.mu.Unlock()
+			if n == 11 {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	<-waiting
+	if _, err := c.Get(gaveUp, "o", "k", load); !errors.Is(err, context.Canceled) {
+		t.Errorf("Get with a cancelled context = %v, want context.Canceled", err)
+	}
+	close(release)
+	wg.Wait()
+	if !bytes.Equal(loaded, make([]byte, len(want))) {
+		t.Errorf("the loader's key after every Get returned = %x, want zeroes", loaded)
+	}
+	if k, err := c.Get(context.Background(), "o", "k", load); err != nil || !bytes.Equal(k, want) {
+		t.Errorf("cached Get = %x, %v; want %x", k, err, want)
+	}
+}
+
 func TestErrorsNotCached(t *testing.T) {
 	c := New()
 	boom := errors.New("vault says no")

@@ -141,7 +141,7 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		ExtraVaultSuffixes: []string{emu.VaultSuffix()},
 		ConsentURL:         emu.ConsentURL(CustomerTenant, ClientID, AppURI),
 		Workers:            o.Workers, Concurrency: o.Concurrency, Lease: o.Lease, Poll: o.Poll, Log: o.Log,
-		DevLogin: true, LakeAzure: o.LakeAzure, ProfilesDSN: o.ProfilesDSN, DatabaseDSN: o.DatabaseDSN,
+		DevLogin: true, DevTokenIssuer: true, LakeAzure: o.LakeAzure, ProfilesDSN: o.ProfilesDSN, DatabaseDSN: o.DatabaseDSN,
 		Monitor: o.Monitor, NoMonitor: o.NoMonitor, VaultTimeout: o.VaultTimeout, WebhookBackoff: o.WebhookBackoff,
 		RateLimits: o.RateLimits,
 		// Local receivers (tests, demos) are on loopback over http.

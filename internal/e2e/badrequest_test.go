@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cmk-project/cmk/internal/auth"
+	"github.com/cmk-project/cmk/internal/devenv"
 	"github.com/cmk-project/cmk/internal/service"
 	"github.com/cmk-project/cmk/internal/store"
 )
@@ -74,6 +75,10 @@ func TestBadRequests(t *testing.T) {
 		{"wrong provider", good, "POST", configPath, body(func(m map[string]any) { m["configData"].(map[string]any)["providerType"] = "GCP_KMS" }), 400, "UNSUPPORTED_PROVIDER_TYPE"},
 		{"org mismatch", good, "POST", configPath, body(func(m map[string]any) { m["imsOrgId"] = "OTHER@CmkOrg" }), 400, "ORG_MISMATCH"},
 		{"empty name", good, "POST", configPath, body(func(m map[string]any) { m["name"] = "" }), 400, "INVALID_FIELD"},
+		{"name with a terminal escape", good, "POST", configPath, body(func(m map[string]any) { m["name"] = "New\x1b[2J" }), 400, "INVALID_FIELD"},
+		{"name with a line break", good, "POST", configPath, body(func(m map[string]any) { m["name"] = "New\nCOMPLETED" }), 400, "INVALID_FIELD"},
+		{"name with a right-to-left override", good, "POST", configPath, body(func(m map[string]any) { m["name"] = "New\u202e" }), 400, "INVALID_FIELD"},
+		{"identifier padded with 50 KB of spaces", good, "POST", configPath, body(setKID(kid + strings.Repeat(" ", 50<<10))), 400, "INVALID_KEY_IDENTIFIER"},
 		{"unknown field", good, "POST", configPath, body(func(m map[string]any) { m["keyVersion"] = "x" }), 400, "MALFORMED_REQUEST_BODY"},
 		{"not json", good, "POST", configPath, "{name: Config1", 400, "MALFORMED_REQUEST_BODY"},
 		{"duplicate name", good, "POST", configPath, configBody(org, "Taken", kid), 409, "CONFIG_NAME_TAKEN"},
@@ -123,6 +128,41 @@ func TestBadRequests(t *testing.T) {
 	}
 	if _, err := env.Svc.Store.Org(context.Background(), "OTHER@CmkOrg"); err == nil {
 		t.Errorf("a request with a token for another org created that org")
+	}
+}
+
+// TestKeyIdentifierCanonical checks that a key identifier sent in another
+// spelling is stored, answered and shown in its canonical form.
+func TestKeyIdentifierCanonical(t *testing.T) {
+	env := startEnv(t)
+	c := adminClient(t, env, env.Org)
+	host := strings.TrimPrefix(env.Emu.VaultURL(devenv.Vault), "https://")
+	sent := "  HTTPS://" + strings.ToUpper(host) + ":443" + strings.TrimPrefix(env.KeyIdentifier, env.Emu.VaultURL(devenv.Vault)) + "/ \n"
+	code, job := c.do("POST", configPath, configBody(env.Org, "Canon", sent))
+	if code != 201 {
+		t.Fatalf("POST config with %q = %d %v, want 201", sent, code, job)
+	}
+	kidOf := func(cfg map[string]any) any { return cfg["configData"].(map[string]any)["keyVaultKeyIdentifier"] }
+	if got := kidOf(job["config"].(map[string]any)); got != env.KeyIdentifier {
+		t.Errorf("POST config with %q answered keyVaultKeyIdentifier %q, want %q", sent, got, env.KeyIdentifier)
+	}
+	waitDone(t, c, "Canon")
+	code, list := c.do("GET", configPath, nil)
+	if code != 200 {
+		t.Fatalf("GET configs = %d %v", code, list)
+	}
+	found := false
+	for _, item := range list["configs"].([]any) {
+		cfg := item.(map[string]any)
+		if cfg["name"] == "Canon" {
+			found = true
+			if got := kidOf(cfg); got != env.KeyIdentifier {
+				t.Errorf("GET configs shows keyVaultKeyIdentifier %q, want %q", got, env.KeyIdentifier)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("GET configs = %v, want the config Canon", list)
 	}
 }
 

@@ -24,7 +24,7 @@ import (
 // configuration before the service is built.
 func startPlain(t *testing.T, edit func(*service.Config)) (*service.Service, *client) {
 	t.Helper()
-	cfg := service.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Workers: -1, NoMonitor: true, NoFsync: true,
+	cfg := service.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Workers: -1, NoMonitor: true, NoFsync: true, DevTokenIssuer: true,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if edit != nil {
 		edit(&cfg)

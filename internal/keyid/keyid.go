@@ -48,6 +48,12 @@ const (
 	versionLength = 32 // Key Vault key versions are 32 characters
 )
 
+// MaxLength bounds a key identifier as sent, surrounding spaces included. The
+// longest valid one (a 24-letter vault on the longest suffix, a 127-letter
+// key name and a version) is under 250 bytes; 2 KiB leaves room for a pasted
+// line with its spaces and refuses a body padded to fill a request.
+const MaxLength = 2 << 10
+
 // example is what the error messages offer as a model of a valid identifier.
 const example = "https://{vault-name}.vault.azure.net/keys/{key-name}"
 
@@ -94,8 +100,16 @@ func Parse(raw string) (ID, error) { return Policy{}.Parse(raw) }
 
 // Parse parses raw and checks it against the policy. The error, when not
 // nil, is a *kms.Error of kind kms.KindMalformedKeyURI wrapping a *ParseError.
+// Surrounding spaces are ignored; what cmk stores and shows is the ID's
+// canonical String, never raw.
 func (p Policy) Parse(raw string) (ID, error) {
-	id, reason := p.parse(strings.TrimSpace(raw))
+	var id ID
+	var reason string
+	if len(raw) > MaxLength {
+		reason = fmt.Sprintf("the key identifier is %d bytes long; at most %d are accepted (a Key Vault key identifier is under 250), e.g. %s", len(raw), MaxLength, example)
+	} else {
+		id, reason = p.parse(strings.TrimSpace(raw))
+	}
 	if reason != "" {
 		return ID{}, &kms.Error{
 			Kind: kms.KindMalformedKeyURI,

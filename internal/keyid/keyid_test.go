@@ -41,6 +41,8 @@ func TestParseAccepts(t *testing.T) {
 			want: keyid.ID{VaultURL: "https://a" + strings.Repeat("b", 23) + ".vault.azure.net", VaultName: "a" + strings.Repeat("b", 23), Name: "k"}},
 		{policy: emu, raw: "https://myvault.vault.azure.localhost/keys/k",
 			want: keyid.ID{VaultURL: "https://myvault.vault.azure.localhost", VaultName: "myvault", Name: "k"}},
+		{raw: "https://myvault.vault.azure.net/keys/k" + strings.Repeat(" ", keyid.MaxLength-38),
+			want: keyid.ID{VaultURL: "https://myvault.vault.azure.net", VaultName: "myvault", Name: "k"}},
 	}
 	for _, tt := range tests {
 		got, err := tt.policy.Parse(tt.raw)
@@ -122,6 +124,8 @@ func TestParseRejects(t *testing.T) {
 		{"tab", "https://myvault.vault.azure.net/keys/k\t/x", "spaces"},
 		{"nul", "https://myvault.vault.azure.net/keys/k\x00", "control"},
 		{"unicode host", "https://myvаult.vault.azure.net/keys/k", "non-ASCII"}, // Cyrillic a
+		{"too long", "https://myvault.vault.azure.net/keys/k" + strings.Repeat(" ", 50<<10), "51238 bytes long; at most 2048"},
+		{"too long by one", "https://myvault.vault.azure.net/keys/k" + strings.Repeat(" ", keyid.MaxLength-37), "2049 bytes long"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -193,6 +197,8 @@ func FuzzParse(f *testing.F) {
 		"https://[::1]:443/keys/k",
 		"https://myvault.vault.azure.net.evil.com/keys/k",
 		"https://myvault.vault.azure.net/keys/%2e%2e",
+		" HTTPS://MyVault.Vault.Azure.NET:443/keys/K-1/" + ver + "/ \n",
+		"https://myvault.vault.azure.net/keys/k" + strings.Repeat(" ", keyid.MaxLength),
 		"",
 	} {
 		f.Add(s)
@@ -209,6 +215,9 @@ func FuzzParse(f *testing.F) {
 		again, err := p.Parse(id.String())
 		if err != nil || again != id {
 			t.Fatalf("Parse(%q) = %+v, %v, want %+v", id.String(), again, err, id)
+		}
+		if len(raw) > keyid.MaxLength || len(id.String()) > len(strings.TrimSpace(raw)) {
+			t.Fatalf("Parse(%q) accepted %d bytes as %q", raw, len(raw), id.String())
 		}
 		u, err := url.Parse(id.VaultURL)
 		if err != nil || u.Scheme != "https" || u.Port() != "" || u.Path != "" || !p.AllowedHost(u.Host) {

@@ -47,7 +47,12 @@ func New(path string, hooks ...Hook) *cobra.Command {
 
 State (SQLite database, system key, development token key) lives in --data-dir.
 The platform's Azure app is set with --azure-* flags or CMK_AZURE_* variables;
-keep the client secret in CMK_AZURE_CLIENT_SECRET rather than on the command line.`,
+keep the client secret in CMK_AZURE_CLIENT_SECRET rather than on the command line.
+
+Tokens are verified against the identity provider's keys at --jwks-url. Without
+it the service refuses to start, unless --dev-token-issuer says to trust the
+local development key in --data-dir instead (development only: anyone who can
+read that file can sign in as any org).`,
 		Example: fmt.Sprintf(`  # against Azure
   CMK_AZURE_CLIENT_SECRET=... %s --azure-tenant-id <home-tenant> --azure-client-id <app-id>`, path),
 		Args:          cobra.NoArgs,
@@ -79,7 +84,14 @@ keep the client secret in CMK_AZURE_CLIENT_SECRET rather than on the command lin
 					return err
 				}
 			}
+			if cfg.DevTokenIssuer && cfg.JWKSURL == "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), "WARNING: "+service.DevTokenIssuerWarning)
+			}
 			svc, err := service.New(ctx, cfg)
+			if errors.Is(err, service.ErrNoTokenIssuer) {
+				return WithHint(fmt.Errorf("%w: --jwks-url is not set", err),
+					"point --jwks-url (or CMK_JWKS_URL) at your identity provider's JWKS, with --token-issuer and --token-audience; for local development only, --dev-token-issuer trusts tokens signed with the key in --data-dir")
+			}
 			if err != nil {
 				return err
 			}
@@ -94,7 +106,8 @@ keep the client secret in CMK_AZURE_CLIENT_SECRET rather than on the command lin
 	f := cmd.Flags()
 	f.StringVar(&cfg.Addr, "addr", EnvOr("CMK_ADDR", "127.0.0.1:8080"), "listen address")
 	f.StringVar(&cfg.DataDir, "data-dir", EnvOr("CMK_DATA_DIR", "cmk-data"), "directory for the database and local keys")
-	f.StringVar(&cfg.JWKSURL, "jwks-url", os.Getenv("CMK_JWKS_URL"), "verify tokens against this JWKS (default: the local development issuer)")
+	f.StringVar(&cfg.JWKSURL, "jwks-url", os.Getenv("CMK_JWKS_URL"), "verify tokens against this JWKS (required unless --dev-token-issuer)")
+	f.BoolVar(&cfg.DevTokenIssuer, "dev-token-issuer", false, "trust tokens signed with the development key in --data-dir instead of a JWKS (development only; warns at start; no environment variable)")
 	f.StringVar(&cfg.TokenIssuer, "token-issuer", EnvOr("CMK_TOKEN_ISSUER", service.DevIssuer), "expected token issuer")
 	f.StringVar(&cfg.TokenAudience, "token-audience", EnvOr("CMK_TOKEN_AUDIENCE", service.DevAudience), "expected token audience")
 	f.StringVar(&cfg.TenantID, "azure-tenant-id", os.Getenv("CMK_AZURE_TENANT_ID"), "home tenant of the platform's multi-tenant app")
@@ -114,6 +127,11 @@ keep the client secret in CMK_AZURE_CLIENT_SECRET rather than on the command lin
 	f.DurationVar(&cfg.Monitor.Grace, "grace", monitor.DefaultGrace, "how long data stays available while the vault is only unreachable")
 	f.BoolVar(&cfg.WebhookPolicy.AllowHTTP, "webhook-allow-http", false, "let tenants register http:// webhooks (development only)")
 	f.BoolVar(&cfg.WebhookPolicy.AllowPrivateNetworks, "webhook-allow-private", false, "let webhooks reach loopback and private addresses (development only)")
+	f.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", service.DefaultReadHeaderTimeout, "how long a client has to send a request's line and headers")
+	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", service.DefaultIdleTimeout, "how long a keep-alive connection stays open with no request")
+	f.DurationVar(&cfg.BodyReadTimeout, "body-read-timeout", service.DefaultBodyReadTimeout, "a request body must bring --min-transfer-bytes within each such wait, or the request fails with 408 and nothing is stored")
+	f.DurationVar(&cfg.WriteTimeout, "write-timeout", service.DefaultWriteTimeout, "a client must take --min-transfer-bytes of an answer within each such wait, or the answer is cut off")
+	f.IntVar(&cfg.MinTransferBytes, "min-transfer-bytes", service.DefaultMinTransferBytes, "the minimum transfer per --body-read-timeout or --write-timeout")
 	f.IntVar(&cfg.Workers, "workers", 2, "enablement workers")
 	f.IntVar(&cfg.Concurrency, "vault-concurrency", 4, "concurrent Key Vault calls per enablement job")
 	return cmd

@@ -37,7 +37,7 @@ func TestHooksSeeTheConfigAndCanStopTheStart(t *testing.T) {
 			seen = *cfg
 			return stop
 		})
-	cmd.SetArgs([]string{"--addr", "127.0.0.1:0", "--data-dir", dataDir, "--workers", "3"})
+	cmd.SetArgs([]string{"--addr", "127.0.0.1:0", "--data-dir", dataDir, "--workers", "3", "--idle-timeout", "42s", "--body-read-timeout", "7s", "--min-transfer-bytes", "4096"})
 	if err := cmd.Execute(); !errors.Is(err, stop) {
 		t.Fatalf("Execute() = %v, want the hook's error", err)
 	}
@@ -52,6 +52,11 @@ func TestHooksSeeTheConfigAndCanStopTheStart(t *testing.T) {
 		{"AppURI", seen.AppURI, "set-by-first"},
 		{"TokenIssuer", seen.TokenIssuer, service.DevIssuer},
 		{"Workers", fmt.Sprint(seen.Workers), "3"},
+		{"IdleTimeout", seen.IdleTimeout.String(), "42s"},
+		{"BodyReadTimeout", seen.BodyReadTimeout.String(), "7s"},
+		{"MinTransferBytes", fmt.Sprint(seen.MinTransferBytes), "4096"},
+		{"ReadHeaderTimeout", seen.ReadHeaderTimeout.String(), service.DefaultReadHeaderTimeout.String()},
+		{"WriteTimeout", seen.WriteTimeout.String(), service.DefaultWriteTimeout.String()},
 	} {
 		if c.got != c.want {
 			t.Errorf("cfg.%s = %q, want %q", c.name, c.got, c.want)

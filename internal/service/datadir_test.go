@@ -16,7 +16,7 @@ import (
 )
 
 func quiet() Config {
-	return Config{Addr: "127.0.0.1:0", Workers: -1, NoMonitor: true, Log: slog.New(slog.DiscardHandler)}
+	return Config{Addr: "127.0.0.1:0", Workers: -1, NoMonitor: true, DevTokenIssuer: true, Log: slog.New(slog.DiscardHandler)}
 }
 
 // refused checks that New refused dir with an UnsafeDataDirError whose text

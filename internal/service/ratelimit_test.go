@@ -130,7 +130,7 @@ func startWorld(t *testing.T, limits ratelimit.Policy, workers int) *world {
 	}
 	limits.Now = w.clock.Now
 	svc, err := service.New(t.Context(), service.Config{
-		Addr: "127.0.0.1:0", DataDir: t.TempDir(), Provider: w.vaults, RateLimits: limits,
+		Addr: "127.0.0.1:0", DataDir: t.TempDir(), Provider: w.vaults, RateLimits: limits, DevTokenIssuer: true,
 		Workers: workers, Poll: 20 * time.Millisecond, NoMonitor: true,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})

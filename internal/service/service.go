@@ -46,6 +46,10 @@ import (
 	"github.com/cmk-project/cmk/internal/web"
 )
 
+// DevTokenIssuerWarning is logged when the service trusts the development
+// token issuer.
+const DevTokenIssuerWarning = "development mode: trusting tokens signed with the local development key; anyone who can read that key file can sign in as any org; never run this in production"
+
 // Token defaults for the built-in development issuer.
 const (
 	DevIssuer   = "cmk-dev"
@@ -59,6 +63,17 @@ type Config struct {
 	Addr    string // listen address, default 127.0.0.1:8080
 	DataDir string // default ./cmk-data: database, system key, dev token key
 
+	// Connection limits, zero for the Default* value of each (limits.go).
+	// A request body must arrive, and an answer be taken, at no less than
+	// MinTransferBytes per BodyReadTimeout or WriteTimeout of waiting: a
+	// body that is slower fails with 408 and nothing is stored; an answer
+	// that is slower is cut off.
+	ReadHeaderTimeout time.Duration // request line and headers
+	IdleTimeout       time.Duration // keep-alive connection with no request
+	BodyReadTimeout   time.Duration
+	WriteTimeout      time.Duration
+	MinTransferBytes  int
+
 	// DatabaseDSN puts the service's state in PostgreSQL instead of SQLite
 	// in DataDir; replicas sharing it share the work. Replicas must also
 	// share the system key (SystemKeyFile) and token keys.
@@ -66,11 +81,17 @@ type Config struct {
 	SystemKeyFile string // default DataDir/system.key
 	TokenKeyFile  string // development issuer key, default DataDir/token-signing.pem
 
-	// Token verification: a JWKS URL for a real issuer, or (when empty) the
-	// development issuer whose key lives in DataDir.
+	// Token verification: a JWKS URL for a real issuer, or the development
+	// issuer whose key lives in DataDir (TokenKeyFile). One of JWKSURL and
+	// DevTokenIssuer must be set: New refuses neither (ErrNoTokenIssuer)
+	// and both.
 	JWKSURL       string
 	TokenIssuer   string // default DevIssuer
 	TokenAudience string // default DevAudience
+	// DevTokenIssuer trusts tokens signed with the local development key,
+	// which anyone who can read TokenKeyFile can mint for any org. For
+	// development and tests only; New logs a warning when it is set.
+	DevTokenIssuer bool
 
 	// The platform's multi-tenant Azure app.
 	AppName        string // default "cmk-multitenant-app"
@@ -130,6 +151,10 @@ type Config struct {
 	Log            *slog.Logger
 }
 
+// ErrNoTokenIssuer is returned by New when the configuration names no token
+// issuer: neither a JWKS URL nor, explicitly, the development issuer.
+var ErrNoTokenIssuer = errors.New("no token issuer is configured")
+
 // Service is a running cmk.
 type Service struct {
 	cfg      Config
@@ -181,8 +206,32 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.Workers == 0 {
 		cfg.Workers = 2
 	}
+	cfg.ReadHeaderTimeout = orDefault(cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	cfg.IdleTimeout = orDefault(cfg.IdleTimeout, DefaultIdleTimeout)
+	cfg.BodyReadTimeout = orDefault(cfg.BodyReadTimeout, DefaultBodyReadTimeout)
+	cfg.WriteTimeout = orDefault(cfg.WriteTimeout, DefaultWriteTimeout)
+	if cfg.MinTransferBytes == 0 {
+		cfg.MinTransferBytes = DefaultMinTransferBytes
+	}
+	for _, l := range []struct {
+		name string
+		v    time.Duration
+	}{{"read header timeout", cfg.ReadHeaderTimeout}, {"idle timeout", cfg.IdleTimeout}, {"body read timeout", cfg.BodyReadTimeout}, {"write timeout", cfg.WriteTimeout}} {
+		if l.v < 0 {
+			return nil, fmt.Errorf("the %s is %s; it must be positive", l.name, l.v)
+		}
+	}
+	if cfg.MinTransferBytes < 0 {
+		return nil, fmt.Errorf("the minimum transfer is %d bytes; it must be positive", cfg.MinTransferBytes)
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	switch {
+	case cfg.JWKSURL == "" && !cfg.DevTokenIssuer:
+		return nil, ErrNoTokenIssuer
+	case cfg.JWKSURL != "" && cfg.DevTokenIssuer:
+		return nil, errors.New("a JWKS URL and the development token issuer are both configured; choose one")
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", cfg.DataDir, err)
@@ -209,6 +258,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		s.Issuer, err = auth.LoadOrCreateIssuer(cfg.TokenKeyFile, cfg.TokenIssuer, cfg.TokenAudience)
 		if s.Issuer != nil {
 			verifier = s.Issuer.Verifier()
+			cfg.Log.Warn(DevTokenIssuerWarning, "token_key_file", cfg.TokenKeyFile, "issuer", cfg.TokenIssuer)
 		}
 	}
 	if err != nil {
@@ -379,7 +429,8 @@ func (s *Service) Start(ctx context.Context) error {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); loop(ctx) }()
 	}
-	s.srv = &http.Server{Handler: s.API.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	limits := transferLimits{read: s.cfg.BodyReadTimeout, write: s.cfg.WriteTimeout, min: s.cfg.MinTransferBytes}
+	s.srv = &http.Server{Handler: limits.wrap(s.API.Handler()), ReadHeaderTimeout: s.cfg.ReadHeaderTimeout, IdleTimeout: s.cfg.IdleTimeout}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

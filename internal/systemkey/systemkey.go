@@ -49,6 +49,7 @@ func LoadOrCreate(path string) (*Key, error) {
 	raw, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		raw = make([]byte, 32)
+		defer clear(raw)
 		if _, err := io.ReadFull(rand.Reader, raw); err != nil {
 			return nil, fmt.Errorf("generate system key: %w", err)
 		}
@@ -75,6 +76,7 @@ func LoadOrCreate(path string) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read system key file %s: %w", path, err)
 	}
+	defer clear(raw)
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -88,7 +90,9 @@ func LoadOrCreate(path string) (*Key, error) {
 	return New(raw)
 }
 
-// New builds a Key from 32 raw bytes.
+// New builds a Key from 32 raw bytes. It keeps no reference to raw, which
+// the caller should clear; the AES key schedule it builds lives as long as
+// the Key (see docs/security.md, "Key material in memory").
 func New(raw []byte) (*Key, error) {
 	if len(raw) != 32 {
 		return nil, fmt.Errorf("system key is %d bytes; exactly 32 are required", len(raw))
@@ -105,7 +109,9 @@ func New(raw []byte) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("system key derivation: %w", err)
 	}
-	sum := sha256.Sum256(append([]byte("cmk system key id\x00"), raw...))
+	in := append([]byte("cmk system key id\x00"), raw...)
+	sum := sha256.Sum256(in)
+	clear(in)
 	return &Key{id: "system:" + hex.EncodeToString(sum[:8]), aead: aead, prk: prk, rand: rand.Reader}, nil
 }
 
@@ -141,7 +147,8 @@ func (k *Key) Wrap(dek, aad []byte) ([]byte, error) {
 	return k.aead.Seal(nonce, nonce, dek, aad), nil
 }
 
-// Unwrap opens a key produced by Wrap with the same aad.
+// Unwrap opens a key produced by Wrap with the same aad. The caller must
+// clear the result when done.
 func (k *Key) Unwrap(wrapped, aad []byte) ([]byte, error) {
 	n := k.aead.NonceSize()
 	if len(wrapped) < n+k.aead.Overhead() {

@@ -129,3 +129,27 @@ func TestDeriveAEAD(t *testing.T) {
 		t.Error("DeriveAEAD(\"\") = nil error, want a refusal")
 	}
 }
+
+// TestNewKeepsNoCopy checks that a Key keeps working after the caller
+// clears the raw bytes it was built from, as callers are told to.
+func TestNewKeepsNoCopy(t *testing.T) {
+	raw := bytes.Repeat([]byte{7}, 32)
+	k, err := New(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := k.ID()
+	clear(raw)
+	dek := bytes.Repeat([]byte{1}, 32)
+	w, err := k.Wrap(dek, []byte("aad"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := k.Unwrap(w, []byte("aad")); err != nil || !bytes.Equal(got, dek) {
+		t.Errorf("Unwrap(Wrap(dek)) after clearing raw = %x, %v; want %x", got, err, dek)
+	}
+	again, _ := New(bytes.Repeat([]byte{7}, 32))
+	if k.ID() != id || again.ID() != id {
+		t.Errorf("ID after clearing raw = %s, from the same bytes %s; want %s", k.ID(), again.ID(), id)
+	}
+}

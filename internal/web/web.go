@@ -17,8 +17,10 @@ import (
 	"embed"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"path"
 	"strings"
@@ -28,7 +30,9 @@ import (
 // Options configure the UI.
 type Options struct {
 	// DevLogin, when set (cmk dev only), mints a token for the demo org so
-	// the page can sign in without an identity provider.
+	// the page can sign in without an identity provider. It answers only
+	// requests made to a loopback address by its own page (see
+	// localRequest).
 	DevLogin func() (org, apiKey, token string, err error)
 }
 
@@ -149,6 +153,11 @@ func devLogin(w http.ResponseWriter, r *http.Request, mint func() (string, strin
 		writeJSON(w, http.StatusForbidden, map[string]string{"title": "Cross-site request refused", "detail": "Dev login works only from the Encryption page itself."})
 		return
 	}
+	if why := localRequest(r); why != "" {
+		slog.Warn("ui dev login refused", "reason", why)
+		writeJSON(w, http.StatusForbidden, map[string]string{"title": "Dev login refused", "detail": "Dev login works only on this machine, from the Encryption page opened at http://localhost:<port>/ui/ or http://127.0.0.1:<port>/ui/: " + why + "."})
+		return
+	}
 	org, apiKey, token, err := mint()
 	if err != nil {
 		slog.Error("ui dev login failed", "err", err)
@@ -157,6 +166,42 @@ func devLogin(w http.ResponseWriter, r *http.Request, mint func() (string, strin
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, map[string]string{"org": org, "apiKey": apiKey, "token": token})
+}
+
+// localRequest says why r is not a request the dev login may answer, or "".
+// The Host must be a loopback name or address (localhost, 127.0.0.0/8,
+// [::1]) with the port this server accepted the connection on, and an
+// Origin, when sent, must be that same http origin. A page from another site
+// that rebinds its own DNS name to 127.0.0.1 reaches this server with its own
+// name as Host and Origin, and so is refused.
+func localRequest(r *http.Request) string {
+	host, port, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		host, port = r.Host, "80"
+	}
+	if ip := net.ParseIP(host); !strings.EqualFold(host, "localhost") && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Sprintf("the request was addressed to %q, not to a loopback name or address", clip(r.Host))
+	}
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if local == nil {
+		return "the server's own address is unknown"
+	}
+	if _, lport, err := net.SplitHostPort(local.String()); err != nil || lport != port {
+		return fmt.Sprintf("the request was addressed to port %s, but this server listens on %s", clip(port), local)
+	}
+	if o := r.Header.Get("Origin"); o != "" && !strings.EqualFold(o, "http://"+r.Host) {
+		return fmt.Sprintf("the request came from the page at %q, not from %q", clip(o), "http://"+r.Host)
+	}
+	return ""
+}
+
+// clip bounds request-supplied text echoed in an answer.
+func clip(s string) string {
+	const max = 100
+	if len(s) > max {
+		return s[:max] + "…"
+	}
+	return s
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -1,9 +1,11 @@
 package web
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -15,6 +17,26 @@ func get(t *testing.T, h http.Handler, method, path string) *http.Response {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
+	return rec.Result()
+}
+
+// localAddr is where the tests pretend the server listens.
+var localAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}
+
+// devLoginRequest is a POST to the dev login addressed to host, arriving on
+// a connection to localAddr, with origin as its Origin header unless "".
+func devLoginRequest(host, origin string) *http.Request {
+	req := httptest.NewRequest("POST", "/ui/api/dev-login", nil)
+	req.Host = host
+	if origin != "" {
+		req.Header.Set("Origin", origin)
+	}
+	return req.WithContext(context.WithValue(req.Context(), http.LocalAddrContextKey, localAddr))
+}
+
+func serve(h http.Handler, req *http.Request) *http.Response {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
 	return rec.Result()
 }
 
@@ -163,7 +185,7 @@ func TestDevLoginOnlyWhenEnabled(t *testing.T) {
 		calls++
 		return "ORG@Cmk", "key", "tok", nil
 	}})
-	res := get(t, h, "POST", "/ui/api/dev-login")
+	res := serve(h, devLoginRequest("127.0.0.1:8080", "http://127.0.0.1:8080"))
 	var got map[string]string
 	if err := json.NewDecoder(res.Body).Decode(&got); err != nil {
 		t.Fatal(err)
@@ -179,7 +201,7 @@ func TestDevLoginOnlyWhenEnabled(t *testing.T) {
 		t.Errorf("GET /ui/api/dev-login = %d, want 405 or 404", res.StatusCode)
 	}
 
-	req := httptest.NewRequest("POST", "/ui/api/dev-login", nil)
+	req := devLoginRequest("127.0.0.1:8080", "")
 	req.Header.Set("Sec-Fetch-Site", "cross-site")
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
@@ -191,9 +213,89 @@ func TestDevLoginOnlyWhenEnabled(t *testing.T) {
 	}
 
 	failing := Handler(Options{DevLogin: func() (string, string, string, error) { return "", "", "", errors.New("boom") }})
-	res = get(t, failing, "POST", "/ui/api/dev-login")
+	res = serve(failing, devLoginRequest("localhost:8080", ""))
 	if b := body(t, res); res.StatusCode != 500 || strings.Contains(b, "boom") {
 		t.Errorf("failing DevLogin = %d %q, want 500 without the internal error", res.StatusCode, b)
+	}
+}
+
+// TestDevLoginOnlyForLocalPages checks that the dev login answers only
+// requests addressed to a loopback name or address with the server's port,
+// and only from that same origin: a site that rebinds its DNS name to
+// 127.0.0.1, or a page on another origin, gets no token.
+func TestDevLoginOnlyForLocalPages(t *testing.T) {
+	calls := 0
+	h := Handler(Options{DevLogin: func() (string, string, string, error) {
+		calls++
+		return "ORG@Cmk", "key", "tok", nil
+	}})
+	for _, tc := range []struct {
+		host, origin string
+		want         int
+	}{
+		{"127.0.0.1:8080", "", 200},
+		{"127.0.0.1:8080", "http://127.0.0.1:8080", 200},
+		{"localhost:8080", "http://localhost:8080", 200},
+		{"LocalHost:8080", "http://localhost:8080", 200},
+		{"[::1]:8080", "http://[::1]:8080", 200},
+		{"127.0.0.2:8080", "", 200},
+
+		{"evil.example:8080", "", 403},
+		{"evil.example:8080", "http://evil.example:8080", 403},
+		{"rebind.127.0.0.1.nip.io:8080", "http://rebind.127.0.0.1.nip.io:8080", 403},
+		{"foo.localhost:8080", "", 403},
+		{"localhost.:8080", "", 403},
+		{"0.0.0.0:8080", "", 403},
+		{"192.168.1.10:8080", "", 403},
+		{"[::ffff:192.168.1.10]:8080", "", 403},
+		{"127.0.0.1:9090", "", 403},
+		{"127.0.0.1", "", 403},
+		{"localhost", "http://localhost", 403},
+		{"", "", 403},
+		{"127.0.0.1:8080", "http://evil.example", 403},
+		{"127.0.0.1:8080", "http://localhost:8080", 403},
+		{"127.0.0.1:8080", "https://127.0.0.1:8080", 403},
+		{"127.0.0.1:8080", "http://127.0.0.1:9090", 403},
+		{"127.0.0.1:8080", "null", 403},
+	} {
+		calls = 0
+		res := serve(h, devLoginRequest(tc.host, tc.origin))
+		b := body(t, res)
+		if res.StatusCode != tc.want {
+			t.Errorf("POST /ui/api/dev-login Host %q Origin %q = %d %s, want %d", tc.host, tc.origin, res.StatusCode, b, tc.want)
+		}
+		if tc.want == 403 && (calls != 0 || strings.Contains(b, "tok")) {
+			t.Errorf("POST /ui/api/dev-login Host %q Origin %q minted a token", tc.host, tc.origin)
+		}
+	}
+
+	// Without the connection's local address the port cannot be checked.
+	req := devLoginRequest("127.0.0.1:8080", "")
+	if res := serve(h, req.WithContext(context.Background())); res.StatusCode != 403 {
+		t.Errorf("POST /ui/api/dev-login with no local address = %d, want 403", res.StatusCode)
+	}
+
+	// Through a real server, the port is the listener's.
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	for _, tc := range []struct {
+		host string
+		want int
+	}{
+		{srv.Listener.Addr().String(), 200},
+		{"localhost:" + srv.URL[strings.LastIndex(srv.URL, ":")+1:], 200},
+		{"attacker.example:" + srv.URL[strings.LastIndex(srv.URL, ":")+1:], 403},
+	} {
+		req, _ := http.NewRequest("POST", srv.URL+"/ui/api/dev-login", nil)
+		req.Host = tc.host
+		res, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != tc.want {
+			t.Errorf("POST %s/ui/api/dev-login with Host %q = %d, want %d", srv.URL, tc.host, res.StatusCode, tc.want)
+		}
 	}
 }
 

@@ -309,11 +309,15 @@ func (p *Provider) Unwrap(ctx context.Context, ref kms.KeyRef, w kms.Wrapped) ([
 	}
 	version, err := p.checkKID(op, ref, string(*resp.KID))
 	if err != nil {
+		clear(resp.Result)
 		return nil, err
 	}
 	if version != "" && !strings.EqualFold(version, w.KeyVersion) {
+		clear(resp.Result)
 		return nil, p.badAnswer(op, ref, fmt.Sprintf("asked for version %s, the vault answered for %q", w.KeyVersion, version))
 	}
+	// The caller clears the key. The answer's JSON (the key in base64),
+	// read and decoded inside the SDK, is not ours to clear.
 	return resp.Result, nil
 }
 
