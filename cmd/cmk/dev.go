@@ -29,8 +29,9 @@ func newDevCmd() *cobra.Command {
 The emulator holds a customer tenant that has consented to the platform's app,
 a vault with soft-delete and purge protection, an RSA-3072 key, and the
 "Key Vault Crypto Service Encryption User" role granted to the app. The service
-has a demo org with two sandboxes. The exact curl commands of the enablement
-flow are printed, with host, token and key identifier filled in.
+has a demo org with two sandboxes, bound to the customer tenant through its
+consent link (so it may use the tenant's keys). The exact curl commands of the
+enablement flow are printed, with host, token and key identifier filled in.
 
 State lives in a temporary directory removed on exit unless --data-dir is set.
 
@@ -121,10 +122,12 @@ func printWalkthrough(w io.Writer, in cmkapi.Info, caFile string) {
 	fmt.Fprintf(w, `cmk is running at %s (local Azure emulator at %s)
 
 Demo org %s has sandboxes prod and dev; its data keys are wrapped by the
-system key. The emulator's tenant has consented to the platform's app, and the
-app holds the Key Vault Crypto Service Encryption User role on the vault.
+system key. The emulator's tenant has consented to the platform's app through
+the demo org's consent link (which binds the org to that tenant), and the app
+holds the Key Vault Crypto Service Encryption User role on the vault.
 
-1. Fetch the app registration (its applicationRedirectUrl is the consent link):
+1. Fetch the app registration (its applicationRedirectUrl is the org's consent
+   link, boundTenants the tenants bound to it):
 
 curl -s %s/data/infrastructure/manager/byok/app-registration \
 %s

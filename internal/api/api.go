@@ -104,7 +104,8 @@ func (s *Server) handlers() map[string]http.Handler {
 			w.Write(openAPI)
 		},
 		cmkapi.Healthz.ID:            func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, cmkapi.Status{Status: "ok"}) },
-		cmkapi.GetAppRegistration.ID: func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, s.App) },
+		cmkapi.GetAppRegistration.ID: s.appRegistration,
+		cmkapi.ConsentCallback.ID:    s.consentCallback,
 		cmkapi.PreflightKey.ID:       s.preflight,
 		cmkapi.CreateConfig.ID:       s.createConfig,
 		cmkapi.ListConfigs.ID:        s.listConfigs,

@@ -39,6 +39,8 @@ var problemStatus = []struct {
 	{control.ErrKeyUnavailable, 503, cmkapi.CodeServiceUnavailable},
 	{ratelimit.ErrOrgLimit, 429, cmkapi.CodeRateLimited},
 	{ratelimit.ErrVaultLimit, 429, cmkapi.CodeVaultRateLimited},
+	{control.ErrConsent, 400, cmkapi.CodeConsentInvalid},
+	{control.ErrIdentityUnavailable, 503, cmkapi.CodeServiceUnavailable},
 }
 
 // statusOf finds err in the table.

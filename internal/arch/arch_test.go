@@ -16,7 +16,8 @@ const module = "github.com/cmk-project/cmk/"
 var layers = [][]string{
 	// Contracts, formats and primitives: they import nothing of cmk but kms.
 	{"internal/cmkapi", "internal/kms", "internal/envelope", "internal/systemkey", "internal/metrics", "internal/auth",
-		"internal/lake/blob", "internal/profile/records", "internal/web", "internal/azemu", "internal/testsvc"},
+		"internal/lake/blob", "internal/profile/records", "internal/web", "internal/azemu", "internal/testsvc",
+		"internal/consent"},
 	// Values and small mechanisms built on those.
 	{"internal/keyid", "internal/dekcache", "internal/keyhealth", "internal/guidance", "internal/ratelimit",
 		"internal/lake/blob/blobtest", "internal/profile/records/recordstest"},

@@ -59,6 +59,24 @@ func (e *Emulator) RegisterApp(app App) error {
 	})
 }
 
+// AddRedirectURI registers one more redirect URI for the app, as adding a
+// Web redirect URI to an app registration in the Azure portal does.
+func (e *Emulator) AddRedirectURI(clientID, uri string) error {
+	if uri == "" {
+		return fmt.Errorf("%w: empty redirect URI", ErrInvalid)
+	}
+	return e.mutate(func() error {
+		a := e.st.Apps[strings.ToLower(clientID)]
+		if a == nil {
+			return fmt.Errorf("%w: app %q", ErrNotFound, clientID)
+		}
+		if !slices.Contains(a.RedirectURIs, uri) && a.RedirectURI != uri {
+			a.RedirectURIs = append(a.RedirectURIs, uri)
+		}
+		return nil
+	})
+}
+
 // ConsentURL is the admin-consent link a tenant administrator opens.
 func (e *Emulator) ConsentURL(tenantID, clientID, redirectURI string) string {
 	q := "client_id=" + urlQueryEscape(clientID)

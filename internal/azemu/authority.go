@@ -1,7 +1,9 @@
 package azemu
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -115,13 +117,17 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'.")
 		return
 	}
+	if r.PostForm.Get("grant_type") == "authorization_code" {
+		e.redeemCode(w, r, tid, fail)
+		return
+	}
 	t := e.tenant(tid)
 	if t == nil {
 		fail(http.StatusBadRequest, "invalid_request", 90002, tenantNotFoundMsg(tid))
 		return
 	}
 	if gt := r.PostForm.Get("grant_type"); gt != "client_credentials" {
-		fail(http.StatusBadRequest, "unsupported_grant_type", 70003, fmt.Sprintf("The app requested an unsupported grant type '%s'. The emulator supports client_credentials only.", gt))
+		fail(http.StatusBadRequest, "unsupported_grant_type", 70003, fmt.Sprintf("The app requested an unsupported grant type '%s'. The emulator supports client_credentials and authorization_code only.", gt))
 		return
 	}
 	clientID := r.PostForm.Get("client_id")
@@ -298,7 +304,7 @@ func (e *Emulator) checkConsentRequest(tenant string, askTenant bool, clientID, 
 	if a == nil {
 		return fmt.Sprintf("AADSTS700016: Application with identifier '%s' was not found in the directory.", clientID), App{}
 	}
-	if redirectURI != "" && app.RedirectURI != "" && redirectURI != app.RedirectURI {
+	if redirectURI != "" && !app.allowsRedirect(redirectURI) {
 		return fmt.Sprintf("AADSTS50011: The redirect URI '%s' specified in the request does not match the redirect URIs configured for the application '%s'.", redirectURI, clientID), App{}
 	}
 	return "", app
@@ -310,6 +316,9 @@ func (e *Emulator) handleConsentPage(w http.ResponseWriter, r *http.Request) {
 	v := consentView{Tenant: tenant, AskTenant: ask, ClientID: q.Get("client_id"), RedirectURI: q.Get("redirect_uri"),
 		State: q.Get("state"), Scope: q.Get("scope"), ResponseType: q.Get("response_type"), Action: r.URL.Path}
 	msg, app := e.checkConsentRequest(tenant, ask, v.ClientID, v.RedirectURI)
+	if msg == "" && isAuthorizeV2(r) && v.ResponseType != "code" {
+		msg = fmt.Sprintf("AADSTS700054: response_type '%s' is not enabled for the application; the emulator's authorization endpoint answers with a code only.", v.ResponseType)
+	}
 	if msg != "" {
 		v.Error = msg
 		e.renderConsent(w, http.StatusBadRequest, v)
@@ -317,6 +326,13 @@ func (e *Emulator) handleConsentPage(w http.ResponseWriter, r *http.Request) {
 	}
 	v.AppName = app.Name
 	e.renderConsent(w, http.StatusOK, v)
+}
+
+// isAuthorizeV2 reports whether r is for the v2 authorization endpoint,
+// whose redirect carries a code and the state but no tenant (as Entra ID's
+// does), unlike the v2 admin-consent endpoint.
+func isAuthorizeV2(r *http.Request) bool {
+	return strings.HasSuffix(r.URL.Path, "/oauth2/v2.0/authorize")
 }
 
 func (e *Emulator) handleConsentPost(w http.ResponseWriter, r *http.Request) {
@@ -348,13 +364,29 @@ func (e *Emulator) handleConsentPost(w http.ResponseWriter, r *http.Request) {
 			e.renderConsent(w, http.StatusBadRequest, v)
 			return
 		}
-		out.Set("admin_consent", "True")
-		out.Set("tenant", e.tenant(tenant).ID)
-		if v.Scope != "" {
-			out.Set("scope", v.Scope)
-		}
+		tid := e.tenant(tenant).ID
+		var code string
 		if f.Get("response_type") == "code" {
-			out.Set("code", newVersionID())
+			code = e.issueCode(tid, app.ClientID, v.RedirectURI)
+		}
+		switch {
+		case isAuthorizeV2(r):
+			if code == "" {
+				v.Error = "AADSTS700054: the emulator's authorization endpoint answers with a code only (response_type=code)."
+				e.renderConsent(w, http.StatusBadRequest, v)
+				return
+			}
+			out.Set("code", code)
+			out.Set("session_state", newID())
+		default:
+			out.Set("admin_consent", "True")
+			out.Set("tenant", tid)
+			if v.Scope != "" {
+				out.Set("scope", v.Scope)
+			}
+			if code != "" {
+				out.Set("code", code)
+			}
 		}
 	} else {
 		out.Set("error", "access_denied")
@@ -373,4 +405,145 @@ func (e *Emulator) handleConsentPost(w http.ResponseWriter, r *http.Request) {
 		sep = "&"
 	}
 	http.Redirect(w, r, redirect+sep+out.Encode(), http.StatusFound)
+}
+
+// ---- authorization codes ----
+
+// codeLifetime is how long an authorization code can be redeemed (Entra ID
+// documents about ten minutes).
+const codeLifetime = 10 * time.Minute
+
+// authCode is an authorization code issued by the consent page: for one app
+// and redirect URI, in the tenant whose administrator accepted.
+type authCode struct {
+	tenant, clientID, redirectURI string
+	expires                       time.Time
+}
+
+func (e *Emulator) issueCode(tenant, clientID, redirectURI string) string {
+	code := newVersionID() + newVersionID()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.now()
+	for c, ac := range e.codes {
+		if !now.Before(ac.expires) {
+			delete(e.codes, c)
+		}
+	}
+	e.codes[code] = authCode{tenant: tenant, clientID: strings.ToLower(clientID), redirectURI: redirectURI, expires: now.Add(codeLifetime)}
+	return code
+}
+
+// redeemCode is the token endpoint's authorization_code grant: the app's
+// client id and secret, a code the consent page issued to that app (once,
+// within codeLifetime) and the same redirect URI. The answer carries an ID
+// token whose tid is the tenant whose administrator accepted. The path's
+// tenant may be "organizations" or "common", or must be that tenant.
+func (e *Emulator) redeemCode(w http.ResponseWriter, r *http.Request, pathTenant string, fail func(int, string, int, string)) {
+	f := r.PostForm
+	clientID := f.Get("client_id")
+	if clientID == "" {
+		fail(http.StatusBadRequest, "invalid_request", 900144, "The request body must contain the following parameter: 'client_id'.")
+		return
+	}
+	e.mu.Lock()
+	a := e.st.Apps[strings.ToLower(clientID)]
+	var app App
+	if a != nil {
+		app = *a
+	}
+	e.mu.Unlock()
+	if a == nil {
+		fail(http.StatusBadRequest, "unauthorized_client", 700016, fmt.Sprintf("Application with identifier '%s' was not found in the directory.", clientID))
+		return
+	}
+	now := e.now()
+	switch secret := f.Get("client_secret"); {
+	case secret == "":
+		fail(http.StatusUnauthorized, "invalid_client", 7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.")
+		return
+	case secret != app.ClientSecret:
+		fail(http.StatusUnauthorized, "invalid_client", 7000215, fmt.Sprintf("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '%s'.", app.ClientID))
+		return
+	case !app.SecretExpires.IsZero() && !now.Before(app.SecretExpires):
+		fail(http.StatusUnauthorized, "invalid_client", 7000222, fmt.Sprintf("The provided client secret keys for app '%s' are expired.", app.ClientID))
+		return
+	}
+	code := f.Get("code")
+	e.mu.Lock()
+	ac, ok := e.codes[code]
+	delete(e.codes, code) // a code is redeemed at most once, even when the request fails
+	e.mu.Unlock()
+	// Messages are the emulator's own; Entra ID answers invalid_grant for
+	// each of these.
+	switch {
+	case code == "" || !ok:
+		fail(http.StatusBadRequest, "invalid_grant", 9002313, "Invalid request. The authorization code is not valid or was already redeemed.")
+		return
+	case !now.Before(ac.expires):
+		fail(http.StatusBadRequest, "invalid_grant", 70008, "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.")
+		return
+	case ac.clientID != strings.ToLower(clientID):
+		fail(http.StatusBadRequest, "invalid_grant", 70000, "The provided authorization code was issued to another application.")
+		return
+	case ac.redirectURI != f.Get("redirect_uri"):
+		fail(http.StatusBadRequest, "invalid_grant", 50148, "The redirect URI does not match the one the authorization code was issued for.")
+		return
+	case !strings.EqualFold(pathTenant, "organizations") && !strings.EqualFold(pathTenant, "common") && !strings.EqualFold(pathTenant, ac.tenant):
+		fail(http.StatusBadRequest, "invalid_grant", 50020, fmt.Sprintf("The authorization code was issued in tenant '%s', not '%s'.", ac.tenant, pathTenant))
+		return
+	}
+	idToken, err := e.issueIDToken(ac.tenant, app.ClientID, now)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	access, err := e.issueToken(ac.tenant, app.ClientID, adminObjectID(ac.tenant), graphResource, now)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	e.mu.Lock()
+	e.stats.TokensIssued++
+	e.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"token_type":   "Bearer",
+		"scope":        f.Get("scope"),
+		"expires_in":   int(e.tokenLifetime().Seconds()),
+		"access_token": access,
+		"id_token":     idToken,
+	})
+}
+
+// graphResource is the audience of the access token an openid sign-in gets.
+const graphResource = "https://graph.microsoft.com"
+
+// adminObjectID is the object id of the emulated administrator who signs in
+// to a tenant on the consent page: one per tenant, stable.
+func adminObjectID(tenant string) string {
+	sum := sha256.Sum256([]byte("azemu admin\x00" + strings.ToLower(tenant)))
+	h := hex.EncodeToString(sum[:16])
+	return h[0:8] + "-" + h[8:12] + "-4" + h[13:16] + "-8" + h[17:20] + "-" + h[20:32]
+}
+
+// issueIDToken mints the v2.0 ID token of the tenant's administrator for
+// the app, as Entra ID's token endpoint returns it for an openid scope.
+func (e *Emulator) issueIDToken(tenantID, clientID string, now time.Time) (string, error) {
+	oid := adminObjectID(tenantID)
+	claims := jwt.MapClaims{
+		"aud":                clientID,
+		"iss":                e.url + "/" + tenantID + "/v2.0",
+		"iat":                now.Unix(),
+		"nbf":                now.Unix(),
+		"exp":                now.Add(time.Hour).Unix(),
+		"tid":                tenantID,
+		"oid":                oid,
+		"sub":                oid,
+		"name":               "Emulated tenant administrator",
+		"preferred_username": "admin@" + tenantID,
+		"ver":                "2.0",
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
+	tok.Header["kid"] = e.signKID
+	return tok.SignedString(e.signKey)
 }

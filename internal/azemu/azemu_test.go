@@ -24,6 +24,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+	"github.com/golang-jwt/jwt/v5"
 )
 
 const (
@@ -969,5 +970,106 @@ func TestClassicAuthorizeAsksForTenant(t *testing.T) {
 	}
 	if _, ok := f.emu.ServicePrincipal(customerTenant, appClientID); !ok {
 		t.Error("classic accept did not create a service principal")
+	}
+}
+
+// TestAuthorizationCodeConsent: the v2 authorization endpoint with
+// prompt=admin_consent shows the consent page, and Accept redirects with a
+// code and the state only (no tenant, as Entra ID). The code is redeemed
+// once, by the app with its secret and the same redirect URI, for an ID
+// token whose tid is the tenant that accepted.
+func TestAuthorizationCodeConsent(t *testing.T) {
+	f := newFixture(t)
+	must(t, f.emu.RevokeConsent(customerTenant, appClientID))
+	redirect := "https://platform.example/byok/consent/callback"
+	must(t, f.emu.AddRedirectURI(appClientID, redirect))
+	authz := f.emu.URL() + "/organizations/oauth2/v2.0/authorize"
+	q := url.Values{"client_id": {appClientID}, "response_type": {"code"}, "redirect_uri": {redirect}, "scope": {"openid profile"},
+		"prompt": {"admin_consent"}, "state": {"st-1"}}
+	page := f.raw(http.MethodGet, authz+"?"+q.Encode(), "", "")
+	if page.status != 200 || !strings.Contains(page.body, `name="tenant"`) || !strings.Contains(page.body, ">Accept</button>") {
+		t.Fatalf("authorize page: got %d %s", page.status, page.body)
+	}
+	noCode := url.Values{"client_id": {appClientID}, "redirect_uri": {redirect}}
+	if r := f.raw(http.MethodGet, authz+"?"+noCode.Encode(), "", ""); r.status != 400 || !strings.Contains(r.body, "AADSTS700054") {
+		t.Errorf("authorize without response_type=code: got %d, want 400 AADSTS700054", r.status)
+	}
+	accept := func() (code string) {
+		t.Helper()
+		form := url.Values{"client_id": {appClientID}, "redirect_uri": {redirect}, "state": {"st-1"}, "scope": {"openid profile"},
+			"response_type": {"code"}, "tenant": {customerTenant}, "action": {"accept"}}
+		req, _ := http.NewRequest(http.MethodPost, authz, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		cl := f.emu.HTTPClient()
+		cl.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		resp, err := cl.Do(req)
+		must(t, err)
+		resp.Body.Close()
+		loc, _ := url.Parse(resp.Header.Get("Location"))
+		got := loc.Query()
+		if resp.StatusCode != 302 || !strings.HasPrefix(loc.String(), redirect+"?") || got.Get("code") == "" || got.Get("state") != "st-1" ||
+			got.Has("tenant") || got.Has("admin_consent") {
+			t.Fatalf("accept: got %d %s, want 302 to the redirect with code and state only", resp.StatusCode, loc)
+		}
+		return got.Get("code")
+	}
+	code := accept()
+	if _, ok := f.emu.ServicePrincipal(customerTenant, appClientID); !ok {
+		t.Error("accept did not create a service principal")
+	}
+
+	redeem := func(tenant, code, secret, redirectURI string) rawResp {
+		t.Helper()
+		form := url.Values{"grant_type": {"authorization_code"}, "client_id": {appClientID}, "client_secret": {secret},
+			"code": {code}, "redirect_uri": {redirectURI}, "scope": {"openid profile"}}
+		req, _ := http.NewRequest(http.MethodPost, f.emu.URL()+"/"+tenant+"/oauth2/v2.0/token", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := f.emu.HTTPClient().Do(req)
+		must(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return rawResp{resp.StatusCode, resp.Header, string(b)}
+	}
+	if r := redeem("organizations", code, "wrong", redirect); r.status != 401 || !strings.Contains(r.body, "invalid_client") {
+		t.Errorf("redeem with a wrong secret: got %d %s, want 401 invalid_client", r.status, r.body)
+	}
+	r := redeem("organizations", code, appSecret, redirect)
+	if r.status != 200 {
+		t.Fatalf("redeem: got %d %s", r.status, r.body)
+	}
+	var tok struct {
+		IDToken string `json:"id_token"`
+	}
+	must(t, json.Unmarshal([]byte(r.body), &tok))
+	claims := jwt.MapClaims{}
+	if _, _, err := jwt.NewParser().ParseUnverified(tok.IDToken, claims); err != nil {
+		t.Fatalf("id_token does not parse: %v", err)
+	}
+	if claims["tid"] != customerTenant || claims["aud"] != appClientID || claims["iss"] != f.emu.URL()+"/"+customerTenant+"/v2.0" {
+		t.Errorf("id_token claims = %v, want tid %s, aud %s and the tenant's v2.0 issuer", claims, customerTenant, appClientID)
+	}
+	if r := redeem("organizations", code, appSecret, redirect); r.status != 400 || !strings.Contains(r.body, "invalid_grant") {
+		t.Errorf("redeem twice: got %d %s, want 400 invalid_grant", r.status, r.body)
+	}
+	if r := redeem("organizations", accept(), appSecret, "https://evil.example/cb"); r.status != 400 || !strings.Contains(r.body, "invalid_grant") {
+		t.Errorf("redeem with another redirect URI: got %d %s, want 400 invalid_grant", r.status, r.body)
+	}
+	if r := redeem(otherTenant, accept(), appSecret, redirect); r.status != 400 || !strings.Contains(r.body, "invalid_grant") {
+		t.Errorf("redeem in another tenant: got %d %s, want 400 invalid_grant", r.status, r.body)
+	}
+	if r := redeem(customerTenant, accept(), appSecret, redirect); r.status != 200 {
+		t.Errorf("redeem in the tenant that consented: got %d %s, want 200", r.status, r.body)
+	}
+	c := accept()
+	f.clock.Advance(codeLifetime)
+	if r := redeem("organizations", c, appSecret, redirect); r.status != 400 || !strings.Contains(r.body, "AADSTS70008") {
+		t.Errorf("redeem an expired code: got %d %s, want 400 AADSTS70008", r.status, r.body)
+	}
+	if r := redeem("organizations", "made-up", appSecret, redirect); r.status != 400 || !strings.Contains(r.body, "invalid_grant") {
+		t.Errorf("redeem a made-up code: got %d %s, want 400 invalid_grant", r.status, r.body)
+	}
+	bad := url.Values{"client_id": {appClientID}, "response_type": {"code"}, "redirect_uri": {"https://evil.example/cb"}}
+	if r := f.raw(http.MethodGet, authz+"?"+bad.Encode(), "", ""); r.status != 400 || !strings.Contains(r.body, "AADSTS50011") {
+		t.Errorf("authorize with an unregistered redirect: got %d, want 400 AADSTS50011", r.status)
 	}
 }

@@ -30,16 +30,32 @@
 //
 //	GET  /{tenant}/v2.0/.well-known/openid-configuration
 //	GET  /{tenant}/discovery/v2.0/keys           (JWKS)
-//	POST /{tenant}/oauth2/v2.0/token             (client_credentials only)
+//	POST /{tenant}/oauth2/v2.0/token             (client_credentials, authorization_code)
 //	GET  /{tenant}/v2.0/adminconsent             (HTML consent page)
 //	POST /{tenant}/v2.0/adminconsent             (Accept / Cancel)
+//	GET  /{tenant}/oauth2/v2.0/authorize         (consent page, response_type=code)
+//	POST /{tenant}/oauth2/v2.0/authorize         (Accept / Cancel)
 //	GET  /common/oauth2/authorize                (classic form; asks for the tenant)
 //
-// A token is issued only when the tenant exists, the app is registered, the
-// app has a service principal in that tenant (admin consent was granted) and
-// the secret matches and has not expired. Access tokens carry aud (the
-// requested resource), iss "https://sts.windows.net/{tenant}/", tid, oid (the
-// service principal's object id in that tenant), appid and a one-hour exp.
+// A client-credentials token is issued only when the tenant exists, the app
+// is registered, the app has a service principal in that tenant (admin
+// consent was granted) and the secret matches and has not expired. Access
+// tokens carry aud (the requested resource), iss
+// "https://sts.windows.net/{tenant}/", tid, oid (the service principal's
+// object id in that tenant), appid and a one-hour exp.
+//
+// Consent pages under "organizations" or "common" ask for the tenant id in
+// a form field: the emulator's stand-in for an administrator signing in to
+// their directory. Accept adds the app's service principal to that tenant.
+// The admin-consent endpoint redirects with admin_consent=True, tenant and
+// state; the v2 authorization endpoint (response_type=code, as used with
+// prompt=admin_consent) redirects with code, state and session_state only.
+// A code is redeemed once, within ten minutes, at the token endpoint
+// ("organizations", "common" or the tenant that accepted) by the app with
+// its secret and the same redirect_uri; the answer carries a v2.0 ID token
+// (aud the app, iss "{URL}/{tenant}/v2.0", tid the tenant that accepted)
+// and an access token. The redirect URI must be one the app registered
+// (App.RedirectURI, App.RedirectURIs, AddRedirectURI).
 //
 // # Key Vault data plane
 //

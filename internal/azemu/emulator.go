@@ -64,6 +64,7 @@ type Emulator struct {
 	tokenFault int
 	faults     map[string]vaultFault
 	windows    map[string]*throttleWindow
+	codes      map[string]authCode // authorization codes not yet redeemed
 	stats      Stats
 }
 
@@ -91,7 +92,7 @@ func Start(opts Options) (*Emulator, error) {
 		opts.Now = time.Now
 	}
 	e := &Emulator{opts: opts, now: opts.Now, suffix: opts.VaultSuffix,
-		faults: map[string]vaultFault{}, windows: map[string]*throttleWindow{},
+		faults: map[string]vaultFault{}, windows: map[string]*throttleWindow{}, codes: map[string]authCode{},
 		stats: Stats{Vaults: map[string]VaultStats{}}}
 
 	st := newState()
@@ -470,6 +471,8 @@ func (e *Emulator) routes() *http.ServeMux {
 	m.HandleFunc("POST /{tenant}/oauth2/v2.0/token", e.handleToken)
 	m.HandleFunc("GET /{tenant}/v2.0/adminconsent", e.handleConsentPage)
 	m.HandleFunc("POST /{tenant}/v2.0/adminconsent", e.handleConsentPost)
+	m.HandleFunc("GET /{tenant}/oauth2/v2.0/authorize", e.handleConsentPage)
+	m.HandleFunc("POST /{tenant}/oauth2/v2.0/authorize", e.handleConsentPost)
 	m.HandleFunc("GET /common/oauth2/authorize", e.handleConsentPage)
 	m.HandleFunc("POST /common/oauth2/authorize", e.handleConsentPost)
 	m.HandleFunc("GET /{$}", e.handleIndex)

@@ -86,12 +86,24 @@ func roleAllows(role, action string) bool {
 
 // App is the platform's (multi-tenant) app registration.
 type App struct {
-	HomeTenant    string    `json:"homeTenant"`
-	ClientID      string    `json:"clientId"`
-	ClientSecret  string    `json:"clientSecret,omitempty"`
-	Name          string    `json:"name"`
-	RedirectURI   string    `json:"redirectUri,omitempty"`
+	HomeTenant   string `json:"homeTenant"`
+	ClientID     string `json:"clientId"`
+	ClientSecret string `json:"clientSecret,omitempty"`
+	Name         string `json:"name"`
+	RedirectURI  string `json:"redirectUri,omitempty"`
+	// RedirectURIs are further registered redirect URIs (an Entra app has a
+	// list); a consent request may name any of them or RedirectURI.
+	RedirectURIs  []string  `json:"redirectUris,omitempty"`
 	SecretExpires time.Time `json:"secretExpires,omitzero"` // zero = never
+}
+
+// allowsRedirect reports whether uri is one of the app's redirect URIs. An
+// app that registered none accepts any.
+func (a App) allowsRedirect(uri string) bool {
+	if a.RedirectURI == "" && len(a.RedirectURIs) == 0 {
+		return true
+	}
+	return uri == a.RedirectURI || slices.Contains(a.RedirectURIs, uri)
 }
 
 // Vault describes a key vault. Zero values: SKU "standard", RetentionDays 90

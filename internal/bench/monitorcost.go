@@ -124,6 +124,10 @@ func MonitorCost(ctx context.Context, cfg MonitorCostConfig) (*MonitorCostResult
 				return nil, err
 			}
 			kid = w.env.Emu.VaultURL(devenv.Vault) + "/keys/" + name + "/" + version
+			// The customer's other orgs, bound to its tenant by consent.
+			if _, err := w.env.BindOrg(ctx, org); err != nil {
+				return nil, err
+			}
 		}
 		if err := w.startEnable(ctx, org, "Bench", kid); err != nil {
 			return nil, err

@@ -145,6 +145,13 @@ func (c *Client) JSON(ctx context.Context, r Request, in, out any) ([]byte, erro
 	return raw, nil
 }
 
+// AppRegistration returns the platform's app and the org's consent link.
+func (c *Client) AppRegistration(ctx context.Context) (*App, []byte, error) {
+	var out App
+	raw, err := c.JSON(ctx, Request{Route: GetAppRegistration}, nil, &out)
+	return &out, raw, err
+}
+
 // Preflight runs every validation check against a key.
 func (c *Client) Preflight(ctx context.Context, keyIdentifier string) (*PreflightReport, []byte, error) {
 	var rep PreflightReport

@@ -84,6 +84,7 @@ const (
 // service's failure kinds, whose values are codes too, and CodeKeyInUse.
 // Each name spells its value.
 const (
+	CodeKeyNotBound             = "KEY_NOT_BOUND"             // the key's vault is not in an Azure tenant bound to the org
 	CodeKeyTypeUnsupported      = "KEY_TYPE_UNSUPPORTED"      // the key is not RSA
 	CodeKeyTooSmall             = "KEY_TOO_SMALL"             // the RSA key has fewer bits than required
 	CodeSoftDeleteDisabled      = "SOFT_DELETE_DISABLED"      // the vault's recovery level is not Recoverable

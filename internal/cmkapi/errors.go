@@ -68,4 +68,5 @@ const (
 	CodeProfileQuotaExceeded = "PROFILE_QUOTA_EXCEEDED" // 507: the org's profile records or their bytes
 	CodeFileTooLarge         = "FILE_TOO_LARGE"         // 413: a lake file over the size limit
 	CodeLakeQuotaExceeded    = "LAKE_QUOTA_EXCEEDED"    // 507: the org's lake files' bytes
+	CodeConsentInvalid       = "CONSENT_INVALID"        // a consent redirect that binds nothing
 )

@@ -95,6 +95,12 @@ var (
 	GetProfile       = Route{"getProfile", "GET", "/data/profiles/{id}", Sandboxed, PermDataRead, "profile", ""}
 	DeleteProfile    = Route{"deleteProfile", "DELETE", "/data/profiles/{id}", Sandboxed, PermDataWrite, "profile", ""}
 
+	// ConsentCallback is where Microsoft Entra ID sends the administrator's
+	// browser back after the admin consent of an org's consent link: public,
+	// since a browser redirect carries no bearer token; the sealed state in
+	// the link says which org, the authorization code which tenant.
+	ConsentCallback = Route{"consentCallback", "GET", byok + "/consent/callback", Public, "", "", ""}
+
 	OpenAPIDocument = Route{"openapi", "GET", "/openapi.json", Public, "", "", ""}
 	Healthz         = Route{"healthz", "GET", "/healthz", Public, "", "", ""}
 	Metrics         = Route{"metrics", "GET", "/metrics", Public, "", "", ""}
@@ -108,5 +114,5 @@ var Routes = []Route{
 	ListSandboxes, CreateSandbox,
 	ListLakeFiles, ListDatasetFiles, PutLakeFile, GetLakeFile, DeleteLakeFile,
 	ListProfiles, PutProfile, GetProfile, DeleteProfile,
-	OpenAPIDocument, Healthz, Metrics, UI,
+	ConsentCallback, OpenAPIDocument, Healthz, Metrics, UI,
 }

@@ -5,14 +5,27 @@ import (
 	"time"
 )
 
-// App is the platform's multi-tenant Azure app and its admin-consent link
-// (GET .../byok/app-registration).
+// App is the platform's multi-tenant Azure app and the calling org's
+// admin-consent link (GET .../byok/app-registration).
 type App struct {
 	ID             string `json:"id"`
 	Name           string `json:"name"`
 	ApplicationURI string `json:"applicationUri"`
 	ApplicationID  string `json:"applicationId"`
-	RedirectURL    string `json:"applicationRedirectUrl"`
+	// RedirectURL is the org's own consent link: it names the org (sealed,
+	// expiring) and brings the administrator back to the consent callback.
+	RedirectURL string `json:"applicationRedirectUrl"`
+	// BoundTenants are the Azure tenants whose administrators consented
+	// through the org's link: the org may use keys from their vaults only.
+	BoundTenants []string `json:"boundTenants"`
+}
+
+// ConsentBinding answers the consent callback when it is asked for JSON:
+// the org the link was made for is now bound to the tenant.
+type ConsentBinding struct {
+	IMSOrgID string `json:"imsOrgId"`
+	TenantID string `json:"tenantId"`
+	New      bool   `json:"new"` // false when the org was already bound to it
 }
 
 // ConfigRequest is the body of POST .../customer/config (seed 001).
@@ -292,7 +305,7 @@ type Info struct {
 	EmulatorURL      string `json:"emulatorUrl"`
 	EmulatorCA       string `json:"emulatorCaPem"`
 	VaultURL         string `json:"vaultUrl"`
-	ConsentURL       string `json:"consentUrl"`
+	ConsentURL       string `json:"consentUrl"` // the org's consent link, as the app registration gives it
 	CustomerTenant   string `json:"customerTenantId"`
 	ServicePrincipal string `json:"servicePrincipalObjectId"`
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/guidance"
+	"github.com/cmk-project/cmk/internal/keyid"
 	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/store"
 )
@@ -58,7 +60,7 @@ func (s *Service) SubmitConfig(ctx context.Context, org string, in ConfigInput) 
 		return nil, problem(ErrInvalidKeyID, "Invalid key identifier", err.Error(),
 			"Copy the Key Identifier from your key's current version in the Azure portal; it looks like https://<vault>.vault.azure.net/keys/<key>/<version>.")
 	}
-	if taken, err := s.Store.KeyInUseElsewhere(ctx, org, id.VaultURL, id.Name); err != nil {
+	if taken, err := s.keyTakenFor(ctx, org, id); err != nil {
 		return nil, err
 	} else if taken {
 		return nil, problem(ErrKeyInUse, guidance.Title(cmkapi.CodeKeyInUse), "This key is already configured for another organization; a key can protect one org's data only.",
@@ -182,10 +184,11 @@ func (s *Service) DeleteConfig(ctx context.Context, org, name string) error {
 }
 
 // Preflight runs every validation check against a key without enabling
-// anything. A key another org already uses is not this org's to probe.
+// anything. A key another org already uses is not this org's to probe; an
+// org that could own it (see keyTakenFor) is told so.
 func (s *Service) Preflight(ctx context.Context, org, keyIdentifier string) (*preflight.Report, error) {
 	if id, err := s.Policy.Parse(keyIdentifier); err == nil {
-		if taken, err := s.Store.KeyInUseElsewhere(ctx, org, id.VaultURL, id.Name); err != nil {
+		if taken, err := s.keyTakenFor(ctx, org, id); err != nil {
 			return nil, err
 		} else if taken {
 			return nil, problem(ErrKeyInUse, guidance.Title(cmkapi.CodeKeyInUse), "This key is already configured for another organization.", "Use a key dedicated to this org.")
@@ -197,5 +200,33 @@ func (s *Service) Preflight(ctx context.Context, org, keyIdentifier string) (*pr
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	return preflight.Run(ctx, s.Provider, s.Policy, keyIdentifier, s.Env), nil
+	env := s.Env
+	if link, err := s.ConsentLink(org); err == nil && link != "" {
+		env.ConsentURL = link
+	}
+	bound, err := s.Store.OrgTenants(ctx, org)
+	if err != nil {
+		return nil, err
+	}
+	owner := preflight.Owner{Org: org, Tenants: bound, Finder: s.Ownership.Tenants}
+	return preflight.Run(ctx, s.Provider, s.Policy, keyIdentifier, env, owner), nil
+}
+
+// keyTakenFor reports whether org is to be told that the key of id already
+// protects another org's data. Only an org bound to the Azure tenant the
+// other org's vault was found in is told: it could own the key, and needs to
+// know why it cannot use it. Any other org learns nothing here, not even
+// that the key exists; its job fails the ownership check, which says
+// nothing about the key either. Both lookups run every time, so the answer
+// takes as long whether or not the key is taken.
+func (s *Service) keyTakenFor(ctx context.Context, org string, id keyid.ID) (bool, error) {
+	holder, taken, err := s.Store.KeyHolderTenant(ctx, org, id.VaultURL, id.Name)
+	if err != nil {
+		return false, err
+	}
+	bound, err := s.Store.OrgTenants(ctx, org)
+	if err != nil {
+		return false, err
+	}
+	return taken && holder != "" && slices.Contains(bound, holder), nil
 }

@@ -51,6 +51,9 @@ type Service struct {
 
 	// PreflightTimeout bounds a synchronous key check (default 30 s).
 	PreflightTimeout time.Duration
+
+	// Ownership binds orgs to the Azure tenants that own their keys.
+	Ownership Ownership
 }
 
 // DefaultSandboxes are created with an org the first time it is seen.
@@ -76,6 +79,8 @@ var (
 	ErrLimitReached        = errors.New("limit reached")
 	ErrConfirmation        = errors.New("confirmation required")
 	ErrKeyUnavailable      = errors.New("customer key unavailable")
+	ErrConsent             = errors.New("consent not confirmed")         // a consent redirect that binds nothing
+	ErrIdentityUnavailable = errors.New("identity provider unavailable") // Entra ID could not be asked; try again
 )
 
 // Problem is a failure the caller can act on: which rule (Err, one of the

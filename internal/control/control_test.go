@@ -9,11 +9,13 @@ import (
 	"time"
 
 	"github.com/cmk-project/cmk/internal/alerts"
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/keyid"
 	"github.com/cmk-project/cmk/internal/keyring"
 	"github.com/cmk-project/cmk/internal/kms"
 	"github.com/cmk-project/cmk/internal/monitor"
+	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/store"
 	"github.com/cmk-project/cmk/internal/systemkey"
 )
@@ -36,12 +38,16 @@ func (v noVault) Unwrap(context.Context, kms.KeyRef, kms.Wrapped) ([]byte, error
 }
 
 const (
-	orgA   = "ORGA@CmkOrg"
-	orgB   = "ORGB@CmkOrg"
-	keyA   = "https://vault-a.vault.azure.net/keys/cmk/0123456789abcdef0123456789abcdef"
-	keyA2  = "https://VAULT-A.vault.azure.net/keys/CMK"
-	keyB   = "https://vault-b.vault.azure.net/keys/cmk"
-	badKey = "https://vault-a.example.com/keys/cmk"
+	orgA    = "ORGA@CmkOrg"
+	orgB    = "ORGB@CmkOrg"
+	orgC    = "ORGC@CmkOrg"
+	orgD    = "ORGD@CmkOrg"
+	tenantA = "22222222-2222-4222-8222-222222222222"
+	tenantD = "44444444-4444-4444-8444-444444444444"
+	keyA    = "https://vault-a.vault.azure.net/keys/cmk/0123456789abcdef0123456789abcdef"
+	keyA2   = "https://VAULT-A.vault.azure.net/keys/CMK"
+	keyB    = "https://vault-b.vault.azure.net/keys/cmk"
+	badKey  = "https://vault-a.example.com/keys/cmk"
 )
 
 func newService(t *testing.T) (*Service, *store.Store) {
@@ -74,6 +80,11 @@ func newService(t *testing.T) (*Service, *store.Store) {
 	}
 	return s, st
 }
+
+// vaultIn is a TenantFinder that puts every vault in one tenant.
+type vaultIn string
+
+func (v vaultIn) VaultTenant(context.Context, string) (string, error) { return string(v), nil }
 
 func valid(org, key string) ConfigInput {
 	return ConfigInput{Name: "Config1", Type: ConfigTypeBYOK, OrgID: org, ProviderType: ProviderAzure, KeyIdentifier: key}
@@ -190,18 +201,54 @@ func TestSubmitConfigConflicts(t *testing.T) {
 	_, err = s.SubmitConfig(ctx, orgA, again)
 	wantProblem(t, "SubmitConfig(while a job runs)", err, ErrJobActive)
 
-	// Another org asking for the same key, in any spelling, is refused,
-	// and so is its preflight of it: the key is not that org's to probe.
-	_, err = s.SubmitConfig(ctx, orgB, valid(orgB, keyA2))
-	wantProblem(t, "SubmitConfig(other org's key)", err, ErrKeyInUse)
-	_, err = s.Preflight(ctx, orgB, keyA2)
-	wantProblem(t, "Preflight(other org's key)", err, ErrKeyInUse)
+	// A pending submission takes no key: another org may submit the same
+	// key (its own job decides), so an org that does not own a key can
+	// never block its owner by submitting it first.
+	if _, err := s.SubmitConfig(ctx, orgB, valid(orgB, keyA2)); err != nil {
+		t.Errorf("SubmitConfig(key of orgA's pending job) = %v, want accepted", err)
+	}
 
-	// Once enabled, neither a new config nor a revert is accepted.
-	if err := st.SetCustomerKEK(ctx, orgA, c.VaultURL, c.KeyName); err != nil {
+	// Once orgA's key passed validation, in a vault of tenantA, an org
+	// bound to tenantA asking for the same key, in any spelling, is
+	// refused, and so is its preflight of it: the key is not that org's to
+	// probe. An org not bound to tenantA is told nothing about the key.
+	job, err := st.ClaimJob(ctx, "w", time.Minute)
+	if err != nil || job.ID != c.ID {
+		t.Fatalf("ClaimJob = %+v, %v; want orgA's job", job, err)
+	}
+	if err := st.BeginCustomerKEK(ctx, job.ID, "w", job, "v1", tenantA, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.UpdateJob(ctx, c.ID, "", store.JobUpdate{Status: ptr(store.StatusCompleted)}); err != nil && !errors.Is(err, store.ErrLeaseLost) {
+	for _, org := range []string{orgC, orgD} {
+		if err := s.EnsureOrg(ctx, org); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.BindTenant(ctx, orgC, tenantA)
+	st.BindTenant(ctx, orgD, tenantD)
+	_, err = s.SubmitConfig(ctx, orgC, valid(orgC, keyA2))
+	wantProblem(t, "SubmitConfig(other org's key, same tenant)", err, ErrKeyInUse)
+	_, err = s.Preflight(ctx, orgC, keyA2)
+	wantProblem(t, "Preflight(other org's key, same tenant)", err, ErrKeyInUse)
+	if _, err := s.SubmitConfig(ctx, orgD, valid(orgD, keyA2)); errors.Is(err, ErrKeyInUse) || err != nil {
+		t.Errorf("SubmitConfig(other org's key, another tenant) = %v, want accepted: its job's ownership check refuses it, saying nothing of the key", err)
+	}
+	// Their preflight stops at the ownership check, before any vault call
+	// (noVault fails the test on one).
+	s.Ownership.Tenants = vaultIn(tenantA)
+	for _, org := range []string{orgB, orgD} {
+		rep, err := s.Preflight(ctx, org, keyA2)
+		if err != nil {
+			t.Errorf("Preflight(%s, other org's key) = %v, want a report", org, err)
+			continue
+		}
+		if p := rep.FirstProblem(); rep.Passed || p == nil || p.Check != preflight.CheckKeyOwner || p.Code != cmkapi.CodeKeyNotBound {
+			t.Errorf("Preflight(%s, other org's key) first problem = %+v, want key_owner KEY_NOT_BOUND", org, p)
+		}
+	}
+
+	// Once enabled, neither a new config nor a revert is accepted.
+	if err := st.UpdateJob(ctx, c.ID, "w", store.JobUpdate{Status: ptr(store.StatusCompleted), Release: true}); err != nil {
 		t.Fatal(err)
 	}
 	revert := valid(orgA, keyA)

@@ -20,12 +20,18 @@ type Store interface {
 	SandboxExists(ctx context.Context, org, name string) (bool, error)
 	// DeleteOrg removes an org and everything the database holds for it: its
 	// sandboxes and their data keys (which makes every stored ciphertext of the
-	// org unreadable), configurations, key health, alerts, webhooks and
-	// pending deliveries. The audit trail is kept.
+	// org unreadable), configurations, tenant bindings, key health, alerts,
+	// webhooks and pending deliveries. The audit trail is kept.
 	DeleteOrg(ctx context.Context, org string) error
-	// KeyInUseElsewhere reports another org that uses (or is enabling) the same
-	// vault key: a key protects one org's data only.
-	KeyInUseElsewhere(ctx context.Context, org, vaultURL, keyName string) (bool, error)
+	// KeyHolderTenant reports another org whose data the same vault key
+	// protects (its job passed validation), and the Azure tenant its vault
+	// was found in then ("" when not recorded).
+	KeyHolderTenant(ctx context.Context, org, vaultURL, keyName string) (tenant string, taken bool, err error)
+	// BindTenant records that org is bound to an Azure tenant and reports
+	// whether the binding is new; store.ErrNotFound when the org is gone.
+	BindTenant(ctx context.Context, org, tenant string) (bool, error)
+	// OrgTenants lists the Azure tenants an org is bound to.
+	OrgTenants(ctx context.Context, org string) ([]string, error)
 	// CreateConfig inserts a NEW configuration. It fails with store.ErrAlreadyEnabled
 	// when the org already uses its customer key, store.ErrJobActive when another job
 	// is unfinished, and store.ErrDuplicateName when the name is taken in the org.

@@ -1,23 +1,27 @@
 // Package devenv starts a complete local cmk: the Azure emulator with a
 // customer tenant, a vault and a suitable key (consent given, role granted),
-// and the service wired to it with a demo org and sandboxes. `cmk dev`, the
-// end-to-end tests and the benchmarks all start from here.
+// and the service wired to it with a demo org and sandboxes, the demo org
+// bound to the customer tenant through its consent link (Env.BindOrg). `cmk
+// dev`, the end-to-end tests and the benchmarks all start from here.
 package devenv
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
 	"time"
-
-	"github.com/cmk-project/cmk/internal/cmkapi"
 
 	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/azemu"
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/lake/blob"
 	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/ratelimit"
@@ -139,7 +143,6 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		TenantID: HomeTenant, ClientID: ClientID, ClientSecret: env.Secret,
 		AuthorityHost: emu.AuthorityHost(), HTTPClient: emu.HTTPClient(), DisableInstanceDiscovery: true,
 		ExtraVaultSuffixes: []string{emu.VaultSuffix()},
-		ConsentURL:         emu.ConsentURL(CustomerTenant, ClientID, AppURI),
 		Workers:            o.Workers, Concurrency: o.Concurrency, Lease: o.Lease, Poll: o.Poll, Log: o.Log,
 		DevLogin: true, DevTokenIssuer: true, LakeAzure: o.LakeAzure, ProfilesDSN: o.ProfilesDSN, DatabaseDSN: o.DatabaseDSN,
 		Monitor: o.Monitor, NoMonitor: o.NoMonitor, VaultTimeout: o.VaultTimeout, WebhookBackoff: o.WebhookBackoff,
@@ -172,7 +175,103 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 	if err := env.Svc.Start(ctx); err != nil {
 		return fail(err)
 	}
+	// The service's address is known now: register its consent callback
+	// on the app, as an operator adds a redirect URI to the app registration.
+	if err := emu.AddRedirectURI(ClientID, env.Svc.ConsentCallbackURL()); err != nil {
+		return fail(err)
+	}
+	if _, err := env.BindOrg(ctx, env.Org); err != nil {
+		return fail(fmt.Errorf("bind the demo org to the customer tenant: %w", err))
+	}
 	return env, nil
+}
+
+// BindOrg binds org to the customer tenant as a tenant administrator would:
+// see BindOrgTo.
+func (e *Env) BindOrg(ctx context.Context, org string) (*cmkapi.ConsentBinding, error) {
+	return e.BindOrgTo(ctx, org, CustomerTenant)
+}
+
+// BindOrgTo goes through org's consent link as an administrator of tenant:
+// it asks the app-registration API for the org's link (with a token for
+// the org), opens the link on the emulator's consent page, signs in to the
+// tenant and accepts there, and follows the redirect to the service's
+// consent callback, which binds the org. Accepting also gives the app a
+// service principal in the tenant.
+func (e *Env) BindOrgTo(ctx context.Context, org, tenant string) (*cmkapi.ConsentBinding, error) {
+	token, err := e.Svc.MintDevToken("tenant-admin", org, []string{cmkapi.PermManageCMK}, 10*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	c := &cmkapi.Client{BaseURL: e.Svc.URL(), Token: token, OrgID: org, APIKey: e.APIKey}
+	app, _, err := c.AppRegistration(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("app registration of %s: %w", org, err)
+	}
+	link, err := url.Parse(app.RedirectURL)
+	if err != nil || link.Host == "" {
+		return nil, fmt.Errorf("the app registration of %s has no consent link (%q)", org, app.RedirectURL)
+	}
+	// The browser: it trusts the emulator's CA and reaches both the
+	// emulator and the service, following redirects.
+	browser := e.Emu.HTTPClient()
+	page, err := send(ctx, browser, http.MethodGet, link.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	if page.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("consent page %s answered %d: %.300s", link.Path, page.StatusCode, page.body)
+	}
+	form := link.Query()
+	form.Set("tenant", tenant)
+	form.Set("action", "accept")
+	target := *link
+	target.RawQuery = ""
+	done, err := send(ctx, browser, http.MethodPost, target.String(), form)
+	if err != nil {
+		return nil, err
+	}
+	if done.StatusCode != http.StatusOK {
+		var cerr cmkapi.Error
+		if json.Unmarshal(done.body, &cerr) == nil && cerr.ErrorCode != "" {
+			return nil, &cerr // the service refused the binding
+		}
+		return nil, fmt.Errorf("consent for %s in tenant %s answered %d: %.300s", org, tenant, done.StatusCode, done.body)
+	}
+	var b cmkapi.ConsentBinding
+	if err := json.Unmarshal(done.body, &b); err != nil || b.IMSOrgID != org {
+		return nil, fmt.Errorf("consent callback answered %.300s, want the binding of %s", done.body, org)
+	}
+	return &b, nil
+}
+
+type answer struct {
+	StatusCode int
+	body       []byte
+}
+
+// send makes one browser request (a form post when form is not nil),
+// asking for JSON where the service can answer it.
+func send(ctx context.Context, c *http.Client, method, u string, form url.Values) (*answer, error) {
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, err
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	req.Header.Set("Accept", "application/json, text/html;q=0.9")
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return &answer{StatusCode: resp.StatusCode, body: b}, err
 }
 
 func contains(list []string, s string) bool {
@@ -189,8 +288,14 @@ func (e *Env) Info() cmkapi.Info {
 	return cmkapi.Info{
 		BaseURL: e.Svc.URL(), OrgID: e.Org, APIKey: e.APIKey, Token: e.Token, KeyIdentifier: e.KeyIdentifier,
 		EmulatorURL: e.Emu.URL(), EmulatorCA: string(e.Emu.CAPEM()), VaultURL: e.Emu.VaultURL(Vault),
-		ConsentURL: e.Svc.App.RedirectURL, CustomerTenant: CustomerTenant, ServicePrincipal: e.PrincipalID,
+		ConsentURL: e.consentLink(), CustomerTenant: CustomerTenant, ServicePrincipal: e.PrincipalID,
 	}
+}
+
+// consentLink is the demo org's consent link ("" if it cannot be made).
+func (e *Env) consentLink() string {
+	link, _ := e.Svc.Control.ConsentLink(e.Org)
+	return link
 }
 
 // Close stops the service and the emulator.

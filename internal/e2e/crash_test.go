@@ -52,7 +52,7 @@ func TestEnablementSurvivesCrashes(t *testing.T) {
 			t.Fatal(err)
 		}
 		kr := &keyring.Keyring{Store: st, System: env.Svc.Keyring.System, Customer: env.Svc.Provider}
-		r := &enablement.Runner{Store: st, Keyring: kr, Provider: env.Svc.Provider, Policy: env.Svc.Policy,
+		r := &enablement.Runner{Store: st, Keyring: kr, Provider: env.Svc.Provider, Policy: env.Svc.Policy, Tenants: env.Svc.Control.Ownership.Tenants,
 			Owner: fmt.Sprintf("worker-%d", round), Lease: lease, Concurrency: 4}
 		runCtx, cancel := context.WithCancel(ctx)
 		switch {

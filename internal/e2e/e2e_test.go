@@ -124,7 +124,7 @@ func TestEnableEndToEnd(t *testing.T) {
 	ctx := context.Background()
 
 	code, app := c.do("GET", "/data/infrastructure/manager/byok/app-registration", nil)
-	if code != 200 || app["id"] != "byok" || app["applicationId"] != devenv.ClientID || !strings.Contains(app["applicationRedirectUrl"].(string), "adminconsent") {
+	if code != 200 || app["id"] != "byok" || app["applicationId"] != devenv.ClientID || !strings.Contains(app["applicationRedirectUrl"].(string), "prompt=admin_consent") {
 		t.Fatalf("app-registration = %d %v", code, app)
 	}
 
@@ -188,6 +188,11 @@ func TestEnableEndToEnd(t *testing.T) {
 	}
 
 	// The key now protects this org only: another org cannot use or probe it.
+	// (OTHER is a second org of the same customer, bound to the same tenant,
+	// so it may be told why; see TestKeySquatting for an org that is not.)
+	if _, err := env.BindOrg(ctx, "OTHER@CmkOrg"); err != nil {
+		t.Fatal(err)
+	}
 	other := adminClient(t, env, "OTHER@CmkOrg")
 	if code, body := other.do("POST", configPath, configBody("OTHER@CmkOrg", "Steal", env.KeyIdentifier)); code != 409 || body["errorCode"] != "KEY_IN_USE" {
 		t.Errorf("another org configuring the same key = %d %v, want 409 KEY_IN_USE", code, body)
@@ -296,6 +301,9 @@ func TestValidationFailures(t *testing.T) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			org := fmt.Sprintf("ORG%02d@CmkOrg", i)
+			if _, err := env.BindOrg(context.Background(), org); err != nil {
+				t.Fatal(err)
+			}
 			c := adminClient(t, env, org)
 			kid := tc.configure(t, emu, fmt.Sprintf("kv-%s", tc.name), env.PrincipalID)
 			if code, body := c.do("POST", configPath, configBody(org, "C", kid)); code != 201 {
@@ -310,9 +318,16 @@ func TestValidationFailures(t *testing.T) {
 	}
 
 	t.Run("consent", func(t *testing.T) {
-		// A tenant that never consented: the app has no service principal there.
+		// A tenant that bound the org, then withdrew its consent: the app
+		// has no service principal there.
 		const tenant = "44444444-4444-4444-8444-444444444444"
 		if err := emu.CreateTenant(tenant); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := env.BindOrgTo(context.Background(), "ORGCONSENT@CmkOrg", tenant); err != nil {
+			t.Fatal(err)
+		}
+		if err := emu.RevokeConsent(tenant, devenv.ClientID); err != nil {
 			t.Fatal(err)
 		}
 		if err := emu.CreateVault(azemu.Vault{Name: "kv-noconsent", TenantID: tenant, SKU: "standard", SoftDelete: true, PurgeProtection: true, RetentionDays: 90}); err != nil {
@@ -329,7 +344,7 @@ func TestValidationFailures(t *testing.T) {
 		}
 		st := assertFailed(t, c, "C", "app_sign_in", string(kms.KindIdentityInvalid))
 		steps := st["failure"].(map[string]any)["remedy"].([]any)
-		if !strings.Contains(steps[0].(string), "adminconsent") {
+		if !strings.Contains(steps[0].(string), "prompt=admin_consent") {
 			t.Errorf("consent remedy does not give the consent link: %v", steps)
 		}
 	})

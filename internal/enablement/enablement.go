@@ -60,6 +60,12 @@ type Runner struct {
 	Log         *slog.Logger
 	Now         func() time.Time
 	Sleep       func(ctx context.Context, d time.Duration) error
+	// ConsentLink gives an org's own consent link, which the steps of the
+	// job's failures name (nil: they name none).
+	ConsentLink func(org string) (string, error)
+	// Tenants finds the Azure tenant of a key's vault for the key_owner
+	// check (nil: the check cannot pass).
+	Tenants preflight.TenantFinder
 
 	// AfterRewrap, when set, is called after each data key's wrapping is
 	// replaced; an error stops the worker where it stands, without releasing
@@ -202,7 +208,18 @@ func (r *Runner) validate(ctx context.Context, job *store.Config, log *slog.Logg
 	} else if org.KEKMode == store.ModeCustomer && org.VaultURL == job.VaultURL && org.KeyName == job.KeyName {
 		return store.StatusUpdating, r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusUpdating)})
 	}
-	rep := preflight.Run(audit.WithOrg(ctx, job.OrgID), r.Provider, r.Policy, job.KeyIdentifier, r.Env)
+	env := r.Env
+	if r.ConsentLink != nil {
+		if link, err := r.ConsentLink(job.OrgID); err == nil && link != "" {
+			env.ConsentURL = link
+		}
+	}
+	bound, err := r.Store.OrgTenants(ctx, job.OrgID)
+	if err != nil {
+		return "", err
+	}
+	owner := preflight.Owner{Org: job.OrgID, Tenants: bound, Finder: r.Tenants}
+	rep := preflight.Run(audit.WithOrg(ctx, job.OrgID), r.Provider, r.Policy, job.KeyIdentifier, env, owner)
 	if ctx.Err() != nil {
 		return "", ctx.Err()
 	}
@@ -214,9 +231,11 @@ func (r *Runner) validate(ctx context.Context, job *store.Config, log *slog.Logg
 		// From here on every new data key of the org is wrapped by the
 		// customer key, the org never goes back to the system key, and the
 		// key's health is watched: one transaction, under the job's lease.
-		err := r.Store.BeginCustomerKEK(ctx, job.ID, r.Owner, job, version, rep.Results)
+		err := r.Store.BeginCustomerKEK(ctx, job.ID, r.Owner, job, version, rep.VaultTenant, rep.Results)
 		if errors.Is(err, store.ErrKeyInUse) {
 			// Another org enabled the same key while this job validated.
+			// This org passed the ownership check, so it is bound to the
+			// vault's tenant and may be told.
 			f := &cmkapi.Failure{Check: preflight.CheckKeyIdentifier, Title: preflight.Title(preflight.CheckKeyIdentifier), Code: cmkapi.CodeKeyInUse,
 				Message: guidance.Cause(cmkapi.CodeKeyInUse), Remedy: guidance.Steps(cmkapi.CodeKeyInUse, r.Env, kms.KeyRef{VaultURL: job.VaultURL, Name: job.KeyName})}
 			log.Warn("enablement job failed: key in use by another org")

@@ -34,6 +34,8 @@ import (
 const (
 	lease = 30 * time.Second // the runners' lease; the lease keeper sleeps lease/3
 	org   = "85A1B2C3D4E5F6A7B8C9D0E1@AdobeOrg"
+	// vaultTenant owns the fake vault; the org is bound to it.
+	vaultTenant = "22222222-2222-4222-8222-222222222222"
 )
 
 var (
@@ -116,6 +118,9 @@ func newFixture(t *testing.T, sandboxes, rotations int) *fixture {
 	if _, err := st.EnsureOrg(ctx, org); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := st.BindTenant(ctx, org, vaultTenant); err != nil {
+		t.Fatal(err)
+	}
 	for i := range sandboxes {
 		if err := f.kr.CreateSandbox(ctx, org, fmt.Sprintf("sb%03d", i)); err != nil {
 			t.Fatal(err)
@@ -169,7 +174,7 @@ func (f *fixture) runner(owner string, concurrency int) *enablement.Runner {
 	e := env
 	e.Now = f.clock.Now
 	return &enablement.Runner{Store: f.st, Keyring: f.kr, Provider: f.vault, Env: e, Owner: owner, Lease: lease,
-		Concurrency: concurrency, Log: slog.New(slog.DiscardHandler), Now: f.clock.Now, Sleep: f.clock.Sleep}
+		Concurrency: concurrency, Log: slog.New(slog.DiscardHandler), Now: f.clock.Now, Sleep: f.clock.Sleep, Tenants: f.vault}
 }
 
 // mustRun runs one job with r and fails the test unless it claimed one and
@@ -390,6 +395,8 @@ func TestValidationFails(t *testing.T) {
 	}{
 		{name: "identifier not a vault key URI", raw: func(*fixture) string { return "https://contoso.vault.azure.net.evil.com/keys/cmk-key" },
 			check: preflight.CheckKeyIdentifier, code: string(kms.KindMalformedKeyURI), status: preflight.Failed, remedy: "Key Identifier"},
+		{name: "vault in a tenant not bound to the org", setup: func(f *fixture) { f.vault.setTenant("44444444-4444-4444-8444-444444444444") },
+			check: preflight.CheckKeyOwner, code: "KEY_NOT_BOUND", status: preflight.Failed, remedy: env.ConsentURL},
 		{name: "admin consent missing", setup: func(f *fixture) { f.vault.setFault(failCalls("describe", 1, 0, kerr(kms.KindIdentityInvalid))) },
 			check: preflight.CheckSignIn, code: string(kms.KindIdentityInvalid), status: preflight.Failed, remedy: env.ConsentURL},
 		{name: "token refused", setup: func(f *fixture) { f.vault.setFault(failCalls("describe", 1, 0, kerr(kms.KindTokenAcquisitionFailed))) },
@@ -545,6 +552,8 @@ func TestValidationRetries(t *testing.T) {
 		{"probe wrap throttled, Retry-After 5 s", failCalls("wrap", 1, 1, throttled(5*s)), kms.KindThrottled, []time.Duration{5 * s}},
 		{"probe unwrap times out", failCalls("unwrap", 1, 2, kerr(kms.KindTransient)), kms.KindTransient, []time.Duration{1 * s, 2 * s}},
 		{"unclassified error", failCalls("describe", 1, 1, errors.New("connection reset by peer")), kms.KindTransient, []time.Duration{1 * s}},
+		{"vault's tenant unreadable", failCalls("tenant", 1, 2, kerr(kms.KindTransient)), kms.KindTransient, []time.Duration{1 * s, 2 * s}},
+		{"vault throttles the tenant probe", failCalls("tenant", 1, 1, throttled(3*s)), kms.KindThrottled, []time.Duration{3 * s}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1099,4 +1108,83 @@ func TestFakeVault(t *testing.T) {
 	if _, err := v.Describe(ctx, kms.KeyRef{VaultURL: ref.VaultURL, Name: "missing"}); kms.KindOf(err) != kms.KindKeyNotFound {
 		t.Errorf("Describe(missing key) error = %v, want %s", err, kms.KindKeyNotFound)
 	}
+}
+
+// noTenants is the store of an org bound to no tenant.
+type noTenants struct{ *store.Store }
+
+func (noTenants) OrgTenants(context.Context, string) ([]string, error) { return nil, nil }
+
+// TestOwnershipFailsFirst: a key whose vault is not in a tenant bound to
+// the org fails key_owner before anything is asked of the vault with the
+// platform's credentials, says nothing about the key, and leaves the org's
+// data keys as they were.
+func TestOwnershipFailsFirst(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		setup func(f *fixture) enablement.Store
+		probe int // tenant lookups expected
+	}{
+		{"org bound to no tenant", func(f *fixture) enablement.Store { return noTenants{f.st} }, 0},
+		{"vault in another tenant", func(f *fixture) enablement.Store {
+			f.vault.setTenant("44444444-4444-4444-8444-444444444444")
+			return f.st
+		}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, 2, 0)
+			f.submit(f.keyID())
+			r := f.runner("worker-a", 4)
+			r.Store = tt.setup(f)
+			f.mustRun(r)
+			c := f.config()
+			fl := present(t, "failure", c.Failure)
+			if c.Status != store.StatusFailed || fl.Check != preflight.CheckKeyOwner || fl.Code != "KEY_NOT_BOUND" || fl.Title != preflight.Title(preflight.CheckKeyOwner) {
+				t.Fatalf("Config(job) = %s, failure %+v; want FAILED on key_owner with KEY_NOT_BOUND", c.Status, fl)
+			}
+			if strings.Contains(fl.Message, ref.Name) || !slices.ContainsFunc(fl.Remedy, func(s string) bool { return strings.Contains(s, env.ConsentURL) }) {
+				t.Errorf("Failure = %q %q, want a message that does not name the key and a step with the consent link", fl.Message, fl.Remedy)
+			}
+			for _, op := range []string{"describe", "wrap", "unwrap"} {
+				if n := f.vault.count(op); n != 0 {
+					t.Errorf("vault %s calls = %d, want 0", op, n)
+				}
+			}
+			if n := f.vault.count("tenant"); n != tt.probe {
+				t.Errorf("tenant lookups = %d, want %d", n, tt.probe)
+			}
+			for _, res := range c.Checks {
+				if res.Check != preflight.CheckKeyIdentifier && res.Check != preflight.CheckKeyOwner && res.Status != preflight.Skipped {
+					t.Errorf("check %s = %s, want SKIPPED after the ownership check failed", res.Check, res.Status)
+				}
+			}
+			f.checkUntouched()
+		})
+	}
+}
+
+// TestVaultGoneAtTheTenantLookup: when the vault's host does not resolve as
+// its tenant is looked up, vault_reachable fails (a name's absence from DNS
+// is public) and key_owner is reported as not run.
+func TestVaultGoneAtTheTenantLookup(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1, 0)
+	f.submit(f.keyID())
+	f.vault.setFault(failCalls("tenant", 1, 0, kerr(kms.KindVaultDNSUnresolvable)))
+	f.mustRun(f.runner("worker-a", 1))
+	c := f.config()
+	fl := present(t, "failure", c.Failure)
+	if c.Status != store.StatusFailed || fl.Check != preflight.CheckVaultReachable || fl.Code != string(kms.KindVaultDNSUnresolvable) {
+		t.Fatalf("Config(job) = %s, failure %+v; want FAILED on vault_reachable", c.Status, fl)
+	}
+	if i := slices.IndexFunc(c.Checks, func(r preflight.Result) bool { return r.Check == preflight.CheckKeyOwner }); i < 0 || c.Checks[i].Status != preflight.Skipped {
+		t.Errorf("key_owner = %+v, want SKIPPED", c.Checks)
+	}
+	if n := f.vault.count("describe"); n != 0 {
+		t.Errorf("vault describe calls = %d, want 0", n)
+	}
+	f.checkUntouched()
 }

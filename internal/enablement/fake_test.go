@@ -37,6 +37,8 @@ type fakeVault struct {
 	during func(ctx context.Context, op string, n int)
 	// lie makes Unwrap return a different key than was wrapped.
 	lie bool
+	// tenant is the Azure tenant every vault belongs to (VaultTenant).
+	tenant string
 }
 
 type fakeKey struct {
@@ -45,7 +47,31 @@ type fakeKey struct {
 }
 
 func newFakeVault(now func() time.Time) *fakeVault {
-	return &fakeVault{keys: map[string]*fakeKey{}, calls: map[string]int{}, now: now}
+	return &fakeVault{keys: map[string]*fakeKey{}, calls: map[string]int{}, now: now, tenant: vaultTenant}
+}
+
+// VaultTenant is the ownership check's lookup (op "tenant"): the vault's
+// tenant, or the fault the test injected.
+func (v *fakeVault) VaultTenant(ctx context.Context, vaultURL string) (string, error) {
+	v.mu.Lock()
+	v.calls["tenant"]++
+	n, fault, tenant := v.calls["tenant"], v.fault, v.tenant
+	v.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return "", &kms.Error{Kind: kms.KindTransient, Op: "tenant", Key: vaultURL, Err: err}
+	}
+	if fault != nil {
+		if err := fault("tenant", n); err != nil {
+			return "", err
+		}
+	}
+	return tenant, nil
+}
+
+func (v *fakeVault) setTenant(t string) {
+	v.mu.Lock()
+	v.tenant = t
+	v.mu.Unlock()
 }
 
 // create adds a key with one version: RSA 3072, wrapKey and unwrapKey

@@ -18,6 +18,8 @@ type Store interface {
 	UpdateJob(ctx context.Context, id, owner string, u store.JobUpdate) error
 	// Org returns an org.
 	Org(ctx context.Context, id string) (store.Org, error)
+	// OrgTenants lists the Azure tenants an org is bound to.
+	OrgTenants(ctx context.Context, org string) ([]string, error)
 	// CountDataKeys returns how many data keys an org has, and how many of them
 	// are wrapped by the customer key.
 	CountDataKeys(ctx context.Context, org string) (total, customer int, err error)
@@ -30,8 +32,9 @@ type Store interface {
 	// BeginCustomerKEK is the one-way switch of an enablement job: in one
 	// transaction, and only while owner holds the job's lease, the org starts
 	// using its customer key for new data keys, monitoring of the key starts,
-	// and the job moves to UPDATE_EXISTING_RESOURCES.
-	BeginCustomerKEK(ctx context.Context, jobID, owner string, c *store.Config, keyVersion string, checks []preflight.Result) error
+	// and the job moves to UPDATE_EXISTING_RESOURCES. vaultTenant is the
+	// tenant the ownership check found the key's vault in.
+	BeginCustomerKEK(ctx context.Context, jobID, owner string, c *store.Config, keyVersion, vaultTenant string, checks []preflight.Result) error
 }
 
 var _ Store = (*store.Store)(nil)

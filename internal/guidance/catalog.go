@@ -152,6 +152,18 @@ var catalog = map[string]entry{
 		cause: "The key vault rejected the request.",
 	},
 
+	cmkapi.CodeKeyNotBound: {
+		title: "Key not bound to this org",
+		cause: "The key's vault is not in an Azure tenant whose administrator consented for this org, so this org may not use it.",
+		steps: func(e Env, ref kms.KeyRef) []string {
+			return []string{
+				"Open this org's consent link (applicationRedirectUrl from the app-registration API" + opt(": ", e.ConsentURL, "") + ") and sign in as an administrator of the Azure tenant that owns the key vault" + opt(" ", ref.VaultURL, "") + ".",
+				"Select Accept: the platform then records that tenant for this org. The link is for this org only and expires; the app-registration API gives a fresh one on every call.",
+				"If the key is in a vault of another tenant than the one you consented from, use a key from a vault of your org's tenant instead.",
+				"Run the check again, or submit the configuration again.",
+			}
+		},
+	},
 	cmkapi.CodeKeyInUse: {
 		title: "Key already protects another org",
 		cause: "This key already protects another organization's data; a key can protect one org only.",

@@ -38,6 +38,7 @@ func TestEveryOtherCodeHasText(t *testing.T) {
 		code      string
 		withSteps bool
 	}{
+		{cmkapi.CodeKeyNotBound, true},
 		{cmkapi.CodeKeyInUse, true},
 		{cmkapi.CodeKeyTypeUnsupported, true},
 		{cmkapi.CodeKeyTooSmall, true},
@@ -118,6 +119,8 @@ func TestStepsName(t *testing.T) {
 		{code: cmkapi.CodeSoftDeleteDisabled, env: env, want: []string{"at least " + bits + " bits", "purge protection"}},
 		{code: cmkapi.CodePurgeProtectionDisabled, env: env, want: []string{"Enable purge protection"}},
 		{code: cmkapi.CodeKeyInUse, env: env, want: []string{"dedicated key"}},
+		{code: cmkapi.CodeKeyNotBound, env: env, want: []string{"API: " + env.ConsentURL + ")", "administrator of the Azure tenant that owns the key vault " + ref.VaultURL}},
+		{code: cmkapi.CodeKeyNotBound, want: []string{"app-registration API)", "Accept"}},
 	} {
 		steps := strings.Join(guidance.Steps(tt.code, tt.env, ref), "\n")
 		for _, w := range tt.want {

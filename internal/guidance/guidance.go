@@ -8,8 +8,9 @@
 // # Codes
 //
 // The catalog is keyed by the stable failure codes: every kms.Kind value;
-// the check codes cmkapi.CodeKeyInUse, CodeKeyTypeUnsupported,
-// CodeKeyTooSmall, CodeSoftDeleteDisabled and CodePurgeProtectionDisabled;
+// the check codes cmkapi.CodeKeyNotBound, CodeKeyInUse,
+// CodeKeyTypeUnsupported, CodeKeyTooSmall, CodeSoftDeleteDisabled and
+// CodePurgeProtectionDisabled;
 // and the health causes cmkapi.CauseFlapping and CauseGraceExhausted. The
 // codes are the contract clients branch on; the words may be improved at
 // any time, so never branch on them.

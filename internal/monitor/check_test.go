@@ -147,7 +147,7 @@ func newCheckEnv(t *testing.T) *checkEnv {
 	if _, err := st.ClaimJob(ctx, owner, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.BeginCustomerKEK(ctx, c.ID, owner, c, "v1", nil); err != nil {
+	if err := st.BeginCustomerKEK(ctx, c.ID, owner, c, "v1", "", nil); err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -9,6 +9,20 @@
 // failure is the one to fix first; checks after it are skipped.
 // A throttled or transient failure is reported as such, never as a verdict on
 // the key.
+//
+// # Key ownership
+//
+// Right after the identifier is parsed, and before anything is asked of the
+// vault with the platform's credentials, key_owner checks that the key's
+// vault belongs to an Azure tenant bound to the org (docs/security.md). The
+// platform's one app can reach every consenting customer's vault, so "the
+// app has access" says nothing about which org may use a key. An org bound
+// to no tenant is refused without any call; otherwise the vault's tenant is
+// read from its unauthenticated 401 challenge. When the tenant is not one of
+// the org's, the check fails and every later check is skipped: the org
+// learns nothing about the key (whether it exists, its state, whether the
+// app may use it), and the failure reads the same whether the key exists or
+// not.
 package preflight
 
 import (
@@ -39,6 +53,7 @@ const (
 // Check names, stable for clients.
 const (
 	CheckKeyIdentifier   = "key_identifier"
+	CheckKeyOwner        = "key_owner"
 	CheckSignIn          = "app_sign_in"
 	CheckVaultReachable  = "vault_reachable"
 	CheckRole            = "role_assignment"
@@ -54,6 +69,7 @@ const (
 
 var titles = map[string]string{
 	CheckKeyIdentifier:   "Key identifier is a Key Vault key URI on an allowed host",
+	CheckKeyOwner:        "The key's vault is in an Azure tenant bound to this org",
 	CheckSignIn:          "The platform's app can sign in to your tenant (admin consent given)",
 	CheckVaultReachable:  "The key vault exists and accepts the platform's connections",
 	CheckRole:            "The app holds the " + guidance.RequiredRole + " role",
@@ -68,7 +84,7 @@ var titles = map[string]string{
 }
 
 // Order is the order the checks run in.
-var Order = []string{CheckKeyIdentifier, CheckSignIn, CheckVaultReachable, CheckRole, CheckKeyExists, CheckKeyEnabled,
+var Order = []string{CheckKeyIdentifier, CheckKeyOwner, CheckSignIn, CheckVaultReachable, CheckRole, CheckKeyExists, CheckKeyEnabled,
 	CheckKeyActive, CheckKeyType, CheckKeyOps, CheckSoftDelete, CheckPurgeProtection, CheckRoundTrip}
 
 // Title returns the human title of a check.
@@ -91,7 +107,24 @@ type Report struct {
 	Retryable     bool          `json:"retryable"` // a check could not run for a transient reason
 	RetryAfter    time.Duration `json:"-"`
 	Key           *kms.KeyInfo  `json:"-"`
+	VaultTenant   string        `json:"-"` // the tenant key_owner found the vault in
 	Results       []Result      `json:"results"`
+}
+
+// TenantFinder tells which Azure tenant a vault belongs to, without any
+// credential (*azurekv.Provider reads the vault's 401 challenge). Errors
+// are *kms.Error: KindVaultDNSUnresolvable when the vault's host does not
+// resolve, a transient kind when the vault gives no answer to act on.
+type TenantFinder interface {
+	VaultTenant(ctx context.Context, vaultURL string) (tenant string, err error)
+}
+
+// Owner is what key_owner needs: the org, the Azure tenants it is bound to
+// (lowercase), and how to find a vault's tenant.
+type Owner struct {
+	Org     string
+	Tenants []string
+	Finder  TenantFinder
 }
 
 // FirstProblem returns the first failed (or errored) check, or nil.
@@ -104,8 +137,9 @@ func (r *Report) FirstProblem() *Result {
 	return nil
 }
 
-// Run parses raw with policy and runs every check against provider.
-func Run(ctx context.Context, provider kms.Provider, policy keyid.Policy, raw string, env guidance.Env) *Report {
+// Run parses raw with policy, checks that the key's vault belongs to a
+// tenant owner is bound to, and runs every other check against provider.
+func Run(ctx context.Context, provider kms.Provider, policy keyid.Policy, raw string, env guidance.Env, owner Owner) *Report {
 	if env.Now == nil {
 		env.Now = time.Now
 	}
@@ -135,6 +169,9 @@ func Run(ctx context.Context, provider kms.Provider, policy keyid.Policy, raw st
 	}
 	set(CheckKeyIdentifier, Passed, "", "", nil)
 	ref := id.Ref()
+	if !checkOwner(ctx, r, set, owner, env, ref) {
+		return finish()
+	}
 
 	info, err := provider.Describe(ctx, ref)
 	if err != nil {
@@ -215,6 +252,53 @@ func Run(ctx context.Context, provider kms.Provider, policy keyid.Policy, raw st
 	return finish()
 }
 
+// checkOwner runs key_owner and reports whether the checks may go on. The
+// failure for a vault outside the org's tenants says nothing about the key:
+// it is decided from the org's bindings and the vault's public challenge
+// alone, before any call with the platform's credentials.
+func checkOwner(ctx context.Context, r *Report, set func(string, Status, string, string, []string), owner Owner, env guidance.Env, ref kms.KeyRef) bool {
+	steps := func() []string { return guidance.Steps(cmkapi.CodeKeyNotBound, env, ref) }
+	if len(owner.Tenants) == 0 {
+		set(CheckKeyOwner, Failed, cmkapi.CodeKeyNotBound, fmt.Sprintf("Org %s is not bound to any Azure tenant yet, so it cannot use a key from any vault.", owner.Org), steps())
+		return false
+	}
+	if owner.Finder == nil {
+		set(CheckKeyOwner, Error, string(kms.KindInvalidRequest), "This service cannot tell which Azure tenant a vault belongs to (it has no Azure app configured).", guidance.RetrySteps())
+		return false
+	}
+	tenant, err := owner.Finder.VaultTenant(ctx, ref.VaultURL)
+	if err != nil {
+		kind := kms.KindOf(err)
+		if checkFor[kind] == CheckVaultReachable {
+			// The vault's host does not answer at all (public knowledge:
+			// anyone can look a name up): say so where it belongs.
+			set(CheckKeyOwner, Skipped, "", "Not run: the vault did not answer, so its Azure tenant is unknown.", nil)
+			fail(r, set, err, env, ref)
+			return false
+		}
+		code := string(kind)
+		if code == "" {
+			code = string(kms.KindTransient)
+		}
+		r.Retryable = kind.Transient() || kind == ""
+		var ke *kms.Error
+		if errors.As(err, &ke) {
+			r.RetryAfter = ke.RetryAfter
+		}
+		set(CheckKeyOwner, Error, code, "The vault's Azure tenant could not be read: "+guidance.Describe(err), guidance.RetrySteps())
+		return false
+	}
+	for _, t := range owner.Tenants {
+		if strings.EqualFold(t, tenant) {
+			r.VaultTenant = strings.ToLower(tenant)
+			set(CheckKeyOwner, Passed, "", "", nil)
+			return true
+		}
+	}
+	set(CheckKeyOwner, Failed, cmkapi.CodeKeyNotBound, fmt.Sprintf("The key's vault is not in an Azure tenant bound to org %s (bound: %s).", owner.Org, strings.Join(owner.Tenants, ", ")), steps())
+	return false
+}
+
 // checkFor maps a failure kind to the check it fails.
 var checkFor = map[kms.Kind]string{
 	kms.KindMalformedKeyURI:        CheckKeyIdentifier,
@@ -242,8 +326,9 @@ func fail(r *Report, set func(string, Status, string, string, []string), err err
 	status := Failed
 	if check == "" {
 		// Throttled, transient or unexpected: no verdict on the key.
+		// Before the key was described, the first call got no verdict.
 		status, check = Error, CheckRoundTrip
-		if len(r.Results) < 2 {
+		if r.Key == nil {
 			check = CheckSignIn
 		}
 		r.Retryable = kind.Transient() || kind == ""

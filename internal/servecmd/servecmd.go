@@ -19,6 +19,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/lake/blob"
 	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/service"
@@ -115,8 +116,9 @@ read that file can sign in as any org).`,
 	f.StringVar(&certFile, "azure-client-cert", os.Getenv("CMK_AZURE_CLIENT_CERT"), "PEM certificate credential (instead of a secret)")
 	f.StringVar(&cfg.AuthorityHost, "azure-authority-host", os.Getenv("CMK_AZURE_AUTHORITY_HOST"), "Entra ID authority (default: public cloud)")
 	f.StringVar(&cfg.AppName, "app-name", EnvOr("CMK_APP_NAME", "cmk-multitenant-app"), "the app's display name")
-	f.StringVar(&cfg.AppURI, "app-uri", os.Getenv("CMK_APP_URI"), "the app's application URI (also the consent redirect)")
-	f.StringVar(&cfg.ConsentURL, "consent-url", os.Getenv("CMK_CONSENT_URL"), "admin-consent URL shown to tenants (default: built from the authority)")
+	f.StringVar(&cfg.AppURI, "app-uri", os.Getenv("CMK_APP_URI"), "the app's application URI")
+	f.StringVar(&cfg.ConsentURL, "consent-url", os.Getenv("CMK_CONSENT_URL"), "authorization endpoint of the orgs' consent links (default: <authority>/organizations/oauth2/v2.0/authorize)")
+	f.StringVar(&cfg.PublicURL, "public-url", os.Getenv("CMK_PUBLIC_URL"), "base URL browsers reach cmk at; register <public-url>"+cmkapi.ConsentCallback.Path+" as the app's redirect URI (default: http://<addr>)")
 	f.StringVar(&blobURL, "lake-azure-url", os.Getenv("CMK_LAKE_AZURE_URL"), "keep the data lake in Azure Blob Storage at this service URL (default: local files)")
 	f.StringVar(&blobAccount, "lake-azure-account", os.Getenv("CMK_LAKE_AZURE_ACCOUNT"), "storage account name (its key in CMK_LAKE_AZURE_ACCOUNT_KEY)")
 	f.StringVar(&blobContainer, "lake-azure-container", EnvOr("CMK_LAKE_AZURE_CONTAINER", "cmk-lake"), "blob container for the data lake")

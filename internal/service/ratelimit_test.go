@@ -146,13 +146,29 @@ func startWorld(t *testing.T, limits ratelimit.Policy, workers int) *world {
 	return w
 }
 
+// testTenant owns every vault of the fake provider; each org of the world
+// is bound to it, so the ownership check lets its preflights reach the
+// vaults.
+const testTenant = "33333333-3333-4333-8333-333333333333"
+
+// VaultTenant makes the fake a preflight.TenantFinder.
+func (v *vaults) VaultTenant(context.Context, string) (string, error) { return testTenant, nil }
+
 func (w *world) client(org string) *cmkapi.Client {
 	w.t.Helper()
 	tok, err := w.svc.MintDevToken("admin", org, nil, time.Hour)
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	return &cmkapi.Client{BaseURL: w.svc.URL(), Token: tok, OrgID: org, APIKey: service.DevAPIKey}
+	c := &cmkapi.Client{BaseURL: w.svc.URL(), Token: tok, OrgID: org, APIKey: service.DevAPIKey}
+	// The first call creates the org with its sandboxes; then bind it.
+	if _, err := c.Call(context.Background(), cmkapi.Request{Route: cmkapi.ListSandboxes}); err != nil {
+		w.t.Fatal(err)
+	}
+	if _, err := w.svc.Store.BindTenant(context.Background(), org, testTenant); err != nil {
+		w.t.Fatal(err)
+	}
+	return c
 }
 
 // answer is one HTTP answer: status, Retry-After, and the error body when

@@ -11,9 +11,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +24,7 @@ import (
 	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/auth"
 	"github.com/cmk-project/cmk/internal/cmkapi"
+	"github.com/cmk-project/cmk/internal/consent"
 	"github.com/cmk-project/cmk/internal/control"
 	"github.com/cmk-project/cmk/internal/dekcache"
 	"github.com/cmk-project/cmk/internal/enablement"
@@ -38,6 +39,7 @@ import (
 	"github.com/cmk-project/cmk/internal/metrics"
 	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/orgkeys"
+	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/profile"
 	"github.com/cmk-project/cmk/internal/profile/records"
 	"github.com/cmk-project/cmk/internal/ratelimit"
@@ -100,9 +102,18 @@ type Config struct {
 	ClientID       string
 	ClientSecret   string
 	CertificatePEM []byte
-	ConsentURL     string // admin-consent URL shown to tenants; default built from AuthorityHost
-	AuthorityHost  string // "" = public cloud
-	HTTPClient     *http.Client
+	// ConsentURL is the authorization endpoint each org's consent link
+	// points at; default AuthorityHost's organizations/oauth2/v2.0/authorize.
+	// cmk adds the query (client id, code response, redirect, prompt,
+	// scope, and the org's sealed state).
+	ConsentURL    string
+	AuthorityHost string // "" = public cloud
+	// PublicURL is the base URL browsers reach this service at (behind a
+	// gateway, its public address); the consent redirect comes back under
+	// it, so it must be a redirect URI registered on the app. Default: the
+	// listen address.
+	PublicURL  string
+	HTTPClient *http.Client
 	// ExtraVaultSuffixes allows vault hosts beyond the Azure clouds' (the
 	// local emulator's suffix); never set it in production.
 	ExtraVaultSuffixes       []string
@@ -297,11 +308,26 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	s.Limits = ratelimit.New(cfg.RateLimits)
 	s.Provider = s.Limits.Vaults(&audit.Provider{Inner: raw, Recorder: recorder})
 	s.Keyring = &keyring.Keyring{Store: s.Store, System: sys, Customer: s.Provider}
-	s.App = cmkapi.App{ID: "byok", Name: cfg.AppName, ApplicationURI: cfg.AppURI, ApplicationID: cfg.ClientID, RedirectURL: cfg.ConsentURL}
-	if s.App.RedirectURL == "" && cfg.ClientID != "" {
-		s.App.RedirectURL = DefaultConsentURL(cfg.AuthorityHost, cfg.ClientID, cfg.AppURI)
+	s.App = cmkapi.App{ID: "byok", Name: cfg.AppName, ApplicationURI: cfg.AppURI, ApplicationID: cfg.ClientID}
+	// Each org has its own consent link (the API and the checks give it per
+	// org), so the words shared by every org name none.
+	env := guidance.Env{AppName: cfg.AppName, AppID: cfg.ClientID}
+	signer, err := consent.NewSigner(sys.Derive(consentStatePurpose))
+	if err != nil {
+		return nil, err
 	}
-	env := guidance.Env{AppName: cfg.AppName, AppID: cfg.ClientID, ConsentURL: s.App.RedirectURL}
+	authorize := cfg.ConsentURL
+	if authorize == "" {
+		authorize = azurekv.AuthorizeEndpoint(cfg.AuthorityHost)
+	}
+	ownership := control.Ownership{Signer: signer, AuthorizeURL: authorize, ClientID: cfg.ClientID, CallbackURL: s.ConsentCallbackURL}
+	if r, ok := raw.(control.CodeRedeemer); ok {
+		ownership.Redeemer = r
+	}
+	if f, ok := raw.(preflight.TenantFinder); ok {
+		ownership.Tenants = f
+	}
+	consentLink := func(org string) (string, error) { return s.Control.ConsentLink(org) }
 	host, _ := os.Hostname()
 	for i := range cfg.Workers {
 		b := make([]byte, 4)
@@ -309,7 +335,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		s.Runners = append(s.Runners, &enablement.Runner{
 			Store: s.Store, Keyring: s.Keyring, Provider: s.Provider, Policy: s.Policy, Env: env,
 			Owner: fmt.Sprintf("%s/%d/%d/%s", host, os.Getpid(), i, hex.EncodeToString(b)), Lease: cfg.Lease, Poll: cfg.Poll,
-			Concurrency: cfg.Concurrency, Log: cfg.Log,
+			Concurrency: cfg.Concurrency, Log: cfg.Log, ConsentLink: consentLink, Tenants: ownership.Tenants,
 		})
 	}
 	s.Cache = dekcache.New()
@@ -365,7 +391,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	s.Control = &control.Service{
 		Store: s.Store, Keyring: s.Keyring, Provider: s.Provider, Policy: s.Policy, Env: env, Gate: s.Gate, Monitor: s.Monitor,
-		WebhookPolicy: cfg.WebhookPolicy, WebhookSecrets: webhookSecrets, Log: cfg.Log, Keys: s.Keys, Lake: s.Lake, Profiles: s.Profiles,
+		WebhookPolicy: cfg.WebhookPolicy, WebhookSecrets: webhookSecrets, Log: cfg.Log, Keys: s.Keys, Lake: s.Lake, Profiles: s.Profiles, Ownership: ownership,
 	}
 	s.API = &api.Server{Control: s.Control, Lake: s.Lake, Profiles: s.Profiles, Keys: s.Keys, Verifier: verifier, App: s.App, Log: cfg.Log, Metrics: s.Metrics, Limits: s.Limits}
 	uiOpts := web.Options{}
@@ -383,16 +409,20 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
-// DefaultConsentURL is the Entra ID v2 admin-consent URL for the app.
-func DefaultConsentURL(authority, clientID, redirect string) string {
-	if authority == "" {
-		authority = "https://login.microsoftonline.com/"
+// consentStatePurpose names the secret, derived from the system key, that
+// seals the state of consent links; replicas sharing the system key open
+// each other's links.
+const consentStatePurpose = "cmk consent state v1"
+
+// ConsentCallbackURL is where the consent redirect comes back: the public
+// URL (or, by default, the listen address) and the callback route. It is
+// the redirect URI to register on the platform's app.
+func (s *Service) ConsentCallbackURL() string {
+	base := strings.TrimSuffix(s.cfg.PublicURL, "/")
+	if base == "" && s.ln != nil {
+		base = s.URL()
 	}
-	q := url.Values{"client_id": {clientID}, "scope": {"https://vault.azure.net/.default"}}
-	if redirect != "" {
-		q.Set("redirect_uri", redirect)
-	}
-	return authority + "organizations/v2.0/adminconsent?" + q.Encode()
+	return base + cmkapi.ConsentCallback.Path
 }
 
 // Start listens and starts the workers.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cmk-project/cmk/internal/keyhealth"
@@ -69,7 +70,9 @@ func (s *Store) SetCustomerKEK(ctx context.Context, org, vaultURL, keyName strin
 // transaction, and only while owner holds the job's lease, the org starts
 // using its customer key for new data keys, monitoring of the key starts,
 // and the job moves to UPDATE_EXISTING_RESOURCES.
-func (s *Store) BeginCustomerKEK(ctx context.Context, jobID, owner string, c *Config, keyVersion string, checks []preflight.Result) error {
+// vaultTenant is the Azure tenant the key's vault was found in by the
+// ownership check ("" when unknown).
+func (s *Store) BeginCustomerKEK(ctx context.Context, jobID, owner string, c *Config, keyVersion, vaultTenant string, checks []preflight.Result) error {
 	rawChecks, err := encodeJSON(checks)
 	if err != nil {
 		return fmt.Errorf("job %s: checks: %w", jobID, err)
@@ -92,7 +95,8 @@ func (s *Store) BeginCustomerKEK(ctx context.Context, jobID, owner string, c *Co
 		if others > 0 {
 			return ErrKeyInUse
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE orgs SET kek_mode = ?, vault_url = ?, key_name = ? WHERE id = ?`, ModeCustomer, c.VaultURL, c.KeyName, c.OrgID); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE orgs SET kek_mode = ?, vault_url = ?, key_name = ?, vault_tenant = ? WHERE id = ?`,
+			ModeCustomer, c.VaultURL, c.KeyName, strings.ToLower(vaultTenant), c.OrgID); err != nil {
 			return err
 		}
 		// The first version is the time in microseconds, so a row of an org
@@ -104,17 +108,33 @@ func (s *Store) BeginCustomerKEK(ctx context.Context, jobID, owner string, c *Co
 	})
 }
 
-// KeyInUseElsewhere reports another org that uses (or is enabling) the same
-// vault key: a key protects one org's data only.
+// KeyInUseElsewhere reports another org whose data the same vault key
+// protects: a key protects one org's data only. Only orgs whose job passed
+// validation (and so the ownership check) count: a submission that is
+// pending or failed never makes a key taken, so an org that does not own a
+// key cannot block its owner.
 func (s *Store) KeyInUseElsewhere(ctx context.Context, org, vaultURL, keyName string) (bool, error) {
-	var n int
+	_, taken, err := s.KeyHolderTenant(ctx, org, vaultURL, keyName)
+	return taken, err
+}
+
+// KeyHolderTenant reports another org whose data the same vault key
+// protects (its job passed validation), and the Azure tenant its vault was
+// found in then ("" when not recorded).
+func (s *Store) KeyHolderTenant(ctx context.Context, org, vaultURL, keyName string) (tenant string, taken bool, err error) {
 	// Key Vault names are case-insensitive.
-	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM orgs WHERE id <> ? AND kek_mode = ? AND LOWER(vault_url) = LOWER(?) AND LOWER(key_name) = LOWER(?)`, org, ModeCustomer, vaultURL, keyName).Scan(&n)
-	if err != nil || n > 0 {
-		return n > 0, err
+	tenants, err := queryAll(ctx, s.db, func(sc scanner) (t string, err error) {
+		err = sc.Scan(&t)
+		return t, err
+	}, `SELECT vault_tenant FROM orgs WHERE id <> ? AND kek_mode = ? AND LOWER(vault_url) = LOWER(?) AND LOWER(key_name) = LOWER(?) ORDER BY vault_tenant DESC`,
+		org, ModeCustomer, vaultURL, keyName)
+	if err != nil {
+		return "", false, fmt.Errorf("look up the holder of key %s/%s: %w", vaultURL, keyName, err)
 	}
-	err = s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM configs WHERE org_id <> ? AND active = 1 AND LOWER(vault_url) = LOWER(?) AND LOWER(key_name) = LOWER(?)`, org, vaultURL, keyName).Scan(&n)
-	return n > 0, err
+	if len(tenants) == 0 {
+		return "", false, nil
+	}
+	return tenants[0], true, nil
 }
 
 // ErrModeChanged is returned when a data key was wrapped for the org's old
@@ -207,8 +227,8 @@ func (s *Store) OrgsDeletedSince(ctx context.Context, t time.Time) ([]string, ti
 
 // DeleteOrg removes an org and everything the database holds for it: its
 // sandboxes and their data keys (which makes every stored ciphertext of the
-// org unreadable), configurations, key health, alerts, webhooks and
-// pending deliveries. The audit trail is kept.
+// org unreadable), configurations, tenant bindings, key health, alerts,
+// webhooks and pending deliveries. The audit trail is kept.
 func (s *Store) DeleteOrg(ctx context.Context, org string) error {
 	return s.tx(ctx, func(tx txn) error {
 		// Explicit deletes in dependency order, so the outcome does not hang
@@ -219,6 +239,7 @@ func (s *Store) DeleteOrg(ctx context.Context, org string) error {
 			`DELETE FROM alerts WHERE org_id = ?`,
 			`DELETE FROM key_health WHERE org_id = ?`,
 			`DELETE FROM configs WHERE org_id = ?`,
+			`DELETE FROM org_tenants WHERE org_id = ?`,
 			`DELETE FROM data_keys WHERE org_id = ?`,
 			`DELETE FROM sandboxes WHERE org_id = ?`,
 		} {

@@ -1,10 +1,11 @@
 // Package store keeps cmk's durable state, one file per concept: orgs and
-// their sandboxes (orgs.go), the data keys that protect each store
-// (datakeys.go), CMK configurations and their enablement jobs (configs.go),
-// key health with its check and rotation leases (health.go), alerts
-// (alerts.go), the audit trail (audit.go) and webhooks with their deliveries
-// (webhooks.go). Consumers declare the small interface of the methods they
-// use; only the composition root holds a *Store.
+// their sandboxes (orgs.go), the Azure tenants bound to each org
+// (tenants.go), the data keys that protect each store (datakeys.go), CMK
+// configurations and their enablement jobs (configs.go), key health with
+// its check and rotation leases (health.go), alerts (alerts.go), the audit
+// trail (audit.go) and webhooks with their deliveries (webhooks.go).
+// Consumers declare the small interface of the methods they use; only the
+// composition root holds a *Store.
 //
 // The default backend is embedded SQLite (pure Go, no cgo). The SQL is kept
 // portable so PostgreSQL can be added without touching callers, and jobs are

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -198,5 +199,66 @@ func testWebhookSecrets(t *testing.T, s *Store) {
 	due, err := s.ClaimDeliveries(ctx, time.Minute, 10)
 	if err != nil || len(due) != 1 || due[0].OrgID != "o1" || due[0].WebhookID != "h1" || due[0].SealedSecret != "sealed" {
 		t.Errorf("ClaimDeliveries = %+v, %v; want h1's delivery with its org and stored secret", due, err)
+	}
+}
+
+func TestTenantBindings(t *testing.T) { each(t, testTenantBindings) }
+
+func testTenantBindings(t *testing.T, s *Store) {
+	ctx := context.Background()
+	const ta, tb = "22222222-2222-4222-8222-222222222222", "44444444-4444-4444-8444-444444444444"
+	if _, err := s.BindTenant(ctx, "nope", ta); !errors.Is(err, ErrNotFound) {
+		t.Errorf("BindTenant(unknown org) = %v, want ErrNotFound", err)
+	}
+	s.EnsureOrg(ctx, "o1")
+	s.EnsureOrg(ctx, "o2")
+	if got, err := s.OrgTenants(ctx, "o1"); err != nil || len(got) != 0 {
+		t.Errorf("OrgTenants(new org) = %v, %v; want none", got, err)
+	}
+	if created, err := s.BindTenant(ctx, "o1", strings.ToUpper(ta)); err != nil || !created {
+		t.Errorf("BindTenant(o1, ta) = %v, %v; want true, nil", created, err)
+	}
+	if created, err := s.BindTenant(ctx, "o1", ta); err != nil || created {
+		t.Errorf("BindTenant(o1, ta) again = %v, %v; want false, nil", created, err)
+	}
+	s.BindTenant(ctx, "o1", tb)
+	if got, _ := s.OrgTenants(ctx, "o1"); strings.Join(got, ",") != ta+","+tb {
+		t.Errorf("OrgTenants(o1) = %v, want [%s %s] (lowercase)", got, ta, tb)
+	}
+	if got, _ := s.OrgTenants(ctx, "o2"); len(got) != 0 {
+		t.Errorf("OrgTenants(o2) = %v, want none: bindings are per org", got)
+	}
+
+	// A pending job of o2 does not make o1's key taken; a key that passed
+	// validation does, with the tenant its vault was found in.
+	s.CreateConfig(ctx, &Config{ID: "c2", OrgID: "o2", Name: "n", VaultURL: "https://v", KeyName: "k"})
+	if tenant, taken, err := s.KeyHolderTenant(ctx, "o1", "https://v", "k"); err != nil || taken || tenant != "" {
+		t.Errorf("KeyHolderTenant while o2's job is pending = %q, %v, %v; want not taken", tenant, taken, err)
+	}
+	s.CreateConfig(ctx, &Config{ID: "c1", OrgID: "o1", Name: "n", VaultURL: "https://v", KeyName: "k"})
+	job, err := s.ClaimJob(ctx, "w", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BeginCustomerKEK(ctx, job.ID, "w", job, "v1", strings.ToUpper(ta), nil); err != nil {
+		t.Fatal(err)
+	}
+	other := "o1"
+	if job.OrgID == "o1" {
+		other = "o2"
+	}
+	if tenant, taken, err := s.KeyHolderTenant(ctx, other, "https://V", "K"); err != nil || !taken || tenant != ta {
+		t.Errorf("KeyHolderTenant(%s) = %q, %v, %v; want %q, true", other, tenant, taken, err, ta)
+	}
+	if _, taken, _ := s.KeyHolderTenant(ctx, job.OrgID, "https://v", "k"); taken {
+		t.Error("an org's own key reported as held by another org")
+	}
+
+	if err := s.DeleteOrg(ctx, "o1"); err != nil {
+		t.Fatal(err)
+	}
+	s.EnsureOrg(ctx, "o1")
+	if got, _ := s.OrgTenants(ctx, "o1"); len(got) != 0 {
+		t.Errorf("OrgTenants(o1 deleted and created again) = %v, want none", got)
 	}
 }

@@ -35,11 +35,11 @@ var ErrUnwrap = errors.New("system key cannot unwrap this data key")
 type Key struct {
 	id   string
 	aead cipher.AEAD
-	prk  []byte // HKDF pseudorandom key for DeriveAEAD
+	prk  []byte // HKDF pseudorandom key for DeriveAEAD and Derive
 	rand io.Reader
 }
 
-// deriveSalt is the HKDF salt of DeriveAEAD. Changing it (or the hash)
+// deriveSalt is the HKDF salt of DeriveAEAD and Derive. Changing it (or the hash)
 // makes everything sealed under a derived key unreadable.
 const deriveSalt = "cmk system key derivation v1"
 
@@ -133,6 +133,20 @@ func (k *Key) DeriveAEAD(label string) (cipher.AEAD, error) {
 		return nil, err
 	}
 	return cipher.NewGCM(block)
+}
+
+// Derive returns a 32-byte secret for one purpose (HKDF-SHA256 of the system
+// key with purpose as its info), such as the key that signs the state of
+// consent links. Each purpose gets an independent secret, the same on every
+// replica that shares the system key; none of them reveals the key or
+// another purpose's secret.
+func (k *Key) Derive(purpose string) []byte {
+	out, err := hkdf.Expand(sha256.New, k.prk, purpose, 32)
+	if err != nil {
+		// Only a length above 255*32 bytes fails.
+		panic("systemkey: derive: " + err.Error())
+	}
+	return out
 }
 
 // ID is a public fingerprint of the key, safe to store and log.

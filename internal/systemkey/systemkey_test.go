@@ -153,3 +153,25 @@ func TestNewKeepsNoCopy(t *testing.T) {
 		t.Errorf("ID after clearing raw = %s, from the same bytes %s; want %s", k.ID(), again.ID(), id)
 	}
 }
+
+func TestDerive(t *testing.T) {
+	k1, _ := New(bytes.Repeat([]byte{7}, 32))
+	k1again, _ := New(bytes.Repeat([]byte{7}, 32))
+	k2, _ := New(bytes.Repeat([]byte{8}, 32))
+	a := k1.Derive("purpose a")
+	if len(a) != 32 {
+		t.Fatalf("len(Derive) = %d, want 32", len(a))
+	}
+	if !bytes.Equal(a, k1again.Derive("purpose a")) {
+		t.Error("Derive of the same key and purpose differs between two loads of the key")
+	}
+	if bytes.Equal(a, k1.Derive("purpose b")) {
+		t.Error("Derive gives two purposes the same secret")
+	}
+	if bytes.Equal(a, k2.Derive("purpose a")) {
+		t.Error("Derive gives two system keys the same secret")
+	}
+	if bytes.Equal(a, bytes.Repeat([]byte{7}, 32)) {
+		t.Error("Derive returned the system key itself")
+	}
+}

@@ -18,6 +18,15 @@
 // credential serves every tenant (tokens are cached per tenant) and one
 // azkeys client is kept per vault (it remembers the vault's challenge).
 //
+// # Which tenant owns a vault, and which tenant consented
+//
+// Two calls serve key ownership (docs/security.md): VaultTenant reads the
+// tenant from the same challenge, with an unauthenticated probe that reads
+// no key, so cmk can tell whose vault a key identifier names before it asks
+// the vault anything with the platform's credentials; RedeemConsentCode
+// exchanges the authorization code of an admin-consent redirect for the ID
+// token of the administrator who accepted, whose tid names the tenant.
+//
 // # Which key
 //
 // Every reference is checked with package keyid before any request, so the
@@ -42,6 +51,8 @@ package azurekv
 
 import (
 	"context"
+	"crypto"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/big"
@@ -120,6 +131,17 @@ type Provider struct {
 	timeout time.Duration
 	policy  keyid.Policy
 	clients sync.Map // vault URL -> *azkeys.Client
+
+	// What the consent-code exchange and the tenant probe need (consent.go,
+	// tenant.go): the app's credential, its authority, and an HTTP client
+	// that follows no redirect.
+	clientID  string
+	secret    string
+	certs     []*x509.Certificate
+	certKey   crypto.PrivateKey
+	authority string
+	plain     *http.Client
+	tenants   tenantCache
 }
 
 var _ kms.Provider = (*Provider)(nil)
@@ -152,6 +174,8 @@ func New(cfg Config) (*Provider, error) {
 
 	var cred azcore.TokenCredential
 	var err error
+	var certs []*x509.Certificate
+	var certKey crypto.PrivateKey
 	switch {
 	case cfg.ClientSecret != "":
 		cred, err = azidentity.NewClientSecretCredential(cfg.TenantID, cfg.ClientID, cfg.ClientSecret,
@@ -161,11 +185,12 @@ func New(cfg Config) (*Provider, error) {
 				DisableInstanceDiscovery:   cfg.DisableInstanceDiscovery,
 			})
 	case len(cfg.CertificatePEM) > 0:
-		certs, key, perr := azidentity.ParseCertificates(cfg.CertificatePEM, nil)
+		var perr error
+		certs, certKey, perr = azidentity.ParseCertificates(cfg.CertificatePEM, nil)
 		if perr != nil {
 			return nil, fmt.Errorf("azurekv: parsing the certificate credential: %w", perr)
 		}
-		cred, err = azidentity.NewClientCertificateCredential(cfg.TenantID, cfg.ClientID, certs, key,
+		cred, err = azidentity.NewClientCertificateCredential(cfg.TenantID, cfg.ClientID, certs, certKey,
 			&azidentity.ClientCertificateCredentialOptions{
 				ClientOptions:              credOpts,
 				AdditionallyAllowedTenants: allTenants,
@@ -181,11 +206,22 @@ func New(cfg Config) (*Provider, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
+	plain := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if cfg.HTTPClient != nil {
+		plain.Transport = cfg.HTTPClient.Transport
+	}
 	return &Provider{
 		cred:    cred,
 		opts:    opts,
 		timeout: timeout,
 		policy:  keyid.Policy{ExtraSuffixes: cfg.ExtraVaultSuffixes},
+
+		clientID:  cfg.ClientID,
+		secret:    cfg.ClientSecret,
+		certs:     certs,
+		certKey:   certKey,
+		authority: cfg.AuthorityHost,
+		plain:     plain,
 	}, nil
 }
 

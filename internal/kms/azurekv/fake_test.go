@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -101,9 +102,15 @@ type fake struct {
 	// kidName, when set, is the key name the vault puts in its answers.
 	kidName string
 
-	tokenTenants    []string // tenants tokens were issued for
-	challenges      int      // unauthenticated vault requests answered with 401
-	vaultRequests   int      // authorised vault requests
+	// challengeFail, when set, answers every vault request without a token.
+	challengeFail *canned
+	// codeAnswer answers authorization_code grants (400 invalid_grant when nil).
+	codeAnswer *canned
+
+	tokenForms      []url.Values // every token request's form
+	tokenTenants    []string     // tenants tokens were issued for
+	challenges      int          // unauthenticated vault requests answered with 401
+	vaultRequests   int          // authorised vault requests
 	discoveryTenant []string
 }
 
@@ -283,6 +290,17 @@ func (f *fake) serveEntra(w http.ResponseWriter, r *http.Request) {
 			fail.write(w, r)
 			return
 		}
+		f.mu.Lock()
+		f.tokenForms = append(f.tokenForms, r.PostForm)
+		codeAnswer := f.codeAnswer
+		f.mu.Unlock()
+		if r.PostForm.Get("grant_type") == "authorization_code" {
+			if codeAnswer == nil {
+				codeAnswer = &canned{status: 400, body: `{"error":"invalid_grant","error_description":"AADSTS9002313: Invalid request.","error_codes":[9002313]}`}
+			}
+			codeAnswer.write(w, r)
+			return
+		}
 		secretOK := r.PostForm.Get("client_secret") == testSecret
 		certOK := r.PostForm.Get("client_assertion") != "" // signature not checked
 		if r.PostForm.Get("client_id") != testClientID || !(secretOK || certOK) {
@@ -310,6 +328,10 @@ func (f *fake) serveVault(w http.ResponseWriter, r *http.Request) {
 	switch r.Header.Get("Authorization") {
 	case "":
 		f.challenges++
+		if f.challengeFail != nil {
+			f.challengeFail.write(w, r)
+			return
+		}
 		canned{status: 401, header: map[string]string{"WWW-Authenticate": challenge},
 			body: `{"error":{"code":"Unauthorized","message":"AKV10000: Request is missing a Bearer or PoP token."}}`}.write(w, r)
 		return

@@ -296,6 +296,8 @@ const scenarios = {
     expect((await page.locator('#health-state').getAttribute('data-state')) === 'SYSTEM_MANAGED', 'the org starts on system-managed keys');
     expect(/permanent/i.test(await text(page, '#setup-steps .notice.warn')), 'the irreversibility warning is shown');
     expect((await text(page, '#app-id')).trim().length > 0, 'the application id is shown');
+    const bound = await text(page, '#bound-tenants');
+    expect(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/.test(bound), `the tenant bound to the org is shown (got "${bound}")`);
     const consent = await page.locator('#consent-link').getAttribute('href');
     expect(consent && consent.startsWith('https://'), `the consent link is an https URL (got ${consent})`);
     expect((await page.locator('#consent-url').inputValue()) === consent, 'the copy field holds the consent link');

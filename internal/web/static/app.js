@@ -344,17 +344,21 @@ function humanDuration(s) {
 
 function renderApp(app) {
   const link = app.applicationRedirectUrl || '';
+  const tenants = app.boundTenants || [];
   replace($('app-body'),
     facts([
       ['Application name', h('code', { text: app.name || '—' })],
       ['Application (client) id', h('code', { text: app.applicationId || '—', id: 'app-id' })],
+      ['Azure tenants bound to this org', tenants.length
+        ? h('span', { id: 'bound-tenants' }, tenants.map((t, i) => [i ? ', ' : '', h('code', { text: t })]))
+        : h('span', { id: 'bound-tenants', text: 'None yet: consent with the link below.' })],
     ]),
     h('div', { class: 'field' },
       h('label', { for: 'consent-url', text: 'Admin consent link' }),
       h('div', { class: 'copy-row' },
         h('input', { id: 'consent-url', readonly: true, value: link, spellcheck: 'false' }),
         h('button', { type: 'button', id: 'copy-consent', class: 'secondary', onclick: () => copy(link) }, 'Copy link'))),
-    h('p', {}, h('a', { href: link, target: '_blank', rel: 'noopener noreferrer', id: 'consent-link' }, 'Open the consent page'), ' (opens in a new tab; sign in as an administrator of your Azure tenant and accept).'));
+    h('p', {}, h('a', { href: link, target: '_blank', rel: 'noopener noreferrer', id: 'consent-link' }, 'Open the consent page'), ' (opens in a new tab; sign in as an administrator of the Azure tenant that owns your key vault and accept). The link is for this org only and expires after a day; this page fetches a fresh one each time it loads.'));
 }
 
 async function copy(text) {
