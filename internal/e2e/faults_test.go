@@ -240,12 +240,16 @@ func TestFaultMatrix(t *testing.T) {
 				if served := data.access(t, c); served == row.blocked {
 					t.Errorf("data served = %v, want %v", served, !row.blocked)
 				}
+				// The alert is raised right after the health row is saved:
+				// give it the moment that takes.
 				found := false
-				for _, a := range openAlerts(c) {
-					if a.Kind == row.alertKind && a.Cause == row.cause {
-						found = true
-						if len(a.Steps) < 2 || a.Title == "" {
-							t.Errorf("alert %s lacks title or steps: %+v", a.Kind, a)
+				for deadline := time.Now().Add(3 * time.Second); !found && time.Now().Before(deadline); time.Sleep(25 * time.Millisecond) {
+					for _, a := range openAlerts(c) {
+						if a.Kind == row.alertKind && a.Cause == row.cause {
+							found = true
+							if len(a.Steps) < 2 || a.Title == "" {
+								t.Errorf("alert %s lacks title or steps: %+v", a.Kind, a)
+							}
 						}
 					}
 				}
@@ -261,7 +265,11 @@ func TestFaultMatrix(t *testing.T) {
 			}
 			row.fixIt()
 			waitHealth(t, c, "HEALTHY", "", 8*time.Second)
-			if open := openAlerts(c); len(open) != 0 {
+			open := openAlerts(c)
+			for deadline := time.Now().Add(3 * time.Second); len(open) != 0 && time.Now().Before(deadline); open = openAlerts(c) {
+				time.Sleep(25 * time.Millisecond) // alerts resolve right after the health row is saved
+			}
+			if len(open) != 0 {
 				t.Errorf("alerts still open after recovery: %+v", open)
 			}
 			if !data.access(t, c) {
