@@ -128,8 +128,11 @@ func (b *slowBody) Read(p []byte) (int, error) {
 
 func (b *slowBody) Close() error { return b.rc.Close() }
 
-// slowWriter is an answer written under the minimum rate: each write of n
-// bytes may wait for the client for allowance(n).
+// slowWriter is an answer written under the minimum rate. A write is handed
+// to the server in pieces of at most bufferedMax bytes (what the server may
+// hold before it must send), each with the allowance of its own size: a
+// client that stops reading is cut after one piece's allowance, however
+// large the handler's write (a 1 MiB record would otherwise allow hours).
 type slowWriter struct {
 	http.ResponseWriter
 	ctl *http.ResponseController
@@ -137,8 +140,18 @@ type slowWriter struct {
 }
 
 func (w *slowWriter) Write(p []byte) (int, error) {
-	w.ctl.SetWriteDeadline(time.Now().Add(w.l.allowance(w.l.write, len(p))))
-	return w.ResponseWriter.Write(p)
+	written := 0
+	for len(p) > 0 {
+		piece := p[:min(len(p), bufferedMax)]
+		w.ctl.SetWriteDeadline(time.Now().Add(w.l.allowance(w.l.write, len(piece))))
+		n, err := w.ResponseWriter.Write(piece)
+		written += n
+		if err != nil {
+			return written, err
+		}
+		p = p[n:]
+	}
+	return written, nil
 }
 
 // Flush sends what is buffered, under the same limit.

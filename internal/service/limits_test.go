@@ -219,6 +219,32 @@ func TestStalledDownloadIsCut(t *testing.T) {
 	}
 }
 
+// TestStalledDownloadIsCutAtDefaultRate stalls a download under the default
+// minimum (1 KiB per window): however large the handler's writes, a client
+// that takes nothing is cut after one piece's allowance (8 windows), not
+// after the allowance of the whole write.
+func TestStalledDownloadIsCutAtDefaultRate(t *testing.T) {
+	const window = 200 * time.Millisecond
+	s, tok := startLimited(t, Config{WriteTimeout: window})
+	size := stalledSize()
+	if res := dataRequest(t, s, tok, "PUT", "/data/lake/datasets/d/files/big.bin", io.LimitReader(rand.Reader, size)); res.StatusCode != 201 {
+		t.Fatalf("PUT = %d, want 201", res.StatusCode)
+	}
+	conn, err := net.Dial("tcp", s.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /data/lake/datasets/d/files/big.bin HTTP/1.1\r\nHost: %s\r\n%s\r\n", s.ln.Addr(), dataHeaders(tok))
+	time.Sleep(15 * window) // take nothing for 15 windows
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	n, _ := io.Copy(io.Discard, conn)
+	t.Logf("a client that stalled for 15 windows received %d of %d bytes", n, size)
+	if n >= size {
+		t.Errorf("a client that stalled 15 windows received the whole answer (%d bytes)", n)
+	}
+}
+
 // stalledSize is a file size well beyond what the kernel's socket buffers
 // (the server's send buffer and the client's receive buffer, at their
 // largest) can hold, so a client that takes nothing blocks the server.
