@@ -24,7 +24,7 @@ func listenCounting(t *testing.T, network, addr string) *countingListener {
 	t.Helper()
 	ln, err := net.Listen(network, addr)
 	if err != nil {
-		t.Skipf("cannot listen on %s %s: %v", network, addr, err)
+		t.Fatalf("cannot listen on %s %s: %v", network, addr, err)
 	}
 	c := &countingListener{Listener: ln}
 	go func() {
