@@ -19,7 +19,7 @@ var layers = [][]string{
 		"internal/lake/blob", "internal/profile/records", "internal/web", "internal/azemu", "internal/testsvc",
 		"internal/consent"},
 	// Values and small mechanisms built on those.
-	{"internal/keyid", "internal/dekcache", "internal/keyhealth", "internal/guidance", "internal/ratelimit",
+	{"internal/keyid", "internal/dekcache", "internal/keyhealth", "internal/guidance", "internal/ratelimit", "internal/usage",
 		"internal/lake/blob/blobtest", "internal/profile/records/recordstest"},
 	// The key provider and the validation checks.
 	{"internal/preflight", "internal/kms/azurekv"},

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"time"
 
 	"github.com/cmk-project/cmk/internal/lake/blob"
+	"github.com/cmk-project/cmk/internal/usage"
 )
 
 // Quota bounds what the lake stores. Zero fields take the defaults.
@@ -100,7 +100,8 @@ func (m *metered) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// usageTracker knows what each org stores in the lake, for its quota.
+// usageTracker knows what each org stores in the lake, for its quota
+// (package usage holds the mechanism).
 //
 // The figure is the sum of the sizes the backend lists under the org,
 // counted and kept, not a counter in the state store. The backend is the
@@ -123,112 +124,48 @@ func (m *metered) Read(p []byte) (int, error) {
 // replicas an org can pass its quota by what the others store within
 // UsageTTL.
 type usageTracker struct {
-	now func() time.Time // nil = time.Now; tests step it
-
-	mu   sync.Mutex
-	orgs map[string]*orgUsage
+	usage.Tracker[usage.Int]
 }
 
-// recountAfter is how old a count may be and still refuse an upload. It
+// recountAfter is how old a count may be and still refuse an upload: it
 // bounds how often an org uploading at its quota makes the lake list all
-// its files (a count per refused upload would let cheap requests make
-// expensive listings), and so how long room freed by a delete can go
-// unseen.
-const recountAfter = time.Second
-
-type orgUsage struct {
-	counting chan struct{} // held (one slot) while the org is counted
-
-	// Guarded by usageTracker.mu.
-	counted time.Time // when the last count began; zero = never
-	begun   int       // counts begun
-	last    int       // the number (of begun) of the last count that succeeded
-	base    int64     // the last count
-	since   int64     // bytes this process stored since that count began
-	pending int64     // bytes claimed by uploads under way
-}
-
-func (t *usageTracker) clock() time.Time {
-	if t.now != nil {
-		return t.now()
-	}
-	return time.Now()
-}
-
-func (t *usageTracker) org(org string) *orgUsage {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.orgs == nil {
-		t.orgs = map[string]*orgUsage{}
-	}
-	o := t.orgs[org]
-	if o == nil {
-		o = &orgUsage{counting: make(chan struct{}, 1)}
-		t.orgs[org] = o
-	}
-	return o
-}
+// its files.
+const recountAfter = usage.RecountAfter
 
 // forget drops what is known of an org (deleted).
-func (t *usageTracker) forget(org string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	delete(t.orgs, org)
-}
+func (t *usageTracker) forget(org string) { t.Forget(org) }
 
 // claim is one upload's share of its org's quota.
 type claim struct {
-	t   *usageTracker
-	o   *orgUsage
-	b   blob.Backend
-	org string
-	q   Quota
-	// Guarded by usageTracker.mu.
-	n     int64 // bytes claimed
-	ended bool
+	c *usage.Claim[usage.Int]
+	q Quota
 }
 
 func (t *usageTracker) claim(b blob.Backend, org string, q Quota) *claim {
-	return &claim{t: t, o: t.org(org), b: b, org: org, q: q}
+	return &claim{c: t.Claim(org, q.UsageTTL, func(ctx context.Context) (usage.Int, error) {
+		return count(ctx, b, org)
+	}), q: q}
 }
 
 // grow claims n more bytes, counting the org first if its count is stale,
 // or returns a *LimitError.
 func (c *claim) grow(ctx context.Context, n int64) error {
-	t, o := c.t, c.o
-	for recounted := false; ; recounted = true {
-		t.mu.Lock()
-		if c.ended {
-			// A sealing goroutine reading on after its upload failed.
-			t.mu.Unlock()
-			return errClaimEnded
+	err := c.c.Grow(ctx, usage.Int(n), func(used, held usage.Int) error {
+		if int64(used)+n <= c.q.OrgBytes {
+			return nil
 		}
-		age := t.clock().Sub(o.counted)
-		if !o.counted.IsZero() && age < c.q.UsageTTL {
-			used := o.base + o.since + o.pending
-			if used+n <= c.q.OrgBytes {
-				o.pending += n
-				c.n += n
-				t.mu.Unlock()
-				return nil
-			}
-			if recounted || age < recountAfter {
-				t.mu.Unlock()
-				return &LimitError{Err: ErrOrgFull, Limit: c.q.OrgBytes, Used: used - c.n}
-			}
-		}
-		t.mu.Unlock()
-		if err := c.count(ctx); err != nil {
-			return err
-		}
+		return &LimitError{Err: ErrOrgFull, Limit: c.q.OrgBytes, Used: int64(used - held)}
+	})
+	if errors.Is(err, usage.ErrEnded) {
+		// A sealing goroutine reading on after its upload failed.
+		return errClaimEnded
 	}
+	return err
 }
 
 // cover makes the claim at least total bytes.
 func (c *claim) cover(ctx context.Context, total int64) error {
-	c.t.mu.Lock()
-	more := total - c.n
-	c.t.mu.Unlock()
+	more := total - int64(c.c.Held())
 	if more <= 0 {
 		return nil
 	}
@@ -237,51 +174,19 @@ func (c *claim) cover(ctx context.Context, total int64) error {
 
 // end gives the claim back; stored is what the backend stored (0 when the
 // upload failed).
-func (c *claim) end(stored int64) {
-	c.t.mu.Lock()
-	defer c.t.mu.Unlock()
-	c.o.pending -= c.n
-	c.o.since += stored
-	c.n, c.ended = 0, true
-}
+func (c *claim) end(stored int64) { c.c.End(usage.Int(stored)) }
 
 var errClaimEnded = errors.New("lake: upload already ended")
 
-// count lists the org's files, unless a count that began after this call
-// asked has succeeded meanwhile (one that waited for another to finish
-// takes its result).
-func (c *claim) count(ctx context.Context) error {
-	t, o := c.t, c.o
-	t.mu.Lock()
-	asked := o.begun
-	t.mu.Unlock()
-	select {
-	case o.counting <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	defer func() { <-o.counting }()
-	t.mu.Lock()
-	if o.last > asked {
-		t.mu.Unlock()
-		return nil
-	}
-	o.begun++
-	n, began, before := o.begun, t.clock(), o.since
-	t.mu.Unlock()
-	objs, err := c.b.List(ctx, c.org+"/")
+// count lists the org's files and sums their sizes.
+func count(ctx context.Context, b blob.Backend, org string) (usage.Int, error) {
+	objs, err := b.List(ctx, org+"/")
 	if err != nil {
-		return fmt.Errorf("count the lake files of org %s: %w", c.org, err)
+		return 0, fmt.Errorf("count the lake files of org %s: %w", org, err)
 	}
 	var sum int64
 	for _, obj := range objs {
 		sum += obj.Size
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	// Uploads that completed before the count began are in it; later ones
-	// may or may not be, and stay added (the figure errs high).
-	o.base, o.counted, o.last = sum, began, n
-	o.since -= before
-	return nil
+	return usage.Int(sum), nil
 }

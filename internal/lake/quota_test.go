@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cmk-project/cmk/internal/lake/blob"
+	"github.com/cmk-project/cmk/internal/usage"
 )
 
 // listBackend lists objects whose sizes the test sets, and counts the
@@ -53,7 +54,7 @@ func (c *fakeClock) step(d time.Duration) {
 
 func newTracker() (*usageTracker, *listBackend, *fakeClock) {
 	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	return &usageTracker{now: clk.now}, &listBackend{}, clk
+	return &usageTracker{usage.Tracker[usage.Int]{Now: clk.now}}, &listBackend{}, clk
 }
 
 func TestClaimWithinQuota(t *testing.T) {

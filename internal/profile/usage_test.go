@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cmk-project/cmk/internal/profile/records"
+	"github.com/cmk-project/cmk/internal/usage"
 )
 
 // countingBackend answers Usage with a figure the test sets, and counts the
@@ -47,7 +48,7 @@ func (c *fakeClock) step(d time.Duration) {
 
 func newTracker() (*usageTracker, *countingBackend, *fakeClock) {
 	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	return &usageTracker{now: clk.now}, &countingBackend{}, clk
+	return &usageTracker{usage.Tracker[records.Usage]{Now: clk.now}}, &countingBackend{}, clk
 }
 
 var one = records.Usage{Records: 1, Bytes: 100}

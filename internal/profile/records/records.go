@@ -71,6 +71,16 @@ type Usage struct {
 	Bytes   int64 // of the values
 }
 
+// Plus returns u + v, field by field.
+func (u Usage) Plus(v Usage) Usage {
+	return Usage{Records: u.Records + v.Records, Bytes: u.Bytes + v.Bytes}
+}
+
+// Minus returns u - v, field by field.
+func (u Usage) Minus(v Usage) Usage {
+	return Usage{Records: u.Records - v.Records, Bytes: u.Bytes - v.Bytes}
+}
+
 // Page is one page of a List walk.
 type Page struct {
 	Records []Record
