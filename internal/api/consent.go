@@ -2,12 +2,16 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"html/template"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/control"
+	"github.com/cmk-project/cmk/internal/ratelimit"
 )
 
 // appRegistration answers the platform's app with the calling org's own
@@ -38,10 +42,27 @@ func (s *Server) appRegistration(w http.ResponseWriter, r *http.Request) {
 // the authorization code both check out (control.CompleteConsent).
 func (s *Server) consentCallback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	client, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		client = r.RemoteAddr
+	}
 	b, err := s.Control.CompleteConsent(r.Context(), control.ConsentReply{
-		State: q.Get("state"), Code: q.Get("code"), Error: q.Get("error"), ErrorDescription: q.Get("error_description"),
+		State: q.Get("state"), Code: q.Get("code"), Error: q.Get("error"), ErrorDescription: q.Get("error_description"), Client: client,
 	})
 	wantJSON := strings.Contains(r.Header.Get("Accept"), "application/json")
+	var ex *ratelimit.Exceeded
+	if errors.As(err, &ex) {
+		status, code, _ := statusOf(ex)
+		if wantJSON {
+			s.tooMany(w, r, status, code, ex)
+			return
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(ex)))
+		writeConsentPage(w, status, consentView{Title: "Too many requests", Code: code,
+			Detail: "This consent answer was not checked: too many arrived for this org or from this address; nothing was recorded.",
+			Hint:   fmt.Sprintf("Open the consent link again in %d seconds.", retryAfterSeconds(ex))})
+		return
+	}
 	if err != nil {
 		var p *control.Problem
 		if !errors.As(err, &p) {

@@ -39,6 +39,8 @@ var problemStatus = []struct {
 	{control.ErrKeyUnavailable, 503, cmkapi.CodeServiceUnavailable},
 	{ratelimit.ErrOrgLimit, 429, cmkapi.CodeRateLimited},
 	{ratelimit.ErrVaultLimit, 429, cmkapi.CodeVaultRateLimited},
+	{ratelimit.ErrConsentLimit, 429, cmkapi.CodeRateLimited},
+	{control.ErrConsentNotAdmin, 403, cmkapi.CodeConsentInvalid}, // before ErrConsent, which it wraps
 	{control.ErrConsent, 400, cmkapi.CodeConsentInvalid},
 	{control.ErrIdentityUnavailable, 503, cmkapi.CodeServiceUnavailable},
 }
@@ -81,13 +83,21 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 // tooMany answers a call refused by a rate limit: which limit, and (in
 // Retry-After, whole seconds rounded up) when to try again.
 func (s *Server) tooMany(w http.ResponseWriter, r *http.Request, status int, code string, ex *ratelimit.Exceeded) {
-	secs := max(1, int(math.Ceil(ex.RetryAfter.Seconds())))
+	secs := retryAfterSeconds(ex)
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
 	hint := "Wait for the Retry-After time before trying again. Each org has its own allowance, so that one org cannot use up the request budget of a customer's key vault."
-	if errors.Is(ex, ratelimit.ErrVaultLimit) {
+	switch {
+	case errors.Is(ex, ratelimit.ErrVaultLimit):
 		hint = "Wait for the Retry-After time before trying again. The platform caps the calls it makes to one key vault on request, for all orgs together, so that they cannot get the vault throttled; the scheduled key checks go on as before."
+	case errors.Is(ex, ratelimit.ErrConsentLimit):
+		hint = "Wait for the Retry-After time, then open the consent link again. Each answer costs a call to Microsoft Entra ID, so the platform limits them per org and per address."
 	}
 	writeError(w, r, status, code, "Too many requests", fmt.Sprintf("Rate limit reached: %s: %s. Try again in %d s.", ex.Scope, ex.Limit, secs), hint)
+}
+
+// retryAfterSeconds is a refusal's Retry-After in whole seconds, rounded up.
+func retryAfterSeconds(ex *ratelimit.Exceeded) int {
+	return max(1, int(math.Ceil(ex.RetryAfter.Seconds())))
 }
 
 func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {

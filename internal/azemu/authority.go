@@ -261,6 +261,9 @@ You can remove it at any time.</p>
 <input type="hidden" name="state" value="{{.State}}">
 <input type="hidden" name="scope" value="{{.Scope}}">
 <input type="hidden" name="response_type" value="{{.ResponseType}}">
+<input type="hidden" name="prompt" value="{{.Prompt}}">
+<input type="hidden" name="code_challenge" value="{{.CodeChallenge}}">
+<input type="hidden" name="code_challenge_method" value="{{.CodeChallengeMethod}}">
 <p><button class="primary" type="submit" name="action" value="accept">Accept</button>
 <button type="submit" name="action" value="cancel">Cancel</button></p>
 </form>{{end}}
@@ -269,6 +272,7 @@ You can remove it at any time.</p>
 
 type consentView struct {
 	Error, AppName, Tenant, ClientID, RedirectURI, State, Scope, ResponseType, Action string
+	Prompt, CodeChallenge, CodeChallengeMethod                                        string
 	AskTenant                                                                         bool
 }
 
@@ -314,10 +318,14 @@ func (e *Emulator) handleConsentPage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	tenant, ask := consentTenant(r)
 	v := consentView{Tenant: tenant, AskTenant: ask, ClientID: q.Get("client_id"), RedirectURI: q.Get("redirect_uri"),
-		State: q.Get("state"), Scope: q.Get("scope"), ResponseType: q.Get("response_type"), Action: r.URL.Path}
+		State: q.Get("state"), Scope: q.Get("scope"), ResponseType: q.Get("response_type"), Action: r.URL.Path,
+		Prompt: q.Get("prompt"), CodeChallenge: q.Get("code_challenge"), CodeChallengeMethod: q.Get("code_challenge_method")}
 	msg, app := e.checkConsentRequest(tenant, ask, v.ClientID, v.RedirectURI)
 	if msg == "" && isAuthorizeV2(r) && v.ResponseType != "code" {
 		msg = fmt.Sprintf("AADSTS700054: response_type '%s' is not enabled for the application; the emulator's authorization endpoint answers with a code only.", v.ResponseType)
+	}
+	if msg == "" {
+		msg = checkChallenge(v.CodeChallenge, v.CodeChallengeMethod)
 	}
 	if msg != "" {
 		v.Error = msg
@@ -326,6 +334,21 @@ func (e *Emulator) handleConsentPage(w http.ResponseWriter, r *http.Request) {
 	}
 	v.AppName = app.Name
 	e.renderConsent(w, http.StatusOK, v)
+}
+
+// checkChallenge checks a PKCE challenge of an authorization request: none,
+// or S256 (the emulator supports no other method). It returns an error text
+// for the page, or "".
+func checkChallenge(challenge, method string) string {
+	switch {
+	case challenge == "" && method == "":
+		return ""
+	case method != "S256":
+		return fmt.Sprintf("AADSTS501491: Invalid code_challenge_method '%s'; the emulator supports S256 only.", method)
+	case len(challenge) != 43:
+		return "AADSTS501491: Invalid size of code_challenge parameter."
+	}
+	return ""
 }
 
 // isAuthorizeV2 reports whether r is for the v2 authorization endpoint,
@@ -346,8 +369,25 @@ func (e *Emulator) handleConsentPost(w http.ResponseWriter, r *http.Request) {
 		tenant = strings.TrimSpace(f.Get("tenant"))
 	}
 	v := consentView{Tenant: tenant, ClientID: f.Get("client_id"), RedirectURI: f.Get("redirect_uri"),
-		State: f.Get("state"), Scope: f.Get("scope"), Action: r.URL.Path}
+		State: f.Get("state"), Scope: f.Get("scope"), Action: r.URL.Path,
+		Prompt: f.Get("prompt"), CodeChallenge: f.Get("code_challenge"), CodeChallengeMethod: f.Get("code_challenge_method")}
 	msg, app := e.checkConsentRequest(tenant, false, v.ClientID, v.RedirectURI)
+	if msg == "" {
+		msg = checkChallenge(v.CodeChallenge, v.CodeChallengeMethod)
+	}
+	// role=member signs in as a plain member of the tenant instead of its
+	// administrator (tests). A member cannot accept the admin-consent page,
+	// but once the tenant consented, a sign-in without prompt=admin_consent
+	// gives a member a code silently, as Entra ID does.
+	member := f.Get("role") == "member"
+	if msg == "" && member && f.Get("action") == "accept" {
+		switch {
+		case v.Prompt == "admin_consent":
+			msg = fmt.Sprintf("AADSTS90094: Admin consent is required for the permissions requested by '%s'. Only an administrator of the tenant can accept.", app.Name)
+		case !e.hasServicePrincipal(tenant, app.ClientID):
+			msg = fmt.Sprintf("AADSTS65001: The user or administrator has not consented to use the application with ID '%s'. Ask an administrator of the tenant.", app.ClientID)
+		}
+	}
 	if msg != "" {
 		v.Error = msg
 		e.renderConsent(w, http.StatusBadRequest, v)
@@ -359,15 +399,17 @@ func (e *Emulator) handleConsentPost(w http.ResponseWriter, r *http.Request) {
 	}
 	out := url.Values{}
 	if f.Get("action") == "accept" {
-		if _, err := e.GrantConsent(tenant, app.ClientID); err != nil {
-			v.Error = err.Error()
-			e.renderConsent(w, http.StatusBadRequest, v)
-			return
+		if !member {
+			if _, err := e.GrantConsent(tenant, app.ClientID); err != nil {
+				v.Error = err.Error()
+				e.renderConsent(w, http.StatusBadRequest, v)
+				return
+			}
 		}
 		tid := e.tenant(tenant).ID
 		var code string
 		if f.Get("response_type") == "code" {
-			code = e.issueCode(tid, app.ClientID, v.RedirectURI)
+			code = e.issueCode(authCode{tenant: tid, clientID: app.ClientID, redirectURI: v.RedirectURI, challenge: v.CodeChallenge, member: member})
 		}
 		switch {
 		case isAuthorizeV2(r):
@@ -414,13 +456,17 @@ func (e *Emulator) handleConsentPost(w http.ResponseWriter, r *http.Request) {
 const codeLifetime = 10 * time.Minute
 
 // authCode is an authorization code issued by the consent page: for one app
-// and redirect URI, in the tenant whose administrator accepted.
+// and redirect URI, in the tenant whose administrator (or, with
+// role=member, a plain member) signed in, bound to the PKCE challenge of the
+// request when it had one.
 type authCode struct {
 	tenant, clientID, redirectURI string
+	challenge                     string // S256 PKCE challenge, "" without PKCE
+	member                        bool   // signed in as a member, not the administrator
 	expires                       time.Time
 }
 
-func (e *Emulator) issueCode(tenant, clientID, redirectURI string) string {
+func (e *Emulator) issueCode(ac authCode) string {
 	code := newVersionID() + newVersionID()
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -430,14 +476,32 @@ func (e *Emulator) issueCode(tenant, clientID, redirectURI string) string {
 			delete(e.codes, c)
 		}
 	}
-	e.codes[code] = authCode{tenant: tenant, clientID: strings.ToLower(clientID), redirectURI: redirectURI, expires: now.Add(codeLifetime)}
+	ac.clientID = strings.ToLower(ac.clientID)
+	ac.expires = now.Add(codeLifetime)
+	e.codes[code] = ac
 	return code
+}
+
+// hasServicePrincipal reports whether the app was consented to in tenant.
+func (e *Emulator) hasServicePrincipal(tenant, clientID string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.st.Tenants[strings.ToLower(tenant)]
+	return t != nil && t.ServicePrincipals[strings.ToLower(clientID)] != ""
+}
+
+// pkceChallenge is the S256 challenge of a verifier (RFC 7636).
+func pkceChallenge(verifier string) string {
+	sum := sha256.Sum256([]byte(verifier))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
 // redeemCode is the token endpoint's authorization_code grant: the app's
 // client id and secret, a code the consent page issued to that app (once,
-// within codeLifetime) and the same redirect URI. The answer carries an ID
-// token whose tid is the tenant whose administrator accepted. The path's
+// within codeLifetime), the same redirect URI, and the PKCE verifier of the
+// code's challenge. The answer carries an ID token whose tid is the tenant
+// whose user signed in, with wids naming Global Administrator for the
+// administrator and only the User role for a member. The path's
 // tenant may be "organizations" or "common", or must be that tenant.
 func (e *Emulator) redeemCode(w http.ResponseWriter, r *http.Request, pathTenant string, fail func(int, string, int, string)) {
 	f := r.PostForm
@@ -492,13 +556,19 @@ func (e *Emulator) redeemCode(w http.ResponseWriter, r *http.Request, pathTenant
 	case !strings.EqualFold(pathTenant, "organizations") && !strings.EqualFold(pathTenant, "common") && !strings.EqualFold(pathTenant, ac.tenant):
 		fail(http.StatusBadRequest, "invalid_grant", 50020, fmt.Sprintf("The authorization code was issued in tenant '%s', not '%s'.", ac.tenant, pathTenant))
 		return
+	case ac.challenge != "" && f.Get("code_verifier") == "":
+		fail(http.StatusBadRequest, "invalid_grant", 501481, "The Code_Verifier is missing: the authorization request carried a code_challenge.")
+		return
+	case ac.challenge != "" && pkceChallenge(f.Get("code_verifier")) != ac.challenge:
+		fail(http.StatusBadRequest, "invalid_grant", 501481, "The Code_Verifier does not match the code_challenge supplied in the authorization request.")
+		return
 	}
-	idToken, err := e.issueIDToken(ac.tenant, app.ClientID, now)
+	idToken, err := e.issueIDToken(ac.tenant, app.ClientID, !ac.member, now)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	access, err := e.issueToken(ac.tenant, app.ClientID, adminObjectID(ac.tenant), graphResource, now)
+	access, err := e.issueToken(ac.tenant, app.ClientID, userObjectID(ac.tenant, !ac.member), graphResource, now)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -518,18 +588,34 @@ func (e *Emulator) redeemCode(w http.ResponseWriter, r *http.Request, pathTenant
 // graphResource is the audience of the access token an openid sign-in gets.
 const graphResource = "https://graph.microsoft.com"
 
-// adminObjectID is the object id of the emulated administrator who signs in
-// to a tenant on the consent page: one per tenant, stable.
-func adminObjectID(tenant string) string {
-	sum := sha256.Sum256([]byte("azemu admin\x00" + strings.ToLower(tenant)))
+// Directory roles as the ID token's wids lists them (role template ids).
+const (
+	globalAdministratorRole = "62e90394-69f5-4237-9190-012177145e10"
+	userRole                = "b79fbf4d-3ef9-4689-8143-76b194e85509" // every member holds it
+)
+
+// userObjectID is the object id of the emulated administrator (or member)
+// who signs in to a tenant on the consent page: one each per tenant, stable.
+func userObjectID(tenant string, admin bool) string {
+	who := "azemu admin\x00"
+	if !admin {
+		who = "azemu member\x00"
+	}
+	sum := sha256.Sum256([]byte(who + strings.ToLower(tenant)))
 	h := hex.EncodeToString(sum[:16])
 	return h[0:8] + "-" + h[8:12] + "-4" + h[13:16] + "-8" + h[17:20] + "-" + h[20:32]
 }
 
-// issueIDToken mints the v2.0 ID token of the tenant's administrator for
-// the app, as Entra ID's token endpoint returns it for an openid scope.
-func (e *Emulator) issueIDToken(tenantID, clientID string, now time.Time) (string, error) {
-	oid := adminObjectID(tenantID)
+// issueIDToken mints the v2.0 ID token of the tenant's administrator (or a
+// member) for the app, as Entra ID's token endpoint returns it for an openid
+// scope to an app whose groupMembershipClaims include DirectoryRole: wids
+// lists the user's directory roles.
+func (e *Emulator) issueIDToken(tenantID, clientID string, admin bool, now time.Time) (string, error) {
+	oid := userObjectID(tenantID, admin)
+	name, user, wids := "Emulated tenant administrator", "admin@", []string{globalAdministratorRole, userRole}
+	if !admin {
+		name, user, wids = "Emulated tenant member", "member@", []string{userRole}
+	}
 	claims := jwt.MapClaims{
 		"aud":                clientID,
 		"iss":                e.url + "/" + tenantID + "/v2.0",
@@ -539,8 +625,9 @@ func (e *Emulator) issueIDToken(tenantID, clientID string, now time.Time) (strin
 		"tid":                tenantID,
 		"oid":                oid,
 		"sub":                oid,
-		"name":               "Emulated tenant administrator",
-		"preferred_username": "admin@" + tenantID,
+		"name":               name,
+		"preferred_username": user + tenantID,
+		"wids":               wids,
 		"ver":                "2.0",
 	}
 	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)

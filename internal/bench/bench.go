@@ -39,6 +39,7 @@ import (
 	"github.com/cmk-project/cmk/internal/azemu"
 	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/devenv"
+	"github.com/cmk-project/cmk/internal/ratelimit"
 )
 
 // Common holds what every measurement takes.
@@ -93,6 +94,10 @@ type world struct {
 // own under dir.
 func startWorld(ctx context.Context, c Common, dir string, o devenv.Options) (*world, error) {
 	o.DataDir = dir
+	if o.RateLimits.ConsentPerClient.N == 0 {
+		// Every org of a benchmark is bound from this one address.
+		o.RateLimits.ConsentPerClient = ratelimit.Limit{N: 1_000_000, Per: time.Second}
+	}
 	if o.Log == nil {
 		o.Log = c.logger()
 	}

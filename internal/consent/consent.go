@@ -20,6 +20,20 @@
 //
 // base64url is unpadded and decoded strictly, so a state has exactly one
 // spelling: Open accepts what Seal produces and nothing else.
+//
+// # PKCE
+//
+// The link carries a PKCE challenge (RFC 7636, S256) whose verifier is
+// derived from its state, so nothing needs storing between the link and the
+// callback:
+//
+//	verifier  = base64url(HMAC-SHA256(key, "pkce" || 0x00 || state))  (43 characters)
+//	challenge = base64url(SHA-256(verifier))
+//
+// Entra ID binds the authorization code to the challenge and redeems it only
+// with the verifier, which only the service can compute, and only from the
+// state of the same link: a code issued for one org's link is useless with
+// another org's state.
 package consent
 
 import (
@@ -55,9 +69,12 @@ const MaxOrgLen = 128
 const (
 	version   = "v1."
 	macDomain = "cmk consent state v1\x00"
-	nonceLen  = 8
-	headerLen = 8 + nonceLen // expiry + nonce
-	macLen    = sha256.Size
+	// pkceDomain separates the PKCE verifier's MAC from the state's: the
+	// two messages never share a prefix.
+	pkceDomain = "pkce\x00"
+	nonceLen   = 8
+	headerLen  = 8 + nonceLen // expiry + nonce
+	macLen     = sha256.Size
 )
 
 // Errors Open returns.
@@ -66,6 +83,11 @@ var (
 	ErrForged    = errors.New("consent state was not issued by this service")
 	ErrExpired   = errors.New("consent state has expired")
 )
+
+// ErrNotAdministrator is wrapped by an ID token's check when the user who
+// signed in holds no directory role that may consent for the whole tenant
+// (CanConsentForTenant): the code was redeemed, and binds nothing.
+var ErrNotAdministrator = errors.New("the user who signed in is not an administrator who may consent for the tenant")
 
 var b64 = base64.RawURLEncoding.Strict()
 
@@ -168,6 +190,31 @@ func (s *Signer) Open(state string) (org string, expires time.Time, err error) {
 	return org, expires, nil
 }
 
+// Verifier returns the PKCE code verifier of the link whose state is state
+// (see the package doc). It is a secret of the service: it goes only to the
+// token endpoint, never into the link.
+func (s *Signer) Verifier(state string) string {
+	m := hmac.New(sha256.New, s.key)
+	m.Write([]byte(pkceDomain))
+	m.Write([]byte(state))
+	return b64.EncodeToString(m.Sum(nil))
+}
+
+// Challenge returns the S256 PKCE challenge of verifier:
+// base64url(SHA-256(verifier)), unpadded (RFC 7636, 4.2).
+func Challenge(verifier string) string {
+	sum := sha256.Sum256([]byte(verifier))
+	return b64.EncodeToString(sum[:])
+}
+
+// StateID names a state for the record of states already used (a state
+// opens only in its one spelling, so its hash names it). It is not secret:
+// the state cannot be recovered from it.
+func StateID(state string) string {
+	sum := sha256.Sum256([]byte("cmk consent state id\x00" + state))
+	return b64.EncodeToString(sum[:16])
+}
+
 // ValidOrg reports whether org can be named by a state: 1 to MaxOrgLen bytes
 // of UTF-8 without spaces, control characters, '/' or '\' (the API's rule
 // for the x-gw-ims-org-id header).
@@ -215,16 +262,70 @@ const (
 	// grants it on the vault.
 	Scope = "openid profile"
 	// Prompt makes Entra ID show the admin-consent page, which only an
-	// administrator who may consent for the whole tenant can accept.
+	// administrator who may consent for the whole tenant can accept. It is
+	// a request, not a proof: anyone can remove it from the link, so the
+	// callback checks the administrator's roles in the ID token
+	// (CanConsentForTenant).
 	Prompt = "admin_consent"
+	// ChallengeMethod is the PKCE method of the link: S256 only.
+	ChallengeMethod = "S256"
 )
+
+// Directory roles (role template ids, as the ID token's wids claim lists
+// them) whose holders may grant tenant-wide admin consent to an app asking
+// only for openid and profile. These are the roles Microsoft Entra ID lets
+// consent for the whole tenant; a binding made by anyone else proves only
+// that some user of the tenant signed in, which is not the tenant's word.
+var consentRoles = map[string]string{
+	"62e90394-69f5-4237-9190-012177145e10": "Global Administrator",
+	"e8611ab8-c189-4e8f-8d9e-9ea3d0b2bbd9": "Privileged Role Administrator",
+	"158c047a-c907-4556-b7ef-446551a6b5f7": "Cloud Application Administrator",
+	"9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3": "Application Administrator",
+}
+
+// CanConsentForTenant reports whether the directory roles of an ID token
+// (its wids claim) include one that may grant tenant-wide admin consent.
+func CanConsentForTenant(wids []string) bool {
+	for _, w := range wids {
+		if _, ok := consentRoles[strings.ToLower(w)]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// Authorization codes of Entra ID are opaque, but always hundreds of URL-
+// safe characters; the emulator's are 64. Bounds on what the callback sends
+// to the token endpoint at all.
+const (
+	minCodeLen = 32
+	maxCodeLen = 8 << 10
+)
+
+// PlausibleCode reports whether code could be an authorization code of
+// Entra ID: minCodeLen to maxCodeLen characters unreserved in a URI
+// (A-Z a-z 0-9 - . _ ~). The callback sends nothing else to the token
+// endpoint, so junk costs no call out.
+func PlausibleCode(code string) bool {
+	if len(code) < minCodeLen || len(code) > maxCodeLen {
+		return false
+	}
+	for i := 0; i < len(code); i++ {
+		c := code[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~') {
+			return false
+		}
+	}
+	return true
+}
 
 // Link returns the admin-consent link of an org: the authorization endpoint
 // (e.g. https://login.microsoftonline.com/organizations/oauth2/v2.0/authorize)
 // with the app's client id, the authorization-code response, the redirect
-// back to the service, Scope, Prompt and the org's sealed state. Query
-// parameters already on authorizeURL are kept unless the link sets them.
-func Link(authorizeURL, clientID, redirectURI, state string) (string, error) {
+// back to the service, Scope, Prompt, the org's sealed state and the PKCE
+// challenge (S256) of the state's verifier. Query parameters already on
+// authorizeURL are kept unless the link sets them.
+func Link(authorizeURL, clientID, redirectURI, state, challenge string) (string, error) {
 	u, err := url.Parse(authorizeURL)
 	if err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "" {
 		return "", fmt.Errorf("consent: the authorization endpoint %q is not an http(s) URL", authorizeURL)
@@ -237,6 +338,8 @@ func Link(authorizeURL, clientID, redirectURI, state string) (string, error) {
 	q.Set("scope", Scope)
 	q.Set("prompt", Prompt)
 	q.Set("state", state)
+	q.Set("code_challenge", challenge)
+	q.Set("code_challenge_method", ChallengeMethod)
 	u.RawQuery = q.Encode()
 	return u.String(), nil
 }

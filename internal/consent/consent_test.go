@@ -173,7 +173,7 @@ func TestTenantID(t *testing.T) {
 
 func TestLink(t *testing.T) {
 	link, err := Link("https://login.microsoftonline.com/organizations/oauth2/v2.0/authorize?domain_hint=contoso.com", "33333333-3333-4333-8333-333333333333",
-		"https://cmk.example/data/infrastructure/manager/byok/consent/callback", "v1.abc.def")
+		"https://cmk.example/data/infrastructure/manager/byok/consent/callback", "v1.abc.def", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,13 +186,88 @@ func TestLink(t *testing.T) {
 		"client_id": "33333333-3333-4333-8333-333333333333", "response_type": "code", "response_mode": "query",
 		"redirect_uri": "https://cmk.example/data/infrastructure/manager/byok/consent/callback",
 		"scope":        "openid profile", "prompt": "admin_consent", "state": "v1.abc.def", "domain_hint": "contoso.com",
+		"code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256",
 	}
 	for k, v := range want {
 		if q.Get(k) != v {
 			t.Errorf("Link query %s = %q, want %q", k, q.Get(k), v)
 		}
 	}
-	if _, err := Link("not a url", "c", "r", "s"); err == nil {
+	if _, err := Link("not a url", "c", "r", "s", "x"); err == nil {
 		t.Error("Link(not a url) = nil error, want one")
+	}
+}
+
+// TestChallenge pins S256 to the vector of RFC 7636, Appendix B.
+func TestChallenge(t *testing.T) {
+	const verifier, want = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+	if got := Challenge(verifier); got != want {
+		t.Errorf("Challenge(%s) = %s, want %s", verifier, got, want)
+	}
+}
+
+func TestVerifier(t *testing.T) {
+	s, err := NewSigner(bytes.Repeat([]byte{1}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := NewSigner(bytes.Repeat([]byte{2}, 32))
+	a, _ := s.Seal("ORGA@CmkOrg")
+	b, _ := s.Seal("ORGB@CmkOrg")
+	va := s.Verifier(a)
+	// RFC 7636 4.1: 43 to 128 characters of [A-Z a-z 0-9 - . _ ~].
+	if len(va) != 43 || !PlausibleCode(va) {
+		t.Errorf("Verifier = %q (%d characters), want 43 unreserved characters", va, len(va))
+	}
+	if s.Verifier(a) != va {
+		t.Error("Verifier is not deterministic: the callback could not recompute it")
+	}
+	if s.Verifier(b) == va || other.Verifier(a) == va {
+		t.Error("Verifier is the same for another state or another key")
+	}
+	if id := StateID(a); id == StateID(b) || id != StateID(strings.Clone(a)) {
+		t.Error("StateID does not name one state")
+	}
+}
+
+func TestCanConsentForTenant(t *testing.T) {
+	for _, tc := range []struct {
+		wids []string
+		want bool
+	}{
+		{nil, false},
+		{[]string{"b79fbf4d-3ef9-4689-8143-76b194e85509"}, false},                                         // User (every member)
+		{[]string{"fe930be7-5e62-47db-91af-98c3a49a38b1", "b79fbf4d-3ef9-4689-8143-76b194e85509"}, false}, // User Administrator
+		{[]string{"62e90394-69f5-4237-9190-012177145e10"}, true},                                          // Global Administrator
+		{[]string{"b79fbf4d-3ef9-4689-8143-76b194e85509", "E8611AB8-C189-4E8F-8D9E-9EA3D0B2BBD9"}, true},
+		{[]string{"158c047a-c907-4556-b7ef-446551a6b5f7"}, true},
+		{[]string{"9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3"}, true},
+		{[]string{"62e90394-69f5-4237-9190-012177145e1"}, false},
+	} {
+		if got := CanConsentForTenant(tc.wids); got != tc.want {
+			t.Errorf("CanConsentForTenant(%v) = %v, want %v", tc.wids, got, tc.want)
+		}
+	}
+}
+
+func TestPlausibleCode(t *testing.T) {
+	for _, tc := range []struct {
+		code string
+		want bool
+	}{
+		{"", false},
+		{"made-up", false},
+		{strings.Repeat("a", 31), false},
+		{strings.Repeat("a", 32), true},
+		{"0.AXoA" + strings.Repeat("Ab-_.~9", 100), true},
+		{strings.Repeat("a", 8<<10), true},
+		{strings.Repeat("a", 8<<10+1), false},
+		{strings.Repeat("a", 40) + " ", false},
+		{strings.Repeat("a", 40) + "%00", false},
+		{strings.Repeat("a", 40) + "<", false},
+	} {
+		if got := PlausibleCode(tc.code); got != tc.want {
+			t.Errorf("PlausibleCode(%.50q) = %v, want %v", tc.code, got, tc.want)
+		}
 	}
 }

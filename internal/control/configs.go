@@ -200,10 +200,10 @@ func (s *Service) Preflight(ctx context.Context, org, keyIdentifier string) (*pr
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	// The steps name the org's consent link by where to get it (the
+	// app-registration API), not the link: its state is the org's
+	// credential, and answers like this one are shown, logged and kept.
 	env := s.Env
-	if link, err := s.ConsentLink(org); err == nil && link != "" {
-		env.ConsentURL = link
-	}
 	bound, err := s.Store.OrgTenants(ctx, org)
 	if err != nil {
 		return nil, err

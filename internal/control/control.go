@@ -15,6 +15,7 @@ package control
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -81,6 +82,10 @@ var (
 	ErrKeyUnavailable      = errors.New("customer key unavailable")
 	ErrConsent             = errors.New("consent not confirmed")         // a consent redirect that binds nothing
 	ErrIdentityUnavailable = errors.New("identity provider unavailable") // Entra ID could not be asked; try again
+	// ErrConsentNotAdmin is the one refinement of another rule: an
+	// ErrConsent whose code was good but whose user may not consent for the
+	// tenant (the API answers it 403 rather than 400).
+	ErrConsentNotAdmin = fmt.Errorf("%w: the user is not an administrator of the tenant", ErrConsent)
 )
 
 // Problem is a failure the caller can act on: which rule (Err, one of the

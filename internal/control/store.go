@@ -32,6 +32,12 @@ type Store interface {
 	BindTenant(ctx context.Context, org, tenant string) (bool, error)
 	// OrgTenants lists the Azure tenants an org is bound to.
 	OrgTenants(ctx context.Context, org string) ([]string, error)
+	// ConsentStateUsed reports whether a consent state (consent.StateID)
+	// was used.
+	ConsentStateUsed(ctx context.Context, id string) (bool, error)
+	// UseConsentState records a consent state as used until expires and
+	// reports whether it was not used before (exactly one caller wins).
+	UseConsentState(ctx context.Context, id string, expires time.Time) (bool, error)
 	// CreateConfig inserts a NEW configuration. It fails with store.ErrAlreadyEnabled
 	// when the org already uses its customer key, store.ErrJobActive when another job
 	// is unfinished, and store.ErrDuplicateName when the name is taken in the org.

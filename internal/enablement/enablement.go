@@ -60,9 +60,6 @@ type Runner struct {
 	Log         *slog.Logger
 	Now         func() time.Time
 	Sleep       func(ctx context.Context, d time.Duration) error
-	// ConsentLink gives an org's own consent link, which the steps of the
-	// job's failures name (nil: they name none).
-	ConsentLink func(org string) (string, error)
 	// Tenants finds the Azure tenant of a key's vault for the key_owner
 	// check (nil: the check cannot pass).
 	Tenants preflight.TenantFinder
@@ -208,12 +205,10 @@ func (r *Runner) validate(ctx context.Context, job *store.Config, log *slog.Logg
 	} else if org.KEKMode == store.ModeCustomer && org.VaultURL == job.VaultURL && org.KeyName == job.KeyName {
 		return store.StatusUpdating, r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusUpdating)})
 	}
+	// The steps of a failure are stored with the job: they name the org's
+	// consent link by where to get it, never the link itself, whose state
+	// is the org's credential while it lives (docs/security.md).
 	env := r.Env
-	if r.ConsentLink != nil {
-		if link, err := r.ConsentLink(job.OrgID); err == nil && link != "" {
-			env.ConsentURL = link
-		}
-	}
 	bound, err := r.Store.OrgTenants(ctx, job.OrgID)
 	if err != nil {
 		return "", err

@@ -48,8 +48,11 @@ const RequiredRoleHSM = "Managed HSM Crypto Service Encryption User"
 // Env is what the steps may name. Empty fields are left out of the steps
 // or replaced by a generic phrase ("the platform's app").
 type Env struct {
-	AppName    string // the platform's app, as the customer sees it in their tenant
-	AppID      string
+	AppName string // the platform's app, as the customer sees it in their tenant
+	AppID   string
+	// ConsentURL is a consent link the steps may show. Never an org's own
+	// link: its state is the org's credential while it lives, and steps are
+	// stored with jobs and alerts. The service leaves it empty.
 	ConsentURL string
 	// Now is the clock the validation checks read for a key's activation
 	// and expiry dates (nil: time.Now). No text here reads it; it travels

@@ -9,6 +9,11 @@
 // reaches the vault with an *Exceeded that names the limit and says when to
 // try again.
 //
+// The public consent callback (Limits.Consent), whose every call that gets
+// past its cheap checks costs a request to Microsoft Entra ID's token
+// endpoint, is limited per org named in its verified state, per client
+// address, and in how many redemptions run at once.
+//
 // The background work — the monitor's scheduled key checks and the
 // enablement jobs — has its own pacing and is not charged: only vault calls
 // made with a context from Metered count towards the vault cap.
@@ -26,6 +31,7 @@ package ratelimit
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cmk-project/cmk/internal/cmkapi"
@@ -67,6 +73,11 @@ type Policy struct {
 	// Vault caps the calls to one vault host made for those routes, summed
 	// over every org.
 	Vault Limit
+	// ConsentPerOrg and ConsentPerClient limit the consent callbacks that
+	// redeem a code, per org of the link's state and per client address;
+	// ConsentConcurrency caps the redemptions in flight.
+	ConsentPerOrg, ConsentPerClient Limit
+	ConsentConcurrency              int
 	// MaxKeys bounds the buckets each limit keeps (orgs, or vault hosts).
 	MaxKeys int
 	// Now is the clock (default time.Now).
@@ -105,6 +116,20 @@ func Defaults() Policy {
 		// calls cannot get a vault throttled. Thirty at once lets ten
 		// preflights from different orgs run together.
 		Vault: Limit{N: 60, Per: time.Minute, Burst: 30},
+		// An administrator accepts an org's link once; declining, signing
+		// in with the wrong account or a lost page make a few more. Anyone
+		// holding one of the org's links (it is in the browser history of
+		// whoever opened it) can call the callback with it, so the org's
+		// allowance is what one link can cost: 5 at once, 10 an hour.
+		ConsentPerOrg: Limit{N: 10, Per: time.Hour, Burst: 5},
+		// Consents come from administrators' browsers, a few a day; behind
+		// a gateway every browser has the gateway's address, so this is
+		// generous for a person and small for a script.
+		ConsentPerClient: Limit{N: 30, Per: time.Minute, Burst: 20},
+		// Each redemption waits on Entra ID (up to the vault timeout); four
+		// at once keep a burst of callbacks from holding many connections
+		// and goroutines while leaving room for real administrators.
+		ConsentConcurrency: 4,
 		// Ten thousand buckets of ~150 bytes is under 2 MB per limit, and
 		// more orgs than call these routes within any refill period.
 		MaxKeys: 10_000,
@@ -115,6 +140,7 @@ func (p Policy) withDefaults() Policy {
 	d := Defaults()
 	for _, f := range []struct{ l, def *Limit }{
 		{&p.Preflight, &d.Preflight}, {&p.Recheck, &d.Recheck}, {&p.Config, &d.Config}, {&p.Sandbox, &d.Sandbox}, {&p.Vault, &d.Vault},
+		{&p.ConsentPerOrg, &d.ConsentPerOrg}, {&p.ConsentPerClient, &d.ConsentPerClient},
 	} {
 		if f.l.N <= 0 || f.l.Per <= 0 {
 			*f.l = *f.def
@@ -122,6 +148,9 @@ func (p Policy) withDefaults() Policy {
 	}
 	if p.MaxKeys <= 0 {
 		p.MaxKeys = d.MaxKeys
+	}
+	if p.ConsentConcurrency <= 0 {
+		p.ConsentConcurrency = d.ConsentConcurrency
 	}
 	if p.Now == nil {
 		p.Now = time.Now
@@ -133,6 +162,9 @@ func (p Policy) withDefaults() Policy {
 var (
 	ErrOrgLimit   = errors.New("per-org rate limit exceeded")
 	ErrVaultLimit = errors.New("per-vault rate limit exceeded")
+	// ErrConsentLimit refuses a consent callback (per org, per client
+	// address, or too many at once).
+	ErrConsentLimit = errors.New("consent callback rate limit exceeded")
 )
 
 // Exceeded is a call refused by a limit: which one, and when to try again.
@@ -156,12 +188,17 @@ func (e *Exceeded) Unwrap() error { return e.err }
 type Limits struct {
 	perOrg map[string]*Limiter // by route class
 	vault  *Limiter
+
+	consentOrg, consentClient *Limiter
+	redeeming                 chan struct{} // a slot per redemption in flight
 }
 
 // New starts the limiters of p.
 func New(p Policy) *Limits {
 	p = p.withDefaults()
-	l := &Limits{perOrg: map[string]*Limiter{}, vault: NewLimiter(p.Vault, p.MaxKeys, p.Now)}
+	l := &Limits{perOrg: map[string]*Limiter{}, vault: NewLimiter(p.Vault, p.MaxKeys, p.Now),
+		consentOrg: NewLimiter(p.ConsentPerOrg, p.MaxKeys, p.Now), consentClient: NewLimiter(p.ConsentPerClient, p.MaxKeys, p.Now),
+		redeeming: make(chan struct{}, p.ConsentConcurrency)}
 	for class, lim := range map[string]Limit{
 		cmkapi.LimitPreflight: p.Preflight, cmkapi.LimitRecheck: p.Recheck,
 		cmkapi.LimitConfig: p.Config, cmkapi.LimitSandbox: p.Sandbox,
@@ -183,4 +220,30 @@ func (l *Limits) Org(class, org string) error {
 		return &Exceeded{Scope: class + " per org", Limit: lim.Limit(), RetryAfter: wait, err: ErrOrgLimit}
 	}
 	return nil
+}
+
+// consentBusyRetry is the Retry-After of a callback refused because every
+// redemption slot is taken: a redemption takes about a second.
+const consentBusyRetry = time.Second
+
+// Consent admits one consent callback that is about to redeem a code: it
+// charges the client address, then the org of the callback's (verified)
+// state, and takes a redemption slot. It returns the function that frees
+// the slot, or an *Exceeded wrapping ErrConsentLimit. A refused callback is
+// charged to the client only, so callbacks with other orgs' states cannot
+// spend an org's allowance once their address is over its limit.
+func (l *Limits) Consent(org, client string) (release func(), err error) {
+	if wait, ok := l.consentClient.Take(client, 1); !ok {
+		return nil, &Exceeded{Scope: "consent callbacks per client address", Limit: l.consentClient.Limit(), RetryAfter: wait, err: ErrConsentLimit}
+	}
+	if wait, ok := l.consentOrg.Take(org, 1); !ok {
+		return nil, &Exceeded{Scope: "consent callbacks per org", Limit: l.consentOrg.Limit(), RetryAfter: wait, err: ErrConsentLimit}
+	}
+	select {
+	case l.redeeming <- struct{}{}:
+	default:
+		return nil, &Exceeded{Scope: "consent redemptions in flight", Limit: Limit{N: cap(l.redeeming), Per: consentBusyRetry}, RetryAfter: consentBusyRetry, err: ErrConsentLimit}
+	}
+	var once sync.Once
+	return func() { once.Do(func() { <-l.redeeming }) }, nil
 }

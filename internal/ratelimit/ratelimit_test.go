@@ -190,3 +190,64 @@ func TestExceededMessageNamesTheLimit(t *testing.T) {
 		t.Errorf("Error() = %q", ex.Error())
 	}
 }
+
+func TestConsentLimits(t *testing.T) {
+	c := newClock()
+	l := New(Policy{Now: c.Now, ConsentPerOrg: Limit{N: 10, Per: time.Hour, Burst: 3}, ConsentPerClient: Limit{N: 60, Per: time.Minute, Burst: 5}, ConsentConcurrency: 2})
+	// Two redemptions in flight take both slots; a third waits its turn.
+	r1, err1 := l.Consent("org1", "192.0.2.1")
+	r2, err2 := l.Consent("org2", "192.0.2.1")
+	if err1 != nil || err2 != nil {
+		t.Fatalf("first two callbacks: %v, %v", err1, err2)
+	}
+	_, err := l.Consent("org3", "192.0.2.1")
+	var ex *Exceeded
+	if !errors.As(err, &ex) || !errors.Is(err, ErrConsentLimit) || ex.Scope != "consent redemptions in flight" || ex.RetryAfter <= 0 {
+		t.Fatalf("third callback in flight = %v, want ErrConsentLimit for redemptions in flight", err)
+	}
+	r1()
+	r1() // releasing twice frees one slot only
+	r3, err := l.Consent("org1", "192.0.2.2")
+	if err != nil {
+		t.Fatalf("callback after a slot was freed: %v", err)
+	}
+	if _, err := l.Consent("org4", "192.0.2.3"); !errors.Is(err, ErrConsentLimit) {
+		t.Fatalf("callback with both slots taken = %v, want ErrConsentLimit", err)
+	}
+	r2()
+	r3()
+	// Per org: the burst of 3, whatever the address.
+	if _, err := l.Consent("org1", "192.0.2.4"); err != nil {
+		t.Fatalf("org1's third callback: %v", err)
+	}
+	_, err = l.Consent("org1", "192.0.2.5")
+	if !errors.As(err, &ex) || ex.Scope != "consent callbacks per org" || ex.RetryAfter != 6*time.Minute {
+		t.Fatalf("org1's fourth callback = %v, want the per-org limit, retry after 6m", err)
+	}
+	// Per client: 5 at once from one address, whatever the org (the
+	// refused ones count: org1 was over its limit above).
+	for i := range 2 {
+		r, err := l.Consent("org-c"+strings.Repeat("x", i), "192.0.2.9")
+		if err != nil {
+			t.Fatalf("client callback %d: %v", i, err)
+		}
+		r()
+	}
+	n := 0
+	for i := range 10 {
+		r, err := l.Consent("org-d"+strings.Repeat("x", i), "192.0.2.1")
+		if err != nil {
+			if !errors.As(err, &ex) || ex.Scope != "consent callbacks per client address" {
+				t.Fatalf("client callback = %v, want the per-client limit", err)
+			}
+			break
+		}
+		n++
+		r()
+	}
+	// 192.0.2.1 made three callbacks above (one refused for want of a
+	// slot, and charged all the same).
+	if n != 2 {
+		t.Errorf("192.0.2.1 was admitted %d more callbacks, want 2 (burst 5)", n)
+	}
+}

@@ -320,14 +320,13 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if authorize == "" {
 		authorize = azurekv.AuthorizeEndpoint(cfg.AuthorityHost)
 	}
-	ownership := control.Ownership{Signer: signer, AuthorizeURL: authorize, ClientID: cfg.ClientID, CallbackURL: s.ConsentCallbackURL}
+	ownership := control.Ownership{Signer: signer, AuthorizeURL: authorize, ClientID: cfg.ClientID, CallbackURL: s.ConsentCallbackURL, Limits: s.Limits}
 	if r, ok := raw.(control.CodeRedeemer); ok {
 		ownership.Redeemer = r
 	}
 	if f, ok := raw.(preflight.TenantFinder); ok {
 		ownership.Tenants = f
 	}
-	consentLink := func(org string) (string, error) { return s.Control.ConsentLink(org) }
 	host, _ := os.Hostname()
 	for i := range cfg.Workers {
 		b := make([]byte, 4)
@@ -335,7 +334,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		s.Runners = append(s.Runners, &enablement.Runner{
 			Store: s.Store, Keyring: s.Keyring, Provider: s.Provider, Policy: s.Policy, Env: env,
 			Owner: fmt.Sprintf("%s/%d/%d/%s", host, os.Getpid(), i, hex.EncodeToString(b)), Lease: cfg.Lease, Poll: cfg.Poll,
-			Concurrency: cfg.Concurrency, Log: cfg.Log, ConsentLink: consentLink, Tenants: ownership.Tenants,
+			Concurrency: cfg.Concurrency, Log: cfg.Log, Tenants: ownership.Tenants,
 		})
 	}
 	s.Cache = dekcache.New()

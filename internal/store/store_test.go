@@ -202,6 +202,35 @@ func testWebhookSecrets(t *testing.T, s *Store) {
 	}
 }
 
+func TestUsedConsentStates(t *testing.T) { each(t, testUsedConsentStates) }
+
+func testUsedConsentStates(t *testing.T, s *Store) {
+	ctx := context.Background()
+	now := time.Unix(1_800_000_000, 0)
+	s.SetClock(func() time.Time { return now })
+	if used, err := s.ConsentStateUsed(ctx, "s1"); err != nil || used {
+		t.Fatalf("ConsentStateUsed(new) = %v, %v; want false", used, err)
+	}
+	if fresh, err := s.UseConsentState(ctx, "s1", now.Add(time.Hour)); err != nil || !fresh {
+		t.Fatalf("UseConsentState(s1) = %v, %v; want true", fresh, err)
+	}
+	if fresh, err := s.UseConsentState(ctx, "s1", now.Add(time.Hour)); err != nil || fresh {
+		t.Errorf("UseConsentState(s1) again = %v, %v; want false: a state is used once", fresh, err)
+	}
+	if used, _ := s.ConsentStateUsed(ctx, "s1"); !used {
+		t.Error("ConsentStateUsed(s1) = false after use")
+	}
+	s.UseConsentState(ctx, "s2", now.Add(2*time.Hour))
+	// Past its expiry a row is pruned (the state itself is refused as
+	// expired by then).
+	now = now.Add(90 * time.Minute)
+	s.UseConsentState(ctx, "s3", now.Add(time.Hour))
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM used_consent_states`).Scan(&n); err != nil || n != 2 {
+		t.Errorf("used_consent_states holds %d rows (%v), want 2: s1 pruned", n, err)
+	}
+}
+
 func TestTenantBindings(t *testing.T) { each(t, testTenantBindings) }
 
 func testTenantBindings(t *testing.T, s *Store) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // BindTenant records that an administrator of the Azure tenant consented
@@ -47,4 +48,38 @@ func (s *Store) OrgTenants(ctx context.Context, org string) ([]string, error) {
 		return nil, fmt.Errorf("list tenants of org %s: %w", org, err)
 	}
 	return out, nil
+}
+
+// ConsentStateUsed reports whether a consent state (by its id) was used.
+func (s *Store) ConsentStateUsed(ctx context.Context, id string) (bool, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM used_consent_states WHERE state_id = ?`, id).Scan(&n); err != nil {
+		return false, fmt.Errorf("look up consent state: %w", err)
+	}
+	return n > 0, nil
+}
+
+// UseConsentState records that a consent state (by its id) was used, and
+// reports whether it was not used before: of two callers with the same
+// state, exactly one is told true. The row is kept until expires, when the
+// state itself expires; older rows are pruned on the way.
+func (s *Store) UseConsentState(ctx context.Context, id string, expires time.Time) (bool, error) {
+	var fresh bool
+	err := s.tx(ctx, func(tx txn) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM used_consent_states WHERE expires_at < ?`, s.now().UnixMilli()); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `INSERT INTO used_consent_states (state_id, expires_at) VALUES (?, ?) ON CONFLICT (state_id) DO NOTHING`,
+			id, expires.UnixMilli())
+		if err != nil {
+			return err
+		}
+		n, _ := res.RowsAffected()
+		fresh = n > 0
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("record consent state as used: %w", err)
+	}
+	return fresh, nil
 }

@@ -47,32 +47,42 @@ const idTokenSkew = 5 * time.Minute
 // redirect for the ID token of the administrator who accepted, and returns
 // the token's tenant (tid, lowercase). The code is redeemed at the
 // configured authority's token endpoint ("organizations"), by the platform's
-// app with its own credential and the redirect URI the code was issued for;
-// Entra ID redeems a code once, within minutes.
+// app with its own credential, the redirect URI the code was issued for and
+// the PKCE verifier of the link's challenge; Entra ID redeems a code once,
+// within minutes, and only with the verifier.
 //
 // The ID token's signature is not checked: the token comes straight from the
 // token endpoint over TLS, in answer to the app's own credential, which
 // OpenID Connect Core (3.1.3.7) accepts in place of the signature. Its
-// audience must be the app, its tid a tenant id and its issuer that
-// tenant's.
+// audience must be the app, its tid a tenant id, its issuer exactly
+// "<authority>/<tid>/v2.0", and its wids must hold a directory role that may
+// consent for the whole tenant (consent.CanConsentForTenant; Entra ID adds
+// wids when the app registration's groupMembershipClaims includes
+// DirectoryRole). prompt=admin_consent in the link is only a request: a
+// member of a tenant that consented before gets a code without it.
 //
 // Errors are *kms.Error (Op "token"): KindTokenAcquisitionFailed when Entra
 // ID refuses the code (invalid_grant: made up, reused, expired, for another
 // redirect URI) or the app's credential, KindThrottled or KindTransient when
-// it gives no answer to act on, and KindInvalidRequest when the answer holds
-// no usable ID token.
-func (p *Provider) RedeemConsentCode(ctx context.Context, code, redirectURI string) (string, error) {
+// it gives no answer to act on, KindInvalidRequest when the answer holds
+// no usable ID token, and KindIdentityInvalid wrapping
+// consent.ErrNotAdministrator when the token is fine but its user may not
+// consent for the tenant (the code is spent either way).
+func (p *Provider) RedeemConsentCode(ctx context.Context, code, redirectURI, verifier string) (string, error) {
 	const op = "token"
 	tokenURL := authorityBase(p.authority) + "organizations/oauth2/v2.0/token"
 	fail := func(kind kms.Kind, status int, err error) (string, error) {
 		return "", &kms.Error{Kind: kind, Op: op, Key: tokenURL, Status: status, Err: err}
 	}
-	if code == "" || len(code) > 8<<10 {
+	if !consent.PlausibleCode(code) {
 		return fail(kms.KindTokenAcquisitionFailed, 0, errors.New("no usable authorization code"))
+	}
+	if verifier == "" {
+		return fail(kms.KindInvalidRequest, 0, errors.New("no PKCE code verifier"))
 	}
 	now := time.Now()
 	form := url.Values{"client_id": {p.clientID}, "grant_type": {"authorization_code"}, "code": {code},
-		"redirect_uri": {redirectURI}, "scope": {consent.Scope}}
+		"redirect_uri": {redirectURI}, "scope": {consent.Scope}, "code_verifier": {verifier}}
 	if p.secret != "" {
 		form.Set("client_secret", p.secret)
 	} else {
@@ -125,18 +135,25 @@ func (p *Provider) RedeemConsentCode(ctx context.Context, code, redirectURI stri
 	if err := json.Unmarshal(body, &tr); err != nil || tr.IDToken == "" {
 		return fail(kms.KindInvalidRequest, resp.StatusCode, errors.New("the token endpoint's answer has no ID token"))
 	}
-	tenant, err := idTokenTenant(tr.IDToken, p.clientID, now)
+	tenant, err := idTokenTenant(tr.IDToken, p.clientID, authorityBase(p.authority), now)
+	if errors.Is(err, consent.ErrNotAdministrator) {
+		return fail(kms.KindIdentityInvalid, resp.StatusCode, err)
+	}
 	if err != nil {
 		return fail(kms.KindInvalidRequest, resp.StatusCode, err)
 	}
 	return tenant, nil
 }
 
-// idTokenTenant checks an ID token for the app and returns its tenant.
-func idTokenTenant(raw, clientID string, now time.Time) (string, error) {
+// idTokenTenant checks an ID token for the app, issued by authority (with
+// its trailing slash) to a user who may consent for the whole tenant, and
+// returns its tenant. A token whose user holds no such role fails wrapping
+// consent.ErrNotAdministrator, after every other check passed.
+func idTokenTenant(raw, clientID, authority string, now time.Time) (string, error) {
 	var c struct {
 		jwt.RegisteredClaims
-		TID string `json:"tid"`
+		TID  string   `json:"tid"`
+		WIDs []string `json:"wids"`
 	}
 	if _, _, err := jwt.NewParser().ParseUnverified(raw, &c); err != nil {
 		return "", fmt.Errorf("the ID token does not parse: %w", err)
@@ -148,11 +165,16 @@ func idTokenTenant(raw, clientID string, now time.Time) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("the ID token's tid %q is not a tenant id", c.TID)
 	}
-	if !strings.Contains(strings.ToLower(c.Issuer), "/"+tenant+"/") {
-		return "", fmt.Errorf("the ID token's issuer %q is not tenant %s's", c.Issuer, tenant)
+	// Entra ID's v2.0 issuer is exactly this, with the tid as the token
+	// spells it.
+	if want := authority + c.TID + "/v2.0"; c.Issuer != want {
+		return "", fmt.Errorf("the ID token's issuer %q is not %q", c.Issuer, want)
 	}
 	if c.ExpiresAt == nil || !now.Before(c.ExpiresAt.Add(idTokenSkew)) {
 		return "", errors.New("the ID token has expired")
+	}
+	if !consent.CanConsentForTenant(c.WIDs) {
+		return "", fmt.Errorf("tenant %s, directory roles %v: %w", tenant, c.WIDs, consent.ErrNotAdministrator)
 	}
 	return tenant, nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/cmk-project/cmk/internal/consent"
 	"github.com/cmk-project/cmk/internal/keyid"
 	"github.com/cmk-project/cmk/internal/kms"
 )
@@ -143,57 +144,102 @@ func idToken(t *testing.T, claims jwt.MapClaims) string {
 	return s
 }
 
+// globalAdmin and member are directory roles as wids lists them: Global
+// Administrator, and the User role every member holds.
+const (
+	globalAdmin = "62e90394-69f5-4237-9190-012177145e10"
+	memberRole  = "b79fbf4d-3ef9-4689-8143-76b194e85509"
+)
+
+// adminIDToken returns the claims of a Global Administrator's ID token
+// issued by authority.
+func adminIDToken(authority string, now time.Time) jwt.MapClaims {
+	return jwt.MapClaims{"aud": testClientID, "tid": strings.ToUpper(customerTenant), "iss": authority + strings.ToUpper(customerTenant) + "/v2.0",
+		"exp": now.Add(time.Hour).Unix(), "wids": []string{memberRole, globalAdmin}}
+}
+
 func TestRedeemConsentCode(t *testing.T) {
 	now := time.Now()
-	good := jwt.MapClaims{"aud": testClientID, "tid": strings.ToUpper(customerTenant), "iss": "https://login.microsoftonline.com/" + customerTenant + "/v2.0", "exp": now.Add(time.Hour).Unix()}
-	with := func(k string, v any) jwt.MapClaims {
-		c := jwt.MapClaims{}
-		for k, v := range good {
+	const code, verifier = "0.AXoA-the-code-of-an-administrator-sign-in", "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+	// with returns the administrator's claims with k set to v (deleted
+	// when v is nil).
+	with := func(f *fake, k string, v any) jwt.MapClaims {
+		c := adminIDToken(f.authority(), now)
+		if v == nil {
+			delete(c, k)
+		} else {
 			c[k] = v
 		}
-		c[k] = v
 		return c
 	}
 	answer := func(tok string) *canned {
 		return &canned{status: 200, body: fmt.Sprintf(`{"token_type":"Bearer","access_token":"x","id_token":%q}`, tok)}
 	}
 	tests := []struct {
-		name   string
-		answer *canned
-		want   string
-		kind   kms.Kind
+		name    string
+		answer  func(f *fake) *canned
+		want    string
+		kind    kms.Kind
+		noAdmin bool // fails with consent.ErrNotAdministrator
 	}{
-		{"tenant of the ID token", answer(idToken(t, good)), customerTenant, ""},
-		{"code refused", nil, "", kms.KindTokenAcquisitionFailed},
-		{"Entra ID down", &canned{status: 503, body: `{"error":"temporarily_unavailable","error_codes":[90033]}`}, "", kms.KindTransient},
-		{"throttled", &canned{status: 429, body: `{}`}, "", kms.KindThrottled},
-		{"no ID token", &canned{status: 200, body: `{"access_token":"x"}`}, "", kms.KindInvalidRequest},
-		{"ID token for another app", answer(idToken(t, with("aud", "other-app"))), "", kms.KindInvalidRequest},
-		{"tid not a tenant id", answer(idToken(t, with("tid", "common"))), "", kms.KindInvalidRequest},
-		{"issuer of another tenant", answer(idToken(t, with("iss", "https://login.microsoftonline.com/33333333-3333-4333-8333-333333333333/v2.0"))), "", kms.KindInvalidRequest},
-		{"expired ID token", answer(idToken(t, with("exp", now.Add(-time.Hour).Unix()))), "", kms.KindInvalidRequest},
-		{"not a JWT", answer("not-a-jwt"), "", kms.KindInvalidRequest},
+		{"tenant of the ID token", func(f *fake) *canned { return answer(idToken(t, with(f, "wids", []string{globalAdmin}))) }, customerTenant, "", false},
+		{"Application Administrator", func(f *fake) *canned {
+			return answer(idToken(t, with(f, "wids", []string{"9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3"})))
+		}, customerTenant, "", false},
+		{"code refused", func(*fake) *canned { return nil }, "", kms.KindTokenAcquisitionFailed, false},
+		{"Entra ID down", func(*fake) *canned {
+			return &canned{status: 503, body: `{"error":"temporarily_unavailable","error_codes":[90033]}`}
+		}, "", kms.KindTransient, false},
+		{"throttled", func(*fake) *canned { return &canned{status: 429, body: `{}`} }, "", kms.KindThrottled, false},
+		{"no ID token", func(*fake) *canned { return &canned{status: 200, body: `{"access_token":"x"}`} }, "", kms.KindInvalidRequest, false},
+		{"ID token for another app", func(f *fake) *canned { return answer(idToken(t, with(f, "aud", "other-app"))) }, "", kms.KindInvalidRequest, false},
+		{"tid not a tenant id", func(f *fake) *canned { return answer(idToken(t, with(f, "tid", "common"))) }, "", kms.KindInvalidRequest, false},
+		{"issuer of another tenant", func(f *fake) *canned {
+			return answer(idToken(t, with(f, "iss", f.authority()+"33333333-3333-4333-8333-333333333333/v2.0")))
+		}, "", kms.KindInvalidRequest, false},
+		// The issuer used to be accepted when it merely contained "/<tid>/".
+		{"issuer of another authority", func(f *fake) *canned {
+			return answer(idToken(t, with(f, "iss", "https://evil.example/"+strings.ToUpper(customerTenant)+"/v2.0")))
+		}, "", kms.KindInvalidRequest, false},
+		{"issuer with a suffix", func(f *fake) *canned {
+			return answer(idToken(t, with(f, "iss", f.authority()+strings.ToUpper(customerTenant)+"/v2.0/x")))
+		}, "", kms.KindInvalidRequest, false},
+		{"expired ID token", func(f *fake) *canned { return answer(idToken(t, with(f, "exp", now.Add(-time.Hour).Unix()))) }, "", kms.KindInvalidRequest, false},
+		{"not a JWT", func(*fake) *canned { return answer("not-a-jwt") }, "", kms.KindInvalidRequest, false},
+		// A plain member: the tenant consented before, so Entra ID gave the
+		// member a code without the admin-consent page.
+		{"member without wids", func(f *fake) *canned { return answer(idToken(t, with(f, "wids", nil))) }, "", kms.KindIdentityInvalid, true},
+		{"member with the User role", func(f *fake) *canned { return answer(idToken(t, with(f, "wids", []string{memberRole}))) }, "", kms.KindIdentityInvalid, true},
+		{"User Administrator", func(f *fake) *canned {
+			return answer(idToken(t, with(f, "wids", []string{"fe930be7-5e62-47db-91af-98c3a49a38b1"})))
+		}, "", kms.KindIdentityInvalid, true},
+		{"wids not a list", func(f *fake) *canned { return answer(idToken(t, with(f, "wids", globalAdmin))) }, "", kms.KindInvalidRequest, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFake(t)
-			f.set(func(f *fake) { f.codeAnswer = tt.answer })
+			f.set(func(f *fake) { f.codeAnswer = tt.answer(f) })
 			p := newProvider(t, f, nil)
-			got, err := p.RedeemConsentCode(context.Background(), "the-code", "https://cmk.example/cb")
-			if got != tt.want || kms.KindOf(err) != tt.kind {
-				t.Fatalf("RedeemConsentCode = %q, %v; want %q, kind %q", got, err, tt.want, tt.kind)
+			got, err := p.RedeemConsentCode(context.Background(), code, "https://cmk.example/cb", verifier)
+			if got != tt.want || kms.KindOf(err) != tt.kind || errors.Is(err, consent.ErrNotAdministrator) != tt.noAdmin {
+				t.Fatalf("RedeemConsentCode = %q, %v; want %q, kind %q, not an administrator %v", got, err, tt.want, tt.kind, tt.noAdmin)
 			}
 			form := f.tokenForms[0]
-			if form.Get("grant_type") != "authorization_code" || form.Get("code") != "the-code" || form.Get("redirect_uri") != "https://cmk.example/cb" ||
-				form.Get("client_id") != testClientID || form.Get("client_secret") != testSecret {
+			if form.Get("grant_type") != "authorization_code" || form.Get("code") != code || form.Get("redirect_uri") != "https://cmk.example/cb" ||
+				form.Get("client_id") != testClientID || form.Get("client_secret") != testSecret || form.Get("code_verifier") != verifier {
 				t.Errorf("token request form = %v", form)
 			}
 		})
 	}
 	f := newFake(t)
 	p := newProvider(t, f, nil)
-	if _, err := p.RedeemConsentCode(context.Background(), "", "https://cmk.example/cb"); kms.KindOf(err) != kms.KindTokenAcquisitionFailed || len(f.tokenForms) != 0 {
-		t.Errorf("RedeemConsentCode(no code) = %v after %d requests; want KindTokenAcquisitionFailed and no request", err, len(f.tokenForms))
+	for _, junk := range []string{"", "the-code", strings.Repeat("a", 40) + "<script>", strings.Repeat("a", 9<<10)} {
+		if _, err := p.RedeemConsentCode(context.Background(), junk, "https://cmk.example/cb", verifier); kms.KindOf(err) != kms.KindTokenAcquisitionFailed || len(f.tokenForms) != 0 {
+			t.Errorf("RedeemConsentCode(%.20q) = %v after %d requests; want KindTokenAcquisitionFailed and no request", junk, err, len(f.tokenForms))
+		}
+	}
+	if _, err := p.RedeemConsentCode(context.Background(), code, "https://cmk.example/cb", ""); err == nil || len(f.tokenForms) != 0 {
+		t.Errorf("RedeemConsentCode(no verifier) = %v after %d requests; want an error and no request", err, len(f.tokenForms))
 	}
 }
 
@@ -201,13 +247,13 @@ func TestRedeemConsentCode(t *testing.T) {
 // redeemed with a client assertion signed by the certificate's key.
 func TestRedeemWithCertificate(t *testing.T) {
 	f := newFake(t)
-	good := jwt.MapClaims{"aud": testClientID, "tid": customerTenant, "iss": "https://login.microsoftonline.com/" + customerTenant + "/v2.0", "exp": time.Now().Add(time.Hour).Unix()}
+	good := adminIDToken(f.authority(), time.Now())
 	f.set(func(f *fake) {
 		f.codeAnswer = &canned{status: 200, body: fmt.Sprintf(`{"id_token":%q}`, idToken(t, good))}
 	})
 	certPEM := testCertPEM(t)
 	p := newProvider(t, f, func(c *Config) { c.ClientSecret, c.CertificatePEM = "", certPEM })
-	if got, err := p.RedeemConsentCode(context.Background(), "the-code", "https://cmk.example/cb"); err != nil || got != customerTenant {
+	if got, err := p.RedeemConsentCode(context.Background(), "0.AXoA-the-code-of-an-administrator-sign-in", "https://cmk.example/cb", "verifier"); err != nil || got != customerTenant {
 		t.Fatalf("RedeemConsentCode = %q, %v; want %q", got, err, customerTenant)
 	}
 	form := f.tokenForms[0]
