@@ -16,13 +16,12 @@ const module = "github.com/cmk-project/cmk/"
 var layers = [][]string{
 	// Contracts, formats and primitives: they import nothing of cmk but kms.
 	{"internal/cmkapi", "internal/kms", "internal/envelope", "internal/systemkey", "internal/metrics", "internal/auth",
-		"internal/lake/blob", "internal/profile/records", "internal/web", "internal/azemu", "internal/testsvc",
-		"internal/consent"},
+		"internal/lake/blob", "internal/web", "internal/azemu", "internal/testsvc", "internal/consent", "internal/privfile"},
 	// Values and small mechanisms built on those.
 	{"internal/keyid", "internal/dekcache", "internal/keyhealth", "internal/guidance", "internal/ratelimit", "internal/usage",
-		"internal/lake/blob/blobtest", "internal/profile/records/recordstest"},
+		"internal/profile/records", "internal/lake/blob/blobtest"},
 	// The key provider and the validation checks.
-	{"internal/preflight", "internal/kms/azurekv"},
+	{"internal/preflight", "internal/kms/azurekv", "internal/profile/records/recordstest"},
 	// Durable state.
 	{"internal/store"},
 	// Key operations recorded, data keys made and wrapped.

@@ -30,10 +30,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/cmk-project/cmk/internal/privfile"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	_ "modernc.org/sqlite"             // registers the "sqlite" driver
@@ -69,7 +70,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 			return nil, fmt.Errorf("create database directory %s: %w", dir, err)
 		}
 	}
-	if err := createPrivate(path); err != nil {
+	if err := privfile.Create(path); err != nil {
 		return nil, fmt.Errorf("create database %s: %w", path, err)
 	}
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
@@ -78,24 +79,6 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	return open(ctx, sqlDB, sqlite)
-}
-
-// createPrivate creates an empty file at path with mode 0600 unless one
-// exists; SQLite takes an empty file for a new database. Left to itself,
-// SQLite would create the file 0644.
-func createPrivate(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if err := f.Chmod(0o600); err != nil && runtime.GOOS != "windows" { // a umask may have taken the owner's bits
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // OpenPostgres connects to PostgreSQL at dsn and applies migrations. Several

@@ -5,11 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
 	"time"
+
+	"github.com/cmk-project/cmk/internal/privfile"
 
 	"modernc.org/sqlite" // also registers the "sqlite" driver
 )
@@ -46,7 +47,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 			return nil, fmt.Errorf("create database directory %s: %w", dir, err)
 		}
 	}
-	if err := createPrivate(path); err != nil {
+	if err := privfile.Create(path); err != nil {
 		return nil, fmt.Errorf("create profile records database %s: %w", path, err)
 	}
 	write, err := sql.Open("sqlite", "file:"+path+"?"+sqlitePragmas+"&_txlock=immediate")
@@ -280,22 +281,4 @@ func (s *SQLite) Close() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// createPrivate creates an empty file at path with mode 0600 unless one
-// exists; SQLite takes an empty file for a new database. Left to itself,
-// SQLite would create the file 0644.
-func createPrivate(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if err := f.Chmod(0o600); err != nil && runtime.GOOS != "windows" { // a umask may have taken the owner's bits
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
