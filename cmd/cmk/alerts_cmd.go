@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -27,7 +28,10 @@ an org's customer-managed key, in three kinds:
 
 Each alert carries its cause, probable causes and numbered steps. It stays
 OPEN while the problem lasts and is RESOLVED on the first good check after.
-Acknowledging records that someone is on it; it does not close the alert.`,
+Acknowledging records that someone is on it; it does not close the alert.
+
+An alert ID may be shortened to any prefix that names one alert of the org
+(the list shows the shortest such prefix of at least 8 characters).`,
 		Example: `  cmk alerts list --info cmk.json
   cmk alerts list --info cmk.json --status OPEN --output json
   cmk alerts show --info cmk.json 5b0c6d1e-...
@@ -82,8 +86,12 @@ steps.
 			}
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tKIND\tCAUSE\tSTATUS\tFIRST SEEN\tLAST SEEN\tOCCURRENCES")
+			ids := make([]string, len(list.Alerts))
+			for i, a := range list.Alerts {
+				ids[i] = a.ID
+			}
 			for _, a := range list.Alerts {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", a.ID, kindTitle(a), a.Cause, statusLabel(a), clock(a.FirstSeen), clock(a.LastSeen), a.Occurrences)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", shortID(a.ID, ids), kindTitle(a), a.Cause, statusLabel(a), clock(a.FirstSeen), clock(a.LastSeen), a.Occurrences)
 			}
 			return tw.Flush()
 		}),
@@ -102,7 +110,11 @@ data is refused, the probable causes and the numbered steps to resolve it.
 		Example: `  cmk alerts show --info cmk.json 5b0c6d1e-0d4f-4d8e-9a55-0c2b1c3e4f5a`,
 		Args:    exactArgs(1, "the alert ID (see 'cmk alerts list')"),
 		RunE: clientRun(conn, out, func(cmd *cobra.Command, c *client, args []string) error {
-			a, raw, err := c.Alert(cmd.Context(), args[0])
+			id, err := resolveAlertID(cmd, c, args[0])
+			if err != nil {
+				return err
+			}
+			a, raw, err := c.Alert(cmd.Context(), id)
 			if err != nil {
 				return err
 			}
@@ -125,7 +137,11 @@ key's next good check resolves it.
 		Example: `  cmk alerts ack --info cmk.json 5b0c6d1e-0d4f-4d8e-9a55-0c2b1c3e4f5a`,
 		Args:    exactArgs(1, "the alert ID (see 'cmk alerts list')"),
 		RunE: clientRun(conn, out, func(cmd *cobra.Command, c *client, args []string) error {
-			a, raw, err := c.AcknowledgeAlert(cmd.Context(), args[0])
+			id, err := resolveAlertID(cmd, c, args[0])
+			if err != nil {
+				return err
+			}
+			a, raw, err := c.AcknowledgeAlert(cmd.Context(), id)
 			if err != nil {
 				return err
 			}
@@ -188,4 +204,62 @@ func printAlert(w io.Writer, a cmkapi.Alert) {
 		fmt.Fprintln(w, "\nWhat to do:")
 		printSteps(w, "  ", a.Steps)
 	}
+}
+
+// shortIDLen is the shortest alert ID prefix shown: long enough to stay
+// unique among an org's alerts in practice and to read aloud.
+const shortIDLen = 8
+
+// shortID is the shortest prefix of id, at least shortIDLen long, that no
+// other ID in ids starts with.
+func shortID(id string, ids []string) string {
+	n := min(shortIDLen, len(id))
+	for ; n < len(id); n++ {
+		unique := true
+		for _, o := range ids {
+			if o != id && strings.HasPrefix(o, id[:n]) {
+				unique = false
+				break
+			}
+		}
+		if unique {
+			break
+		}
+	}
+	return id[:n]
+}
+
+// resolveAlertID turns what was typed (a whole alert ID, or a prefix of
+// one) into the org's alert ID, listing the org's alerts for a prefix.
+func resolveAlertID(cmd *cobra.Command, c *client, typed string) (string, error) {
+	typed = strings.ToLower(strings.TrimSpace(typed))
+	if typed == "" {
+		return "", usageError(errors.New("the alert ID is empty"), "pass an ID or a prefix of one from 'cmk alerts list'")
+	}
+	if len(typed) == 36 { // a whole UUID: the server answers for it
+		return typed, nil
+	}
+	list, _, err := c.Alerts(cmd.Context(), "")
+	if err != nil {
+		return "", c.explain(err)
+	}
+	var found []string
+	for _, a := range list.Alerts {
+		if strings.HasPrefix(a.ID, typed) {
+			found = append(found, a.ID)
+		}
+	}
+	switch len(found) {
+	case 0:
+		// Let the server answer: an ID of another length it may still know.
+		return typed, nil
+	case 1:
+		return found[0], nil
+	}
+	n := len(found)
+	if n > 5 {
+		found = append(found[:5], "...")
+	}
+	return "", usageError(fmt.Errorf("%q is the start of %d alert IDs: %s", typed, n, strings.Join(found, ", ")),
+		"type more of the ID (see 'cmk alerts list')")
 }

@@ -36,11 +36,11 @@ func TestMain(m *testing.M) {
 //	cmkdev                   start a local cmk + Azure emulator for this script
 //	exitcode N PROG ARGS...  run PROG and require exit status N (stdout and
 //	                         stderr are kept for the next stdout/stderr checks)
-//	jsonget [-set VAR] FILE PATH [WANT]
+//	jsonget [-set VAR] [-cut N] FILE PATH [WANT]
 //	                         parse FILE (stdout: the last command's output) as
 //	                         JSON, find PATH (dotted keys and indexes, e.g.
-//	                         alerts.0.id), compare it with WANT and/or store it
-//	                         in $VAR
+//	                         alerts.0.id), keep its first N characters (-cut),
+//	                         compare it with WANT and/or store it in $VAR
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
@@ -117,12 +117,24 @@ func cmdExitcode(ts *testscript.TestScript, neg bool, args []string) {
 }
 
 func cmdJSONGet(ts *testscript.TestScript, neg bool, args []string) {
-	setVar := ""
-	if len(args) >= 2 && args[0] == "-set" {
-		setVar, args = args[1], args[2:]
+	setVar, cut := "", 0
+	for len(args) >= 2 && strings.HasPrefix(args[0], "-") {
+		switch args[0] {
+		case "-set":
+			setVar = args[1]
+		case "-cut":
+			n, err := strconv.Atoi(args[1])
+			if err != nil || n <= 0 {
+				ts.Fatalf("jsonget: -cut %q is not a positive length", args[1])
+			}
+			cut = n
+		default:
+			ts.Fatalf("jsonget: unknown option %s", args[0])
+		}
+		args = args[2:]
 	}
 	if len(args) < 2 || len(args) > 3 || (neg && len(args) != 3) {
-		ts.Fatalf("usage: jsonget [-set VAR] FILE PATH [WANT]")
+		ts.Fatalf("usage: jsonget [-set VAR] [-cut N] FILE PATH [WANT]")
 	}
 	var v any
 	if err := json.Unmarshal([]byte(ts.ReadFile(args[0])), &v); err != nil {
@@ -147,6 +159,9 @@ func cmdJSONGet(ts *testscript.TestScript, neg bool, args []string) {
 		}
 	}
 	got := fmt.Sprint(v)
+	if cut > 0 && cut < len(got) {
+		got = got[:cut]
+	}
 	if len(args) == 3 && (got == args[2]) == neg {
 		if neg {
 			ts.Fatalf("%s: %s = %s, want anything else", args[0], args[1], got)

@@ -294,10 +294,12 @@ func printSteps(w io.Writer, indent string, steps []string) {
 	}
 }
 
-// clock formats a time for a table: local time, to the second.
+// clock formats a time for a person: ISO 8601 in local time, to the
+// second, with its zone offset (Z for UTC), so a time read from a terminal
+// in one zone means the same in another.
 func clock(t time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
-	return t.Local().Format("2006-01-02 15:04:05")
+	return t.Local().Format(time.RFC3339)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -32,7 +33,9 @@ func newRootCmd() *cobra.Command {
 		Short:         "Customer-managed keys (bring your own key) for a multi-tenant data platform",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       servecmd.VersionLine("cmk"),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(newServeCmd(), newDevCmd(), newTokenCmd(), newAzureEmulatorCmd(), newDoctorCmd(), newConfigCmd(), newAlertsCmd(), newRecheckCmd(), newHealthCmd(), newDemoCmd(), newBenchCmd())
 	return root
 }
@@ -49,9 +52,21 @@ func run(args []string) int {
 	if errors.As(err, &ee) && ee.err == nil {
 		return ee.code // the command has said everything already
 	}
+	if unknownCommand(err) {
+		// Cobra's text already lists the closest commands, if any.
+		fmt.Fprintln(os.Stderr, "error:", strings.TrimSpace(err.Error()))
+		fmt.Fprintln(os.Stderr, "hint: run 'cmk --help' for the list of commands")
+		return exitUsage
+	}
 	fmt.Fprintln(os.Stderr, "error:", err)
 	if hint := servecmd.HintOf(err); hint != "" { // from cmk's commands and from servecmd
 		fmt.Fprintln(os.Stderr, "hint:", hint)
 	}
 	return exitCode(err)
+}
+
+// unknownCommand reports whether err is cobra's answer to a command name it
+// does not know (cobra has no typed error for it).
+func unknownCommand(err error) bool {
+	return strings.HasPrefix(err.Error(), "unknown command ")
 }

@@ -58,7 +58,7 @@ the open alerts.`),
 			if err != nil {
 				return err
 			}
-			return showHealth(cmd, &out, h, raw)
+			return showHealth(cmd, c, &out, h, raw)
 		}),
 	}
 	conn.register(cmd)
@@ -82,7 +82,7 @@ func newHealthCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return showHealth(cmd, &out, h, raw)
+			return showHealth(cmd, c, &out, h, raw)
 		}),
 	}
 	conn.register(cmd)
@@ -91,9 +91,18 @@ func newHealthCmd() *cobra.Command {
 	return cmd
 }
 
-func showHealth(cmd *cobra.Command, out *outputFlag, h *cmkapi.Health, raw []byte) error {
+func showHealth(cmd *cobra.Command, c *client, out *outputFlag, h *cmkapi.Health, raw []byte) error {
 	if err := out.show(cmd.OutOrStdout(), raw, func(w io.Writer) { printHealth(w, h) }); err != nil {
 		return err
+	}
+	if !out.json() && h.State != stateSystemManaged {
+		// The open alerts say what the platform has told the org's admins;
+		// a failure to list them does not change the health shown above.
+		if list, _, err := c.Alerts(cmd.Context(), cmkapi.AlertOpen); err == nil {
+			printOpenAlerts(cmd.OutOrStdout(), list.Alerts)
+		} else {
+			fmt.Fprintf(cmd.OutOrStdout(), "Open alerts: could not be listed (%v)\n", c.explain(err))
+		}
 	}
 	if h.State != stateHealthy && h.State != stateSystemManaged {
 		return problem()
@@ -125,9 +134,12 @@ func printHealth(w io.Writer, h *cmkapi.Health) {
 	if h.Message != "" {
 		fmt.Fprintf(w, "  found:      %s\n", h.Message)
 	}
-	if h.DataBlocked {
+	switch {
+	case h.DataBlocked:
 		fmt.Fprintln(w, "  data:       REFUSED — reads and writes of the org's data fail until access returns")
-	} else {
+	case h.CoastingUntil != nil:
+		fmt.Fprintf(w, "  data:       available until %s unless the vault answers again (the grace period)\n", clock(*h.CoastingUntil))
+	default:
 		fmt.Fprintln(w, "  data:       available")
 	}
 	if h.LastCheck != nil {
@@ -147,5 +159,22 @@ func printHealth(w io.Writer, h *cmkapi.Health) {
 		fmt.Fprintln(w, "What to do:")
 		printSteps(w, "  ", h.Remedy)
 		fmt.Fprintln(w, "Then run 'cmk recheck' to restore access at once.")
+	}
+}
+
+// printOpenAlerts lists the open alerts under the health, newest first,
+// with the shortest ID prefix 'cmk alerts show' accepts.
+func printOpenAlerts(w io.Writer, list []cmkapi.Alert) {
+	if len(list) == 0 {
+		fmt.Fprintln(w, "Open alerts: none")
+		return
+	}
+	fmt.Fprintf(w, "Open alerts (%d; details with 'cmk alerts show ID'):\n", len(list))
+	ids := make([]string, len(list))
+	for i, a := range list {
+		ids[i] = a.ID
+	}
+	for _, a := range list {
+		fmt.Fprintf(w, "  %s  %s: %s, last seen %s\n", shortID(a.ID, ids), kindTitle(a), a.Cause, clock(a.LastSeen))
 	}
 }

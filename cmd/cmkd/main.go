@@ -20,6 +20,8 @@ func main() { os.Exit(run(os.Args[1:])) }
 // run executes the command line args and returns the process exit status.
 func run(args []string) int {
 	cmd := servecmd.New("cmkd")
+	cmd.Version = servecmd.VersionLine("cmkd")
+	cmd.SetVersionTemplate("{{.Version}}\n")
 	cmd.SetArgs(args)
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)

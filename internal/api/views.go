@@ -63,6 +63,7 @@ func healthView(h *control.Health) cmkapi.Health {
 	v.KeyVaultURI, v.KeyName, v.KeyVersion = h.Org.VaultURL, h.Org.KeyName, k.KeyVersion
 	v.Since, v.LastCheck, v.LastOK, v.NextCheck = tp(k.Since), tp(k.LastCheck), tp(k.LastOK), tp(k.NextCheck)
 	v.DataBlocked, v.Remedy = h.DataBlocked, h.Remedy
+	v.CoastingUntil = tp(h.CoastingUntil)
 	if ro := h.Rotation; ro != nil {
 		v.Rotation = &cmkapi.Rotation{TargetVersion: ro.TargetVersion, DataKeysRewrapped: ro.Rewrapped, DataKeysTotal: ro.Total}
 	}

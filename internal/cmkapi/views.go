@@ -147,8 +147,11 @@ type Health struct {
 	LastCheck   *time.Time `json:"lastCheck,omitempty"`
 	LastOK      *time.Time `json:"lastOk,omitempty"`
 	NextCheck   *time.Time `json:"nextCheck,omitempty"`
-	Rotation    *Rotation  `json:"rotation,omitempty"`
-	Revocation  Revocation `json:"revocation"`
+	// CoastingUntil, while the state is COASTING, is when the org's data
+	// stops being served unless the vault answers again (since + grace).
+	CoastingUntil *time.Time `json:"coastingUntil,omitempty"`
+	Rotation      *Rotation  `json:"rotation,omitempty"`
+	Revocation    Revocation `json:"revocation"`
 }
 
 // Rotation is a re-wrap to a new key version in progress.

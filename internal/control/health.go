@@ -21,6 +21,9 @@ type Health struct {
 	DataBlocked bool
 	Remedy      []string  // numbered steps when the key is not healthy
 	Rotation    *Rotation // a re-wrap to a new key version in progress
+	// CoastingUntil is, while the state is COASTING, when the org's data
+	// stops being served unless the vault answers again; zero otherwise.
+	CoastingUntil time.Time
 	// The monitor's policy, to say how fast revocation takes effect.
 	CheckInterval, Grace time.Duration
 }
@@ -39,7 +42,8 @@ func (h *Health) RevocationExplanation() string {
 	return fmt.Sprintf("The platform checks your key every %s. When you disable or delete the key, remove the app's role or block the vault, "+
 		"every read and write of your data — data lake, profile store and caches — is refused within about %s, and the keys held in memory are wiped. "+
 		"When access returns, the next check restores everything within about %s; nothing is lost and nothing needs re-ingesting. "+
-		"If the vault is only unreachable (timeouts, outages), data stays available for %s before it is refused.", iv, 2*iv, 2*iv, grace)
+		"If the vault is only unreachable (timeouts, outages), data stays available for %s before it is refused.",
+		guidance.Duration(iv), guidance.Duration(2*iv), guidance.Duration(2*iv), guidance.Duration(grace))
 }
 
 // Health reads the org's key health.
@@ -59,6 +63,9 @@ func (s *Service) Health(ctx context.Context, org string) (*Health, error) {
 	}
 	v.Health = h
 	v.DataBlocked = s.Gate.Allow(org) != nil
+	if h.State == keyhealth.Coasting && !h.Since.IsZero() && v.Grace > 0 {
+		v.CoastingUntil = h.Since.Add(v.Grace)
+	}
 	if h.State != keyhealth.Healthy {
 		v.Remedy = guidance.Steps(h.Cause, s.Env, keyring.CustomerRef(o))
 	}
