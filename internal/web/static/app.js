@@ -268,6 +268,7 @@ function renderHealth(hv) {
       ['Last check', time(hv.lastCheck)],
       ['Last successful check', time(hv.lastOk)],
       ['Next check', time(hv.nextCheck)],
+      hv.coastingUntil ? ['Data served until (unless the vault answers)', time(hv.coastingUntil)] : null,
     ]));
     if (hv.rotation) {
       const rot = hv.rotation;

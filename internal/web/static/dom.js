@@ -53,7 +53,9 @@ export function time(iso) {
   if (!iso) return h('span', { class: 'muted', text: '—' });
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return h('span', { text: iso });
-  return h('time', { datetime: iso, title: d.toISOString(), text: d.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'medium' }) });
+  // The zone is part of the text: a time read out to someone elsewhere
+  // must not change meaning.
+  return h('time', { datetime: iso, title: d.toISOString(), text: d.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'long' }) });
 }
 
 // facts renders [label, value] pairs as a description list.
