@@ -193,6 +193,7 @@ func (s *Server) authed(perm string, h http.Handler) http.Handler {
 		ctx := context.WithValue(r.Context(), ctxClaims, claims)
 		ctx = context.WithValue(ctx, ctxOrg, org)
 		ctx = audit.WithOrg(audit.WithRequestID(ctx, w.Header().Get(cmkapi.HeaderRequestID)), org)
+		ctx = audit.WithActor(ctx, audit.UserActor(claims.Subject))
 		h.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
@@ -476,7 +477,7 @@ func (s *Server) deleteWebhook(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	query := control.AuditQuery{Operation: q.Get("operation"), Limit: control.DefaultAuditLimit}
+	query := control.AuditQuery{Operation: q.Get("operation"), Actor: q.Get("actor"), Limit: control.DefaultAuditLimit}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
@@ -485,13 +486,23 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 		}
 		query.Limit = n
 	}
-	if v := q.Get("since"); v != "" {
-		t, err := time.Parse(time.RFC3339, v)
-		if err != nil {
-			writeError(w, r, 400, cmkapi.CodeInvalidField, "Invalid since", fmt.Sprintf("since is %q; use an RFC 3339 time such as 2026-01-02T15:04:05Z.", v), "")
-			return
+	for _, p := range []struct {
+		name string
+		to   *time.Time
+	}{{"since", &query.Since}, {"until", &query.Until}} {
+		if v := q.Get(p.name); v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				writeError(w, r, 400, cmkapi.CodeInvalidField, "Invalid "+p.name, fmt.Sprintf("%s is %q; use an RFC 3339 time such as 2026-01-02T15:04:05Z.", p.name, v), "")
+				return
+			}
+			*p.to = t
 		}
-		query.Since = t
+	}
+	format := q.Get("format")
+	if format != "" && format != "json" && format != "csv" {
+		writeError(w, r, 400, cmkapi.CodeInvalidField, "Invalid format", fmt.Sprintf("format is %q; use json (the default) or csv.", format), "")
+		return
 	}
 	entries, err := s.Control.Audit(r.Context(), orgOf(r), query)
 	if err != nil {
@@ -500,7 +511,14 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 	}
 	out := cmkapi.AuditList{Entries: []cmkapi.AuditEntry{}}
 	for _, e := range entries {
-		out.Entries = append(out.Entries, cmkapi.AuditEntry{ID: e.ID, At: e.At, Operation: e.Op, Key: e.KeyRef, KeyVersion: e.KeyVersion, Outcome: e.Outcome, RequestID: e.RequestID, Detail: e.Detail})
+		out.Entries = append(out.Entries, cmkapi.AuditEntry{ID: e.ID, At: e.At.UTC(), Operation: e.Op, Key: e.KeyRef, KeyVersion: e.KeyVersion, Outcome: e.Outcome, RequestID: e.RequestID, Detail: e.Detail, Actor: e.Actor})
+	}
+	if format == "csv" {
+		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+		w.Header().Set("Content-Disposition", `attachment; filename="cmk-audit.csv"`)
+		w.WriteHeader(200)
+		cmkapi.WriteAuditCSV(w, out.Entries)
+		return
 	}
 	writeJSON(w, 200, out)
 }

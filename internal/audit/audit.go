@@ -1,7 +1,10 @@
 // Package audit records every operation on a customer key — describe, wrap,
 // unwrap, and the rotation, revocation and recovery events around them —
-// with time, org, key name and version, outcome and request id. Entries
-// never hold key material: only references and failure kinds.
+// and every administrator's action (a configuration submitted, an alert
+// acknowledged, a webhook added or removed, a re-check, a sandbox created,
+// a tenant bound), with time, org, actor, key name and version, outcome
+// and request id. Entries never hold key material or secrets: only
+// references, failure kinds and the actor's token subject.
 package audit
 
 import (
@@ -19,7 +22,31 @@ type ctxKey int
 const (
 	keyOrg ctxKey = iota
 	keyRequest
+	keyActor
 )
+
+// WithActor tags ctx with who is acting: the subject of the caller's token.
+// Work without one (the monitor, the enablement job) is the system's.
+func WithActor(ctx context.Context, actor string) context.Context {
+	return context.WithValue(ctx, keyActor, actor)
+}
+
+// UserActor is the actor of a request made with a platform token: "user:"
+// and the token's subject. The prefix keeps a subject that happens to read
+// "system" from passing for the service's own work.
+func UserActor(subject string) string { return "user:" + subject }
+
+// TenantAdminActor is the actor of a consent: an administrator of the Azure
+// tenant, whose account cmk never learns.
+func TenantAdminActor(tenant string) string { return "tenant-admin:" + tenant }
+
+// ActorOf returns the actor in ctx, or store.SystemActor.
+func ActorOf(ctx context.Context) string {
+	if s, _ := ctx.Value(keyActor).(string); s != "" {
+		return s
+	}
+	return store.SystemActor
+}
 
 // WithOrg tags ctx with the org a key operation is for.
 func WithOrg(ctx context.Context, org string) context.Context {
@@ -54,9 +81,35 @@ type Recorder struct {
 // auditing cannot block a revocation or a read.
 func (r *Recorder) Record(ctx context.Context, op string, ref kms.KeyRef, version, outcome, detail string) {
 	org := orgOf(ctx)
-	e := store.AuditEntry{ID: uuid.NewString(), OrgID: org, Op: op, KeyRef: ref.String(), KeyVersion: version, Outcome: outcome, RequestID: RequestID(ctx), Detail: detail}
+	r.add(ctx, store.AuditEntry{OrgID: org, Op: op, KeyRef: ref.String(), KeyVersion: version, Outcome: outcome, Detail: detail})
+}
+
+// Administrators' actions, as recorded by Action.
+const (
+	OpConfigSubmit  = "config.submit"
+	OpAlertAck      = "alert.acknowledge"
+	OpWebhookAdd    = "webhook.add"
+	OpWebhookDelete = "webhook.delete"
+	OpRecheck       = "health.recheck"
+	OpSandboxCreate = "sandbox.create"
+	OpTenantBind    = "tenant.bind"
+)
+
+// Action records an administrator's action on org: op (one of the Op
+// constants), what it was about (a configuration name, an alert or webhook
+// id) in detail, and outcome ("ok" or the error code it was refused with).
+// The actor comes from ctx. Like Record, it never fails the action.
+func (r *Recorder) Action(ctx context.Context, org, op, outcome, detail string) {
+	if r == nil {
+		return
+	}
+	r.add(ctx, store.AuditEntry{OrgID: org, Op: op, Outcome: outcome, Detail: detail})
+}
+
+func (r *Recorder) add(ctx context.Context, e store.AuditEntry) {
+	e.ID, e.RequestID, e.Actor = uuid.NewString(), RequestID(ctx), ActorOf(ctx)
 	if err := r.Store.AddAudit(context.WithoutCancel(ctx), e); err != nil && r.Log != nil {
-		r.Log.Error("audit entry not recorded", "org", org, "op", op, "err", err)
+		r.Log.Error("audit entry not recorded", "org", e.OrgID, "op", e.Op, "err", err)
 	}
 }
 

@@ -9,7 +9,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Client calls a cmk service as one org. Its methods return the typed
@@ -220,6 +222,36 @@ func (c *Client) Alert(ctx context.Context, id string) (*Alert, []byte, error) {
 func (c *Client) AcknowledgeAlert(ctx context.Context, id string) (*Alert, []byte, error) {
 	var out Alert
 	raw, err := c.JSON(ctx, Request{Route: AcknowledgeAlert, Args: []string{id}}, nil, &out)
+	return &out, raw, err
+}
+
+// AuditParams selects audit entries; zero fields select everything.
+type AuditParams struct {
+	Operation, Actor string
+	Since, Until     time.Time
+	Limit            int
+}
+
+// Audit lists the org's audit entries, newest first.
+func (c *Client) Audit(ctx context.Context, p AuditParams) (*AuditList, []byte, error) {
+	q := url.Values{}
+	if p.Operation != "" {
+		q.Set("operation", p.Operation)
+	}
+	if p.Actor != "" {
+		q.Set("actor", p.Actor)
+	}
+	if !p.Since.IsZero() {
+		q.Set("since", p.Since.UTC().Format(time.RFC3339))
+	}
+	if !p.Until.IsZero() {
+		q.Set("until", p.Until.UTC().Format(time.RFC3339))
+	}
+	if p.Limit > 0 {
+		q.Set("limit", strconv.Itoa(p.Limit))
+	}
+	var out AuditList
+	raw, err := c.JSON(ctx, Request{Route: ListAudit, Query: q}, nil, &out)
 	return &out, raw, err
 }
 

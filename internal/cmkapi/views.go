@@ -1,7 +1,10 @@
 package cmkapi
 
 import (
+	"encoding/csv"
 	"encoding/json"
+	"io"
+	"strings"
 	"time"
 )
 
@@ -237,6 +240,9 @@ type AuditEntry struct {
 	Outcome    string    `json:"outcome"`
 	RequestID  string    `json:"requestId,omitempty"`
 	Detail     string    `json:"detail,omitempty"`
+	// Actor is who acted: "system" (the monitor, the enablement job,
+	// rotation), "user:<token subject>" or "tenant-admin:<Azure tenant>".
+	Actor string `json:"actor"`
 }
 
 // AuditList is GET .../byok/audit.
@@ -311,4 +317,31 @@ type Info struct {
 	ConsentURL       string `json:"consentUrl"` // the org's consent link, as the app registration gives it
 	CustomerTenant   string `json:"customerTenantId"`
 	ServicePrincipal string `json:"servicePrincipalObjectId"`
+}
+
+// AuditCSVHeader is the header row of the audit trail as CSV.
+var AuditCSVHeader = []string{"at", "actor", "operation", "outcome", "key", "key_version", "detail", "request_id", "id"}
+
+// WriteAuditCSV writes entries as CSV (RFC 4180) with AuditCSVHeader. A
+// field that a spreadsheet would run as a formula (starting with =, +, -,
+// @, tab or carriage return) is prefixed with a single quote, since the
+// detail of an entry can carry text an org's admin typed.
+func WriteAuditCSV(w io.Writer, entries []AuditEntry) error {
+	cw := csv.NewWriter(w)
+	if err := cw.Write(AuditCSVHeader); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		row := []string{e.At.UTC().Format(time.RFC3339Nano), e.Actor, e.Operation, e.Outcome, e.Key, e.KeyVersion, e.Detail, e.RequestID, e.ID}
+		for i, f := range row {
+			if f != "" && strings.ContainsRune("=+-@\t\r", rune(f[0])) {
+				row[i] = "'" + f
+			}
+		}
+		if err := cw.Write(row); err != nil {
+			return err
+		}
+	}
+	cw.Flush()
+	return cw.Error()
 }

@@ -6,10 +6,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/store"
 )
 
@@ -44,7 +47,8 @@ func (s *Service) Alert(ctx context.Context, org, id string) (*store.Alert, erro
 }
 
 // AcknowledgeAlert records that by has seen the alert.
-func (s *Service) AcknowledgeAlert(ctx context.Context, org, id, by string) (*store.Alert, error) {
+func (s *Service) AcknowledgeAlert(ctx context.Context, org, id, by string) (_ *store.Alert, err error) {
+	defer func() { s.action(ctx, org, audit.OpAlertAck, "alert "+id, err) }()
 	a, err := s.Store.AcknowledgeAlert(ctx, org, id, by)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, problem(ErrNotFound, "Alert not found", fmt.Sprintf("Org %q has no alert %q.", org, id), "")
@@ -64,7 +68,11 @@ type NewWebhook struct {
 
 // CreateWebhook subscribes url to the org's alert events; the returned
 // webhook holds its signing secret, shown this once.
-func (s *Service) CreateWebhook(ctx context.Context, org, url string) (*NewWebhook, error) {
+func (s *Service) CreateWebhook(ctx context.Context, org, url string) (_ *NewWebhook, err error) {
+	var id string
+	defer func() {
+		s.action(ctx, org, audit.OpWebhookAdd, strings.TrimSpace("webhook "+id+" "+redactURL(url)), err)
+	}()
 	if err := s.WebhookPolicy.Check(url); err != nil {
 		return nil, problem(ErrInvalidField, "Webhook URL not allowed", err.Error(), "Use an https URL on a public host.")
 	}
@@ -87,6 +95,7 @@ func (s *Service) CreateWebhook(ctx context.Context, org, url string) (*NewWebho
 	if err := s.Store.CreateWebhook(ctx, &hook.Webhook); err != nil {
 		return nil, err
 	}
+	id = hook.ID
 	return hook, nil
 }
 
@@ -96,8 +105,9 @@ func (s *Service) Webhooks(ctx context.Context, org string) ([]store.Webhook, er
 }
 
 // DeleteWebhook removes one of the org's webhooks.
-func (s *Service) DeleteWebhook(ctx context.Context, org, id string) error {
-	err := s.Store.DeleteWebhook(ctx, org, id)
+func (s *Service) DeleteWebhook(ctx context.Context, org, id string) (err error) {
+	defer func() { s.action(ctx, org, audit.OpWebhookDelete, "webhook "+id, err) }()
+	err = s.Store.DeleteWebhook(ctx, org, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return problem(ErrNotFound, "Webhook not found", fmt.Sprintf("Org %q has no webhook %q.", org, id), "")
 	}
@@ -107,7 +117,9 @@ func (s *Service) DeleteWebhook(ctx context.Context, org, id string) error {
 // AuditQuery selects audit entries.
 type AuditQuery struct {
 	Operation string    // "" = all
-	Since     time.Time // zero = from the start
+	Actor     string    // "" = all; "system", "user:<subject>", "tenant-admin:<tenant>"
+	Since     time.Time // zero = from the start (inclusive)
+	Until     time.Time // zero = up to now (exclusive)
 	Limit     int       // 1 to MaxAuditLimit
 }
 
@@ -122,5 +134,20 @@ func (s *Service) Audit(ctx context.Context, org string, q AuditQuery) ([]store.
 	if q.Limit < 1 || q.Limit > MaxAuditLimit {
 		return nil, problem(ErrInvalidField, "Invalid limit", fmt.Sprintf("limit is %d; use a number from 1 to %d.", q.Limit, MaxAuditLimit), "")
 	}
-	return s.Store.Audit(ctx, org, q.Operation, q.Since, q.Limit)
+	if !q.Until.IsZero() && !q.Since.IsZero() && !q.Until.After(q.Since) {
+		return nil, problem(ErrInvalidField, "Invalid time range", fmt.Sprintf("until (%s) is not after since (%s).", q.Until.Format(time.RFC3339), q.Since.Format(time.RFC3339)),
+			"Give an until later than since, or leave one of them out.")
+	}
+	return s.Store.AuditQuery(ctx, org, store.AuditFilter{Op: q.Operation, Actor: q.Actor, Since: q.Since, Until: q.Until, Limit: q.Limit})
+}
+
+// redactURL keeps the scheme and host of a webhook URL for the audit trail:
+// the path and query of many webhook URLs are themselves the secret that
+// lets anyone post to them.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "(unparseable URL)"
+	}
+	return u.Scheme + "://" + u.Host + "/…"
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/keyid"
@@ -36,7 +37,10 @@ type ConfigInput struct {
 }
 
 // SubmitConfig validates a configuration and starts its enablement job.
-func (s *Service) SubmitConfig(ctx context.Context, org string, in ConfigInput) (*store.Config, error) {
+func (s *Service) SubmitConfig(ctx context.Context, org string, in ConfigInput) (_ *store.Config, err error) {
+	defer func() {
+		s.action(ctx, org, audit.OpConfigSubmit, fmt.Sprintf("name %q, provider %s, key %s", in.Name, in.ProviderType, in.KeyIdentifier), err)
+	}()
 	if !validConfigName(in.Name) {
 		return nil, problem(ErrInvalidField, "Invalid name", fmt.Sprintf("name must be 1 to %d characters with no surrounding spaces, no control or invisible formatting characters (line breaks, tabs, escapes, text-direction overrides) and none of / ? # %% \\.", MaxConfigNameLen),
 			"Choose a name you will remember: you need it to check the status. Names are case-sensitive.")

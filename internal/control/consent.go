@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 
+	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/consent"
 	"github.com/cmk-project/cmk/internal/kms"
 	"github.com/cmk-project/cmk/internal/preflight"
@@ -195,6 +196,10 @@ func (s *Service) CompleteConsent(ctx context.Context, in ConsentReply) (*Bindin
 		return nil, err
 	}
 	s.log().Info("org bound to Azure tenant by admin consent", "org", org, "tenant", tid, "new", created)
+	// The callback carries no platform token: the actor is the consenting
+	// tenant's administrator, known only by tenant.
+	s.AuditLog.Action(audit.WithActor(ctx, audit.TenantAdminActor(tid)), org, audit.OpTenantBind,
+		"ok", fmt.Sprintf("tenant %s (new binding: %t)", tid, created))
 	return &Binding{OrgID: org, TenantID: tid, New: created}, nil
 }
 

@@ -14,12 +14,15 @@
 package control
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cmk-project/cmk/internal/alerts"
+	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/keyid"
@@ -55,7 +58,34 @@ type Service struct {
 
 	// Ownership binds orgs to the Azure tenants that own their keys.
 	Ownership Ownership
+
+	// AuditLog records administrators' actions (nil: not recorded).
+	AuditLog *audit.Recorder
 }
+
+// action records an administrator's action on org in the audit trail,
+// with its outcome: "ok", "refused: <rule>" for a *Problem, or "failed".
+func (s *Service) action(ctx context.Context, org, op, detail string, err error) {
+	outcome := "ok"
+	var p *Problem
+	switch {
+	case errors.As(err, &p):
+		outcome = "refused: " + p.Err.Error()
+	case err != nil:
+		outcome = "failed"
+	}
+	if len(detail) > maxAuditDetail {
+		cut := maxAuditDetail
+		for cut > 0 && !utf8.RuneStart(detail[cut]) {
+			cut--
+		}
+		detail = detail[:cut] + "…"
+	}
+	s.AuditLog.Action(ctx, org, op, outcome, detail)
+}
+
+// maxAuditDetail bounds what a request puts in one audit entry.
+const maxAuditDetail = 300
 
 // DefaultSandboxes are created with an org the first time it is seen.
 var DefaultSandboxes = []string{"prod"}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/keyring"
@@ -79,8 +80,11 @@ func (s *Service) Health(ctx context.Context, org string) (*Health, error) {
 }
 
 // Recheck checks the org's key now and returns its health.
-func (s *Service) Recheck(ctx context.Context, org string) (*Health, error) {
-	_, err := s.Monitor.CheckOrg(ctx, org)
+func (s *Service) Recheck(ctx context.Context, org string) (_ *Health, err error) {
+	defer func() { s.action(ctx, org, audit.OpRecheck, "", err) }()
+	// The check and what it decides are the system's work; the
+	// health.recheck entry (same request id) says who asked for it.
+	_, err = s.Monitor.CheckOrg(audit.WithActor(ctx, store.SystemActor), org)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, problem(ErrNotEnabled, "Customer-managed keys not enabled", "This org uses system-managed keys; there is no customer key to check.",
 			"Enable customer-managed keys first, or run a preflight check of a key with POST /data/infrastructure/manager/byok/preflight.")

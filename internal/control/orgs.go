@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/keyring"
 	"github.com/cmk-project/cmk/internal/kms"
@@ -49,14 +50,15 @@ func ValidSandboxName(n string) bool {
 // CreateSandbox makes a sandbox with data keys for each of its stores,
 // wrapped under the org's key. A locked org gets the gate's
 // *keyhealth.Refused.
-func (s *Service) CreateSandbox(ctx context.Context, org, name string) error {
+func (s *Service) CreateSandbox(ctx context.Context, org, name string) (err error) {
+	defer func() { s.action(ctx, org, audit.OpSandboxCreate, fmt.Sprintf("sandbox %q", name), err) }()
 	if !ValidSandboxName(name) {
 		return problem(ErrInvalidField, "Invalid sandbox name", fmt.Sprintf("Sandbox name %q is not allowed: use 1 to 64 lowercase letters, digits and hyphens, starting with a letter or digit.", name), "")
 	}
 	if err := s.Gate.Allow(org); err != nil {
 		return err
 	}
-	err := s.Keyring.CreateSandbox(ctx, org, name)
+	err = s.Keyring.CreateSandbox(ctx, org, name)
 	switch {
 	case errors.Is(err, store.ErrDuplicateName):
 		return problem(ErrSandboxExists, "Sandbox exists", fmt.Sprintf("Sandbox %q already exists.", name), "")

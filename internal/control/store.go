@@ -64,7 +64,7 @@ type Store interface {
 	DeleteWebhook(ctx context.Context, org, id string) error
 	// Audit lists an org's audit entries, newest first, optionally filtered by
 	// op and by time (since), at most limit.
-	Audit(ctx context.Context, org, op string, since time.Time, limit int) ([]store.AuditEntry, error)
+	AuditQuery(ctx context.Context, org string, f store.AuditFilter) ([]store.AuditEntry, error)
 }
 
 var _ Store = (*store.Store)(nil)
