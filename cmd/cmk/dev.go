@@ -108,65 +108,46 @@ func loopbackAddr(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// printWalkthrough tells a newcomer what runs and what to do next: the
+// page, one export line that points the CLI (and curl) at the service, the
+// CLI commands of the enablement flow, and the same over HTTP. The token
+// appears once, in the export line; links are printed as they are pasted.
 func printWalkthrough(w io.Writer, in cmkapi.Info, caFile string) {
-	h := fmt.Sprintf("  -H 'Authorization: Bearer %s' \\\n  -H 'x-api-key: %s' \\\n  -H 'x-gw-ims-org-id: %s'", in.Token, in.APIKey, in.OrgID)
-	body := fmt.Sprintf(`{
-        "name": "Config1",
-        "type": "BYOK_CONFIG",
-        "imsOrgId": "%s",
-        "configData": {
-          "providerType": "AZURE_KEYVAULT",
-          "keyVaultKeyIdentifier": "%s"
-        }
-      }`, in.OrgID, in.KeyIdentifier)
-	fmt.Fprintf(w, `cmk is running at %s (local Azure emulator at %s)
+	hdr := `-H "Authorization: Bearer $CMK_TOKEN" -H "x-api-key: $CMK_API_KEY" -H "x-gw-ims-org-id: $CMK_ORG"`
+	body := fmt.Sprintf(`{"name": "Config1", "type": "BYOK_CONFIG", "imsOrgId": "%s", "configData": {"providerType": "AZURE_KEYVAULT", "keyVaultKeyIdentifier": "%s"}}`,
+		in.OrgID, in.KeyIdentifier)
+	fmt.Fprintf(w, `cmk is running at %[1]s, with a local Azure emulator at %[2]s.
 
-Demo org %s has sandboxes prod and dev; its data keys are wrapped by the
-system key. The emulator's tenant has consented to the platform's app through
-the demo org's consent link (which binds the org to that tenant), and the app
-holds the Key Vault Crypto Service Encryption User role on the vault.
+Demo org %[3]s (sandboxes prod and dev) is bound to the emulator's customer tenant.
+Its vault %[4]s holds key %[5]s (RSA-3072); the platform's app holds the Key Vault
+Crypto Service Encryption User role on it. The org's data keys are wrapped by the
+system key until you enable customer-managed keys.
 
-1. Fetch the app registration (its applicationRedirectUrl is the org's consent
-   link, boundTenants the tenants bound to it):
+Encryption page: %[1]s/ui/  (select "Dev login")
 
-curl -s %s/data/infrastructure/manager/byok/app-registration \
-%s
+In another terminal, from this directory, point the CLI and curl at it (the token
+is valid for 24 hours):
 
-2. Send the key identifier to enable customer-managed keys (irreversible):
+export CMK_URL=%[1]s CMK_ORG=%[3]s CMK_API_KEY=%[6]s CMK_TOKEN=%[7]s CMK_EMULATOR_URL=%[2]s CMK_EMULATOR_CA=%[8]s
 
-curl -s -X POST %s/data/infrastructure/manager/customer/config \
-%s \
-  -H 'Content-Type: application/json' \
-  -d '%s'
+Then, with cmk standing for 'go run ./cmd/cmk' (or build it: go build -o cmk ./cmd/cmk):
 
-3. Watch the job go RUNNING -> UPDATE_EXISTING_RESOURCES -> COMPLETED:
+  cmk doctor %[9]s
+  cmk config create --name Config1 --key-id %[9]s --yes --wait
+  cmk health
+  cmk azure-emulator key disable %[4]s %[5]s      (break the key as a customer could)
+  cmk alerts list
+  cmk azure-emulator key enable %[4]s %[5]s
+  cmk recheck
 
-curl -s '%s/data/infrastructure/manager/customer/config/Config1?configType=BYOK_CONFIG' \
-%s
+The same over HTTP:
 
-4. Store and read data (encrypted under the org's keys; refused while the key is unusable):
-
-curl -s -X PUT %s/data/profiles/ada \
-%s \
-  -H 'x-sandbox-name: prod' -d '{"name": "Ada"}'
-curl -s %s/data/profiles/ada \
-%s \
-  -H 'x-sandbox-name: prod'
-
-5. Watch the key's health and alerts (the key is checked every 2 s here):
-
-curl -s %s/data/infrastructure/manager/byok/health \
-%s
-
-The Encryption page: %s/ui/ (use "Dev login").
-
-Break the key the way a customer could (see cmk azure-emulator --help), e.g.:
-
-  export CMK_EMULATOR_URL=%s CMK_EMULATOR_CA=%s
-  go run ./cmd/cmk azure-emulator key disable %s %s
+  curl -s "$CMK_URL/data/infrastructure/manager/byok/app-registration" %[10]s
+  curl -s -X POST "$CMK_URL/data/infrastructure/manager/customer/config" %[10]s -H 'Content-Type: application/json' -d '%[11]s'
+  curl -s "$CMK_URL/data/infrastructure/manager/customer/config/Config1?configType=BYOK_CONFIG" %[10]s
+  curl -s "$CMK_URL/data/infrastructure/manager/byok/health" %[10]s
+  curl -s "$CMK_URL/data/infrastructure/manager/byok/alerts?status=OPEN" %[10]s
 
 Press Ctrl-C to stop.
-`, in.BaseURL, in.EmulatorURL, in.OrgID, in.BaseURL, h, in.BaseURL, h, body, in.BaseURL, h,
-		in.BaseURL, h, in.BaseURL, h, in.BaseURL, h, in.BaseURL,
-		in.EmulatorURL, caFile, devenv.Vault, devenv.KeyName)
+`, in.BaseURL, in.EmulatorURL, in.OrgID, devenv.Vault, devenv.KeyName, in.APIKey, in.Token, caFile, in.KeyIdentifier, hdr, body)
 }

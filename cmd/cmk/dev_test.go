@@ -66,6 +66,16 @@ func TestDevAddr(t *testing.T) {
 			if ip := net.ParseIP(u.Hostname()); ip == nil || ip.IsLoopback() != c.loopback {
 				t.Errorf("cmk dev %v listened at %q, want a loopback address: %v", c.args, in.BaseURL, c.loopback)
 			}
+			// The banner: the token once (in the export line), links unescaped.
+			if n := strings.Count(stdout.String(), in.Token); n != 1 {
+				t.Errorf("the banner shows the token %d times, want once (in the export line)", n)
+			}
+			if !strings.Contains(stdout.String(), "export CMK_URL="+in.BaseURL+" CMK_ORG="+in.OrgID+" ") {
+				t.Errorf("the banner has no export line pointing the CLI at %s:\n%s", in.BaseURL, stdout.String())
+			}
+			if strings.Contains(stdout.String(), `\u0026`) {
+				t.Errorf("the banner holds an escaped link")
+			}
 			if got := strings.Contains(stderr.String(), "WARNING: development mode: cmk dev listens on"); got != c.warn {
 				t.Errorf("cmk dev %v warned about listening beyond loopback: %v, want %v; stderr:\n%s", c.args, got, c.warn, stderr.String())
 			}

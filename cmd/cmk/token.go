@@ -1,7 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -20,10 +23,13 @@ func newTokenCmd() *cobra.Command {
 		Use:   "token",
 		Short: "Mint a development access token signed by the local issuer",
 		Long: `Mint an access token for local use, signed by the development issuer whose
-key lives in the service's data directory (created on first use). A service
-started with the same --data-dir and no --jwks-url accepts it.`,
-		Example: `  cmk token --org MYORG@CmkOrg
-  cmk token --org MYORG@CmkOrg --perm data_read --ttl 10m`,
+key lives in the service's data directory. A service started with
+--dev-token-issuer creates that key at start; a token is accepted only by a
+service with the same --data-dir. (cmk dev prints a token of its own and the
+one line that points the CLI at it; no cmk token is needed there.)`,
+		Example: `  cmk serve --dev-token-issuer --data-dir ./cmk-data &
+  cmk token --data-dir ./cmk-data --org MYORG@CmkOrg
+  cmk token --data-dir ./cmk-data --org MYORG@CmkOrg --perm data_read --ttl 10m`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if org == "" {
@@ -32,7 +38,13 @@ started with the same --data-dir and no --jwks-url accepts it.`,
 			if ttl <= 0 || ttl > 30*24*time.Hour {
 				return withHint(fmt.Errorf("--ttl %s is out of range", ttl), "use a duration between 1s and 720h")
 			}
-			iss, err := auth.LoadOrCreateIssuer(filepath.Join(dataDir, "token-signing.pem"), service.DevIssuer, service.DevAudience)
+			keyFile := filepath.Join(dataDir, "token-signing.pem")
+			if _, err := os.Stat(keyFile); errors.Is(err, fs.ErrNotExist) {
+				// Creating a key here would mint a token no running service accepts.
+				return usageError(fmt.Errorf("no development signing key in %s", dataDir),
+					"pass the --data-dir of a service started with --dev-token-issuer (it creates the key); for cmk dev, use the export line it prints instead")
+			}
+			iss, err := auth.LoadOrCreateIssuer(keyFile, service.DevIssuer, service.DevAudience)
 			if err != nil {
 				return err
 			}

@@ -159,6 +159,8 @@ func (s *Server) withRequestID(next http.Handler) http.Handler {
 			id = hex.EncodeToString(b)
 		}
 		w.Header().Set(cmkapi.HeaderRequestID, id)
+		// No answer of the API is ever to be sniffed into HTML or script.
+		w.Header().Set("X-Content-Type-Options", "nosniff")
 		next.ServeHTTP(w, r)
 	})
 }

@@ -110,6 +110,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	// Links (the consent link) stay pasteable: & not \u0026. The answer is
+	// application/json with nosniff, never rendered as HTML.
+	enc.SetEscapeHTML(false)
 	enc.Encode(v)
 }
 
