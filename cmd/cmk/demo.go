@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -49,7 +50,8 @@ const (
 const demoSandbox = "prod"
 
 func newDemoCmd() *cobra.Command {
-	var keep bool
+	var keep, step bool
+	var pause time.Duration
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Walk through enabling, revoking, restoring and rotating a customer key, in-process",
@@ -65,14 +67,18 @@ customer uses.
   5. rotate the key: every data key is re-wrapped in the background, reads never stop
 
 Each step says what it proves and ends with PASS or FAIL; a summary follows.
-It takes a few seconds.
+It takes a few seconds; to narrate it, slow it down with --pause (a wait
+before each step) or --step (wait for Enter before each step). With --keep
+the service, the emulator and the Encryption page stay up afterwards, with the
+export line that points the CLI at them, until Ctrl-C.
 
 Exit status:
   0  every step passed
   1  a step failed (the demo stops there)
   2  bad flags, or the demo environment could not start`,
 		Example: `  cmk demo
-  cmk demo --keep   # keep the temporary data directory to look at the encrypted files`,
+  cmk demo --step            # press Enter before each step, to narrate
+  cmk demo --pause 5s --keep # 5 s before each step; leave the service and page up afterwards`,
 		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -80,6 +86,9 @@ Exit status:
 			dir, err := os.MkdirTemp("", "cmk-demo-")
 			if err != nil {
 				return &exitError{code: exitUsage, err: err}
+			}
+			if pause < 0 || pause > 10*time.Minute {
+				return usageError(fmt.Errorf("--pause %s is out of range", pause), "use a duration from 0 to 10m, e.g. --pause 5s")
 			}
 			if keep {
 				fmt.Fprintf(cmd.OutOrStdout(), "Data directory (kept): %s\n", dir)
@@ -96,14 +105,31 @@ Exit status:
 			defer env.Close()
 			c := newClient(settings{url: env.Svc.URL(), token: env.Token, org: env.Org, apiKey: env.APIKey})
 			c.HTTP.Timeout = demoRequestTimeout
-			d := &demo{w: cmd.OutOrStdout(), env: env, dir: dir, c: c}
-			if !d.run(ctx) {
+			d := &demo{w: cmd.OutOrStdout(), env: env, dir: dir, c: c, pause: pause}
+			if step {
+				d.enter = bufio.NewReader(cmd.InOrStdin())
+			}
+			ok := d.run(ctx)
+			if keep && ctx.Err() == nil {
+				caFile := filepath.Join(dir, "emulator-ca.pem")
+				if err := os.WriteFile(caFile, env.Emu.CAPEM(), 0o600); err != nil {
+					return err
+				}
+				in := env.Info()
+				fmt.Fprintf(d.w, "\nThe service stays up (Ctrl-C to stop). Encryption page: %s/ui/ (select \"Dev login\"). Point the CLI at it with:\n\n", in.BaseURL)
+				fmt.Fprintf(d.w, "export CMK_URL=%s CMK_ORG=%s CMK_API_KEY=%s CMK_TOKEN=%s CMK_EMULATOR_URL=%s CMK_EMULATOR_CA=%s\n",
+					in.BaseURL, in.OrgID, in.APIKey, in.Token, in.EmulatorURL, caFile)
+				<-ctx.Done()
+			}
+			if !ok {
 				return problem()
 			}
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&keep, "keep", false, "keep the temporary data directory")
+	cmd.Flags().BoolVar(&keep, "keep", false, "leave the service, emulator and page up afterwards, and keep the data directory, until Ctrl-C")
+	cmd.Flags().DurationVar(&pause, "pause", 0, "wait this long before each step, to narrate (e.g. 5s)")
+	cmd.Flags().BoolVar(&step, "step", false, "wait for Enter before each step, to narrate")
 	flagErrors(cmd)
 	return cmd
 }
@@ -114,6 +140,9 @@ type demo struct {
 	env *devenv.Env
 	dir string
 	c   *client
+
+	pause time.Duration // before each step
+	enter *bufio.Reader // with --step: wait for a line before each step
 
 	files    []demoFile
 	profiles []demoProfile
@@ -166,6 +195,9 @@ func (d *demo) run(ctx context.Context) bool {
 		}
 		fmt.Fprintf(d.w, "\nStep %d of %d: %s\n", i+1, len(steps), s.title)
 		fmt.Fprintf(d.w, "  Proves: %s\n", s.proves)
+		if !d.wait(ctx) {
+			return false
+		}
 		t0 := time.Now()
 		note, err := s.run(ctx)
 		results[i] = outcome{took: time.Since(t0), err: err, ran: true}
@@ -557,7 +589,7 @@ func (d *demo) rotate(ctx context.Context) (string, error) {
 	fmt.Fprintf(d.w, "  New key version %s added in the vault (was %s); reading everything while the platform catches up...\n", newVersion, before.KeyVersion)
 	bar := newProgressBar(d.w)
 	bar.indent = "    "
-	reads, total := 0, 0
+	reads, total, label := 0, 0, ""
 	err = until(ctx, demoRotateDeadline, func() (bool, error) {
 		if err := d.readAll(ctx); err != nil {
 			return false, fmt.Errorf("a read during rotation failed: %w", err)
@@ -569,9 +601,15 @@ func (d *demo) rotate(ctx context.Context) (string, error) {
 		}
 		if r := h.Rotation; r != nil {
 			total = max(total, r.DataKeysTotal)
-			bar.Set("re-wrapping data keys to version "+r.TargetVersion, r.DataKeysRewrapped, r.DataKeysTotal)
+			label = "re-wrapping data keys to version " + r.TargetVersion
+			bar.Set(label, r.DataKeysRewrapped, r.DataKeysTotal)
 		}
-		return h.KeyVersion == newVersion && h.Rotation == nil, nil
+		done := h.KeyVersion == newVersion && h.Rotation == nil
+		if done && total > 0 {
+			// The re-wrap finished between two looks: the bar ends full.
+			bar.Set(label, total, total)
+		}
+		return done, nil
 	})
 	bar.Done()
 	if err != nil {
@@ -591,4 +629,31 @@ func short(version string) string {
 		return version[:8] + "…"
 	}
 	return version
+}
+
+// wait holds the demo before a step, for narration: --pause, then --step's
+// Enter. It reports false when the demo was stopped meanwhile.
+func (d *demo) wait(ctx context.Context) bool {
+	if d.pause > 0 {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(d.pause):
+		}
+	}
+	if d.enter != nil {
+		fmt.Fprint(d.w, "  (press Enter to run this step)")
+		line := make(chan error, 1)
+		go func() { _, err := d.enter.ReadString('\n'); line <- err }()
+		select {
+		case <-ctx.Done():
+			return false
+		case err := <-line:
+			fmt.Fprintln(d.w)
+			if err != nil && err != io.EOF {
+				return false
+			}
+		}
+	}
+	return ctx.Err() == nil
 }
