@@ -74,7 +74,8 @@ func (n *Notifier) emit(ctx context.Context, typ string, a *store.Alert) {
 	if a.DetailErr != nil {
 		n.log().Warn("alert detail unreadable; event sent without it", "org", a.OrgID, "alert", a.ID, "err", a.DetailErr)
 	}
-	ev := cmkapi.Event{ID: a.ID + ":" + typ, Type: typ, OrgID: a.OrgID, OccurredAt: time.Now().UTC(), Alert: ViewOf(a)}
+	view := ViewOf(a)
+	ev := cmkapi.Event{ID: a.ID + ":" + typ, Type: typ, OrgID: a.OrgID, OccurredAt: time.Now().UTC(), Alert: &view}
 	raw, _ := json.Marshal(ev)
 	if _, err := n.Store.EnqueueEvent(ctx, a.OrgID, ev.ID, string(raw)); err != nil {
 		n.log().Error("queue webhook event", "org", a.OrgID, "event", ev.ID, "err", err)

@@ -21,6 +21,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/store"
 )
 
@@ -299,23 +302,29 @@ func (d *Deliverer) deliver(ctx context.Context, dl store.Delivery) {
 	}
 }
 
-// send posts one delivery signed with secret. Its errors never name the
-// URL: a receiver's URL can carry its own credential (a token in the path or
-// query), and the errors are logged and stored.
+// send posts one delivery signed with secret.
 func (d *Deliverer) send(ctx context.Context, dl store.Delivery, secret string) error {
 	body := []byte(dl.Payload)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, dl.URL, bytes.NewReader(body))
-	if err != nil {
-		return errors.New("webhook URL does not parse")
-	}
 	var ev struct {
 		Type string `json:"type"`
 	}
 	_ = json.Unmarshal(body, &ev) // the type header is informative only
+	_, err := d.post(ctx, dl.URL, dl.EventID, ev.Type, body, secret)
+	return err
+}
+
+// post sends one signed event and returns the receiver's status. Its
+// errors never name the URL: a receiver's URL can carry its own credential
+// (a token in the path or query), and the errors are logged and stored.
+func (d *Deliverer) post(ctx context.Context, url_, eventID, eventType string, body []byte, secret string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url_, bytes.NewReader(body))
+	if err != nil {
+		return 0, errors.New("webhook URL does not parse")
+	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(HeaderSignature, Sign(secret, time.Now(), body))
-	req.Header.Set(HeaderEventID, dl.EventID)
-	req.Header.Set(HeaderEventType, ev.Type)
+	req.Header.Set(HeaderEventID, eventID)
+	req.Header.Set(HeaderEventType, eventType)
 	client := d.Client
 	if client == nil {
 		client = URLPolicy{}.Client(10 * time.Second)
@@ -324,14 +333,46 @@ func (d *Deliverer) send(ctx context.Context, dl store.Delivery, secret string) 
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
-			return fmt.Errorf("%s: %w", ue.Op, ue.Err) // without ue.URL
+			return 0, fmt.Errorf("%s: %w", ue.Op, ue.Err) // without ue.URL
 		}
-		return err
+		return 0, err
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("receiver answered HTTP %d", resp.StatusCode)
+		return resp.StatusCode, fmt.Errorf("receiver answered HTTP %d", resp.StatusCode)
 	}
-	return nil
+	return resp.StatusCode, nil
+}
+
+// TestResult is what happened to a test event.
+type TestResult struct {
+	EventID   string
+	Delivered bool   // the receiver answered 2xx
+	Status    int    // the receiver's HTTP status; 0 when none came
+	Error     string // why it was not delivered; never the URL
+	Took      time.Duration
+}
+
+// Test sends h one signed webhook.test event now, once, and says what
+// happened. The event goes through the same client as every delivery (the
+// URL policy is enforced again when it connects) and is not queued or
+// retried: a person is waiting for the answer.
+func (d *Deliverer) Test(ctx context.Context, h store.Webhook) (TestResult, error) {
+	if d.Secrets == nil {
+		return TestResult{}, errors.New("test webhook: the deliverer has no secret box")
+	}
+	secret, err := d.Secrets.Open(h.OrgID, h.ID, h.SealedSecret)
+	if err != nil {
+		return TestResult{}, fmt.Errorf("test webhook %s: its signing secret does not open: %w", h.ID, err)
+	}
+	id := "test:" + uuid.NewString()
+	body, _ := json.Marshal(cmkapi.Event{ID: id, Type: cmkapi.EventWebhookTest, OrgID: h.OrgID, OccurredAt: time.Now().UTC()})
+	start := time.Now()
+	status, err := d.post(ctx, h.URL, id, cmkapi.EventWebhookTest, body, secret)
+	res := TestResult{EventID: id, Status: status, Delivered: err == nil, Took: time.Since(start)}
+	if err != nil {
+		res.Error = err.Error()
+	}
+	return res, nil
 }

@@ -120,6 +120,7 @@ func (s *Server) handlers() map[string]http.Handler {
 		cmkapi.ListWebhooks.ID:       s.listWebhooks,
 		cmkapi.CreateWebhook.ID:      s.createWebhook,
 		cmkapi.DeleteWebhook.ID:      s.deleteWebhook,
+		cmkapi.TestWebhook.ID:        s.testWebhook,
 		cmkapi.ListAudit.ID:          s.listAudit,
 		cmkapi.ListSandboxes.ID:      s.listSandboxes,
 		cmkapi.CreateSandbox.ID:      s.createSandbox,
@@ -475,6 +476,15 @@ func (s *Server) deleteWebhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(204)
+}
+
+func (s *Server) testWebhook(w http.ResponseWriter, r *http.Request) {
+	res, err := s.Control.TestWebhook(r.Context(), orgOf(r), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, 200, cmkapi.WebhookTest{WebhookID: r.PathValue("id"), EventID: res.EventID, Delivered: res.Delivered, Status: res.Status, Error: res.Error, TookMs: res.Took.Milliseconds()})
 }
 
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {

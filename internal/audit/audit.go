@@ -90,6 +90,7 @@ const (
 	OpAlertAck      = "alert.acknowledge"
 	OpWebhookAdd    = "webhook.add"
 	OpWebhookDelete = "webhook.delete"
+	OpWebhookTest   = "webhook.test"
 	OpRecheck       = "health.recheck"
 	OpSandboxCreate = "sandbox.create"
 	OpTenantBind    = "tenant.bind"

@@ -95,4 +95,7 @@ const (
 const (
 	EventAlertOpened   = "alert.opened"
 	EventAlertResolved = "alert.resolved"
+	// EventWebhookTest is sent to one webhook on request (POST
+	// .../webhooks/{id}/test), signed like any event, with no alert.
+	EventWebhookTest = "webhook.test"
 )

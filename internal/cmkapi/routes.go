@@ -40,6 +40,9 @@ const (
 	LimitRecheck   = "re-check"
 	LimitConfig    = "config submission"
 	LimitSandbox   = "sandbox creation"
+	// LimitWebhookTest bounds the test events an org can make the platform
+	// send (each is a call to a URL the org chose).
+	LimitWebhookTest = "webhook test"
 )
 
 // Pattern is the route as a net/http ServeMux pattern.
@@ -81,6 +84,7 @@ var (
 	ListWebhooks       = Route{"listWebhooks", "GET", byok + "/webhooks", Org, PermManageCMK, "", ""}
 	CreateWebhook      = Route{"createWebhook", "POST", byok + "/webhooks", Org, PermManageCMK, "", ""}
 	DeleteWebhook      = Route{"deleteWebhook", "DELETE", byok + "/webhooks/{id}", Org, PermManageCMK, "", ""}
+	TestWebhook        = Route{"testWebhook", "POST", byok + "/webhooks/{id}/test", Org, PermManageCMK, "", LimitWebhookTest}
 	ListAudit          = Route{"listAudit", "GET", byok + "/audit", Org, PermManageCMK, "", ""}
 	ListSandboxes      = Route{"listSandboxes", "GET", "/data/foundation/sandbox-management/sandboxes", Org, "", "", ""}
 	CreateSandbox      = Route{"createSandbox", "POST", "/data/foundation/sandbox-management/sandboxes", Org, PermManageSandboxes, "", LimitSandbox}
@@ -110,7 +114,7 @@ var (
 // Routes lists every route.
 var Routes = []Route{
 	GetAppRegistration, PreflightKey, CreateConfig, ListConfigs, GetConfig, DeleteConfig, DeleteOrg,
-	GetKeyHealth, RecheckKey, ListAlerts, GetAlert, AcknowledgeAlert, ListWebhooks, CreateWebhook, DeleteWebhook, ListAudit,
+	GetKeyHealth, RecheckKey, ListAlerts, GetAlert, AcknowledgeAlert, ListWebhooks, CreateWebhook, DeleteWebhook, TestWebhook, ListAudit,
 	ListSandboxes, CreateSandbox,
 	ListLakeFiles, ListDatasetFiles, PutLakeFile, GetLakeFile, DeleteLakeFile,
 	ListProfiles, PutProfile, GetProfile, DeleteProfile,

@@ -209,7 +209,18 @@ type Event struct {
 	Type       string    `json:"type"`
 	OrgID      string    `json:"orgId"`
 	OccurredAt time.Time `json:"occurredAt"`
-	Alert      Alert     `json:"alert"`
+	Alert      *Alert    `json:"alert,omitempty"` // absent in a webhook.test event
+}
+
+// WebhookTest is the answer of POST .../byok/webhooks/{id}/test: what
+// happened when the platform sent the webhook a signed webhook.test event.
+type WebhookTest struct {
+	WebhookID string `json:"webhookId"`
+	EventID   string `json:"eventId"`
+	Delivered bool   `json:"delivered"`        // the receiver answered 2xx
+	Status    int    `json:"status,omitempty"` // the receiver's HTTP status, 0 when none came
+	Error     string `json:"error,omitempty"`  // why it was not delivered (never the URL)
+	TookMs    int64  `json:"tookMs"`
 }
 
 // WebhookRequest is the body of POST .../byok/webhooks.

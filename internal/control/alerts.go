@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/store"
 )
@@ -150,4 +151,27 @@ func redactURL(raw string) string {
 		return "(unparseable URL)"
 	}
 	return u.Scheme + "://" + u.Host + "/…"
+}
+
+// TestWebhook sends one of the org's webhooks a signed webhook.test event
+// now and returns what its receiver answered.
+func (s *Service) TestWebhook(ctx context.Context, org, id string) (_ *alerts.TestResult, err error) {
+	defer func() { s.action(ctx, org, audit.OpWebhookTest, "webhook "+id, err) }()
+	if s.WebhookTester == nil {
+		return nil, errors.New("test webhook: the control plane has no webhook tester")
+	}
+	hooks, err := s.Store.Webhooks(ctx, org)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range hooks {
+		if h.ID == id { // only the org's own webhooks: another org's id is not found
+			res, err := s.WebhookTester.Test(ctx, h)
+			if err != nil {
+				return nil, err
+			}
+			return &res, nil
+		}
+	}
+	return nil, problem(ErrNotFound, "Webhook not found", fmt.Sprintf("Org %q has no webhook %q.", org, id), "List the org's webhooks with GET /data/infrastructure/manager/byok/webhooks.")
 }

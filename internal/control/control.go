@@ -32,6 +32,7 @@ import (
 	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/orgkeys"
 	"github.com/cmk-project/cmk/internal/profile"
+	"github.com/cmk-project/cmk/internal/store"
 )
 
 // Service runs the control-plane operations.
@@ -61,6 +62,15 @@ type Service struct {
 
 	// AuditLog records administrators' actions (nil: not recorded).
 	AuditLog *audit.Recorder
+
+	// WebhookTester sends a webhook its test event (nil: testing is off).
+	WebhookTester WebhookTester
+}
+
+// WebhookTester sends one signed test event to a webhook now and says what
+// happened (alerts.Deliverer). An error means no attempt was made.
+type WebhookTester interface {
+	Test(ctx context.Context, h store.Webhook) (alerts.TestResult, error)
 }
 
 // action records an administrator's action on org in the audit trail,

@@ -63,7 +63,7 @@ func (rv *receiver) got(typ, kind string) int {
 	defer rv.mu.Unlock()
 	n := 0
 	for _, e := range rv.events {
-		if e.Type == typ && e.Alert.Kind == kind {
+		if e.Type == typ && e.Alert != nil && e.Alert.Kind == kind {
 			n++
 		}
 	}
@@ -309,5 +309,61 @@ func TestRotationUnderLoad(t *testing.T) {
 		if ops[op] == 0 {
 			t.Errorf("audit has no %q entries: %v", op, ops)
 		}
+	}
+}
+
+// TestWebhookTestEvent: an admin sends one of the org's webhooks a signed
+// webhook.test event on demand and learns what the receiver answered;
+// another org cannot test it (not found), and the org's allowance of tests
+// is rate limited.
+func TestWebhookTestEvent(t *testing.T) {
+	env := fastEnv(t, monitor.Config{FlapCount: 1000})
+	c := adminClient(t, env, env.Org)
+	rv := &receiver{ids: map[string]int{}}
+	_, id := subscribe(t, c, rv)
+	test := "/data/infrastructure/manager/byok/webhooks/" + id + "/test"
+
+	code, body := c.do("POST", test, nil)
+	if code != 200 || body["delivered"] != true || body["status"] != float64(204) || body["webhookId"] != id {
+		t.Fatalf("test own webhook = %d %v, want 200 delivered with the receiver's 204", code, body)
+	}
+	rv.mu.Lock()
+	if len(rv.events) != 1 || rv.events[0].Type != cmkapi.EventWebhookTest || rv.events[0].Alert != nil || rv.events[0].OrgID != env.Org || rv.events[0].ID != body["eventId"] {
+		t.Errorf("receiver got %+v, want one signed webhook.test event of %s with no alert", rv.events, env.Org)
+	}
+	rv.mu.Unlock()
+	if n := rv.badSig.Load(); n != 0 {
+		t.Errorf("%d test events failed signature verification", n)
+	}
+
+	other := adminClient(t, env, "OTHER@CmkOrg")
+	if code, body := other.do("POST", test, nil); code != 404 {
+		t.Errorf("another org testing this org's webhook = %d %v, want 404", code, body)
+	}
+	if n := rv.attempts.Load(); n != 1 {
+		t.Errorf("receiver saw %d requests after another org's attempt, want 1", n)
+	}
+
+	// A receiver that refuses: not delivered, with its status and no URL.
+	rv.secret.Store("not-the-secret")
+	code, body = c.do("POST", test, nil)
+	if code != 200 || body["delivered"] != false || body["status"] != float64(401) || strings.Contains(fmt.Sprint(body["error"]), "127.0.0.1") {
+		t.Errorf("test against a refusing receiver = %d %v, want 200, not delivered, status 401, no URL in the error", code, body)
+	}
+
+	// The org's allowance (burst 3) is used up by the third: 429.
+	if code, body := c.do("POST", test, nil); code != 200 {
+		t.Errorf("third test in a row = %d %v, want 200", code, body)
+	}
+	code, body = c.do("POST", test, nil)
+	if code != 429 || body["errorCode"] != cmkapi.CodeRateLimited {
+		t.Errorf("fourth test in a row = %d %v, want 429 RATE_LIMITED", code, body)
+	}
+
+	// The tests that ran are in the trail of the org that made them; the
+	// other org's attempt is not.
+	code, body = c.do("GET", "/data/infrastructure/manager/byok/audit?operation=webhook.test", nil)
+	if n := len(body["entries"].([]any)); code != 200 || n != 3 {
+		t.Errorf("org's webhook.test audit entries = %d (%d), want 3", n, code)
 	}
 }

@@ -69,7 +69,7 @@ func (l Limit) String() string {
 // Policy sets the limits. Zero fields take the values of Defaults.
 type Policy struct {
 	// Per org, by route class (cmkapi.Route.Limit).
-	Preflight, Recheck, Config, Sandbox Limit
+	Preflight, Recheck, Config, Sandbox, WebhookTest Limit
 	// Vault caps the calls to one vault host made for those routes, summed
 	// over every org.
 	Vault Limit
@@ -108,6 +108,11 @@ func Defaults() Policy {
 		// Sandboxes are made by hand or by a setup script, a few at a time;
 		// each costs two wraps under the org's key.
 		Sandbox: Limit{N: 30, Per: time.Hour, Burst: 10},
+		// A webhook is tested by hand after adding it or fixing its
+		// receiver; each test is one call to a URL the org chose (checked
+		// like every webhook URL), so a few a minute is plenty and keeps
+		// the platform from being used to hammer a receiver.
+		WebhookTest: Limit{N: 6, Per: time.Minute, Burst: 3},
 		// One org using the limits above to the full makes about 55 vault
 		// calls a minute (18 + 36 + 1); the cap admits that much per vault,
 		// so many orgs together get no more from one vault than one org
@@ -139,7 +144,7 @@ func Defaults() Policy {
 func (p Policy) withDefaults() Policy {
 	d := Defaults()
 	for _, f := range []struct{ l, def *Limit }{
-		{&p.Preflight, &d.Preflight}, {&p.Recheck, &d.Recheck}, {&p.Config, &d.Config}, {&p.Sandbox, &d.Sandbox}, {&p.Vault, &d.Vault},
+		{&p.Preflight, &d.Preflight}, {&p.Recheck, &d.Recheck}, {&p.Config, &d.Config}, {&p.Sandbox, &d.Sandbox}, {&p.WebhookTest, &d.WebhookTest}, {&p.Vault, &d.Vault},
 		{&p.ConsentPerOrg, &d.ConsentPerOrg}, {&p.ConsentPerClient, &d.ConsentPerClient},
 	} {
 		if f.l.N <= 0 || f.l.Per <= 0 {
@@ -201,7 +206,7 @@ func New(p Policy) *Limits {
 		redeeming: make(chan struct{}, p.ConsentConcurrency)}
 	for class, lim := range map[string]Limit{
 		cmkapi.LimitPreflight: p.Preflight, cmkapi.LimitRecheck: p.Recheck,
-		cmkapi.LimitConfig: p.Config, cmkapi.LimitSandbox: p.Sandbox,
+		cmkapi.LimitConfig: p.Config, cmkapi.LimitSandbox: p.Sandbox, cmkapi.LimitWebhookTest: p.WebhookTest,
 	} {
 		l.perOrg[class] = NewLimiter(lim, p.MaxKeys, p.Now)
 	}

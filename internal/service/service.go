@@ -390,7 +390,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	s.Control = &control.Service{
 		Store: s.Store, Keyring: s.Keyring, Provider: s.Provider, Policy: s.Policy, Env: env, Gate: s.Gate, Monitor: s.Monitor,
-		WebhookPolicy: cfg.WebhookPolicy, WebhookSecrets: webhookSecrets, Log: cfg.Log, Keys: s.Keys, Lake: s.Lake, Profiles: s.Profiles, Ownership: ownership, AuditLog: recorder,
+		WebhookPolicy: cfg.WebhookPolicy, WebhookSecrets: webhookSecrets, Log: cfg.Log, Keys: s.Keys, Lake: s.Lake, Profiles: s.Profiles, Ownership: ownership, AuditLog: recorder, WebhookTester: s.Webhooks,
 	}
 	s.API = &api.Server{Control: s.Control, Lake: s.Lake, Profiles: s.Profiles, Keys: s.Keys, Verifier: verifier, App: s.App, Log: cfg.Log, Metrics: s.Metrics, Limits: s.Limits}
 	uiOpts := web.Options{}

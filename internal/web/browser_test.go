@@ -15,15 +15,22 @@ package web_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/azemu"
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/devenv"
 	"github.com/cmk-project/cmk/internal/monitor"
 )
@@ -205,6 +212,41 @@ func TestEncryptionPageInBrowser(t *testing.T) {
 			"CMK_SMALL_KEY_ID":   env.Emu.VaultURL(devenv.Vault) + "/keys/" + small + "/" + smallVersion,
 			"CMK_NOPURGE_KEY_ID": env.Emu.VaultURL(vault) + "/keys/" + key + "/" + version,
 		})
+	})
+
+	t.Run("e_webhooks", func(t *testing.T) {
+		var mu sync.Mutex
+		type got struct {
+			body []byte
+			sig  string
+		}
+		var hits []got
+		recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+			mu.Lock()
+			hits = append(hits, got{body, r.Header.Get(alerts.HeaderSignature)})
+			mu.Unlock()
+			w.WriteHeader(http.StatusNoContent)
+		}))
+		defer recv.Close()
+		secretFile := filepath.Join(t.TempDir(), "secret")
+		b.run(t, "webhooks", map[string]string{"CMK_HOOK_URL": recv.URL + "/hook", "CMK_SECRET_OUT": secretFile})
+		secret, err := os.ReadFile(secretFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(hits) != 1 {
+			t.Fatalf("receiver got %d requests, want the one test event", len(hits))
+		}
+		if err := alerts.Verify(string(secret), hits[0].sig, hits[0].body, time.Now(), 5*time.Minute); err != nil {
+			t.Errorf("the test event does not verify with the secret the page showed: %v", err)
+		}
+		var ev cmkapi.Event
+		if err := json.Unmarshal(hits[0].body, &ev); err != nil || ev.Type != cmkapi.EventWebhookTest || ev.OrgID != env.Org {
+			t.Errorf("receiver got %s (%v), want a webhook.test event of %s", hits[0].body, err, env.Org)
+		}
 	})
 
 	enabled := t.Run("a_full_enablement", func(t *testing.T) {

@@ -7,13 +7,14 @@
 //   CMK_ARTIFACTS    where screenshots go
 //   PLAYWRIGHT_CORE  path of the playwright-core package
 //   CHROMIUM         the browser binary (Debian's /usr/bin/chromium)
-//   plus per scenario: CMK_APIKEY, CMK_TOKEN, CMK_KEY_ID, CMK_KEY_NAME, CMK_BAD_KEY_ID
+//   plus per scenario: CMK_APIKEY, CMK_TOKEN, CMK_KEY_ID, CMK_KEY_NAME, CMK_BAD_KEY_ID,
+//   CMK_HOOK_URL and CMK_SECRET_OUT (where the webhook secret shown is written)
 //
 // Usage: node run.mjs <scenario>. Exits non-zero when a check fails, after
 // saving a screenshot named <scenario>-FAILED.png.
 
 import { createRequire } from 'node:module';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -405,6 +406,53 @@ const scenarios = {
     await page.locator(`#alerts-open article[data-alert-id="${id}"] .badge.neutral`).waitFor();
     expect((await page.locator(`#ack-${id}`).count()) === 0, 'an acknowledged alert has no Acknowledge button');
     await shot(page, 'c-acknowledged');
+  },
+
+  // e: webhooks added, tested and deleted from the page with the keyboard
+  // alone; the signing secret is shown once.
+  async webhooks(page) {
+    await devLogin(page);
+    await page.locator('#no-webhooks').waitFor();
+    const url = page.locator('#webhook-url');
+
+    await url.focus();
+    await page.keyboard.type('ftp://example.com/hook');
+    await page.keyboard.press('Enter');
+    await page.locator('#webhook-url-error').waitFor({ state: 'visible' });
+    expect((await text(page, '#webhook-url-error')).includes('https://'), 'a non-http address is refused with what to type');
+    expect((await url.getAttribute('aria-invalid')) === 'true', 'the field is marked invalid');
+
+    await url.fill('');
+    await page.keyboard.type(mustEnv('CMK_HOOK_URL'));
+    await page.keyboard.press('Enter');
+    await page.locator('#webhook-secret-value').waitFor();
+    const secret = await page.locator('#webhook-secret-value').inputValue();
+    expect(/^[0-9a-f]{64}$/.test(secret), `the signing secret is shown once (got ${secret.length} characters)`);
+    expect(await page.evaluate(() => document.activeElement.id === 'webhook-secret-value'), 'focus moves to the secret');
+    writeFileSync(mustEnv('CMK_SECRET_OUT'), secret);
+    const item = page.locator('#webhooks li.webhook');
+    await item.waitFor();
+    expect((await item.count()) === 1, 'the new webhook is listed');
+    const id = await item.getAttribute('data-webhook-id');
+    await audit(page);
+    await shot(page, 'e-webhook-added');
+
+    await page.locator('#secret-done').focus();
+    await page.keyboard.press('Enter');
+    expect(!(await visible(page, '#webhook-secret-value')), 'the secret is gone once saved');
+
+    await page.locator(`#test-${id}`).focus();
+    await page.keyboard.press('Enter');
+    await page.locator(`#result-${id}.ok`).waitFor();
+    const result = await text(page, `#result-${id}`);
+    expect(/^Delivered: your receiver answered HTTP 204/.test(result), `the test result says it was delivered (got "${result}")`);
+    await shot(page, 'e-webhook-tested');
+
+    page.once('dialog', (d) => d.accept());
+    await page.locator(`#delete-${id}`).focus();
+    await page.keyboard.press('Enter');
+    await page.locator('#no-webhooks').waitFor();
+    await shot(page, 'e-webhook-deleted');
   },
 
   // c, second half: the key was enabled again; the page notices by itself.

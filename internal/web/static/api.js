@@ -13,6 +13,9 @@ export const paths = {
   recheck: `${base}/byok/health/check`,
   alerts: (status) => `${base}/byok/alerts?status=${encodeURIComponent(status)}`,
   acknowledge: (id) => `${base}/byok/alerts/${encodeURIComponent(id)}/acknowledge`,
+  webhooks: `${base}/byok/webhooks`,
+  webhook: (id) => `${base}/byok/webhooks/${encodeURIComponent(id)}`,
+  webhookTest: (id) => `${base}/byok/webhooks/${encodeURIComponent(id)}/test`,
 };
 
 export class APIError extends Error {
@@ -79,4 +82,5 @@ export class Client {
 
   get(path) { return this.request('GET', path); }
   post(path, body) { return this.request('POST', path, body === undefined ? {} : body); }
+  delete(path) { return this.request('DELETE', path); }
 }

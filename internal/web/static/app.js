@@ -45,6 +45,7 @@ const state = {
   configs: [],
   alertsOpen: [],
   alertsResolved: [],
+  webhooks: [],
   pollTimer: 0,
   jobFinished: false,
   generation: 0, // bumps on sign-in/out so stale responses are dropped
@@ -203,7 +204,7 @@ function handleError(err) {
 
 async function refresh() {
   const gen = state.generation;
-  await Promise.all([loadHealth(gen), loadConfigs(gen), loadAlerts(gen)]);
+  await Promise.all([loadHealth(gen), loadConfigs(gen), loadAlerts(gen), loadWebhooks(gen)]);
   if (gen !== state.generation) return;
   if (state.jobFinished) {
     // The key took over (or the job stopped) while health was being read.
@@ -718,6 +719,134 @@ async function acknowledge(a) {
   $('alerts-title').focus();
 }
 
+// ---------- notifications (webhooks) ----------
+
+function webhookError(err) {
+  replace($('webhooks-error'), errorBody(err));
+  $('webhooks-error').hidden = false;
+}
+
+async function loadWebhooks(gen) {
+  const r = await call(gen, () => state.client.get(paths.webhooks), webhookError);
+  if (!r.ok) return;
+  $('webhooks-error').hidden = true;
+  renderWebhooks(r.v.webhooks || []);
+}
+
+function renderWebhooks(list) {
+  state.webhooks = list;
+  replace($('webhooks-list'), list.length
+    ? h('ul', { class: 'webhooks', id: 'webhooks' }, list.map(webhookItem))
+    : h('p', { class: 'muted', id: 'no-webhooks', text: 'No webhooks yet: alerts are shown here and in the CLI only.' }));
+}
+
+function webhookItem(w) {
+  const label = `webhook-${w.id}-url`;
+  return h('li', { class: 'webhook', 'data-webhook-id': w.id },
+    h('p', {}, h('code', { class: 'break', id: label, text: w.url })),
+    h('p', { class: 'muted' }, 'Added ', time(w.createdAt)),
+    h('div', { class: 'actions' },
+      h('button', { type: 'button', class: 'secondary small', id: `test-${w.id}`, 'aria-describedby': label, onclick: () => testWebhook(w) }, 'Send test event'),
+      h('button', { type: 'button', class: 'danger small', id: `delete-${w.id}`, 'aria-describedby': label, onclick: () => deleteWebhook(w) }, 'Delete')),
+    h('p', { class: 'webhook-result', id: `result-${w.id}`, role: 'status', hidden: true }));
+}
+
+async function addWebhook(ev) {
+  ev.preventDefault();
+  const input = $('webhook-url');
+  const url = input.value.trim();
+  let problem = '';
+  if (!url) problem = 'Enter the address of your webhook receiver.';
+  else if (!/^https?:\/\//i.test(url)) problem = 'The address must start with https://.';
+  const fieldErr = $('webhook-url-error');
+  if (problem) {
+    input.setAttribute('aria-invalid', 'true');
+    fieldErr.textContent = problem;
+    fieldErr.hidden = false;
+    input.focus();
+    return;
+  }
+  input.removeAttribute('aria-invalid');
+  fieldErr.hidden = true;
+  const gen = state.generation;
+  $('webhook-add').disabled = true;
+  const r = await call(gen, () => state.client.post(paths.webhooks, { url }), (err) => {
+    input.setAttribute('aria-invalid', 'true');
+    replace(fieldErr, errorBody(err));
+    fieldErr.hidden = false;
+    input.focus();
+  });
+  $('webhook-add').disabled = false;
+  if (!r.ok) return;
+  input.value = '';
+  const secret = r.v.secret || '';
+  const box = $('webhook-secret');
+  replace(box,
+    h('p', {}, h('strong', { text: 'Webhook added. Copy its signing secret now: ' }), 'it is shown this once and cannot be read again. Your receiver checks each request\'s X-Cmk-Signature header with it.'),
+    h('div', { class: 'field' },
+      h('label', { for: 'webhook-secret-value', text: 'Signing secret' }),
+      h('div', { class: 'copy-row' },
+        h('input', { id: 'webhook-secret-value', readonly: true, value: secret, spellcheck: 'false' }),
+        h('button', { type: 'button', id: 'copy-secret', class: 'secondary', onclick: () => copySecret(secret) }, 'Copy secret'))),
+    h('div', { class: 'actions' }, h('button', { type: 'button', id: 'secret-done', class: 'secondary small', onclick: hideSecret }, 'I have saved it')));
+  box.hidden = false;
+  announce('Webhook added. Its signing secret is shown once; copy it now.');
+  await loadWebhooks(gen);
+  $('webhook-secret-value').focus();
+}
+
+function hideSecret() {
+  replace($('webhook-secret'));
+  $('webhook-secret').hidden = true;
+  $('notifications-title').focus();
+}
+
+async function copySecret(secret) {
+  try {
+    await navigator.clipboard.writeText(secret);
+  } catch {
+    $('webhook-secret-value').select();
+    document.execCommand('copy');
+  }
+  announce('Signing secret copied to the clipboard.');
+  $('copy-secret').textContent = 'Copied';
+}
+
+async function testWebhook(w) {
+  const gen = state.generation;
+  const btn = $(`test-${w.id}`);
+  const out = $(`result-${w.id}`);
+  btn.disabled = true;
+  out.hidden = false;
+  out.className = 'webhook-result muted';
+  out.textContent = 'Sending a test event…';
+  const r = await call(gen, () => state.client.post(paths.webhookTest(w.id)), (err) => {
+    out.className = 'webhook-result notice bad';
+    replace(out, errorBody(err));
+  });
+  btn.disabled = false;
+  if (!r.ok) return;
+  const t = r.v;
+  if (t.delivered) {
+    out.className = 'webhook-result notice ok';
+    out.textContent = `Delivered: your receiver answered HTTP ${t.status} in ${t.tookMs} ms (event ${t.eventId}).`;
+  } else {
+    out.className = 'webhook-result notice bad';
+    out.textContent = `Not delivered: ${t.error || 'no answer'}. Check that the receiver is reachable from the internet, answers 2xx, and checks signatures with the secret shown when you added it.`;
+  }
+  announce(out.textContent);
+}
+
+async function deleteWebhook(w) {
+  if (!window.confirm(`Delete the webhook ${w.url}? Alerts stop being posted to it.`)) return;
+  const gen = state.generation;
+  const r = await call(gen, () => state.client.delete(paths.webhook(w.id)), webhookError);
+  if (!r.ok) return;
+  announce('Webhook deleted.');
+  await loadWebhooks(gen);
+  $('notifications-title').focus();
+}
+
 // ---------- start ----------
 
 async function init() {
@@ -727,6 +856,7 @@ async function init() {
   $('recheck').addEventListener('click', recheck);
   $('preflight-run').addEventListener('click', runPreflight);
   $('config-form').addEventListener('submit', onConfigSubmit);
+  $('webhook-form').addEventListener('submit', addWebhook);
   $('key-id').addEventListener('blur', () => { if ($('key-id').value.trim() !== '') validateKeyField(); });
   $('key-id').addEventListener('input', () => { if ($('key-id').hasAttribute('aria-invalid')) validateKeyField(); });
   $('config-name').addEventListener('blur', () => { if ($('config-name').value !== '') validateNameField(); });
