@@ -439,9 +439,10 @@ func azemuVaultCmd() *cobra.Command {
 	}
 	var limit int
 	var window time.Duration
-	throttle := azemuAction(conn, "throttle NAME", "Limit requests per fixed window (429 Throttled + Retry-After); --limit 0 turns it off", cobra.ExactArgs(1),
+	var retryAfter bool
+	throttle := azemuAction(conn, "throttle NAME", "Limit requests per fixed window (429 Throttled, without Retry-After as Key Vault answers, unless --retry-after); --limit 0 turns it off", cobra.ExactArgs(1),
 		func(cmd *cobra.Command, c *azemu.AdminClient, args []string) error {
-			if err := c.SetThrottle(args[0], limit, window); err != nil {
+			if err := c.SetVaultThrottle(args[0], azemu.Throttle{Limit: limit, Window: window, RetryAfter: retryAfter}); err != nil {
 				return err
 			}
 			if limit <= 0 {
@@ -450,6 +451,7 @@ func azemuVaultCmd() *cobra.Command {
 			return azemuDone(cmd, "vault %s throttled to %d requests per %s", args[0], limit, window)
 		})
 	throttle.Flags().IntVar(&limit, "limit", 0, "requests allowed per window (0 = off)")
+	throttle.Flags().BoolVar(&retryAfter, "retry-after", false, "send a Retry-After header with each 429 (Key Vault was seen sending none)")
 	throttle.Flags().DurationVar(&window, "window", 10*time.Second, "window length")
 
 	var status int

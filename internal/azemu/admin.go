@@ -104,6 +104,7 @@ func (e *Emulator) GrantConsent(tenantID, clientID string) (string, error) {
 		if oid == "" {
 			oid = newID()
 			t.ServicePrincipals[strings.ToLower(clientID)] = oid
+			e.recordChangeLocked(consentKey(t.ID, clientID), "", oid)
 			e.stats.ConsentsGiven++
 		}
 		return nil
@@ -119,10 +120,12 @@ func (e *Emulator) RevokeConsent(tenantID, clientID string) error {
 		if t == nil {
 			return fmt.Errorf("%w: tenant %q", ErrNotFound, tenantID)
 		}
-		if _, ok := t.ServicePrincipals[strings.ToLower(clientID)]; !ok {
+		oid, ok := t.ServicePrincipals[strings.ToLower(clientID)]
+		if !ok {
 			return fmt.Errorf("%w: no service principal for %s in %s", ErrNotFound, clientID, tenantID)
 		}
 		delete(t.ServicePrincipals, strings.ToLower(clientID))
+		e.recordChangeLocked(consentKey(t.ID, clientID), oid, "")
 		return nil
 	})
 }
@@ -177,7 +180,7 @@ func (e *Emulator) normalizeVault(v *Vault) error {
 	if v.PurgeProtection && !v.SoftDelete {
 		return fmt.Errorf("%w: purge protection requires soft delete", ErrInvalid)
 	}
-	return nil
+	return normalizeAPIVersions(v)
 }
 
 // CreateVault creates a vault owned by an existing tenant.
@@ -308,6 +311,7 @@ func (e *Emulator) AssignRole(vault, principalObjectID, role string) error {
 		ra := RoleAssignment{PrincipalObjectID: strings.ToLower(principalObjectID), Role: r}
 		if !slices.Contains(vs.Roles, ra) {
 			vs.Roles = append(vs.Roles, ra)
+			e.recordChangeLocked(roleKey(vs.Name, principalObjectID, r), "", present)
 		}
 		return nil
 	})
@@ -330,25 +334,17 @@ func (e *Emulator) RemoveRole(vault, principalObjectID, role string) error {
 			return fmt.Errorf("%w: assignment of %q to %s", ErrNotFound, r, principalObjectID)
 		}
 		vs.Roles = slices.Delete(vs.Roles, i, i+1)
+		e.recordChangeLocked(roleKey(vs.Name, principalObjectID, r), present, "")
 		return nil
 	})
 }
 
-// SetThrottle limits the vault to limit requests per fixed window; limit 0
-// turns throttling off. Unknown vaults are ignored.
+// SetThrottle limits the vault to limit requests per fixed window, answering
+// 429 without Retry-After as Key Vault does; limit 0 turns throttling off.
+// Unknown vaults are ignored. SetVaultThrottle also sets the Retry-After
+// switch.
 func (e *Emulator) SetThrottle(vault string, limit int, window time.Duration) {
-	_ = e.mutate(func() error {
-		vs := e.st.Vaults[strings.ToLower(vault)]
-		if vs == nil {
-			return ErrNotFound
-		}
-		if limit <= 0 || window <= 0 {
-			limit, window = 0, 0
-		}
-		vs.ThrottleLimit, vs.ThrottleWindow = limit, window
-		delete(e.windows, vs.Name)
-		return nil
-	})
+	_ = e.SetVaultThrottle(vault, Throttle{Limit: limit, Window: window})
 }
 
 // SetVaultFault makes every data-plane request to the vault wait delay

@@ -160,6 +160,18 @@ func (c *AdminClient) SetTokenEndpointFault(status int) error {
 	return c.do(bg(), http.MethodPut, "/admin/token-fault", statusReq{Status: status}, nil)
 }
 
+// SetPropagationDelay mirrors Emulator.SetPropagationDelay.
+func (c *AdminClient) SetPropagationDelay(d time.Duration) error {
+	return c.do(bg(), http.MethodPut, "/admin/propagation", propagationReq{d.Milliseconds()}, nil)
+}
+
+// PropagationDelay mirrors Emulator.PropagationDelay.
+func (c *AdminClient) PropagationDelay() (time.Duration, error) {
+	var r propagationReq
+	err := c.do(bg(), http.MethodGet, "/admin/propagation", nil, &r)
+	return time.Duration(r.DelayMs) * time.Millisecond, err
+}
+
 // CreateVault mirrors Emulator.CreateVault.
 func (c *AdminClient) CreateVault(v Vault) error {
 	return c.do(bg(), http.MethodPost, "/admin/vaults", v, nil)
@@ -175,6 +187,14 @@ func (c *AdminClient) GetVault(name string) (VaultInfo, error) {
 // PatchVault mirrors Emulator.PatchVault (UpdateVault over HTTP).
 func (c *AdminClient) PatchVault(name string, patch VaultPatch) error {
 	return c.do(bg(), http.MethodPatch, "/admin/vaults"+p(name), patch, nil)
+}
+
+// SetAPIVersions mirrors Emulator.SetAPIVersions.
+func (c *AdminClient) SetAPIVersions(vault string, versions ...string) error {
+	if versions == nil {
+		versions = []string{}
+	}
+	return c.PatchVault(vault, VaultPatch{APIVersions: versions})
 }
 
 // SetFirewall turns the vault firewall on (deny) or off.
@@ -207,9 +227,14 @@ func (c *AdminClient) RemoveRole(vault, principalObjectID, role string) error {
 	return c.do(bg(), http.MethodDelete, "/admin/vaults"+p(vault, "roles"), roleReq{principalObjectID, role}, nil)
 }
 
-// SetThrottle mirrors Emulator.SetThrottle.
+// SetThrottle mirrors Emulator.SetThrottle (429s without Retry-After).
 func (c *AdminClient) SetThrottle(vault string, limit int, window time.Duration) error {
-	return c.do(bg(), http.MethodPut, "/admin/vaults"+p(vault, "throttle"), throttleReq{limit, window.Milliseconds()}, nil)
+	return c.SetVaultThrottle(vault, Throttle{Limit: limit, Window: window})
+}
+
+// SetVaultThrottle mirrors Emulator.SetVaultThrottle.
+func (c *AdminClient) SetVaultThrottle(vault string, t Throttle) error {
+	return c.do(bg(), http.MethodPut, "/admin/vaults"+p(vault, "throttle"), throttleReq{t.Limit, t.Window.Milliseconds(), t.RetryAfter}, nil)
 }
 
 // SetVaultFault mirrors Emulator.SetVaultFault.

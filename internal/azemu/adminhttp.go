@@ -82,8 +82,13 @@ type roleReq struct {
 }
 
 type throttleReq struct {
-	Limit    int   `json:"limit"`
-	WindowMs int64 `json:"windowMs"`
+	Limit      int   `json:"limit"`
+	WindowMs   int64 `json:"windowMs"`
+	RetryAfter bool  `json:"retryAfter,omitempty"`
+}
+
+type propagationReq struct {
+	DelayMs int64 `json:"delayMs"`
 }
 
 type versionResp struct {
@@ -128,6 +133,16 @@ func (e *Emulator) adminRoutes(m *http.ServeMux) {
 		}
 		e.SetTokenEndpointFault(q.Status)
 		return nil, nil
+	})
+	h("GET /admin/propagation", func(r *http.Request) (any, error) {
+		return propagationReq{DelayMs: e.PropagationDelay().Milliseconds()}, nil
+	})
+	h("PUT /admin/propagation", func(r *http.Request) (any, error) {
+		var q propagationReq
+		if err := readJSON(r, &q); err != nil {
+			return nil, err
+		}
+		return nil, e.SetPropagationDelay(time.Duration(q.DelayMs) * time.Millisecond)
 	})
 	h("GET /admin/tenants/{tenant}/consents/{client}", func(r *http.Request) (any, error) {
 		oid, ok := e.ServicePrincipal(r.PathValue("tenant"), r.PathValue("client"))
@@ -186,11 +201,8 @@ func (e *Emulator) adminRoutes(m *http.ServeMux) {
 		if err := readJSON(r, &q); err != nil {
 			return nil, err
 		}
-		if !e.VaultExists(r.PathValue("vault")) {
-			return nil, fmt.Errorf("%w: vault %q", ErrNotFound, r.PathValue("vault"))
-		}
-		e.SetThrottle(r.PathValue("vault"), q.Limit, time.Duration(q.WindowMs)*time.Millisecond)
-		return nil, nil
+		return nil, e.SetVaultThrottle(r.PathValue("vault"), Throttle{Limit: q.Limit,
+			Window: time.Duration(q.WindowMs) * time.Millisecond, RetryAfter: q.RetryAfter})
 	})
 	h("PUT /admin/vaults/{vault}/fault", func(r *http.Request) (any, error) {
 		var q statusReq

@@ -50,6 +50,11 @@ func (e *Emulator) writeAADError(w http.ResponseWriter, r *http.Request, status 
 		ErrorURI: fmt.Sprintf("https://login.microsoftonline.com/error?code=%d", code)})
 }
 
+// secretExpiredMsg is AADSTS7000222's text (azure-errors.md section 13).
+func secretExpiredMsg(clientID string) string {
+	return fmt.Sprintf("The provided client secret keys for app '%s' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds.", clientID)
+}
+
 func tenantNotFoundMsg(t string) string {
 	return fmt.Sprintf("Tenant '%s' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant.", t)
 }
@@ -141,7 +146,7 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	if app != nil {
 		appCopy = *app
 	}
-	oid := t.ServicePrincipals[strings.ToLower(clientID)]
+	oid := e.effectiveServicePrincipalLocked(t, clientID) // after the propagation delay
 	e.mu.Unlock()
 	if app == nil || oid == "" {
 		fail(http.StatusBadRequest, "unauthorized_client", 700016, appNotInTenantMsg(clientID, t.ID))
@@ -158,7 +163,7 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	now := e.now()
 	if !appCopy.SecretExpires.IsZero() && !now.Before(appCopy.SecretExpires) {
-		fail(http.StatusUnauthorized, "invalid_client", 7000222, fmt.Sprintf("The provided client secret keys for app '%s' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds.", appCopy.ClientID))
+		fail(http.StatusUnauthorized, "invalid_client", 7000222, secretExpiredMsg(appCopy.ClientID))
 		return
 	}
 	scope := strings.Fields(r.PostForm.Get("scope"))
@@ -171,6 +176,13 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	if resource == "" {
 		fail(http.StatusBadRequest, "invalid_scope", 1002012, fmt.Sprintf("The provided value for scope %s is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).", r.PostForm.Get("scope")))
+		return
+	}
+	e.mu.Lock()
+	known := e.knownResourceLocked(resource)
+	e.mu.Unlock()
+	if !known {
+		fail(http.StatusBadRequest, "invalid_resource", 500011, resourceNotFoundMsg(resource, t.ID))
 		return
 	}
 	tok, err := e.issueToken(t.ID, appCopy.ClientID, oid, resource, now)
@@ -316,6 +328,9 @@ func (e *Emulator) checkConsentRequest(tenant string, askTenant bool, clientID, 
 
 func (e *Emulator) handleConsentPage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	if refuseCommonAdminConsent(e, w, r, q.Get("client_id")) {
+		return
+	}
 	tenant, ask := consentTenant(r)
 	v := consentView{Tenant: tenant, AskTenant: ask, ClientID: q.Get("client_id"), RedirectURI: q.Get("redirect_uri"),
 		State: q.Get("state"), Scope: q.Get("scope"), ResponseType: q.Get("response_type"), Action: r.URL.Path,
@@ -364,6 +379,9 @@ func (e *Emulator) handleConsentPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := r.PostForm
+	if refuseCommonAdminConsent(e, w, r, f.Get("client_id")) {
+		return
+	}
 	tenant, ask := consentTenant(r)
 	if ask {
 		tenant = strings.TrimSpace(f.Get("tenant"))
@@ -431,8 +449,7 @@ func (e *Emulator) handleConsentPost(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	} else {
-		out.Set("error", "access_denied")
-		out.Set("error_description", "AADSTS65004: The administrator declined to consent to access the app.")
+		declined(out, r)
 	}
 	if v.State != "" {
 		out.Set("state", v.State)
@@ -487,7 +504,7 @@ func (e *Emulator) hasServicePrincipal(tenant, clientID string) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	t := e.st.Tenants[strings.ToLower(tenant)]
-	return t != nil && t.ServicePrincipals[strings.ToLower(clientID)] != ""
+	return t != nil && e.effectiveServicePrincipalLocked(t, clientID) != ""
 }
 
 // pkceChallenge is the S256 challenge of a verifier (RFC 7636).
@@ -530,7 +547,7 @@ func (e *Emulator) redeemCode(w http.ResponseWriter, r *http.Request, pathTenant
 		fail(http.StatusUnauthorized, "invalid_client", 7000215, fmt.Sprintf("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '%s'.", app.ClientID))
 		return
 	case !app.SecretExpires.IsZero() && !now.Before(app.SecretExpires):
-		fail(http.StatusUnauthorized, "invalid_client", 7000222, fmt.Sprintf("The provided client secret keys for app '%s' are expired.", app.ClientID))
+		fail(http.StatusUnauthorized, "invalid_client", 7000222, secretExpiredMsg(app.ClientID))
 		return
 	}
 	code := f.Get("code")

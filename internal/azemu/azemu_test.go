@@ -230,16 +230,14 @@ func TestKeyVaultFailures(t *testing.T) {
 	cases := []struct {
 		name       string
 		breakIt    func(f *fixture)
-		op         string // get | wrap
+		op         string // get | wrap | unwrap
 		wantStatus int
 		wantCode   string
 		wantInner  string
 		wantMsg    string
 	}{
-		{"disabled key get", func(f *fixture) { must(t, f.emu.UpdateKey("v1", "cmk", KeyUpdate{Enabled: &f0})) },
-			"get", 403, "Forbidden", "KeyDisabled", "Operation get is not allowed on a disabled key."},
-		{"disabled key wrap", func(f *fixture) { must(t, f.emu.UpdateKey("v1", "cmk", KeyUpdate{Enabled: &f0})) },
-			"wrap", 403, "Forbidden", "KeyDisabled", "Operation wrapKey is not allowed on a disabled key."},
+		{"disabled key unwrap", func(f *fixture) { must(t, f.emu.UpdateKey("v1", "cmk", KeyUpdate{Enabled: &f0})) },
+			"unwrap", 403, "Forbidden", "KeyDisabled", "Operation unwrapKey is not allowed on a disabled key."},
 		{"role removed", func(f *fixture) { must(t, f.emu.RemoveRole("v1", f.oid, RoleCryptoServiceEncryptionUser)) },
 			"get", 403, "Forbidden", "ForbiddenByRbac", "Action: 'Microsoft.KeyVault/vaults/keys/read'"},
 		{"role removed wrap", func(f *fixture) { must(t, f.emu.RemoveRole("v1", f.oid, RoleCryptoServiceEncryptionUser)) },
@@ -272,9 +270,12 @@ func TestKeyVaultFailures(t *testing.T) {
 			c := f.keys("v1")
 			tc.breakIt(f)
 			var err error
-			if tc.op == "get" {
+			switch tc.op {
+			case "get":
 				_, err = c.GetKey(ctx, "cmk", "", nil)
-			} else {
+			case "unwrap":
+				_, err = unwrap(c, "cmk", "", make([]byte, 256))
+			default:
 				_, err = wrap(c, "cmk", "", dek())
 			}
 			if err == nil {
@@ -454,12 +455,18 @@ func TestAuthorityFailures(t *testing.T) {
 		}, customerTenant, appSecret, 401, "invalid_client", 7000222},
 		{"token endpoint failing", func(f *fixture) { f.emu.SetTokenEndpointFault(503) },
 			customerTenant, appSecret, 503, "temporarily_unavailable", 90033},
+		// azure-errors.md section 13: a resource with no principal.
+		{"unknown resource", func(*fixture) {}, customerTenant, appSecret, 400, "invalid_resource", 500011},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
 			tc.breakIt(f)
-			_, err := f.cred(tc.tenant, tc.secret).GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{f.emu.VaultResource() + "/.default"}})
+			scope := f.emu.VaultResource() + "/.default"
+			if tc.wantCode == 500011 {
+				scope = "https://management.azure.com/.default"
+			}
+			_, err := f.cred(tc.tenant, tc.secret).GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{scope}})
 			var afe *azidentity.AuthenticationFailedError
 			if !errors.As(err, &afe) {
 				t.Fatalf("got %v (%T), want *azidentity.AuthenticationFailedError", err, err)
@@ -546,6 +553,17 @@ func TestThrottle(t *testing.T) {
 	}
 	var re *azcore.ResponseError
 	errors.As(err, &re)
+	if got, ok := re.RawResponse.Header["Retry-After"]; ok {
+		t.Errorf("Retry-After by default: got %q, want no header (azure-errors.md, Key Vault row 7)", got)
+	}
+	// The switch adds Retry-After: the seconds until the window ends.
+	must(t, f.emu.SetVaultThrottle("v1", Throttle{Limit: 2, Window: 10 * time.Second, RetryAfter: true}))
+	for i := 0; i < 2; i++ {
+		_, err := c.GetKey(ctx, "cmk", "", nil)
+		must(t, err)
+	}
+	_, err = c.GetKey(ctx, "cmk", "", nil)
+	errors.As(err, &re)
 	if got, want := re.RawResponse.Header.Get("Retry-After"), "10"; got != want {
 		t.Errorf("Retry-After: got %q, want %q", got, want)
 	}
@@ -559,8 +577,8 @@ func TestThrottle(t *testing.T) {
 	if _, err := c.GetKey(ctx, "cmk", "", nil); err != nil {
 		t.Errorf("next window: got %v, want success", err)
 	}
-	if got := f.emu.Stats().Vaults["v1"].Throttled; got != 2 {
-		t.Errorf("throttled count: got %d, want 2", got)
+	if got := f.emu.Stats().Vaults["v1"].Throttled; got != 3 {
+		t.Errorf("throttled count: got %d, want 3", got)
 	}
 }
 
@@ -798,7 +816,7 @@ func TestAdminClientOverHTTP(t *testing.T) {
 
 	f0 := false
 	must(t, ac.UpdateKey("v2", "k", KeyUpdate{Enabled: &f0}))
-	_, err = c.GetKey(ctx, "k", "", nil)
+	_, err = unwrap(c, "k", "", make([]byte, 256))
 	if _, _, inner, _ := kvFailure(t, err); inner != "KeyDisabled" {
 		t.Errorf("after admin disable: got inner %q, want KeyDisabled", inner)
 	}
@@ -815,6 +833,21 @@ func TestAdminClientOverHTTP(t *testing.T) {
 	_, err = c.GetKey(ctx, "k", "", nil)
 	if status, _, _, _ := kvFailure(t, err); status != 429 {
 		t.Errorf("after admin throttle: got %d, want 429", status)
+	}
+	if re := new(azcore.ResponseError); errors.As(err, &re) && re.RawResponse.Header.Get("Retry-After") != "" {
+		t.Errorf("admin throttle: got Retry-After %q, want none", re.RawResponse.Header.Get("Retry-After"))
+	}
+	must(t, ac.SetVaultThrottle("v2", Throttle{Limit: 1, Window: time.Minute, RetryAfter: true}))
+	_, _ = c.GetKey(ctx, "k", "", nil)
+	_, err = c.GetKey(ctx, "k", "", nil)
+	if re := new(azcore.ResponseError); !errors.As(err, &re) || re.RawResponse.Header.Get("Retry-After") != "60" {
+		t.Errorf("admin throttle with retryAfter: got %v, want 429 with Retry-After 60", err)
+	}
+	if vi, _ := ac.GetVault("v2"); !vi.ThrottleRetryAfter {
+		t.Error("GetVault: ThrottleRetryAfter = false after setting it")
+	}
+	if err := ac.SetVaultThrottle("v2", Throttle{Limit: 1}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("throttle without a window: got %v, want ErrInvalid", err)
 	}
 	must(t, ac.SetThrottle("v2", 0, 0))
 	v, err := ac.RotateKey("v2", "k")
@@ -864,7 +897,7 @@ func TestAdminClientOverHTTP(t *testing.T) {
 	}
 	s, err := ac.Stats()
 	must(t, err)
-	if s.Vaults["v2"].Get < 1 || s.Throttled != 1 {
+	if s.Vaults["v2"].Get < 1 || s.Throttled != 2 {
 		t.Errorf("stats: got %+v", s)
 	}
 }
@@ -904,9 +937,11 @@ func TestConsentPage(t *testing.T) {
 		must(t, err)
 		return loc
 	}
+	// azure-errors.md section 14: the failure redirect.
 	loc := post("cancel")
-	if got := loc.Query().Get("error"); got != "access_denied" {
-		t.Errorf("cancel: got error=%q, want access_denied", got)
+	if q := loc.Query(); q.Get("admin_consent") != "True" || q.Get("error") != "consent_required" ||
+		!strings.HasPrefix(q.Get("error_description"), "AADSTS65004") || q.Get("state") != "xyz" || q.Has("tenant") {
+		t.Errorf("cancel redirect = %s, want admin_consent=True, error=consent_required, AADSTS65004, the state and no tenant", loc)
 	}
 	if _, ok := f.emu.ServicePrincipal(customerTenant, appClientID); ok {
 		t.Error("cancel created a service principal")

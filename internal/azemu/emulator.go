@@ -35,6 +35,10 @@ type Options struct {
 	// Entra ID. Clients use a cached token until it expires, so a short
 	// lifetime makes consent and secret changes take effect quickly (tests).
 	TokenLifetime time.Duration
+	// PropagationDelay is how long role assignment and consent changes take
+	// to reach the data plane and the token endpoint (Azure: minutes);
+	// default 0, at once. See SetPropagationDelay.
+	PropagationDelay time.Duration
 }
 
 // DefaultVaultSuffix is used when Options.VaultSuffix is empty.
@@ -66,6 +70,8 @@ type Emulator struct {
 	windows    map[string]*throttleWindow
 	codes      map[string]authCode // authorization codes not yet redeemed
 	stats      Stats
+	propDelay  time.Duration           // see propagation.go
+	pending    map[string][]propChange // changes not yet in effect, by setting
 }
 
 type vaultFault struct {
@@ -93,7 +99,7 @@ func Start(opts Options) (*Emulator, error) {
 	}
 	e := &Emulator{opts: opts, now: opts.Now, suffix: opts.VaultSuffix,
 		faults: map[string]vaultFault{}, windows: map[string]*throttleWindow{}, codes: map[string]authCode{},
-		stats: Stats{Vaults: map[string]VaultStats{}}}
+		stats: Stats{Vaults: map[string]VaultStats{}}, propDelay: max(opts.PropagationDelay, 0), pending: map[string][]propChange{}}
 
 	st := newState()
 	if opts.StateFile != "" {

@@ -117,6 +117,10 @@ type Vault struct {
 	RetentionDays   int    `json:"retentionDays,omitempty"`
 	FirewallDeny    bool   `json:"firewallDeny"`
 	Location        string `json:"location,omitempty"` // extra: shown in Azure-style messages
+	// APIVersions are the data-plane api-versions the vault accepts, oldest
+	// first; empty means DefaultAPIVersions. A shorter list stands for a
+	// cloud that lags behind (a sovereign cloud, Azure Stack Hub).
+	APIVersions []string `json:"apiVersions,omitempty"`
 }
 
 // VaultPatch is the serialisable form of UpdateVault (nil = unchanged).
@@ -127,6 +131,10 @@ type VaultPatch struct {
 	RetentionDays   *int    `json:"retentionDays,omitempty"`
 	FirewallDeny    *bool   `json:"firewallDeny,omitempty"`
 	TenantID        *string `json:"tenantId,omitempty"`
+	// APIVersions replaces the accepted api-versions; nil leaves them, an
+	// empty list restores DefaultAPIVersions (so no omitempty: [] must
+	// reach the server).
+	APIVersions []string `json:"apiVersions"`
 }
 
 func (p VaultPatch) apply(v *Vault) {
@@ -147,6 +155,9 @@ func (p VaultPatch) apply(v *Vault) {
 	}
 	if p.TenantID != nil {
 		v.TenantID = *p.TenantID
+	}
+	if p.APIVersions != nil {
+		v.APIVersions = slices.Clone(p.APIVersions)
 	}
 }
 
@@ -233,6 +244,8 @@ type VaultInfo struct {
 	Keys           []KeyInfo        `json:"keys"`
 	ThrottleLimit  int              `json:"throttleLimit,omitempty"`
 	ThrottleWindow time.Duration    `json:"throttleWindowNs,omitempty"`
+	// ThrottleRetryAfter: the vault's 429s carry a Retry-After header.
+	ThrottleRetryAfter bool `json:"throttleRetryAfter,omitempty"`
 }
 
 // TenantInfo is the admin view of a tenant.
@@ -277,6 +290,8 @@ type vaultState struct {
 	DeletedKeys    map[string]*keyState `json:"deletedKeys"`
 	ThrottleLimit  int                  `json:"throttleLimit,omitempty"`
 	ThrottleWindow time.Duration        `json:"throttleWindow,omitempty"`
+	// ThrottleRetryAfter makes a 429 carry Retry-After (Key Vault's does not).
+	ThrottleRetryAfter bool `json:"throttleRetryAfter,omitempty"`
 }
 
 type keyState struct {
@@ -504,7 +519,8 @@ func (e *Emulator) keyInfoLocked(v *vaultState, k *keyState, deleted bool) KeyIn
 
 func (e *Emulator) vaultInfoLocked(v *vaultState) VaultInfo {
 	vi := VaultInfo{Vault: v.Vault, URL: e.vaultURLFor(v.Name), Deleted: v.Deleted,
-		Roles: slices.Clone(v.Roles), ThrottleLimit: v.ThrottleLimit, ThrottleWindow: v.ThrottleWindow}
+		Roles: slices.Clone(v.Roles), ThrottleLimit: v.ThrottleLimit, ThrottleWindow: v.ThrottleWindow,
+		ThrottleRetryAfter: v.ThrottleRetryAfter}
 	vi.RecoveryLevel, _ = recoveryLevel(&v.Vault)
 	if v.Deleted {
 		t := v.DeletedAt

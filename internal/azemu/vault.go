@@ -74,8 +74,6 @@ type kvReq struct {
 	apiVer string
 }
 
-var apiVersionRE = regexp.MustCompile(`^(7\.\d+(-preview(\.\d+)?)?|20\d\d-\d\d-\d\d(-preview)?)$`)
-
 func (e *Emulator) serveVault(w http.ResponseWriter, r *http.Request, name string) {
 	e.mu.Lock()
 	vs := e.st.Vaults[name]
@@ -124,12 +122,8 @@ func (e *Emulator) serveVault(w http.ResponseWriter, r *http.Request, name strin
 		return
 	}
 	apiVer := r.URL.Query().Get("api-version")
-	if apiVer == "" {
-		writeKVError(w, http.StatusBadRequest, "BadParameter", "The request URI contains an invalid or missing 'api-version' query parameter.", "")
-		return
-	}
-	if !apiVersionRE.MatchString(apiVer) {
-		writeKVError(w, http.StatusBadRequest, "BadParameter", fmt.Sprintf("The specified version (%s) is not recognized. Consider using the latest supported version (7.6).", apiVer), "")
+	if msg := checkAPIVersion(&v, apiVer); msg != "" {
+		writeKVError(w, http.StatusBadRequest, "BadParameter", msg, "")
 		return
 	}
 	c, ok := e.authenticate(w, r, v)
@@ -262,7 +256,11 @@ func (e *Emulator) admitThrottle(w http.ResponseWriter, vault string) bool {
 		}
 		e.stats.Throttled++
 		e.bumpVault(vault, func(s *VaultStats) { s.Throttled++ })
-		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		// Key Vault's 429 carries no Retry-After as far as captures show
+		// (azure-errors.md, Key Vault row 7); the vault's switch adds one.
+		if vs.ThrottleRetryAfter {
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+		}
 		writeKVError(w, http.StatusTooManyRequests, "Throttled", msgThrottled, "")
 		return false
 	}
@@ -277,8 +275,11 @@ func (e *Emulator) rbacAllows(vault, oid, action string) bool {
 	if vs == nil || oid == "" {
 		return false
 	}
-	for _, ra := range vs.Roles {
-		if strings.EqualFold(ra.PrincipalObjectID, oid) && roleAllows(ra.Role, action) {
+	// Each role as the data plane sees it: assignments and removals reach
+	// it only after the propagation delay (propagation.go).
+	for role := range roleActions {
+		held := slices.Contains(vs.Roles, RoleAssignment{PrincipalObjectID: strings.ToLower(oid), Role: role})
+		if roleAllows(role, action) && e.effectiveLocked(roleKey(vault, oid, role), presence(held)) == present {
 			return true
 		}
 	}
@@ -523,6 +524,9 @@ func (e *Emulator) lookupLocked(q *kvReq, name, version string) (*vaultState, *k
 	return vs, k, ver, true
 }
 
+// privateKeyOps are the operations a disabled key refuses.
+var privateKeyOps = map[string]bool{"unwrapKey": true, "decrypt": true, "sign": true}
+
 func disabledKey(w http.ResponseWriter, op string) {
 	writeKVError(w, http.StatusForbidden, "Forbidden", fmt.Sprintf("Operation %s is not allowed on a disabled key.", op), "KeyDisabled")
 }
@@ -534,11 +538,8 @@ func (e *Emulator) kvGetKey(q *kvReq, rt *kvRoute) {
 		e.mu.Unlock()
 		return
 	}
-	if !ver.Enabled {
-		e.mu.Unlock()
-		disabledKey(q.w, "get")
-		return
-	}
+	// A disabled key is still returned, with attributes.enabled false
+	// (azure-errors.md, Key Vault row 1).
 	b := e.bundle(&vs.Vault, k, ver)
 	e.mu.Unlock()
 	e.served(q.vault.Name, "get")
@@ -625,7 +626,11 @@ func (e *Emulator) kvCrypto(q *kvReq, rt *kvRoute) {
 	kid := e.kid(q.vault.Name, k, ver)
 	e.mu.Unlock()
 
-	if !enabled {
+	// A disabled key refuses only the private-key operations; wrapKey,
+	// encrypt and verify still succeed (azure-errors.md, Key Vault row 1,
+	// from a live capture), so a client that wraps without reading the
+	// attribute can wrap under a key it can no longer unwrap.
+	if !enabled && privateKeyOps[rt.op] {
 		disabledKey(q.w, rt.op)
 		return
 	}
@@ -633,8 +638,10 @@ func (e *Emulator) kvCrypto(q *kvReq, rt *kvRoute) {
 		writeKVError(q.w, http.StatusForbidden, "Forbidden", fmt.Sprintf("Operation %s is not permitted on this key.", rt.op), "KeyOperationForbidden")
 		return
 	}
-	// Outside nbf/exp only the "public-side" operations are refused; unwrap,
-	// decrypt and verify keep working (as Azure documents).
+	// Outside nbf/exp only wrapKey, encrypt and sign are refused; unwrap,
+	// decrypt and verify keep working (azure-errors.md, Key Vault row 5).
+	// The 403 is documented; the innererror codes KeyNotYetValid and
+	// KeyExpired and the message texts are the emulator's (unverified).
 	if rt.op == "wrapKey" || rt.op == "encrypt" || rt.op == "sign" {
 		now := e.now()
 		if nbf != nil && now.Before(*nbf) {
