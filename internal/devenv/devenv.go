@@ -72,7 +72,17 @@ type Options struct {
 	// RateLimits of the vault-reaching API calls (zero fields: the
 	// production defaults). Tests that make many such calls raise them.
 	RateLimits ratelimit.Policy
+	// PropagationWait bounds how long validation waits for a role or a
+	// consent to take effect; 0 means DevPropagationWait (the local
+	// emulator applies grants within seconds, not Azure's minutes),
+	// negative not at all.
+	PropagationWait time.Duration
 }
+
+// DevPropagationWait is the local environment's wait for a role or a
+// consent to take effect: long enough for the emulator, short enough that a
+// demo's or a test's missing role fails within seconds.
+const DevPropagationWait = 3 * time.Second
 
 // Env is a running local cmk.
 type Env struct {
@@ -146,7 +156,7 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		Workers:            o.Workers, Concurrency: o.Concurrency, Lease: o.Lease, Poll: o.Poll, Log: o.Log,
 		DevLogin: true, DevTokenIssuer: true, LakeAzure: o.LakeAzure, ProfilesDSN: o.ProfilesDSN, DatabaseDSN: o.DatabaseDSN,
 		Monitor: o.Monitor, NoMonitor: o.NoMonitor, VaultTimeout: o.VaultTimeout, WebhookBackoff: o.WebhookBackoff,
-		RateLimits: o.RateLimits,
+		RateLimits: o.RateLimits, PropagationWait: orDefaultWait(o.PropagationWait),
 		// Local receivers (tests, demos) are on loopback over http.
 		WebhookPolicy: alerts.URLPolicy{AllowHTTP: true, AllowPrivateNetworks: true},
 	})
@@ -306,4 +316,11 @@ func (e *Env) Close() {
 	if e.Emu != nil {
 		e.Emu.Close()
 	}
+}
+
+func orDefaultWait(d time.Duration) time.Duration {
+	if d == 0 {
+		return DevPropagationWait
+	}
+	return d
 }

@@ -9,13 +9,38 @@
 // is idempotent: each data key swaps its wrapping in one row update, after
 // the new wrapping exists, so a crash at any point loses no data key.
 //
+// # Waiting out propagation
+//
+// A role assignment or an admin consent takes a while to apply in Azure, so
+// a refusal right after it (403 from RBAC or an access policy, AADSTS700016)
+// may be a grant on its way. Validation then keeps the job RUNNING, with a
+// message saying what it waits for and when it checks again, and re-checks
+// with backoff (1, 2, 4 ... 60 s) until Runner.PropagationWait
+// (DefaultPropagationWait, ten minutes) after the configuration was
+// submitted; only then does the job fail, with the usual steps.
+//
 // Key Vault throttling is respected: re-wrap calls run with bounded
 // concurrency, and a 429 pauses every worker of the job for the Retry-After
 // the vault gave (or 1, 2, 4, 8, 16 s when it gave none).
+//
+// # Never under a key that cannot unwrap
+//
+// Key Vault still wraps under a disabled key (it refuses only unwrap), so a
+// wrap that works proves nothing. Before re-wrapping starts or resumes, and
+// before each page of data keys, the job reads the key (Describe) and
+// re-wraps only while its newest version is enabled, within its nbf/exp
+// dates, permits wrapKey and unwrapKey, and is RSA of at least
+// kms.MinRSABits bits. And each new wrapping is proved before the old one is
+// dropped: the vault unwraps it and the result must equal the data key
+// (compared in constant time). A key found unusable, or a proof that fails,
+// stops the job where it stands with the reason (KEY_DISABLED, ...) on the
+// job: nothing more is re-wrapped, no data key loses its wrapping, and the
+// job resumes on its own once the key is usable again.
 package enablement
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,11 +64,25 @@ const (
 	DefaultLease       = 30 * time.Second
 	DefaultPoll        = 500 * time.Millisecond
 	DefaultConcurrency = 4
-	pageSize           = 200
+	// DefaultPageSize data keys are re-wrapped between two reads of the
+	// key's attributes: one Describe per 200 re-wraps bounds how many
+	// wrappings a disable can race with at a cost of half a percent more
+	// calls.
+	DefaultPageSize = 200
 	// A job whose validation cannot get a definite answer (throttling,
 	// timeouts) is retried this many times before it fails, about 10 minutes.
 	maxValidationAttempts = 12
 	maxBackoff            = 60 * time.Second
+
+	// DefaultPropagationWait is how long after a configuration is submitted
+	// validation keeps re-checking a refusal that may only be a grant not yet
+	// in effect. Microsoft documents that a Key Vault role assignment can
+	// take up to ten minutes to apply (the Key Vault RBAC guide's role
+	// assignment latency) and says the same of access-policy and role
+	// changes generally; the 403 itself says "please observe propagation
+	// time". A newly consented app's service principal replicates through
+	// Entra ID within minutes too, so one bound serves both.
+	DefaultPropagationWait = 10 * time.Minute
 )
 
 // Runner claims and runs enablement jobs.
@@ -57,9 +96,15 @@ type Runner struct {
 	Lease       time.Duration // default DefaultLease
 	Poll        time.Duration // default DefaultPoll
 	Concurrency int           // concurrent vault calls per job, default DefaultConcurrency
-	Log         *slog.Logger
-	Now         func() time.Time
-	Sleep       func(ctx context.Context, d time.Duration) error
+	PageSize    int           // data keys re-wrapped between two checks of the key, default DefaultPageSize
+	// PropagationWait bounds how long, counted from the configuration's
+	// submission, validation waits for a role assignment or an admin
+	// consent to take effect before the job fails; 0 means
+	// DefaultPropagationWait, a negative value not to wait.
+	PropagationWait time.Duration
+	Log             *slog.Logger
+	Now             func() time.Time
+	Sleep           func(ctx context.Context, d time.Duration) error
 	// Tenants finds the Azure tenant of a key's vault for the key_owner
 	// check (nil: the check cannot pass).
 	Tenants preflight.TenantFinder
@@ -81,6 +126,12 @@ func (r *Runner) defaults() {
 	}
 	if r.Concurrency == 0 {
 		r.Concurrency = DefaultConcurrency
+	}
+	if r.PageSize == 0 {
+		r.PageSize = DefaultPageSize
+	}
+	if r.PropagationWait == 0 {
+		r.PropagationWait = DefaultPropagationWait
 	}
 	if r.Log == nil {
 		r.Log = slog.Default()
@@ -249,9 +300,42 @@ func (r *Runner) validate(ctx context.Context, job *store.Config, log *slog.Logg
 		return "", r.update(ctx, job, store.JobUpdate{Checks: rep.Results, LastError: r.problem(p.Code, p.Message, p.Remedy, wait),
 			NextAttemptAt: ptr(r.Now().Add(wait)), Release: true})
 	}
+	if pw, ok := propagating[kms.Kind(p.Code)]; ok {
+		// Maybe only a grant not yet in effect: re-check with backoff until
+		// the bound, counted from the submission, then fail as usual.
+		now := r.Now()
+		if deadline := job.CreatedAt.Add(r.PropagationWait); now.Before(deadline) {
+			wait := min(backoff(job.Attempts, 0), deadline.Sub(now))
+			msg := fmt.Sprintf("Waiting for %s: %s can take up to %s to apply it. %s The check runs again at %s; if the refusal is still there at %s, the job fails with the steps to fix it.",
+				pw.what, pw.who, humanDuration(r.PropagationWait), p.Message, now.Add(wait).UTC().Format(time.RFC3339), deadline.UTC().Format(time.RFC3339))
+			log.Info("enablement job waiting for a grant to take effect", "code", p.Code, "retry_in", wait, "until", deadline)
+			return "", r.update(ctx, job, store.JobUpdate{Checks: rep.Results, LastError: r.problem(p.Code, msg, p.Remedy, wait),
+				NextAttemptAt: ptr(now.Add(wait)), Release: true})
+		}
+	}
 	f := &cmkapi.Failure{Check: p.Check, Title: p.Title, Code: p.Code, Message: p.Message, Remedy: p.Remedy}
 	log.Warn("enablement job failed validation", "check", p.Check, "code", p.Code)
 	return "", r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusFailed), Checks: rep.Results, Failure: f, ClearLastError: true, Release: true})
+}
+
+// propagating names, for each refusal that may only be a grant not yet in
+// effect, what validation waits for: a 403 from RBAC or an access policy
+// just after the role was granted, and AADSTS700016 (the app is not in the
+// tenant) just after the admin consented.
+var propagating = map[kms.Kind]struct{ what, who string }{
+	kms.KindIdentityUnauthorized: {"the role assignment to take effect", "Azure"},
+	kms.KindIdentityInvalid:      {"the admin consent to take effect", "Microsoft Entra ID"},
+}
+
+// humanDuration writes d as "10 minutes" or "90 seconds".
+func humanDuration(d time.Duration) string {
+	if d >= time.Minute && d%time.Minute == 0 {
+		if d == time.Minute {
+			return "1 minute"
+		}
+		return fmt.Sprintf("%d minutes", d/time.Minute)
+	}
+	return fmt.Sprintf("%d seconds", (d+time.Second-1)/time.Second)
 }
 
 func (r *Runner) problem(code, msg string, remedy []string, wait time.Duration) *cmkapi.Problem {
@@ -325,12 +409,17 @@ func (r *Runner) rewrap(ctx context.Context, job *store.Config, log *slog.Logger
 	for {
 		// New sandboxes created meanwhile are wrapped by the customer key
 		// already, so this loop ends.
-		keys, err := r.Store.DataKeysByKEK(ctx, job.OrgID, store.KEKSystem, "", pageSize)
+		keys, err := r.Store.DataKeysByKEK(ctx, job.OrgID, store.KEKSystem, "", r.PageSize)
 		if err != nil {
 			return err
 		}
 		if len(keys) == 0 {
 			break
+		}
+		// On start, on resume and before every page: is the key still one
+		// that can unwrap what it wraps?
+		if err := r.checkKey(ctx, g, ref); err != nil {
+			return r.rewrapFailed(ctx, job, ref, err, log)
 		}
 		jobs := make(chan store.DataKey)
 		var wg sync.WaitGroup
@@ -340,6 +429,9 @@ func (r *Runner) rewrap(ctx context.Context, job *store.Config, log *slog.Logger
 			go func() {
 				defer wg.Done()
 				for dk := range jobs {
+					if wctx.Err() != nil {
+						continue // stopped: drain what the feeder had already sent
+					}
 					if err := r.rewrapOne(wctx, g, ref, dk); err != nil {
 						errOnce.Do(func() { firstErr = err })
 						stop()
@@ -387,29 +479,97 @@ func (r *Runner) rewrapOne(ctx context.Context, g *gate, ref kms.KeyRef, dk stor
 		return fmt.Errorf("unwrap data key %s with the system key: %w", dk.ID, err)
 	}
 	defer clear(dek)
+	var next store.DataKey
+	err = r.paced(ctx, g, func() error {
+		var err error
+		next, err = r.Keyring.WrapCustomer(ctx, ref, dk, dek)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	// The proof: the new wrapping must unwrap to the data key before the
+	// system key's wrapping is dropped.
+	if err := r.paced(ctx, g, func() error { return r.prove(ctx, ref, next, dek) }); err != nil {
+		return err
+	}
+	err = r.Store.ReplaceWrapping(ctx, dk.ID, store.KEKSystem, next)
+	if errors.Is(err, store.ErrWrappingChanged) {
+		return nil // another worker got there first
+	}
+	return err
+}
+
+// paced runs call, waiting out the vault's throttling: the job's pause while
+// one is on, and another pause (Retry-After, or 1, 2, 4, 8, 16 s) for every
+// 429 call gets. It ends with ctx (the lease's context).
+func (r *Runner) paced(ctx context.Context, g *gate, call func() error) error {
 	for {
 		if err := g.wait(ctx, r); err != nil {
 			return err
 		}
-		next, err := r.Keyring.WrapCustomer(ctx, ref, dk, dek)
-		if kms.KindOf(err) == kms.KindThrottled {
+		err := call()
+		var ke *kms.Error
+		if errors.As(err, &ke) && ke.Kind == kms.KindThrottled {
 			r.throttled.Add(1)
-			var ke *kms.Error
-			errors.As(err, &ke)
 			g.throttled(r, ke.RetryAfter)
 			continue
 		}
-		if err != nil {
-			return err
-		}
-		g.ok()
-		err = r.Store.ReplaceWrapping(ctx, dk.ID, store.KEKSystem, next)
-		if errors.Is(err, store.ErrWrappingChanged) {
-			return nil // another worker got there first
+		if err == nil {
+			g.ok()
 		}
 		return err
 	}
 }
+
+// prove unwraps the new wrapping next of a data key and checks it gives dek
+// back. A failure is a *kms.Error: the vault's own (KEY_DISABLED, ...), or
+// KindUnwrapFailed when it answered with another key.
+func (r *Runner) prove(ctx context.Context, ref kms.KeyRef, next store.DataKey, dek []byte) error {
+	if r.Keyring.Customer == nil {
+		return keyring.ErrNoCustomerProvider
+	}
+	back, err := r.Keyring.Customer.Unwrap(audit.WithOrg(ctx, next.OrgID), ref, kms.Wrapped{KeyVersion: next.KEKVersion, Alg: next.Alg, Ciphertext: next.Wrapped})
+	defer clear(back)
+	if err != nil {
+		return err
+	}
+	if subtle.ConstantTimeCompare(back, dek) != 1 {
+		return &kms.Error{Kind: kms.KindUnwrapFailed, Op: "unwrap", Key: ref.String(),
+			Err: fmt.Errorf("the new wrapping of data key %s did not unwrap to the data key", next.ID)}
+	}
+	return nil
+}
+
+// checkKey reads the key and returns why it must not be used to wrap data
+// keys now (see the package doc), or nil.
+func (r *Runner) checkKey(ctx context.Context, g *gate, ref kms.KeyRef) error {
+	var info kms.KeyInfo
+	err := r.paced(ctx, g, func() error {
+		var err error
+		info, err = r.Provider.Describe(ctx, ref)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := kms.CheckUsable(ref, info, r.Now()); err != nil {
+		return err
+	}
+	switch {
+	case info.KeyType != "RSA" && info.KeyType != "RSA-HSM":
+		return &unsuitable{cmkapi.CodeKeyTypeUnsupported, fmt.Sprintf("key %s version %s is of type %s; an RSA key is required", ref, info.Version, info.KeyType)}
+	case info.Bits < kms.MinRSABits:
+		return &unsuitable{cmkapi.CodeKeyTooSmall, fmt.Sprintf("key %s version %s is %d bits; at least %d are required", ref, info.Version, info.Bits, kms.MinRSABits)}
+	}
+	return nil
+}
+
+// unsuitable: the key's newest version is not of a type and size the
+// platform can use.
+type unsuitable struct{ code, why string }
+
+func (u *unsuitable) Error() string { return u.why }
 
 // stopped wraps an AfterRewrap error: the worker stops as if it crashed.
 type stopped struct{ err error }
@@ -422,6 +582,16 @@ func (s stopped) Error() string { return s.err.Error() }
 func (r *Runner) rewrapFailed(ctx context.Context, job *store.Config, ref kms.KeyRef, err error, log *slog.Logger) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	var un *unsuitable
+	if errors.As(err, &un) {
+		code := un.code
+		wait := backoff(job.Attempts, 0)
+		log.Warn("enablement job re-wrap stopped: the key's newest version is unsuitable", "code", code, "retry_in", wait)
+		return r.update(ctx, job, store.JobUpdate{
+			LastError:     r.problem(code, "Re-wrapping stopped: "+un.why+".", guidance.Steps(code, r.Env, ref), wait),
+			NextAttemptAt: ptr(r.Now().Add(wait)), Release: true,
+		})
 	}
 	var ke *kms.Error
 	if !errors.As(err, &ke) {

@@ -366,14 +366,16 @@ func TestAlreadySwitchedSkipsValidation(t *testing.T) {
 	if err := f.st.SetCustomerKEK(f.ctx, org, ref.VaultURL, ref.Name); err != nil {
 		t.Fatal(err)
 	}
-	f.vault.setFault(failCalls("describe", 1, 0, kerr(kms.KindIdentityUnauthorized)))
+	f.vault.setFault(failCalls("tenant", 1, 0, kerr(kms.KindTransient)))
 	f.mustRun(f.runner("worker-a", 1))
 	c := f.config()
 	if c.Status != store.StatusCompleted || c.ProgressDone != len(f.deks) {
 		t.Errorf("Config(job) = %s %d/%d, want COMPLETED %d/%d", c.Status, c.ProgressDone, c.ProgressTotal, len(f.deks), len(f.deks))
 	}
-	if got := f.vault.count("describe"); got != 0 {
-		t.Errorf("vault describe calls = %d, want 0", got)
+	// No validation: no tenant lookup and no probe wrap; only the
+	// re-wrap's own read of the key.
+	if got := [3]int{f.vault.count("tenant"), f.vault.count("wrap"), f.vault.count("describe")}; got != [3]int{0, len(f.deks), 1} {
+		t.Errorf("vault tenant, wrap, describe calls = %v, want [0 %d 1]", got, len(f.deks))
 	}
 	f.checkKeys(len(f.deks))
 }
@@ -461,6 +463,7 @@ func TestValidationFails(t *testing.T) {
 				tt.setup(f)
 			}
 			r := f.runner("worker-a", 4)
+			r.PropagationWait = -1 // the wait is TestValidationWaitsForPropagation's
 			f.mustRun(r)
 
 			c := f.config()
@@ -1101,9 +1104,21 @@ func TestFakeVault(t *testing.T) {
 	if _, err := v.Wrap(cctx, ref, dek); kms.KindOf(err) != kms.KindTransient || !errors.Is(err, context.Canceled) {
 		t.Errorf("Wrap(cancelled ctx) error = %v, want %s wrapping context.Canceled", err, kms.KindTransient)
 	}
+	// Like Key Vault: a disabled key still wraps, and refuses to unwrap.
 	v.edit(ref, func(k *kms.KeyInfo) { k.Enabled = false })
-	if _, err := v.Wrap(ctx, ref, dek); kms.KindOf(err) != kms.KindKeyDisabled {
-		t.Errorf("Wrap(disabled key) error = %v, want %s", err, kms.KindKeyDisabled)
+	wd, err := v.Wrap(ctx, ref, dek)
+	if err != nil || !v.madeUnusable(wd.Ciphertext) || v.madeUnusable(w.Ciphertext) {
+		t.Errorf("Wrap(disabled key) = %v, unusable %v (earlier wrapping: %v), want nil, true (false)", err, v.madeUnusable(wd.Ciphertext), v.madeUnusable(w.Ciphertext))
+	}
+	if _, err := v.Unwrap(ctx, ref, wd); kms.KindOf(err) != kms.KindKeyDisabled {
+		t.Errorf("Unwrap(disabled key) error = %v, want %s", err, kms.KindKeyDisabled)
+	}
+	v.edit(ref, func(k *kms.KeyInfo) { k.Enabled = true; exp := t0; k.Expires = &exp })
+	if _, err := v.Wrap(ctx, ref, dek); kms.KindOf(err) != kms.KindKeyNotActive {
+		t.Errorf("Wrap(expired key) error = %v, want %s", err, kms.KindKeyNotActive)
+	}
+	if got, err := v.Unwrap(ctx, ref, wd); err != nil || !bytes.Equal(got, dek) {
+		t.Errorf("Unwrap(expired key) = %x, %v, want %x", got, err, dek)
 	}
 	if _, err := v.Describe(ctx, kms.KeyRef{VaultURL: ref.VaultURL, Name: "missing"}); kms.KindOf(err) != kms.KindKeyNotFound {
 		t.Errorf("Describe(missing key) error = %v, want %s", err, kms.KindKeyNotFound)
@@ -1187,4 +1202,242 @@ func TestVaultGoneAtTheTenantLookup(t *testing.T) {
 		t.Errorf("vault describe calls = %d, want 0", n)
 	}
 	f.checkUntouched()
+}
+
+// TestNeverWrapsUnderUnusableKey: an enablement job never leaves a data key
+// wrapped only under a key that cannot unwrap it. The vault, like Key Vault,
+// lets wrap succeed on a disabled key; the key is made unusable at each
+// point of the job in turn. After every run, no stored wrapping is one the
+// vault made while it could not unwrap it, every data key opens through its
+// current wrapping once the key is mended, and the job is FAILED or paused
+// with the reason, never COMPLETED; once the key is usable again, it
+// resumes and completes.
+func TestNeverWrapsUnderUnusableKey(t *testing.T) {
+	t.Parallel()
+	// 3 sandboxes and 2 rotations: 8 data keys, in pages of 3. Describe
+	// call 1 is the validation's, call k+1 is the check before page k; wrap
+	// call 1 is the validation's probe, call k+1 re-wraps data key k.
+	const n, page = 8, 3
+	disable := func(k *kms.KeyInfo) { k.Enabled = false }
+	during := func(op string, call int, edit func(*kms.KeyInfo)) func(*fixture, *enablement.Runner) {
+		return func(f *fixture, _ *enablement.Runner) {
+			f.vault.setDuring(func(_ context.Context, o string, c int) {
+				if o == op && c == call {
+					f.vault.edit(ref, edit)
+				}
+			})
+		}
+	}
+	tests := []struct {
+		name      string
+		brk       func(f *fixture, r *enablement.Runner)
+		crash     int64  // the first worker crashes after this many re-wraps (0: it does not)
+		code      string // the problem the job records
+		done      int    // data keys under the customer key when it stops
+		moreWraps int    // wrap calls after the validation's probe
+	}{
+		{"disabled after validation, before the first page", during("describe", 2, disable), 0, string(kms.KindKeyDisabled), 0, 0},
+		{"disabled mid-page", during("wrap", 3, disable), 0, string(kms.KindKeyDisabled), 1, 2},
+		{"unwrapKey removed mid-page", during("wrap", 3, func(k *kms.KeyInfo) { k.Ops = []string{"wrapKey"} }), 0, string(kms.KindKeyOperationForbidden), 1, 2},
+		{"the vault answers with another key mid-page", func(f *fixture, _ *enablement.Runner) {
+			f.vault.setDuring(func(_ context.Context, o string, c int) {
+				if o == "wrap" && c == 3 {
+					f.vault.setLie(true)
+				}
+			})
+		}, 0, string(kms.KindUnwrapFailed), 1, 2},
+		{"disabled between pages", during("describe", 3, disable), 0, string(kms.KindKeyDisabled), page, page},
+		{"expired between pages", during("describe", 3, func(k *kms.KeyInfo) { exp := t0; k.Expires = &exp }), 0, string(kms.KindKeyNotActive), page, page},
+		{"a 2048-bit version between pages", during("describe", 3, func(k *kms.KeyInfo) { k.Bits = 2048 }), 0, "KEY_TOO_SMALL", page, page},
+		{"disabled at resume after a crash", func(f *fixture, r *enablement.Runner) {}, 2, string(kms.KindKeyDisabled), 2, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, 3, 2)
+			if len(f.deks) != n {
+				t.Fatalf("len(DataKeys(org)) = %d, want %d", len(f.deks), n)
+			}
+			f.submit(f.keyID())
+			r := f.runner("worker-a", 1)
+			r.PageSize = page
+			tt.brk(f, r)
+			if tt.crash > 0 {
+				r.AfterRewrap = func(done int64) error {
+					if done >= tt.crash {
+						return errCrash
+					}
+					return nil
+				}
+				if ran, err := r.RunOnce(f.ctx); !ran || !errors.Is(err, errCrash) {
+					t.Fatalf("worker-a.RunOnce() = %v, %v, want true, %v", ran, err, errCrash)
+				}
+				f.vault.edit(ref, disable)
+				f.clock.Advance(lease + time.Millisecond)
+				r = f.runner("worker-b", 1)
+				r.PageSize = page
+			}
+			now := f.clock.Now()
+			f.mustRun(r)
+			f.vault.setDuring(nil)
+
+			c := f.config()
+			if c.Status != store.StatusUpdating || c.Failure != nil || c.LeaseOwner != "" {
+				t.Errorf("Config(job) = status %s, failure %+v, lease owner %q; want %s (paused), none, none", c.Status, c.Failure, c.LeaseOwner, store.StatusUpdating)
+			}
+			if p := present(t, "lastError", c.LastError); p.Code != tt.code || p.Message == "" || len(p.Remedy) == 0 || !p.RetryAt.After(now) {
+				t.Errorf("Problem = %+v, want code %s with a message, steps and a retry time", p, tt.code)
+			}
+			if got := f.vault.count("wrap") - 1; got != tt.moreWraps {
+				t.Errorf("vault wrap calls after the probe = %d, want %d", got, tt.moreWraps)
+			}
+			f.checkNoUnusableWrapping()
+
+			// Mended, every data key opens through its current wrapping,
+			// and the job finishes on its own.
+			f.vault.setLie(false)
+			f.vault.edit(ref, func(k *kms.KeyInfo) {
+				k.Enabled, k.Expires, k.Bits, k.Ops = true, nil, 3072, []string{"wrapKey", "unwrapKey"}
+			})
+			f.checkKeys(tt.done)
+			f.clock.Advance(time.Minute)
+			f.mustRun(r)
+			f.checkCompleted()
+			f.checkNoUnusableWrapping()
+		})
+	}
+
+	t.Run("disabled before the job starts", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, 2, 0)
+		f.submit(f.keyID())
+		f.vault.edit(ref, disable)
+		f.mustRun(f.runner("worker-a", 1))
+		c := f.config()
+		if c.Status != store.StatusFailed || c.Failure == nil || c.Failure.Code != string(kms.KindKeyDisabled) {
+			t.Errorf("Config(job) = status %s, failure %+v; want FAILED with KEY_DISABLED", c.Status, c.Failure)
+		}
+		if got := f.vault.count("wrap"); got != 0 {
+			t.Errorf("vault wrap calls = %d, want 0", got)
+		}
+		f.checkUntouched()
+	})
+}
+
+// checkNoUnusableWrapping fails the test when a customer-wrapped data key
+// holds a wrapping the vault made while it could not unwrap it.
+func (f *fixture) checkNoUnusableWrapping() {
+	f.t.Helper()
+	keys, err := f.st.DataKeys(f.ctx, org)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for _, dk := range keys {
+		if dk.KEK == store.KEKCustomer && f.vault.madeUnusable(dk.Wrapped) {
+			f.t.Errorf("DataKey(%s) is wrapped only by a wrapping its key could not unwrap when it was made", dk.ID)
+		}
+	}
+}
+
+// TestKeyCheckAndProofThrottled: the re-wrap's read of the key and its
+// proofs are paced like its wraps: Retry-After when given, else 1, 2, 4 s.
+func TestKeyCheckAndProofThrottled(t *testing.T) {
+	t.Parallel()
+	s := time.Second
+	for _, tt := range []struct {
+		name   string
+		fault  func(string, int) error // describe 1 and unwrap 1 are the validation's
+		pauses []time.Duration
+	}{
+		{"key check, no Retry-After", failCalls("describe", 2, 3, throttled(0)), []time.Duration{1 * s, 2 * s}},
+		{"key check, Retry-After 5 s", failCalls("describe", 2, 2, throttled(5*s)), []time.Duration{5 * s}},
+		{"proof, no Retry-After", failCalls("unwrap", 2, 4, throttled(0)), []time.Duration{1 * s, 2 * s, 4 * s}},
+		{"proof, Retry-After 3 s", failCalls("unwrap", 3, 3, throttled(3*s)), []time.Duration{3 * s}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, 2, 0)
+			f.submit(f.keyID())
+			f.vault.setFault(tt.fault)
+			f.mustRun(f.runner("worker-a", 1))
+			if got := f.clock.Slept(); !slices.Equal(got, tt.pauses) {
+				t.Errorf("pauses = %v, want %v", got, tt.pauses)
+			}
+			f.checkCompleted()
+		})
+	}
+}
+
+// TestValidationWaitsForPropagation: a refusal that may be a grant not yet
+// in effect keeps the job RUNNING, saying what it waits for, and re-checks
+// with backoff until the bound after submission; a grant that arrives in
+// time completes the job, one that never does fails it at the bound.
+func TestValidationWaitsForPropagation(t *testing.T) {
+	t.Parallel()
+	rbac := &kms.Error{Kind: kms.KindIdentityUnauthorized, Status: 403, Code: "Forbidden", InnerCode: "ForbiddenByRbac"}
+	consent := &kms.Error{Kind: kms.KindIdentityInvalid, Status: 400, Code: "unauthorized_client", InnerCode: "AADSTS700016"}
+	const bound = 5 * time.Minute
+	for _, tt := range []struct {
+		name    string
+		refusal *kms.Error
+		says    string
+		refused int // describe calls refused; 0: all
+		check   string
+	}{
+		{"role granted within the bound", rbac, "Waiting for the role assignment to take effect: Azure can take up to 5 minutes", 4, preflight.CheckRole},
+		{"consent given within the bound", consent, "Waiting for the admin consent to take effect: Microsoft Entra ID can take up to 5 minutes", 2, preflight.CheckSignIn},
+		{"role never granted", rbac, "Waiting for the role assignment to take effect", 0, preflight.CheckRole},
+		{"consent never given", consent, "Waiting for the admin consent to take effect", 0, preflight.CheckSignIn},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, 2, 0)
+			f.submit(f.keyID())
+			deadline := f.config().CreatedAt.Add(bound)
+			f.vault.setFault(failCalls("describe", 1, tt.refused, tt.refusal))
+			r := f.runner("worker-a", 1)
+			r.PropagationWait = bound
+			var waits []time.Duration
+			for i := 0; ; i++ {
+				if i > 50 {
+					t.Fatalf("still RUNNING after %d attempts", i)
+				}
+				now := f.clock.Now()
+				f.mustRun(r)
+				c := f.config()
+				if c.Status != store.StatusRunning {
+					break
+				}
+				if !now.Before(deadline) {
+					t.Fatalf("attempt %d at +%v: RUNNING at or after the bound", i+1, now.Sub(deadline.Add(-bound)))
+				}
+				// What the API shows while it waits.
+				p := present(t, "lastError", c.LastError)
+				if p.Code != string(tt.refusal.Kind) || !strings.Contains(p.Message, tt.says) || len(p.Remedy) == 0 || c.Failure != nil {
+					t.Fatalf("attempt %d: lastError = %+v, failure %+v; want code %s saying %q with steps, no failure", i+1, p, c.Failure, tt.refusal.Kind, tt.says)
+				}
+				wait := c.NextAttemptAt.Sub(now)
+				waits = append(waits, wait)
+				f.clock.Advance(wait)
+			}
+			c := f.config()
+			if tt.refused > 0 {
+				if want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second}[:tt.refused]; !slices.Equal(waits, want) {
+					t.Errorf("waits = %v, want %v", waits, want)
+				}
+				f.checkCompleted()
+				return
+			}
+			if c.Status != store.StatusFailed || c.Failure == nil || c.Failure.Check != tt.check || c.Failure.Code != string(tt.refusal.Kind) || c.LastError != nil {
+				t.Fatalf("Config(job) = %s, failure %+v, lastError %+v; want FAILED on %s with %s", c.Status, c.Failure, c.LastError, tt.check, tt.refusal.Kind)
+			}
+			if now := f.clock.Now(); !now.Equal(deadline) {
+				t.Errorf("FAILED at %v after submission, want at the bound, %v", now.Sub(deadline.Add(-bound)), bound)
+			}
+			if len(waits) < 5 {
+				t.Errorf("waits = %v, want the backoff to run up to the bound", waits)
+			}
+			f.checkUntouched()
+		})
+	}
 }

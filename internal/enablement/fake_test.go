@@ -20,9 +20,12 @@ import (
 // Vault's RSA-OAEP would. (AES stands in for RSA-OAEP so that a test does not
 // spend a second generating 3072-bit keys; Describe still reports RSA 3072.)
 //
-// It enforces the key's attributes the way the vault does (a disabled key,
-// a key outside its dates or without the operation refuses to wrap), honours
-// ctx cancellation, and lets a test inject a fault into any call.
+// It enforces the key's attributes the way Key Vault does: a disabled key
+// still wraps and refuses only unwrap (403 KeyDisabled); a key outside its
+// nbf/exp dates refuses wrap and still unwraps; an operation missing from
+// key_ops is refused. It remembers every wrapping it made while the key
+// could not unwrap it (disabled, or without unwrapKey), honours ctx
+// cancellation, and lets a test inject a fault into any call.
 type fakeVault struct {
 	mu    sync.Mutex
 	keys  map[string]*fakeKey // by kms.KeyRef.String()
@@ -39,6 +42,9 @@ type fakeVault struct {
 	lie bool
 	// tenant is the Azure tenant every vault belongs to (VaultTenant).
 	tenant string
+	// unusable holds the wrappings made while the key could not unwrap
+	// them, by ciphertext.
+	unusable map[string]bool
 }
 
 type fakeKey struct {
@@ -47,7 +53,7 @@ type fakeKey struct {
 }
 
 func newFakeVault(now func() time.Time) *fakeVault {
-	return &fakeVault{keys: map[string]*fakeKey{}, calls: map[string]int{}, now: now, tenant: vaultTenant}
+	return &fakeVault{keys: map[string]*fakeKey{}, calls: map[string]int{}, now: now, tenant: vaultTenant, unusable: map[string]bool{}}
 }
 
 // VaultTenant is the ownership check's lookup (op "tenant"): the vault's
@@ -207,8 +213,6 @@ func (v *fakeVault) Wrap(ctx context.Context, ref kms.KeyRef, dek []byte) (kms.W
 	}
 	now := v.now()
 	switch {
-	case !info.Enabled:
-		return refuse(kms.KindKeyDisabled, "KeyDisabled")
 	case info.NotBefore != nil && now.Before(*info.NotBefore), info.Expires != nil && !now.Before(*info.Expires):
 		return refuse(kms.KindKeyNotActive, "KeyNotYetValidOrExpired")
 	case !info.HasOp("wrapKey"):
@@ -219,7 +223,21 @@ func (v *fakeVault) Wrap(ctx context.Context, ref kms.KeyRef, dek []byte) (kms.W
 	v.mu.Unlock()
 	nonce := make([]byte, aead.NonceSize())
 	rand.Read(nonce)
-	return kms.Wrapped{KeyVersion: info.Version, Alg: "RSA-OAEP-256", Ciphertext: aead.Seal(nonce, nonce, dek, aad(ref, info.Version))}, nil
+	ct := aead.Seal(nonce, nonce, dek, aad(ref, info.Version))
+	if !info.Enabled || !info.HasOp("unwrapKey") {
+		v.mu.Lock()
+		v.unusable[string(ct)] = true
+		v.mu.Unlock()
+	}
+	return kms.Wrapped{KeyVersion: info.Version, Alg: "RSA-OAEP-256", Ciphertext: ct}, nil
+}
+
+// madeUnusable reports whether the vault made ciphertext while its key
+// could not unwrap it.
+func (v *fakeVault) madeUnusable(ciphertext []byte) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.unusable[string(ciphertext)]
 }
 
 func (v *fakeVault) Unwrap(ctx context.Context, ref kms.KeyRef, w kms.Wrapped) ([]byte, error) {

@@ -2,6 +2,7 @@ package guidance
 
 import (
 	"slices"
+	"strings"
 
 	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/kms"
@@ -72,12 +73,16 @@ func AlertTitle(kind string) string { return alertKinds[kind].title }
 // re-checked, or, when the cause has no steps of its own, the kind's.
 func Alert(kind, cause, message string, blocked bool, env Env, ref kms.KeyRef) cmkapi.AlertDetail {
 	k := alertKinds[kind]
-	d := cmkapi.AlertDetail{Title: k.title, Cause: cause, Message: message, DataBlocked: blocked, ProbableCauses: slices.Clone(k.probable)}
+	d := cmkapi.AlertDetail{Title: k.title, Cause: cause, Message: message, DataBlocked: blocked, ProbableCauses: forKey(k.probable, ref)}
 	switch {
 	case cause == cmkapi.CauseFlapping:
 		d.Summary = Cause(cause) + " Data is refused whenever access fails and served again when it returns."
 	case cause == cmkapi.CauseGraceExhausted:
 		d.Summary = Cause(cause)
+	case kind == cmkapi.AlertNotification && Steps(cause, env, ref) == nil && !kms.Kind(cause).Transient() && cause != "":
+		d.Summary = "The key vault gave an answer the platform does not recognise: " + message + " It is not taken as a loss of access: data stays available from keys already in memory for the grace period, and then is refused until the vault answers as expected."
+	case kind == cmkapi.AlertNotification && !kms.Kind(cause).Transient() && cause != "":
+		d.Summary = "The key vault gave an answer the platform does not take as a loss of access: " + message + " Data stays available from keys already in memory for the grace period, and then is refused until the vault answers as expected."
 	case kind == cmkapi.AlertNotification:
 		d.Summary = "The platform could not reach your key for a transient reason. Data stays available from keys already in memory for the grace period."
 	case kind == cmkapi.AlertKeyAccessDisabled:
@@ -90,7 +95,19 @@ func Alert(kind, cause, message string, blocked bool, env Env, ref kms.KeyRef) c
 	if specific := Steps(cause, env, ref); len(specific) > 0 {
 		d.Steps = append(specific, "Access is re-checked every few seconds; you can also run a re-check from the Encryption page or the API.")
 	} else {
-		d.Steps = slices.Clone(k.steps)
+		d.Steps = forKey(k.steps, ref)
 	}
 	return d
+}
+
+// forKey returns a copy of lines that names the role the app needs on ref's
+// key: a Managed HSM's role instead of Key Vault's.
+func forKey(lines []string, ref kms.KeyRef) []string {
+	out := slices.Clone(lines)
+	if ref.ManagedHSM() {
+		for i, l := range out {
+			out[i] = strings.ReplaceAll(l, RequiredRole, RequiredRoleHSM)
+		}
+	}
+	return out
 }

@@ -86,10 +86,17 @@ var catalog = map[string]entry{
 	string(kms.KindIdentityUnauthorized): {
 		title: "App not authorized on the vault",
 		cause: "The vault refused the platform's app: it does not hold the required role on this vault.",
-		steps: func(e Env, _ kms.KeyRef) []string {
+		steps: func(e Env, ref kms.KeyRef) []string {
+			if ref.ManagedHSM() {
+				return []string{
+					"A Managed HSM grants roles through its own local RBAC, on the key, not through the resource's Access control (IAM).",
+					"As an administrator of the Managed HSM " + ref.VaultName() + ", give the " + orDefault(e.AppName, "platform's") + " app the " + RequiredRoleHSM + " role on the key: `" + HSMRoleCommand(e, ref) + "`.",
+					"Role assignments can take a few minutes to apply; run the check again.",
+				}
+			}
 			return []string{
 				"In the Azure portal, open the key vault and select Access control (IAM) > Add > Add role assignment.",
-				"Choose the " + RequiredRole + " role (on a Managed HSM: " + RequiredRoleHSM + ").",
+				"Choose the " + RequiredRole + " role.",
 				"Select members: search for the " + orDefault(e.AppName, "platform's") + " app" + opt(" (application id ", e.AppID, ")") + " and save.",
 				"If the vault uses access policies instead of RBAC, grant the app get, wrapKey and unwrapKey on keys.",
 				"Role assignments can take a few minutes to apply; run the check again.",
@@ -110,11 +117,15 @@ var catalog = map[string]entry{
 	string(kms.KindIdentityInvalid): {
 		title: "App not present in your tenant",
 		cause: "The platform's app is not present in your Azure tenant: admin consent was not given or was removed.",
-		steps: func(e Env, _ kms.KeyRef) []string {
+		steps: func(e Env, ref kms.KeyRef) []string {
+			grant := "Grant the app the " + RequiredRole + " role on the vault, then run the check again."
+			if ref.ManagedHSM() {
+				grant = "Grant the app the " + RequiredRoleHSM + " role on the key (`" + HSMRoleCommand(e, ref) + "`), then run the check again."
+			}
 			return []string{
 				"Open the consent link (applicationRedirectUrl from the app-registration API" + opt(": ", e.ConsentURL, "") + ") as an administrator of the Azure tenant that owns the key vault.",
 				"Select Accept to add the " + orDefault(e.AppName, "platform's") + " app to your tenant.",
-				"Grant the app the " + RequiredRole + " role on the vault, then run the check again.",
+				grant,
 			}
 		},
 	},
@@ -194,7 +205,13 @@ var catalog = map[string]entry{
 	cmkapi.CodePurgeProtectionDisabled: {
 		title: "Purge protection disabled",
 		cause: "The vault does not have purge protection enabled, so anyone with purge rights could destroy the key, and with it all your data on the platform.",
-		steps: func(Env, kms.KeyRef) []string {
+		steps: func(_ Env, ref kms.KeyRef) []string {
+			if ref.ManagedHSM() {
+				return []string{
+					"Turn on purge protection for the Managed HSM " + ref.VaultName() + ": `az keyvault update-hsm --hsm-name " + ref.VaultName() + " --enable-purge-protection true` (it cannot be turned off again).",
+					"Submit the configuration again.",
+				}
+			}
 			return []string{
 				"In the Azure portal, open the key vault and select Properties.",
 				"Under Purge protection, select \"Enable purge protection\" and save (it cannot be turned off again).",

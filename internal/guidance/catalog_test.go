@@ -107,7 +107,7 @@ func TestStepsName(t *testing.T) {
 		{code: string(kms.KindKeyNotActive), env: env, want: []string{ref.Name, "expiration"}},
 		{code: string(kms.KindKeyOperationForbidden), env: env, want: []string{ref.Name, "Wrap Key and Unwrap Key"}},
 		{code: string(kms.KindIdentityUnauthorized), env: env,
-			want: []string{"the " + env.AppName + " app (application id " + env.AppID + ")", guidance.RequiredRole, guidance.RequiredRoleHSM}},
+			want: []string{"the " + env.AppName + " app (application id " + env.AppID + ")", guidance.RequiredRole}, notWant: []string{guidance.RequiredRoleHSM, "az keyvault role"}},
 		{code: string(kms.KindIdentityUnauthorized), want: []string{"the platform's app and save"}, notWant: []string{"application id"}},
 		{code: string(kms.KindIdentityInvalid), env: env, want: []string{"API: " + env.ConsentURL + ")", "the " + env.AppName + " app", guidance.RequiredRole}},
 		{code: string(kms.KindIdentityInvalid), want: []string{"app-registration API)", "the platform's app"}},
@@ -199,4 +199,55 @@ func ExampleDescribe() {
 	// 1. In the Azure portal, open the key vault and select Networking.
 	// 2. Under Firewalls and virtual networks, select "Allow trusted Microsoft services to bypass this firewall", or allow the platform's outbound addresses.
 	// 3. Apply, then run the check again.
+}
+
+// TestStepsForBothKinds: for a key in a Managed HSM, the steps name the
+// Managed HSM role and the command that grants it on the key, never the
+// vault's role or its Access control (IAM); for a key in a vault, the
+// other way round.
+func TestStepsForBothKinds(t *testing.T) {
+	hsm := kms.KeyRef{VaultURL: "https://contoso-hsm.managedhsm.azure.net", Name: "cmk-key"}
+	cmd := `az keyvault role assignment create --hsm-name contoso-hsm --role "Managed HSM Crypto Service Encryption User" --assignee ` + env.AppID + " --scope /keys/cmk-key"
+	for _, tt := range []struct {
+		code    string
+		ref     kms.KeyRef
+		want    []string
+		notWant []string
+	}{
+		{string(kms.KindIdentityUnauthorized), hsm, []string{guidance.RequiredRoleHSM, cmd, "local RBAC"}, []string{guidance.RequiredRole, "Access control (IAM) > Add"}},
+		{string(kms.KindIdentityUnauthorized), ref, []string{guidance.RequiredRole, "Access control (IAM)"}, []string{guidance.RequiredRoleHSM, "--hsm-name"}},
+		{string(kms.KindIdentityInvalid), hsm, []string{guidance.RequiredRoleHSM, cmd}, []string{guidance.RequiredRole}},
+		{string(kms.KindIdentityInvalid), ref, []string{guidance.RequiredRole + " role on the vault"}, []string{guidance.RequiredRoleHSM}},
+		{cmkapi.CodePurgeProtectionDisabled, hsm, []string{"az keyvault update-hsm --hsm-name contoso-hsm --enable-purge-protection true"}, []string{"Properties"}},
+		{cmkapi.CodePurgeProtectionDisabled, ref, []string{"Enable purge protection"}, []string{"update-hsm"}},
+	} {
+		steps := strings.Join(guidance.Steps(tt.code, env, tt.ref), "\n")
+		for _, w := range tt.want {
+			if !strings.Contains(steps, w) {
+				t.Errorf("Steps(%s, %s) = %q, want a step with %q", tt.code, tt.ref.VaultURL, steps, w)
+			}
+		}
+		for _, w := range tt.notWant {
+			if strings.Contains(steps, w) {
+				t.Errorf("Steps(%s, %s) = %q, want no step with %q", tt.code, tt.ref.VaultURL, steps, w)
+			}
+		}
+	}
+	if got := guidance.Role(hsm); got != guidance.RequiredRoleHSM {
+		t.Errorf("Role(%s) = %q, want %q", hsm, got, guidance.RequiredRoleHSM)
+	}
+	if got := guidance.Role(ref); got != guidance.RequiredRole {
+		t.Errorf("Role(%s) = %q, want %q", ref, got, guidance.RequiredRole)
+	}
+	// An alert whose cause has no steps of its own falls back on the
+	// kind's, which name the role too.
+	d := guidance.Alert(cmkapi.AlertKeyAccessFailure, cmkapi.CauseGraceExhausted, "m", true, env, hsm)
+	all := strings.Join(append(d.ProbableCauses, d.Steps...), "\n")
+	if !strings.Contains(all, guidance.RequiredRoleHSM) || strings.Contains(all, guidance.RequiredRole) {
+		t.Errorf("Alert(KEY_ACCESS_FAILURE) for a Managed HSM key = %q, want the Managed HSM role only", all)
+	}
+	d = guidance.Alert(cmkapi.AlertKeyAccessFailure, cmkapi.CauseGraceExhausted, "m", true, env, ref)
+	if all := strings.Join(append(d.ProbableCauses, d.Steps...), "\n"); strings.Contains(all, guidance.RequiredRoleHSM) {
+		t.Errorf("Alert(KEY_ACCESS_FAILURE) for a vault key = %q, want no Managed HSM role", all)
+	}
 }

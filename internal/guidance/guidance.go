@@ -42,8 +42,26 @@ import (
 // RequiredRole is the Azure role the platform's app needs on the vault.
 const RequiredRole = "Key Vault Crypto Service Encryption User"
 
-// RequiredRoleHSM is the equivalent role on a Managed HSM.
+// RequiredRoleHSM is the equivalent role on a Managed HSM, where roles are
+// granted by the HSM's own local RBAC, on the key.
 const RequiredRoleHSM = "Managed HSM Crypto Service Encryption User"
+
+// Role is the role the platform's app needs on the key ref names: the
+// Managed HSM role for a key in a Managed HSM, the Key Vault role otherwise.
+func Role(ref kms.KeyRef) string {
+	if ref.ManagedHSM() {
+		return RequiredRoleHSM
+	}
+	return RequiredRole
+}
+
+// HSMRoleCommand is the Azure CLI command that grants the platform's app
+// the Managed HSM role on the key ref names (in a Managed HSM), scoped to
+// that key alone.
+func HSMRoleCommand(env Env, ref kms.KeyRef) string {
+	return fmt.Sprintf("az keyvault role assignment create --hsm-name %s --role %q --assignee %s --scope /keys/%s",
+		ref.VaultName(), RequiredRoleHSM, orDefault(env.AppID, "<application id of the platform's app>"), ref.Name)
+}
 
 // Env is what the steps may name. Empty fields are left out of the steps
 // or replaced by a generic phrase ("the platform's app").

@@ -50,4 +50,7 @@ type Memo struct {
 	Changes  []time.Time `json:"changes,omitempty"` // recent state changes, for flapping
 	Checks   int         `json:"checks"`
 	LastWrap time.Time   `json:"lastWrap,omitzero"`
+	// Throttled counts the checks in a row the vault throttled, for the
+	// backoff of the next one.
+	Throttled int `json:"throttled,omitempty"`
 }

@@ -12,17 +12,33 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
 // KeyRef names a customer key without its version: cmk keeps only the
 // vault and key name and always uses the newest version of the key.
 type KeyRef struct {
-	VaultURL string // https://{vault}.vault.azure.net, no trailing slash
+	VaultURL string // https://{vault}.vault.azure.net or https://{hsm}.managedhsm.azure.net, no trailing slash
 	Name     string
 }
 
 func (r KeyRef) String() string { return r.VaultURL + "/keys/" + r.Name }
+
+// ManagedHSM reports whether the key is in a Managed HSM
+// (https://{hsm}.managedhsm.azure.net and the sovereign clouds' equivalents)
+// rather than a key vault.
+func (r KeyRef) ManagedHSM() bool {
+	host := strings.TrimPrefix(r.VaultURL, "https://")
+	_, rest, ok := strings.Cut(host, ".")
+	return ok && strings.HasPrefix(rest, "managedhsm.")
+}
+
+// VaultName is the first label of the vault's (or Managed HSM's) host.
+func (r KeyRef) VaultName() string {
+	name, _, _ := strings.Cut(strings.TrimPrefix(r.VaultURL, "https://"), ".")
+	return name
+}
 
 // KeyInfo describes the current (newest) version of a key.
 type KeyInfo struct {
@@ -45,6 +61,31 @@ func (k KeyInfo) HasOp(op string) bool {
 		}
 	}
 	return false
+}
+
+// CheckUsable returns why the platform must not wrap data keys under the
+// key version info describes at now, or nil. Key Vault's own answers are no
+// guide here: it still wraps under a disabled key (and refuses only unwrap),
+// so a wrap that works proves nothing; the attributes do. The error is a
+// *Error of op "describe": KindKeyDisabled when the version is disabled,
+// KindKeyNotActive outside its nbf/exp dates, KindKeyOperationForbidden
+// when its key_ops lack wrapKey or unwrapKey. The key's type and size are
+// not checked here (they are no Kind: see the validation checks).
+func CheckUsable(ref KeyRef, info KeyInfo, now time.Time) error {
+	fail := func(kind Kind, format string, args ...any) error {
+		return &Error{Kind: kind, Op: "describe", Key: ref.String(), Err: fmt.Errorf(format, args...)}
+	}
+	switch {
+	case !info.Enabled:
+		return fail(KindKeyDisabled, "key version %s is disabled", info.Version)
+	case info.NotBefore != nil && now.Before(*info.NotBefore):
+		return fail(KindKeyNotActive, "key version %s is not active until %s", info.Version, info.NotBefore.UTC().Format(time.RFC3339))
+	case info.Expires != nil && !now.Before(*info.Expires):
+		return fail(KindKeyNotActive, "key version %s expired at %s", info.Version, info.Expires.UTC().Format(time.RFC3339))
+	case !info.HasOp("wrapKey") || !info.HasOp("unwrapKey"):
+		return fail(KindKeyOperationForbidden, "key version %s does not permit both wrapKey and unwrapKey (permitted: %v)", info.Version, info.Ops)
+	}
+	return nil
 }
 
 // MinRSABits is the smallest RSA key cmk accepts as a customer key. The
@@ -109,6 +150,31 @@ var Kinds = []Kind{
 // Transient reports whether a failure of this kind may go away on its own
 // (so it must never be treated as a revocation).
 func (k Kind) Transient() bool { return k == KindThrottled || k == KindTransient }
+
+// LossOfAccess reports whether a failure of this kind is an answer that
+// positively says the key can no longer be used by the platform: the key is
+// disabled, deleted, outside its dates or without the operation, the vault
+// is gone or closed to the platform, the app lost its role or its consent in
+// the key's tenant, or the vault said it could not decrypt a ciphertext. The
+// health monitor revokes only on these (and on a grace that ran out); any
+// other failure, KindInvalidRequest and KindMalformedKeyURI included, is no
+// verdict on the key.
+//
+// KindTokenAcquisitionFailed is not among them: a wrong or expired client
+// secret of the platform's own app, or a token endpoint that answers
+// strangely, is the platform's fault, not the customer withdrawing access,
+// and it strikes every org at once. It coasts like an outage (an alert
+// names it; the grace bounds it) while the operator fixes the secret. The
+// customer's own withdrawal of consent is KindIdentityInvalid, which does
+// revoke.
+func (k Kind) LossOfAccess() bool {
+	switch k {
+	case KindKeyDisabled, KindKeyNotFound, KindVaultDNSUnresolvable, KindKeyNotActive, KindKeyOperationForbidden,
+		KindIdentityUnauthorized, KindNetworkDenied, KindIdentityInvalid, KindUnwrapFailed:
+		return true
+	}
+	return false
+}
 
 // Error is a classified key-service failure.
 type Error struct {

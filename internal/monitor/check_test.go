@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,16 +28,28 @@ import (
 // the key is an AES-256-GCM key, wrap seals under the newest, unwrap opens
 // under the version named and fails with KindUnwrapFailed when that does
 // not work. fail makes an operation fail with the given error.
+//
+// Like Key Vault, a disabled key still wraps and refuses only unwrap (403
+// KeyDisabled), and a key outside its nbf/exp dates still unwraps and
+// refuses only wrap.
 type fakeKMS struct {
 	mu       sync.Mutex
 	versions map[string]cipher.AEAD
 	newest   string
 	disabled bool
+	ops      []string   // key_ops; nil: wrapKey and unwrapKey
+	exp      *time.Time // attributes.exp
+	now      func() time.Time
 	fail     map[string]*kms.Error // by operation: "describe", "wrap", "unwrap"
+	calls    map[string]int
+	// during, when set, runs at the start of the nth call of op, under
+	// the fake's lock (it may change the fake's fields, not call it); a
+	// non-nil answer fails the call.
+	during func(f *fakeKMS, op string, n int) *kms.Error
 }
 
 func newFakeKMS(t *testing.T) *fakeKMS {
-	f := &fakeKMS{versions: map[string]cipher.AEAD{}, fail: map[string]*kms.Error{}}
+	f := &fakeKMS{versions: map[string]cipher.AEAD{}, fail: map[string]*kms.Error{}, calls: map[string]int{}, now: time.Now}
 	f.addVersion(t, "v1")
 	return f
 }
@@ -63,8 +77,16 @@ func (f *fakeKMS) set(fn func(f *fakeKMS)) {
 }
 
 func (f *fakeKMS) failure(ctx context.Context, op string, ref kms.KeyRef) error {
+	f.calls[op]++
 	if err := ctx.Err(); err != nil {
 		return &kms.Error{Kind: kms.KindTransient, Op: op, Key: ref.String(), Err: err}
+	}
+	if f.during != nil {
+		if e := f.during(f, op, f.calls[op]); e != nil {
+			cp := *e
+			cp.Op, cp.Key = op, ref.String()
+			return &cp
+		}
 	}
 	if e := f.fail[op]; e != nil {
 		cp := *e
@@ -80,8 +102,20 @@ func (f *fakeKMS) Describe(ctx context.Context, ref kms.KeyRef) (kms.KeyInfo, er
 	if err := f.failure(ctx, "describe", ref); err != nil {
 		return kms.KeyInfo{}, err
 	}
+	ops := f.ops
+	if ops == nil {
+		ops = []string{"wrapKey", "unwrapKey"}
+	}
 	return kms.KeyInfo{KID: ref.String() + "/" + f.newest, Version: f.newest, KeyType: "RSA", Bits: 3072,
-		Ops: []string{"wrapKey", "unwrapKey"}, Enabled: !f.disabled}, nil
+		Ops: append([]string(nil), ops...), Enabled: !f.disabled, Expires: f.exp}, nil
+}
+
+func (f *fakeKMS) hasOp(op string) bool { return f.ops == nil || slices.Contains(f.ops, op) }
+
+func (f *fakeKMS) count(op string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[op]
 }
 
 func (f *fakeKMS) Wrap(ctx context.Context, ref kms.KeyRef, dek []byte) (kms.Wrapped, error) {
@@ -89,6 +123,12 @@ func (f *fakeKMS) Wrap(ctx context.Context, ref kms.KeyRef, dek []byte) (kms.Wra
 	defer f.mu.Unlock()
 	if err := f.failure(ctx, "wrap", ref); err != nil {
 		return kms.Wrapped{}, err
+	}
+	switch {
+	case f.exp != nil && !f.now().Before(*f.exp):
+		return kms.Wrapped{}, &kms.Error{Kind: kms.KindKeyNotActive, Op: "wrap", Key: ref.String(), Status: 403, Code: "Forbidden"}
+	case !f.hasOp("wrapKey"):
+		return kms.Wrapped{}, &kms.Error{Kind: kms.KindKeyOperationForbidden, Op: "wrap", Key: ref.String(), Status: 403, Code: "Forbidden", InnerCode: "KeyOperationForbidden"}
 	}
 	aead := f.versions[f.newest]
 	nonce := make([]byte, aead.NonceSize())
@@ -101,6 +141,12 @@ func (f *fakeKMS) Unwrap(ctx context.Context, ref kms.KeyRef, w kms.Wrapped) ([]
 	defer f.mu.Unlock()
 	if err := f.failure(ctx, "unwrap", ref); err != nil {
 		return nil, err
+	}
+	switch {
+	case f.disabled:
+		return nil, &kms.Error{Kind: kms.KindKeyDisabled, Op: "unwrap", Key: ref.String(), Status: 403, Code: "Forbidden", InnerCode: "KeyDisabled"}
+	case !f.hasOp("unwrapKey"):
+		return nil, &kms.Error{Kind: kms.KindKeyOperationForbidden, Op: "unwrap", Key: ref.String(), Status: 403, Code: "Forbidden", InnerCode: "KeyOperationForbidden"}
 	}
 	refused := &kms.Error{Kind: kms.KindUnwrapFailed, Op: "unwrap", Key: ref.String(), Status: 400, Code: "BadParameter"}
 	aead, ok := f.versions[w.KeyVersion]
@@ -152,6 +198,7 @@ func newCheckEnv(t *testing.T) *checkEnv {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	e := &checkEnv{kms: newFakeKMS(t), st: st, now: time.Now(), org: org, cache: dekcache.New(), gate: &keyhealth.Gate{}}
+	e.kms.now = func() time.Time { return e.now }
 	e.m = &Monitor{
 		Store: st, Provider: e.kms, Cache: e.cache, Gate: e.gate,
 		Notifier: &alerts.Notifier{Store: st, Log: log}, Audit: &audit.Recorder{Store: st, Log: log},
@@ -315,5 +362,82 @@ func TestCheckDegradedAndRotation(t *testing.T) {
 	e.check(t, keyhealth.Healthy, "")
 	if got := e.audits(t, opRotation); len(got) != 1 || got[0].Outcome != "started" || got[0].KeyVersion != "v2" {
 		t.Errorf("rotation audit = %+v, want one entry started at v2", got)
+	}
+}
+
+// TestCheckAttributes: what Describe says counts even when the calls would
+// work: a key outside its dates or without wrapKey is DEGRADED before any
+// wrap is tried, a key without unwrapKey or disabled is REVOKED.
+func TestCheckAttributes(t *testing.T) {
+	for _, tt := range []struct {
+		name         string
+		set          func(e *checkEnv, f *fakeKMS)
+		state, cause string
+	}{
+		{"expired", func(e *checkEnv, f *fakeKMS) { exp := e.now.Add(-time.Second); f.exp = &exp }, keyhealth.Degraded, string(kms.KindKeyNotActive)},
+		{"wrapKey removed", func(_ *checkEnv, f *fakeKMS) { f.ops = []string{"unwrapKey"} }, keyhealth.Degraded, string(kms.KindKeyOperationForbidden)},
+		{"unwrapKey removed", func(_ *checkEnv, f *fakeKMS) { f.ops = []string{"wrapKey"} }, keyhealth.Revoked, string(kms.KindKeyOperationForbidden)},
+		{"disabled, wrap still allowed", func(_ *checkEnv, f *fakeKMS) { f.disabled = true }, keyhealth.Revoked, string(kms.KindKeyDisabled)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newCheckEnv(t)
+			e.m.WrapEvery = 1000 // wrap is not proved by the next checks
+			e.check(t, keyhealth.Healthy, "")
+			e.kms.set(func(f *fakeKMS) { tt.set(e, f) })
+			wraps := e.kms.count("wrap")
+			e.now = e.now.Add(time.Minute)
+			e.check(t, tt.state, tt.cause)
+			if got := e.kms.count("wrap"); got != wraps {
+				t.Errorf("wrap calls during the check = %d, want 0", got-wraps)
+			}
+		})
+	}
+}
+
+// TestCheckUnrecognisedAnswerCoasts: an answer the monitor does not know as a
+// loss of access (here Key Vault's 400 for an api-version it does not know)
+// leaves the data path serving, raises a notification that names the
+// answer, and revokes only when the grace runs out.
+func TestCheckUnrecognisedAnswerCoasts(t *testing.T) {
+	e := newCheckEnv(t)
+	e.check(t, keyhealth.Healthy, "")
+	e.cacheKey(t)
+	e.kms.set(func(f *fakeKMS) {
+		f.fail["unwrap"] = &kms.Error{Kind: kms.KindInvalidRequest, Status: 400, Code: "BadParameter"}
+	})
+	e.now = e.now.Add(time.Minute)
+	e.check(t, keyhealth.Coasting, string(kms.KindInvalidRequest))
+	if err := e.gate.Allow(e.org); err != nil {
+		t.Errorf("gate.Allow() while coasting on an unrecognised answer = %v, want nil", err)
+	}
+	if n := e.cache.Len(); n != 1 {
+		t.Errorf("cache.Len() while coasting = %d, want 1", n)
+	}
+	as, err := e.st.Alerts(context.Background(), e.org, store.AlertOpen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(as) != 1 || as[0].Kind != alerts.KindNotification || !strings.Contains(as[0].Detail.Message, "HTTP 400 BadParameter") {
+		t.Errorf("open alerts = %+v, want one %s naming HTTP 400 BadParameter", as, alerts.KindNotification)
+	}
+	if got := e.audits(t, opRevocation); len(got) != 0 {
+		t.Errorf("revocation audit = %+v, want none", got)
+	}
+	e.now = e.now.Add(DefaultGrace)
+	e.check(t, keyhealth.Revoked, cmkapi.CauseGraceExhausted)
+}
+
+// TestCheckDataKeyUnwrapFailureCoasts: before the org has a probe, the check
+// proves unwrap with one of its data keys; that one wrapping not opening is
+// no proof the key is lost.
+func TestCheckDataKeyUnwrapFailureCoasts(t *testing.T) {
+	e := newCheckEnv(t)
+	dk := store.DataKey{ID: "dk-bad", OrgID: e.org, Sandbox: "prod", Store: "lake", KEK: store.KEKCustomer, KEKRef: keyRef, KEKVersion: "v1", Alg: "RSA-OAEP-256", Wrapped: []byte("not a wrapping this key made")}
+	if err := e.st.CreateSandbox(context.Background(), e.org, "prod", []store.DataKey{dk}); err != nil {
+		t.Fatal(err)
+	}
+	e.check(t, keyhealth.Coasting, string(kms.KindUnwrapFailed))
+	if err := e.gate.Allow(e.org); err != nil {
+		t.Errorf("gate.Allow() = %v, want nil", err)
 	}
 }

@@ -27,6 +27,22 @@ type outcome struct {
 	wrappedAt  time.Time     // when wrap was proved; zero when it was not
 	probe      []byte        // a new probe ciphertext (wrap was proved), or nil
 	probeVer   string        // the key version that wrapped probe
+	// dataKey: the failing unwrap was of a data key's stored wrapping
+	// (there was no probe yet), not of a ciphertext the monitor made.
+	dataKey bool
+}
+
+// lossOfAccess reports whether o's failure is an answer the monitor
+// recognises as the key being lost to the platform (see the package doc).
+// An unwrap failure counts only for a ciphertext the monitor itself wrapped
+// under that version (its probe): the vault then says it cannot decrypt what
+// it produced. A data key's stored wrapping that does not open may be one
+// damaged row, which is no reason to refuse all of the org's data.
+func lossOfAccess(o outcome) bool {
+	if !o.kind.LossOfAccess() {
+		return false
+	}
+	return o.kind != kms.KindUnwrapFailed || !o.dataKey
 }
 
 // policy is what decide needs of the monitor's configuration.
@@ -95,6 +111,9 @@ func decide(prev keyhealth.Health, o outcome, now time.Time, p policy) decision 
 	mem := prev.Memo
 	mem.Changes = slices.Clone(prev.Memo.Changes)
 	mem.Checks++
+	if o.kind != kms.KindThrottled {
+		mem.Throttled = 0
+	}
 	if !o.wrappedAt.IsZero() {
 		mem.LastWrap = o.wrappedAt
 	}
@@ -108,15 +127,29 @@ func decide(prev keyhealth.Health, o outcome, now time.Time, p policy) decision 
 		}
 	case o.kind == kms.KindThrottled:
 		// The vault answered: access is not in question. Check again when
-		// it asks us to.
-		next.NextCheck = now.Add(max(o.retryAfter, p.interval))
-	case o.kind.Transient():
+		// it asks us to or, when it did not say, after Key Vault's
+		// documented backoff (1, 2, 4, 8, 16 s for throttled checks in a
+		// row), and never sooner than the interval.
+		mem.Throttled++
+		wait := o.retryAfter
+		if wait <= 0 {
+			wait = time.Second << min(mem.Throttled-1, 4)
+		}
+		next.NextCheck = now.Add(max(wait, p.interval))
+	case o.kind.Transient() || !lossOfAccess(o):
+		// No answer, or an answer not recognised as a loss of access (an
+		// unknown 400, an api-version the vault refuses): coast as through
+		// an outage, with the same bound.
 		switch prev.State {
 		case keyhealth.Healthy, keyhealth.Degraded:
 			next.State, next.Cause, next.Message = keyhealth.Coasting, string(o.kind), o.message
 		case keyhealth.Coasting:
 			if now.Sub(prev.Since) >= p.grace {
-				next.State, next.Cause, next.Message = keyhealth.Revoked, cmkapi.CauseGraceExhausted, "The key vault has been unreachable for longer than the grace period: "+o.message
+				why := "The key vault has been unreachable for longer than the grace period: "
+				if !kms.Kind(prev.Cause).Transient() {
+					why = "The key vault has answered in a way the platform does not recognise for longer than the grace period: "
+				}
+				next.State, next.Cause, next.Message = keyhealth.Revoked, cmkapi.CauseGraceExhausted, why+o.message
 			}
 		}
 	case o.wrapOnly:
@@ -164,8 +197,12 @@ func decide(prev keyhealth.Health, o outcome, now time.Time, p policy) decision 
 		}
 	case !d.flapping: // while flapping, one notification for the whole episode, not one per flap
 		kind := alerts.KindFor(next.Cause)
-		if revoked && kind == alerts.KindNotification {
+		switch {
+		case revoked && kind == alerts.KindNotification:
 			kind = alerts.KindAccessFailure
+		case next.State == keyhealth.Coasting:
+			// Whatever the answer, coasting is no verdict on the key.
+			kind = alerts.KindNotification
 		}
 		d.raise = append(d.raise, alertRaise{kind, next.Cause, next.Message, revoked})
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -46,6 +47,19 @@ var (
 	expired     = failure("v1", kmsErr(kms.KindKeyNotActive, "wrap", 403, "Forbidden"), true)
 	noWrapOp    = failure("v1", kmsErr(kms.KindKeyOperationForbidden, "wrap", 403, "Forbidden"), true)
 	disabled    = failure("v1", &kms.Error{Kind: kms.KindKeyDisabled, Op: "describe", Key: keyRef, Err: errors.New("the key's newest version is disabled")}, false)
+
+	// Answers that are no verdict on the key.
+	apiVersion     = failure("v1", &kms.Error{Kind: kms.KindInvalidRequest, Op: "unwrap", Key: keyRef, Status: 400, Code: "BadParameter"}, false)
+	unknownWrap400 = failure("v1", kmsErr(kms.KindInvalidRequest, "wrap", 400, "SomethingNew"), false)
+	badSecret      = failure("", kmsErr(kms.KindTokenAcquisitionFailed, "token", 401, "invalid_client"), false)
+	malformed      = failure("", kmsErr(kms.KindMalformedKeyURI, "describe", 0, ""), false)
+	// The vault could not decrypt a data key's stored wrapping (the org
+	// had no probe yet): not the monitor's own ciphertext.
+	dataKeyUndecryptable = func() outcome {
+		o := failure("v1", kmsErr(kms.KindUnwrapFailed, "unwrap", 400, "BadParameter"), false)
+		o.dataKey = true
+		return o
+	}()
 )
 
 func throttled(retryAfter time.Duration) outcome {
@@ -167,6 +181,9 @@ func TestDecide(t *testing.T) {
 	coastingLong := failing(keyhealth.Coasting, unavailable, t0.Add(-DefaultGrace))
 	degraded := failing(keyhealth.Degraded, expired, t0.Add(-10*time.Minute))
 	revoked := failing(keyhealth.Revoked, disabled, t0.Add(-8*time.Minute))
+	unrecognisedCoasting := failing(keyhealth.Coasting, apiVersion, t0.Add(-time.Minute))
+	unrecognisedLong := failing(keyhealth.Coasting, apiVersion, t0.Add(-DefaultGrace))
+	unrecognisedMsg := "The key vault has answered in a way the platform does not recognise for longer than the grace period: " + apiVersion.message
 	notice := func(o outcome) []alertRaise {
 		return []alertRaise{{alerts.KindNotification, string(o.kind), o.message, false}}
 	}
@@ -202,6 +219,34 @@ func TestDecide(t *testing.T) {
 				v.Raise = []alertRaise{{alerts.KindAccessFailure, cmkapi.CauseGraceExhausted, graceMsg, true}}
 			})},
 		{"revoked stays revoked while the vault is unreachable", revoked, unavailable,
+			edit(unchanged(revoked), func(v *view) {
+				v.Raise = []alertRaise{{alerts.KindAccessDisabled, "KEY_DISABLED", disabled.message, true}}
+			})},
+
+		// Answers not recognised as a loss of access coast like an outage,
+		// with a notification naming the answer, and revoke only when the
+		// grace runs out.
+		{"healthy to coasting on an api-version 400", healthy(), apiVersion,
+			edit(becomes(healthy(), keyhealth.Coasting, "INVALID_REQUEST", apiVersion.message), func(v *view) { v.Raise = notice(apiVersion) })},
+		{"healthy to coasting on an unknown 400 on wrap", healthy(), unknownWrap400,
+			edit(becomes(healthy(), keyhealth.Coasting, "INVALID_REQUEST", unknownWrap400.message), func(v *view) { v.Raise = notice(unknownWrap400) })},
+		{"healthy to coasting when the platform's own secret is refused", healthy(), badSecret,
+			edit(becomes(healthy(), keyhealth.Coasting, "TOKEN_ACQUISITION_FAILED", badSecret.message), func(v *view) { v.Raise = notice(badSecret) })},
+		{"healthy to coasting on a malformed stored key reference", healthy(), malformed,
+			edit(becomes(healthy(), keyhealth.Coasting, "MALFORMED_KEY_URI", malformed.message), func(v *view) { v.Raise = notice(malformed) })},
+		{"healthy to coasting when a data key's stored wrapping does not unwrap", healthy(), dataKeyUndecryptable,
+			edit(becomes(healthy(), keyhealth.Coasting, "UNWRAP_FAILED", dataKeyUndecryptable.message), func(v *view) { v.Raise = notice(dataKeyUndecryptable) })},
+		{"degraded to coasting on an api-version 400", degraded, apiVersion,
+			edit(becomes(degraded, keyhealth.Coasting, "INVALID_REQUEST", apiVersion.message), func(v *view) { v.Raise = notice(apiVersion) })},
+		{"coasting on an unrecognised answer within the grace stays coasting", unrecognisedCoasting, apiVersion,
+			edit(unchanged(unrecognisedCoasting), func(v *view) { v.Raise = notice(apiVersion) })},
+		{"coasting on an unrecognised answer to revoked when the grace runs out", unrecognisedLong, apiVersion,
+			edit(becomes(unrecognisedLong, keyhealth.Revoked, cmkapi.CauseGraceExhausted, unrecognisedMsg), func(v *view) {
+				v.Wipe = true
+				v.Audits = []auditRecord{{opRevocation, "v1", cmkapi.CauseGraceExhausted, unrecognisedMsg}}
+				v.Raise = []alertRaise{{alerts.KindAccessFailure, cmkapi.CauseGraceExhausted, unrecognisedMsg, true}}
+			})},
+		{"an unrecognised answer while revoked changes nothing", revoked, apiVersion,
 			edit(unchanged(revoked), func(v *view) {
 				v.Raise = []alertRaise{{alerts.KindAccessDisabled, "KEY_DISABLED", disabled.message, true}}
 			})},
@@ -313,12 +358,9 @@ func TestDecide(t *testing.T) {
 		{failure("", kmsErr(kms.KindIdentityUnauthorized, "describe", 403, "Forbidden"), false), alerts.KindAccessFailure},
 		{failure("", kmsErr(kms.KindNetworkDenied, "describe", 403, "Forbidden"), false), alerts.KindAccessFailure},
 		{failure("", kmsErr(kms.KindIdentityInvalid, "token", 400, "invalid_client"), false), alerts.KindAccessFailure},
-		{failure("", kmsErr(kms.KindTokenAcquisitionFailed, "token", 401, "invalid_client"), false), alerts.KindAccessFailure},
 		{failure("v1", kmsErr(kms.KindUnwrapFailed, "unwrap", 400, "BadParameter"), false), alerts.KindAccessFailure},
 		{failure("v1", kmsErr(kms.KindKeyNotActive, "unwrap", 403, "Forbidden"), false), alerts.KindAccessFailure},
 		{failure("v1", kmsErr(kms.KindKeyOperationForbidden, "unwrap", 403, "Forbidden"), false), alerts.KindAccessFailure},
-		{failure("v1", kmsErr(kms.KindInvalidRequest, "unwrap", 400, "BadParameter"), false), alerts.KindAccessFailure},
-		{failure("", kmsErr(kms.KindMalformedKeyURI, "describe", 0, ""), false), alerts.KindAccessFailure},
 	} {
 		rows = append(rows, struct {
 			name string
@@ -393,5 +435,29 @@ func TestDecideBookkeeping(t *testing.T) {
 		if got := changes[:cap(changes)]; !got[1].IsZero() {
 			t.Errorf("%s: decide() wrote %v into the previous health's changes", row.name, got)
 		}
+	}
+}
+
+// TestDecideThrottledBackoff: checks the vault throttles in a row, with no
+// Retry-After, are spaced 1, 2, 4, 8, 16 s, then 16 s (never sooner than
+// the interval); a Retry-After wins; any other answer starts over.
+func TestDecideThrottledBackoff(t *testing.T) {
+	s := time.Second
+	p := testPolicy
+	p.interval, p.nextIn = 500*time.Millisecond, 500*time.Millisecond
+	h := healthy()
+	var got []time.Duration
+	for _, o := range []outcome{throttled(0), throttled(0), throttled(0), throttled(0), throttled(0), throttled(0), throttled(3 * s), ok, throttled(0)} {
+		d := decide(h, o, t0, p)
+		got = append(got, d.next.NextCheck.Sub(t0))
+		h = d.next
+	}
+	want := []time.Duration{1 * s, 2 * s, 4 * s, 8 * s, 16 * s, 16 * s, 3 * s, 500 * time.Millisecond, 1 * s}
+	if !slices.Equal(got, want) {
+		t.Errorf("next checks after throttled checks in a row = %v, want %v", got, want)
+	}
+	// Never sooner than the interval.
+	if d := decide(healthy(), throttled(0), t0, testPolicy); d.next.NextCheck.Sub(t0) != DefaultInterval {
+		t.Errorf("decide(throttled, 30 s interval).NextCheck = +%v, want +%v", d.next.NextCheck.Sub(t0), DefaultInterval)
 	}
 }

@@ -7,25 +7,45 @@
 // every data key when the customer adds a key version.
 //
 // Policy:
-//   - A definitive failure (key disabled, deleted or missing, vault gone,
-//     role removed, consent withdrawn, firewall, unwrap refused) revokes at
-//     once: the next request for the org's data is refused.
-//   - A transient failure (timeouts, 5xx) never revokes at once: the org
-//     coasts on keys already in memory for Grace, with an Alert notification,
-//     then fails closed.
+//   - The key's attributes are read first (Describe): Key Vault still wraps
+//     under a disabled key and refuses only unwrap, so "wrap works" proves
+//     nothing. Enabled=false revokes like a 403 KeyDisabled; a key without
+//     unwrapKey revokes; a key outside its nbf/exp dates or without wrapKey
+//     (which Azure still lets unwrap) is DEGRADED, without a wrap being tried.
+//   - Only an answer recognised as loss of access revokes at once
+//     (kms.Kind.LossOfAccess): key disabled, deleted or missing, vault gone,
+//     role or access policy removed, consent withdrawn, firewall, operation
+//     not permitted, Entra ID refusing the sign-in, or the vault saying it
+//     cannot decrypt a ciphertext the monitor itself wrapped under that
+//     version (its probe). The next request for the org's data is refused.
+//   - Anything else never revokes at once: no answer (timeouts, 5xx), and
+//     answers not recognised as loss of access: a 400 such as Key Vault's
+//     BadParameter for an api-version it does not know, any other
+//     KindInvalidRequest, a stored key reference the configuration no
+//     longer allows, or a data key's stored wrapping that does not unwrap
+//     (one damaged row says nothing about the key). The org coasts on keys
+//     already in memory for Grace (DefaultGrace, ten minutes; the gate
+//     enforces the same bound even if no check runs) with an Alert
+//     notification naming the answer (HTTP status and code, never key
+//     material), then fails closed.
 //   - Throttling is the vault answering: it changes nothing but the time of
-//     the next check.
+//     the next check (the vault's Retry-After, at least the interval, which
+//     is longer than Key Vault's documented 1/2/4/8/16 s backoff).
 //   - Unwrap working but wrap failing (key expired, wrapKey removed) is
 //     DEGRADED: data stays readable, and the alert says new keys cannot be
 //     made.
 //   - The first successful check after a failure restores access and
 //     resolves the alerts.
+//   - Rotation re-wraps a data key only under a key version Describe shows
+//     usable, and proves each new wrapping unwraps to the same data key
+//     before the old wrapping is replaced (rotate.go).
 package monitor
 
 import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
 	"sync"
@@ -81,6 +101,9 @@ type Monitor struct {
 	Log      *slog.Logger
 	Owner    string
 	Now      func() time.Time
+	// Sleep pauses a rotation the vault throttles (nil: a timer that ends
+	// with ctx).
+	Sleep func(ctx context.Context, d time.Duration) error
 
 	once sync.Once // fills defaults once, before any loop reads the config
 }
@@ -111,6 +134,20 @@ func (m *Monitor) fillDefaults() {
 	}
 	if m.Now == nil {
 		m.Now = time.Now
+	}
+	if m.Sleep == nil {
+		m.Sleep = sleepCtx
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 
@@ -194,8 +231,13 @@ func (m *Monitor) prove(ctx context.Context, ref kms.KeyRef, h *keyhealth.Health
 		return err
 	}
 	o.version = info.Version
+	// The attributes first: Key Vault still wraps under a disabled key
+	// (only unwrap is refused), so a wrap that works proves nothing.
 	if !info.Enabled {
 		return &kms.Error{Kind: kms.KindKeyDisabled, Op: "describe", Key: ref.String(), Err: errors.New("the key's newest version is disabled")}
+	}
+	if !info.HasOp("unwrapKey") {
+		return &kms.Error{Kind: kms.KindKeyOperationForbidden, Op: "describe", Key: ref.String(), Err: errors.New("the key's newest version does not permit unwrapKey")}
 	}
 	// Prove unwrap: the stored probe, or else a real data key of the org.
 	w := kms.Wrapped{KeyVersion: h.ProbeVersion, Ciphertext: h.Probe, Alg: "RSA-OAEP-256"}
@@ -213,13 +255,20 @@ func (m *Monitor) prove(ctx context.Context, ref kms.KeyRef, h *keyhealth.Health
 		dek, err := m.Provider.Unwrap(ctx, ref, w)
 		clear(dek)
 		if err != nil {
+			o.dataKey = len(h.Probe) == 0
 			return err
 		}
 		unwrapOK = true
 	}
+	// A key outside its dates or without wrapKey still unwraps (Azure
+	// refuses only wrap then): data stays readable, new keys cannot be made.
+	now := m.Now()
+	if err := wrapRefused(ref, info, now); err != nil {
+		o.wrapOnly = unwrapOK
+		return err
+	}
 	// Prove wrap now and then, whenever there is no probe, and when the key
 	// has a new version (the probe then moves to it).
-	now := m.Now()
 	if len(h.Probe) == 0 || info.Version != h.ProbeVersion || checks%m.WrapEvery == 0 {
 		secret := make([]byte, 32)
 		rand.Read(secret)
@@ -238,6 +287,24 @@ func (m *Monitor) prove(ctx context.Context, ref kms.KeyRef, h *keyhealth.Health
 			}
 		}
 		o.probe, o.probeVer = nw.Ciphertext, nw.KeyVersion
+	}
+	return nil
+}
+
+// wrapRefused returns the failure Key Vault would give a wrap under info's
+// version at now, read from its attributes (nil when a wrap may work):
+// outside the nbf/exp window, or without wrapKey in its key_ops.
+func wrapRefused(ref kms.KeyRef, info kms.KeyInfo, now time.Time) error {
+	switch {
+	case info.NotBefore != nil && now.Before(*info.NotBefore):
+		return &kms.Error{Kind: kms.KindKeyNotActive, Op: "describe", Key: ref.String(),
+			Err: fmt.Errorf("the key's newest version is not active until %s", info.NotBefore.UTC().Format(time.RFC3339))}
+	case info.Expires != nil && !now.Before(*info.Expires):
+		return &kms.Error{Kind: kms.KindKeyNotActive, Op: "describe", Key: ref.String(),
+			Err: fmt.Errorf("the key's newest version expired at %s", info.Expires.UTC().Format(time.RFC3339))}
+	case !info.HasOp("wrapKey"):
+		return &kms.Error{Kind: kms.KindKeyOperationForbidden, Op: "describe", Key: ref.String(),
+			Err: errors.New("the key's newest version does not permit wrapKey")}
 	}
 	return nil
 }

@@ -2,7 +2,9 @@ package monitor
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -52,6 +54,7 @@ func (m *Monitor) RunRotations(ctx context.Context) {
 }
 
 func (m *Monitor) rotate(ctx context.Context, h *keyhealth.Health) error {
+	m.defaults()
 	ctx = audit.WithOrg(ctx, h.OrgID)
 	org, err := m.Store.Org(ctx, h.OrgID)
 	if err != nil {
@@ -69,6 +72,11 @@ func (m *Monitor) rotate(ctx context.Context, h *keyhealth.Health) error {
 			break
 		}
 		if err := m.Store.RenewRotation(ctx, h.OrgID, m.Owner, time.Minute); err != nil {
+			return err
+		}
+		// Before every page (so on start and on resume too): is the target
+		// still the newest version, and one that can unwrap what it wraps?
+		if err := m.checkTarget(ctx, ref, target); err != nil {
 			return err
 		}
 		var wg sync.WaitGroup
@@ -113,27 +121,81 @@ func (m *Monitor) rewrapToNewest(ctx context.Context, ref kms.KeyRef, dk store.D
 		return err
 	}
 	defer clear(dek)
-	for {
-		next, err := m.Keyring.WrapCustomer(ctx, ref, dk, dek)
-		var ke *kms.Error
-		if errors.As(err, &ke) && ke.Kind == kms.KindThrottled {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(max(ke.RetryAfter, time.Second)):
-			}
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if next.KEKVersion != target {
-			return errTargetMoved
-		}
-		err = m.Store.ReplaceVersion(ctx, dk.ID, dk.KEKVersion, next)
-		if errors.Is(err, store.ErrWrappingChanged) {
-			return nil // someone else moved it
+	var next store.DataKey
+	err = m.paced(ctx, func() error {
+		var err error
+		next, err = m.Keyring.WrapCustomer(ctx, ref, dk, dek)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if next.KEKVersion != target {
+		return errTargetMoved
+	}
+	// The proof: the new wrapping must unwrap to the data key before the
+	// old one is replaced (Key Vault wraps under a disabled key too).
+	err = m.paced(ctx, func() error {
+		back, err := m.Keyring.Unwrap(ctx, next)
+		defer clear(back)
+		if err == nil && subtle.ConstantTimeCompare(back, dek) != 1 {
+			err = &kms.Error{Kind: kms.KindUnwrapFailed, Op: "unwrap", Key: ref.String(),
+				Err: fmt.Errorf("the new wrapping of data key %s did not unwrap to the data key", dk.ID)}
 		}
 		return err
+	})
+	if err != nil {
+		return fmt.Errorf("prove the new wrapping of data key %s: %w", dk.ID, err)
+	}
+	err = m.Store.ReplaceVersion(ctx, dk.ID, dk.KEKVersion, next)
+	if errors.Is(err, store.ErrWrappingChanged) {
+		return nil // someone else moved it
+	}
+	return err
+}
+
+// checkTarget reads the key and returns why data keys must not be
+// re-wrapped to target now: a newer version (errTargetMoved), or a newest
+// version that is disabled, outside its dates, without wrapKey or unwrapKey,
+// or not RSA of at least kms.MinRSABits bits.
+func (m *Monitor) checkTarget(ctx context.Context, ref kms.KeyRef, target string) error {
+	var info kms.KeyInfo
+	err := m.paced(ctx, func() error {
+		var err error
+		info, err = m.Provider.Describe(ctx, ref)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if info.Version != target {
+		return errTargetMoved
+	}
+	if err := kms.CheckUsable(ref, info, m.Now()); err != nil {
+		return err
+	}
+	if (info.KeyType != "RSA" && info.KeyType != "RSA-HSM") || info.Bits < kms.MinRSABits {
+		return fmt.Errorf("key %s version %s is %s of %d bits; an RSA key of at least %d bits is required", ref, info.Version, info.KeyType, info.Bits, kms.MinRSABits)
+	}
+	return nil
+}
+
+// paced runs call again while the vault throttles it, after the vault's
+// Retry-After or, when it gave none, Key Vault's documented backoff of 1, 2,
+// 4, 8, 16 s (then 16 s). It ends with ctx.
+func (m *Monitor) paced(ctx context.Context, call func() error) error {
+	for tries := 0; ; tries++ {
+		err := call()
+		var ke *kms.Error
+		if !errors.As(err, &ke) || ke.Kind != kms.KindThrottled {
+			return err
+		}
+		wait := ke.RetryAfter
+		if wait <= 0 {
+			wait = time.Second << min(tries, 4)
+		}
+		if err := m.Sleep(ctx, wait); err != nil {
+			return err
+		}
 	}
 }

@@ -26,9 +26,9 @@
 package preflight
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"strings"
@@ -90,6 +90,15 @@ var Order = []string{CheckKeyIdentifier, CheckKeyOwner, CheckSignIn, CheckVaultR
 // Title returns the human title of a check.
 func Title(check string) string { return titles[check] }
 
+// TitleFor returns the title of a check of the key ref: for a key in a
+// Managed HSM, the role check names the Managed HSM role.
+func TitleFor(check string, ref kms.KeyRef) string {
+	if check == CheckRole && ref.ManagedHSM() {
+		return "The app holds the " + guidance.RequiredRoleHSM + " role on the key"
+	}
+	return titles[check]
+}
+
 // Result is the outcome of one check.
 type Result struct {
 	Check   string   `json:"check"`
@@ -144,8 +153,9 @@ func Run(ctx context.Context, provider kms.Provider, policy keyid.Policy, raw st
 		env.Now = time.Now
 	}
 	r := &Report{KeyIdentifier: raw}
+	var key kms.KeyRef // once parsed: the titles may name its kind of vault
 	set := func(check string, st Status, code, msg string, remedy []string) {
-		r.Results = append(r.Results, Result{Check: check, Title: titles[check], Status: st, Code: code, Message: msg, Remedy: remedy})
+		r.Results = append(r.Results, Result{Check: check, Title: TitleFor(check, key), Status: st, Code: code, Message: msg, Remedy: remedy})
 	}
 	finish := func() *Report {
 		seen := map[string]bool{}
@@ -167,8 +177,9 @@ func Run(ctx context.Context, provider kms.Provider, policy keyid.Policy, raw st
 		set(CheckKeyIdentifier, Failed, code, err.Error(), guidance.Steps(code, env, kms.KeyRef{}))
 		return finish()
 	}
-	set(CheckKeyIdentifier, Passed, "", "", nil)
 	ref := id.Ref()
+	key = ref
+	set(CheckKeyIdentifier, Passed, "", "", nil)
 	if !checkOwner(ctx, r, set, owner, env, ref) {
 		return finish()
 	}
@@ -240,7 +251,7 @@ func Run(ctx context.Context, provider kms.Provider, policy keyid.Policy, raw st
 	if err == nil {
 		var back []byte
 		back, err = provider.Unwrap(ctx, ref, w)
-		if err == nil && !bytes.Equal(back, probe) {
+		if err == nil && subtle.ConstantTimeCompare(back, probe) != 1 {
 			err = &kms.Error{Kind: kms.KindUnwrapFailed, Op: "unwrap", Key: ref.String(), Err: errors.New("the vault returned a different key than the one wrapped")}
 		}
 	}

@@ -159,7 +159,11 @@ type Config struct {
 	Concurrency    int // vault calls per job, default enablement.DefaultConcurrency
 	Lease          time.Duration
 	Poll           time.Duration
-	Log            *slog.Logger
+	// PropagationWait bounds how long validation waits for a role
+	// assignment or consent to take effect (enablement.Runner); 0 means
+	// enablement.DefaultPropagationWait, negative not at all.
+	PropagationWait time.Duration
+	Log             *slog.Logger
 }
 
 // ErrNoTokenIssuer is returned by New when the configuration names no token
@@ -334,7 +338,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		s.Runners = append(s.Runners, &enablement.Runner{
 			Store: s.Store, Keyring: s.Keyring, Provider: s.Provider, Policy: s.Policy, Env: env,
 			Owner: fmt.Sprintf("%s/%d/%d/%s", host, os.Getpid(), i, hex.EncodeToString(b)), Lease: cfg.Lease, Poll: cfg.Poll,
-			Concurrency: cfg.Concurrency, Log: cfg.Log, Tenants: ownership.Tenants,
+			Concurrency: cfg.Concurrency, Log: cfg.Log, Tenants: ownership.Tenants, PropagationWait: cfg.PropagationWait,
 		})
 	}
 	s.Cache = dekcache.New()

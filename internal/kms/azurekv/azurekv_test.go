@@ -259,6 +259,38 @@ func TestFailures(t *testing.T) {
 				f.vaultFail = vaultErr(400, "BadParameter", "", "Property  has invalid value\r\n")
 			},
 			kind: kms.KindInvalidRequest, status: 400, code: "BadParameter", requests: 1},
+		// A 400 is an answer about the request unless it positively says the
+		// value could not be decrypted: none of these may read as a lost key.
+		{name: "unwrap: api-version not recognized", op: "unwrap",
+			setup: func(f *fake) {
+				f.vaultFail = vaultErr(400, "BadParameter", "", "The specified version (2099-01-01) is not recognized. Consider using the latest supported version (7.6).")
+			},
+			kind: kms.KindInvalidRequest, status: 400, code: "BadParameter", requests: 1},
+		{name: "unwrap: api-version missing", op: "unwrap",
+			setup: func(f *fake) {
+				f.vaultFail = vaultErr(400, "BadParameter", "", "The request URI contains an invalid or missing 'api-version' query parameter.")
+			},
+			kind: kms.KindInvalidRequest, status: 400, code: "BadParameter", requests: 1},
+		{name: "unwrap: bad parameter about the value", op: "unwrap",
+			setup: func(f *fake) {
+				f.vaultFail = vaultErr(400, "BadParameter", "", "Content of 'value' is not base64url.\r\nProperty 'value' is required.\r\n")
+			},
+			kind: kms.KindInvalidRequest, status: 400, code: "BadParameter", requests: 1},
+		{name: "unwrap: unknown 400", op: "unwrap",
+			setup: func(f *fake) {
+				f.vaultFail = vaultErr(400, "SomethingNew", "", "A reason no one has seen before.")
+			},
+			kind: kms.KindInvalidRequest, status: 400, code: "SomethingNew", requests: 1},
+		{name: "wrap: api-version not recognized", op: "wrap",
+			setup: func(f *fake) {
+				f.vaultFail = vaultErr(400, "BadParameter", "", "The specified version (2099-01-01) is not recognized. Consider using the latest supported version (7.6).")
+			},
+			kind: kms.KindInvalidRequest, status: 400, code: "BadParameter", requests: 1},
+		{name: "describe: unknown 400", op: "describe",
+			setup: func(f *fake) {
+				f.vaultFail = vaultErr(400, "BadParameter", "", "Something about the request.")
+			},
+			kind: kms.KindInvalidRequest, status: 400, code: "BadParameter", requests: 1},
 		{name: "vault rejects token (wrong issuer)", op: "describe",
 			setup: func(f *fake) {
 				f.vaultFail = &canned{status: 401,

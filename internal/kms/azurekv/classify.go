@@ -38,9 +38,11 @@ import (
 //	    "expired"/"not yet valid" message      KindKeyNotActive
 //	403 anything else                          KindIdentityUnauthorized
 //	404                                        KindKeyNotFound
-//	400 on unwrap: BadParameter or "Unable to
-//	    decrypt"                               KindUnwrapFailed
-//	400 otherwise, other 4xx                   KindInvalidRequest
+//	400 on unwrap whose message says the vault
+//	    was "unable to decrypt" the value      KindUnwrapFailed
+//	400 otherwise (an api-version the vault
+//	    does not recognise, a bad parameter,
+//	    any other BadParameter), other 4xx     KindInvalidRequest
 //	409 (object being recovered, conflicts)    KindTransient
 //	429                                        KindThrottled, with RetryAfter
 //	408, 5xx                                   KindTransient
@@ -73,7 +75,13 @@ import (
 //	    (wrong resource, no WWW-Authenticate)  KindInvalidRequest
 //
 // Anything not recognised is KindTransient, so an unexpected error can
-// raise an alert but never revoke a customer's data.
+// raise an alert but never revoke a customer's data. KindInvalidRequest is
+// no verdict on the key either (the health monitor coasts on it): only
+// Key Vault's own words for a ciphertext it cannot decrypt make an unwrap
+// failure. A 400 BadParameter on unwrap is not enough: Key Vault answers
+// 400 BadParameter for an api-version it does not know ("The specified
+// version (…) is not recognized"), a malformed value or a bad algorithm as
+// well, all of which are about the request, not the key.
 func Classify(op string, ref kms.KeyRef, err error) error {
 	if err == nil {
 		return nil
@@ -128,8 +136,7 @@ func classifyVault(e *kms.Error, re *azcore.ResponseError) {
 		e.Kind = kms.KindKeyNotFound
 	case s == http.StatusConflict:
 		e.Kind = kms.KindTransient
-	case e.Op == "unwrap" && (s == http.StatusBadRequest && (e.Code == "BadParameter" || inner == "BadParameter") ||
-		strings.Contains(lmsg, "unable to decrypt")):
+	case e.Op == "unwrap" && s == http.StatusBadRequest && strings.Contains(lmsg, "unable to decrypt") && !aboutAPIVersion(lmsg):
 		e.Kind = kms.KindUnwrapFailed
 	default:
 		e.Kind = kms.KindInvalidRequest
@@ -167,6 +174,13 @@ func classify403(code, lmsg string) kms.Kind {
 		return kms.KindKeyOperationForbidden
 	}
 	return kms.KindIdentityUnauthorized
+}
+
+// aboutAPIVersion recognises Key Vault's answer to an api-version it does
+// not know or a missing one.
+func aboutAPIVersion(lmsg string) bool {
+	return strings.Contains(lmsg, "api-version") ||
+		strings.Contains(lmsg, "version") && (strings.Contains(lmsg, "not recognized") || strings.Contains(lmsg, "not supported"))
 }
 
 var (
