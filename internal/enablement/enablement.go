@@ -40,7 +40,6 @@ package enablement
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -490,7 +489,7 @@ func (r *Runner) rewrapOne(ctx context.Context, g *gate, ref kms.KeyRef, dk stor
 	}
 	// The proof: the new wrapping must unwrap to the data key before the
 	// system key's wrapping is dropped.
-	if err := r.paced(ctx, g, func() error { return r.prove(ctx, ref, next, dek) }); err != nil {
+	if err := r.paced(ctx, g, func() error { return r.Keyring.ProveCustomer(ctx, ref, next, dek) }); err != nil {
 		return err
 	}
 	err = r.Store.ReplaceWrapping(ctx, dk.ID, store.KEKSystem, next)
@@ -520,25 +519,6 @@ func (r *Runner) paced(ctx context.Context, g *gate, call func() error) error {
 		}
 		return err
 	}
-}
-
-// prove unwraps the new wrapping next of a data key and checks it gives dek
-// back. A failure is a *kms.Error: the vault's own (KEY_DISABLED, ...), or
-// KindUnwrapFailed when it answered with another key.
-func (r *Runner) prove(ctx context.Context, ref kms.KeyRef, next store.DataKey, dek []byte) error {
-	if r.Keyring.Customer == nil {
-		return keyring.ErrNoCustomerProvider
-	}
-	back, err := r.Keyring.Customer.Unwrap(audit.WithOrg(ctx, next.OrgID), ref, kms.Wrapped{KeyVersion: next.KEKVersion, Alg: next.Alg, Ciphertext: next.Wrapped})
-	defer clear(back)
-	if err != nil {
-		return err
-	}
-	if subtle.ConstantTimeCompare(back, dek) != 1 {
-		return &kms.Error{Kind: kms.KindUnwrapFailed, Op: "unwrap", Key: ref.String(),
-			Err: fmt.Errorf("the new wrapping of data key %s did not unwrap to the data key", next.ID)}
-	}
-	return nil
 }
 
 // checkKey reads the key and returns why it must not be used to wrap data

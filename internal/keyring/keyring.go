@@ -11,6 +11,7 @@ package keyring
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -106,9 +107,41 @@ func (k *Keyring) newDataKey(ctx context.Context, org store.Org, sandbox, kind s
 	}
 	dk := store.DataKey{ID: uuid.NewString(), OrgID: org.ID, Sandbox: sandbox, Store: kind}
 	if org.KEKMode == store.ModeCustomer {
-		return k.WrapCustomer(ctx, CustomerRef(org), dk, dek)
+		ref := CustomerRef(org)
+		dk, err := k.WrapCustomer(ctx, ref, dk, dek)
+		if err != nil {
+			return dk, err
+		}
+		// Key Vault wraps under a disabled key (only unwrap is refused), so
+		// a new data key is kept only once its wrapping is proved to open.
+		if err := k.ProveCustomer(ctx, ref, dk, dek); err != nil {
+			return store.DataKey{}, err
+		}
+		return dk, nil
 	}
 	return k.WrapSystem(dk, dek)
+}
+
+// ProveCustomer unwraps dk's new customer wrapping and checks, in constant
+// time, that it gives back dek: the proof every new wrapping passes before
+// it is stored or replaces an older one (data keys made here, the
+// enablement job's re-wrap, rotation). A key the vault lets wrap but not
+// unwrap (a disabled key does exactly that) fails with the vault's refusal;
+// an answer with another key fails as a *kms.Error of KindUnwrapFailed.
+func (k *Keyring) ProveCustomer(ctx context.Context, ref kms.KeyRef, dk store.DataKey, dek []byte) error {
+	if k.Customer == nil {
+		return ErrNoCustomerProvider
+	}
+	got, err := k.Customer.Unwrap(audit.WithOrg(ctx, dk.OrgID), ref, kms.Wrapped{KeyVersion: dk.KEKVersion, Alg: dk.Alg, Ciphertext: dk.Wrapped})
+	defer clear(got)
+	if err != nil {
+		return err
+	}
+	if subtle.ConstantTimeCompare(got, dek) != 1 {
+		return &kms.Error{Kind: kms.KindUnwrapFailed, Op: "unwrap", Key: ref.String(),
+			Err: fmt.Errorf("the new wrapping of data key %s did not unwrap to the data key", dk.ID)}
+	}
+	return nil
 }
 
 // WrapSystem returns dk wrapped by the system key.
