@@ -3,7 +3,6 @@ package azemu
 import (
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
 	"fmt"
 	"maps"
 	"slices"
@@ -185,6 +184,9 @@ func (e *Emulator) normalizeVault(v *Vault) error {
 
 // CreateVault creates a vault owned by an existing tenant.
 func (e *Emulator) CreateVault(v Vault) error {
+	if v.ManagedHSM {
+		return fmt.Errorf("%w: create a Managed HSM with CreateManagedHSM", ErrInvalid)
+	}
 	if err := e.normalizeVault(&v); err != nil {
 		return err
 	}
@@ -199,6 +201,7 @@ func (e *Emulator) CreateVault(v Vault) error {
 			return fmt.Errorf("%w: vault %s already exists", ErrConflict, v.Name)
 		}
 		e.st.Vaults[v.Name] = &vaultState{Vault: v, Keys: map[string]*keyState{}, DeletedKeys: map[string]*keyState{}}
+		e.hsmNames.Delete(v.Name)
 		return nil
 	})
 }
@@ -211,6 +214,9 @@ func (e *Emulator) UpdateVault(name string, fn func(*Vault)) error {
 		vs, err := e.liveVaultLocked(name)
 		if err != nil {
 			return err
+		}
+		if vs.ManagedHSM {
+			return fmt.Errorf("%w: %s is a Managed HSM; its only setting is purge protection (EnableHSMPurgeProtection)", ErrInvalid, vs.Name)
 		}
 		nv := vs.Vault
 		fn(&nv)
@@ -371,20 +377,9 @@ func (e *Emulator) newKeyVersion(o KeyOptions) (*keyVersion, error) {
 	if kty == "" {
 		kty = "RSA"
 	}
-	switch strings.ToUpper(kty) {
-	case "RSA":
-		kty = "RSA"
-	case "RSA-HSM":
-		kty = "RSA-HSM"
-	default:
-		return nil, fmt.Errorf("%w: key type %q (the emulator supports RSA and RSA-HSM)", ErrInvalid, o.Kty)
-	}
-	bits := o.Bits
-	if bits == 0 {
-		bits = 3072
-	}
-	if bits != 2048 && bits != 3072 && bits != 4096 {
-		return nil, fmt.Errorf("%w: key size %d (2048, 3072 or 4096)", ErrInvalid, bits)
+	kty, ok := canonicalKty(kty)
+	if !ok {
+		return nil, fmt.Errorf("%w: key type %q (RSA, RSA-HSM, EC, EC-HSM, oct or oct-HSM)", ErrInvalid, o.Kty)
 	}
 	ops := defaultOps
 	if o.Ops != nil {
@@ -393,18 +388,17 @@ func (e *Emulator) newKeyVersion(o KeyOptions) (*keyVersion, error) {
 			return nil, err
 		}
 	}
-	priv, err := generateRSA(bits)
-	if err != nil {
-		return nil, err
-	}
 	now := e.now().UTC().Truncate(time.Second)
 	enabled := true
 	if o.Enabled != nil {
 		enabled = *o.Enabled
 	}
-	return &keyVersion{ID: newVersionID(), Kty: kty, Ops: slices.Clone(ops), Enabled: enabled,
-		NotBefore: utcPtr(o.NotBefore), Expires: utcPtr(o.Expires), Created: now, Updated: now,
-		PrivateKey: x509.MarshalPKCS1PrivateKey(priv), priv: priv}, nil
+	ver := &keyVersion{ID: newVersionID(), Kty: kty, Ops: slices.Clone(ops), Enabled: enabled,
+		NotBefore: utcPtr(o.NotBefore), Expires: utcPtr(o.Expires), Created: now, Updated: now}
+	if err := generateMaterial(ver, o.Bits, o.Curve); err != nil {
+		return nil, err
+	}
+	return ver, nil
 }
 
 func utcPtr(t *time.Time) *time.Time {
@@ -471,7 +465,8 @@ func (e *Emulator) rotateOptionsLocked(vault, name string) (KeyOptions, error) {
 		return KeyOptions{}, err
 	}
 	n := k.newest()
-	return KeyOptions{Kty: n.Kty, Bits: n.priv.N.BitLen(), Ops: slices.Clone(n.Ops)}, nil
+	return KeyOptions{Kty: n.Kty, Bits: n.bits(), Curve: n.Curve, Ops: slices.Clone(n.Ops),
+		Expires: k.RotationPolicy.expiry(e.now())}, nil
 }
 
 func (e *Emulator) liveKeyLocked(vault, name string) (*vaultState, *keyState, error) {
@@ -544,6 +539,7 @@ func (e *Emulator) deleteKeyLocked(vault, name string) (*vaultState, *keyState, 
 	lk := strings.ToLower(name)
 	delete(vs.Keys, lk)
 	k.DeletedAt = e.now().UTC().Truncate(time.Second)
+	k.SettlesAt = e.settleTime()
 	if vs.SoftDelete {
 		vs.DeletedKeys[lk] = k
 	}
@@ -570,6 +566,7 @@ func (e *Emulator) recoverKeyLocked(vault, name string) (*vaultState, *keyState,
 	}
 	delete(vs.DeletedKeys, lk)
 	k.DeletedAt = time.Time{}
+	k.SettlesAt = e.settleTime()
 	vs.Keys[lk] = k
 	return vs, k, nil
 }

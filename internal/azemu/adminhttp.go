@@ -102,10 +102,16 @@ type principalResp struct {
 
 func (e *Emulator) adminRoutes(m *http.ServeMux) {
 	h := func(pattern string, f adminFunc) { m.Handle(pattern, adminHandler(f)) }
+	e.hsmAdminRoutes(m)
 	h("GET /admin/state", func(r *http.Request) (any, error) { return e.State(), nil })
 	h("GET /admin/stats", func(r *http.Request) (any, error) { return e.Stats(), nil })
 	m.HandleFunc("GET /admin/dns/{host}", func(w http.ResponseWriter, r *http.Request) {
 		name, ok := vaultFromHost(r.PathValue("host"), e.suffix)
+		ok = ok && !e.isHSMName(name)
+		if !ok {
+			name, ok = vaultFromHost(r.PathValue("host"), e.hsmSuffix)
+			ok = ok && e.isHSMName(name)
+		}
 		if ok && e.VaultResolves(name) {
 			writeJSON(w, http.StatusOK, map[string]string{"host": r.PathValue("host"), "address": e.host})
 			return

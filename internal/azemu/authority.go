@@ -651,3 +651,39 @@ func (e *Emulator) issueIDToken(tenantID, clientID string, admin bool, now time.
 	tok.Header["kid"] = e.signKID
 	return tok.SignedString(e.signKey)
 }
+
+// ---- instance discovery ----
+
+// handleInstanceDiscovery answers MSAL's instance discovery
+// (GET /common/discovery/instance?api-version=1.1&authorization_endpoint=…),
+// which a confidential client with default options calls before its first
+// token request for an authority host it does not know. The emulator vouches
+// only for itself: the authorization endpoint must be on the emulator's own
+// host, and the answer sends the client to that host's tenant metadata, with
+// the host as its only alias. Any other authority gets Entra ID's
+// invalid_instance error (AADSTS50049), so the emulator never points a client
+// at a host it does not serve.
+func (e *Emulator) handleInstanceDiscovery(w http.ResponseWriter, r *http.Request) {
+	raw := r.URL.Query().Get("authorization_endpoint")
+	u, err := url.Parse(raw)
+	if raw == "" || err != nil || u.Scheme != "https" {
+		e.writeAADError(w, r, http.StatusBadRequest, "invalid_request", 90014,
+			"The request must contain the authorization_endpoint query parameter: the https URL of the authority's authorize endpoint.")
+		return
+	}
+	tenant, _, _ := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/")
+	if !strings.EqualFold(u.Host, e.host) || tenant == "" {
+		e.writeAADError(w, r, http.StatusBadRequest, "invalid_instance", 50049,
+			fmt.Sprintf("Unknown or invalid instance. This emulator serves only the authority %s, not %s.", e.url, u.Host))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"tenant_discovery_endpoint": e.url + "/" + url.PathEscape(tenant) + "/v2.0/.well-known/openid-configuration",
+		"api-version":               "1.1",
+		"metadata": []map[string]any{{
+			"preferred_network": e.host,
+			"preferred_cache":   e.host,
+			"aliases":           []string{e.host},
+		}},
+	})
+}

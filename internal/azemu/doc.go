@@ -9,11 +9,19 @@
 // # What it guarantees
 //
 //   - One HTTPS listener serves everything. Requests whose Host is
-//     "{vault}.{suffix}" reach the Key Vault data plane of that vault; every
-//     other host reaches the authority and the admin API.
-//   - The cryptography is real: keys are crypto/rsa keys, wrapKey/unwrapKey
-//     use RSA-OAEP-256 (RSA-OAEP is also accepted), tokens are
-//     RS256 JWTs signed by the emulator and verified on every vault request.
+//     "{vault}.{suffix}" reach the Key Vault data plane of that vault,
+//     "{hsm}.{HSM suffix}" that of a Managed HSM; every other host reaches
+//     the authority and the admin API. The server certificate also names
+//     login.microsoftonline.com, where MSAL sends instance discovery; the
+//     emulator's transports route that host to the listener.
+//   - The cryptography is real: RSA keys are crypto/rsa keys (wrap and
+//     encrypt with RSA-OAEP-256 or RSA-OAEP, sign with RS256/384/512 and
+//     PS256/384/512); EC keys on P-256, P-384 and P-521 are crypto/ecdsa
+//     keys, and P-256K (secp256k1) has math/big arithmetic of its own, not
+//     constant time, fit for an emulator only; ES256, ES256K, ES384 and ES512
+//     signatures are JWS r||s. oct keys (Managed HSM) are AES keys for
+//     A128/192/256 KW, GCM, CBC and CBCPAD. Tokens are RS256 JWTs signed by
+//     the emulator and verified on every vault request.
 //   - Failures look like Azure's (as documented and observed for the real services):
 //     same HTTP statuses, same JSON envelopes, same error and innererror
 //     codes and, where known, the same message text. A deleted vault does not
@@ -38,6 +46,7 @@
 //	GET  /{tenant}/oauth2/v2.0/authorize         (consent page, response_type=code)
 //	POST /{tenant}/oauth2/v2.0/authorize         (Accept / Cancel)
 //	GET  /common/oauth2/authorize                (classic form; asks for the tenant)
+//	GET  /common/discovery/instance              (MSAL instance discovery)
 //
 // A client-credentials token is issued only when the tenant exists, the app
 // is registered, the app has a service principal in that tenant (admin
@@ -67,6 +76,14 @@
 // and an access token. The redirect URI must be one the app registered
 // (App.RedirectURI, App.RedirectURIs, AddRedirectURI).
 //
+// Instance discovery (api-version 1.1, as MSAL calls it for an authority
+// it does not know) answers for the emulator's own host only: the
+// tenant_discovery_endpoint of the tenant in authorization_endpoint and
+// metadata whose preferred_network, preferred_cache and only alias are the
+// emulator's host. Any other authority gets 400 invalid_instance
+// (AADSTS50049), so the emulator never sends a client elsewhere. A
+// ClientSecretCredential with default options therefore works.
+//
 // # Key Vault data plane
 //
 // Vault hosts are "{vault}.{suffix}" (default suffix "vault.azure.localhost").
@@ -74,8 +91,53 @@
 // "https://{suffix}", which satisfies azkeys' challenge-resource check because
 // every vault host ends in "."+suffix; tokens must therefore have
 // aud "https://{suffix}". Supported: get key (newest or a version), list keys,
-// list versions (paged), create, rotate, update (PATCH), delete, deleted-key
-// get/list/recover/purge, wrapkey, unwrapkey, encrypt, decrypt, sign, verify.
+// list versions (paged, opaque nextLink), create (RSA, RSA-HSM, EC, EC-HSM;
+// the -HSM types need a premium vault), import (PUT /keys/{name} with a JSON
+// web key and its private parts, checked for consistency), rotate, update
+// (PATCH), delete, deleted-key get/list/recover/purge (recoveryId,
+// deletedDate, scheduledPurgeDate), backup and restore, rotation policy GET
+// (the default policy, Notify 30 days before expiry, when none was set) and
+// PUT (validated; its expiryTime dates versions made by rotate), wrapkey,
+// unwrapkey, encrypt, decrypt, sign, verify.
+//
+// A backup is an opaque blob: the key with all its versions sealed with
+// AES-256-GCM under a key derived from the emulator's signing key, bound to
+// the tenant and the kind of vault it came from. Only this emulator (or one
+// restarted from its state file) restores it, only into a vault (or HSM) of
+// the same tenant, and restore answers 409 when the name is live or deleted.
+//
+// Deletes and recovers run in the background as in Azure when
+// Options.KeyStateDelay is set: after DELETE the key is gone at once but
+// GET /deletedkeys/{name} answers 404 (and the deleted-key list omits it)
+// until the delay has passed; after a recover the key answers 404 until
+// then. Zero, the default, settles at once.
+//
+// # Managed HSM
+//
+// CreateManagedHSM makes a Managed HSM served on "{hsm}.{HSM suffix}"
+// (default suffix "managedhsm.azure.localhost"). Its challenge names the
+// resource "https://{HSM suffix}" (azkeys checks it as for vaults) and its
+// tokens need that audience; a vault token is refused, and an HSM does not
+// answer on a vault host nor a vault on an HSM host. Every key is
+// HSM-protected: RSA, EC and oct requests become RSA-HSM, EC-HSM and oct-HSM.
+// Soft delete is always on; purge protection is an HSM property that can be
+// switched on and never off; recoveryLevel follows the vault rules
+// (Recoverable+Purgeable, Recoverable, Customized... under 90 days).
+// POST /rng returns random bytes (1-128 per call). Access is local RBAC:
+// AssignHSMRole grants a built-in role at scope "/" (or "/keys", all keys)
+// or "/keys/{name}" (that key only), with the data actions Azure gives it:
+//
+//	Managed HSM Crypto User                     keys: read, create, import, update, rotate, delete,
+//	                                            backup, restore, encrypt/decrypt, wrap/unwrap,
+//	                                            sign/verify; deleted keys: read; random bytes
+//	Managed HSM Crypto Officer                  keys: read, create, import, update, rotate, delete,
+//	                                            backup, restore; deleted keys: read, recover, purge
+//	Managed HSM Crypto Service Encryption User  keys: read, wrap, unwrap
+//	Managed HSM Crypto Auditor                  keys and deleted keys: read
+//	Managed HSM Administrator                   role management only; no key access
+//
+// Vault roles (AssignRole) are not honoured on an HSM.
+//
 // The order of checks on each request is:
 //
 //  1. injected fault (SetVaultFault);
@@ -119,7 +181,15 @@
 //   - Vault names of 1-24 characters are accepted (Azure wants 3-24); soft
 //     delete and purge protection can be switched off again with
 //     UpdateVault.
-//   - Only RSA keys exist; RSA1_5 is refused.
+//   - Vaults and Managed HSMs share one name space; vault roles (AssignRole)
+//     are not honoured on an HSM.
+//   - Not provided: key release (no attestation service; release policies
+//     and the exportable flag are stored and shown, never evaluated), key
+//     attestation, automatic rotation by a policy's lifetime actions (the
+//     policy is stored; rotate is explicit), RSA1_5, ECDH and HSM-wide
+//     backup or security domains.
+//   - The texts of Managed HSM errors are the vault ones with HSM action
+//     names (unverified).
 //   - Throttling is one fixed window per vault over every authenticated
 //     request, not Azure's per-operation-type limits.
 //   - Access policies do not exist (only RBAC), so ForbiddenByPolicy is
@@ -167,6 +237,14 @@
 //	POST   /admin/vaults/{vault}/keys/{key}/rotate      -> {"version"}
 //	POST   /admin/vaults/{vault}/keys/{key}/recover
 //	POST   /admin/vaults/{vault}/keys/{key}/purge
+//	POST   /admin/managedhsms                           ManagedHSM
+//	GET    /admin/managedhsms/{hsm}                     VaultInfo
+//	PATCH  /admin/managedhsms/{hsm}                     {"purgeProtection":true} (false -> 403)
+//	POST   /admin/managedhsms/{hsm}/roles               {"principalObjectId","role","scope"}
+//	DELETE /admin/managedhsms/{hsm}/roles               {"principalObjectId","role","scope"}
+//
+// A Managed HSM's keys, deletion, recovery and purge use the /admin/vaults
+// routes with the HSM's name.
 //
 // AdminClient calls these endpoints from another process; errors it returns
 // wrap ErrNotFound, ErrInvalid, ErrConflict or ErrForbidden like the Go API.

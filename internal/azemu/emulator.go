@@ -29,6 +29,7 @@ import (
 type Options struct {
 	Addr        string           // listen address, default "127.0.0.1:0"
 	VaultSuffix string           // DNS suffix for vault hosts, default "vault.azure.localhost"
+	HSMSuffix   string           // DNS suffix for Managed HSM hosts, default "managedhsm.azure.localhost"
 	StateFile   string           // optional JSON state file
 	Now         func() time.Time // default time.Now
 	// TokenLifetime is how long access tokens last, default one hour as in
@@ -39,6 +40,12 @@ type Options struct {
 	// to reach the data plane and the token endpoint (Azure: minutes);
 	// default 0, at once. See SetPropagationDelay.
 	PropagationDelay time.Duration
+	// KeyStateDelay is how long a key delete or recover takes to settle, as
+	// in Azure, where both run in the background: after DELETE the key is
+	// gone at once but GET /deletedkeys/{name} answers 404 until the delay
+	// has passed; after a recover the key answers 404 until then. Zero (the
+	// default) settles at once.
+	KeyStateDelay time.Duration
 }
 
 // DefaultVaultSuffix is used when Options.VaultSuffix is empty.
@@ -46,9 +53,11 @@ const DefaultVaultSuffix = "vault.azure.localhost"
 
 // Emulator is a running emulator. All methods are safe for concurrent use.
 type Emulator struct {
-	opts   Options
-	now    func() time.Time
-	suffix string
+	opts      Options
+	now       func() time.Time
+	suffix    string
+	hsmSuffix string
+	hsmNames  sync.Map // names of Managed HSMs -> true
 
 	ln      net.Listener
 	srv     *http.Server
@@ -94,10 +103,17 @@ func Start(opts Options) (*Emulator, error) {
 		opts.VaultSuffix = DefaultVaultSuffix
 	}
 	opts.VaultSuffix = strings.ToLower(strings.Trim(opts.VaultSuffix, "."))
+	if opts.HSMSuffix == "" {
+		opts.HSMSuffix = DefaultHSMSuffix
+	}
+	opts.HSMSuffix = strings.ToLower(strings.Trim(opts.HSMSuffix, "."))
+	if opts.HSMSuffix == opts.VaultSuffix {
+		return nil, fmt.Errorf("azemu: vault and Managed HSM suffixes must differ (both %q)", opts.VaultSuffix)
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	e := &Emulator{opts: opts, now: opts.Now, suffix: opts.VaultSuffix,
+	e := &Emulator{opts: opts, now: opts.Now, suffix: opts.VaultSuffix, hsmSuffix: opts.HSMSuffix,
 		faults: map[string]vaultFault{}, windows: map[string]*throttleWindow{}, codes: map[string]authCode{},
 		stats: Stats{Vaults: map[string]VaultStats{}}, propDelay: max(opts.PropagationDelay, 0), pending: map[string][]propChange{}}
 
@@ -109,6 +125,11 @@ func Start(opts Options) (*Emulator, error) {
 		}
 	}
 	e.st = st
+	for name, v := range st.Vaults {
+		if v.ManagedHSM {
+			e.hsmNames.Store(name, true)
+		}
+	}
 
 	caCert, caKey, err := e.loadOrCreateCA()
 	if err != nil {
@@ -271,8 +292,11 @@ func (e *Emulator) issueServerCert(ca *x509.Certificate, caKey crypto.Signer, lh
 		NotAfter:     time.Now().AddDate(1, 0, 0),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost", e.suffix, "*." + e.suffix},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.IPv6loopback},
+		// login.microsoftonline.com: MSAL's instance discovery goes there
+		// whatever the authority; clients route it to the emulator.
+		DNSNames: []string{"localhost", e.suffix, "*." + e.suffix, e.hsmSuffix, "*." + e.hsmSuffix,
+			discoveryHost},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.IPv6loopback},
 	}
 	if ip := net.ParseIP(lhost); ip != nil {
 		if !ip.IsLoopback() {
@@ -380,9 +404,12 @@ func (e *Emulator) newInProcessTransport() (*http.Transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newRoutingTransport(pool, e.host, e.suffix, func(_ context.Context, vault string) bool {
-		return e.VaultResolves(vault)
-	}), nil
+	t := newRoutingTransport(pool, e.host, e.suffix, func(_ context.Context, vault string) bool {
+		return e.VaultResolves(vault) && !e.isHSMName(vault)
+	})
+	routeHSMHosts(t, e.host, e.hsmSuffix, func(name string) bool { return e.VaultResolves(name) && e.isHSMName(name) })
+	routeDiscoveryHost(t, e.host)
+	return t, nil
 }
 
 // VaultResolves reports whether "{vault}.{suffix}" would resolve in DNS
@@ -396,8 +423,9 @@ func (e *Emulator) VaultResolves(vault string) bool {
 
 // NewTransport builds, for another process, a transport equivalent to
 // Emulator.Transport: it trusts caPEM and sends the emulator host and every
-// "{vault}.{vaultSuffix}" host to emulatorURL. Vault existence is asked of
-// the admin API (GET /admin/dns/{host}) and cached for 200 ms; a vault that
+// "{vault}.{vaultSuffix}" host to emulatorURL, and likewise Managed HSM
+// hosts "{hsm}.{DefaultHSMSuffix}" and login.microsoftonline.com (instance
+// discovery). Vault and HSM existence is asked of the admin API (GET /admin/dns/{host}) and cached for 200 ms; a vault that
 // does not exist yields *net.DNSError{IsNotFound: true}. An empty vaultSuffix
 // means DefaultVaultSuffix.
 func NewTransport(emulatorURL string, caPEM []byte, vaultSuffix string) (*http.Transport, error) {
@@ -428,8 +456,7 @@ func NewTransport(emulatorURL string, caPEM []byte, vaultSuffix string) (*http.T
 	}
 	var mu sync.Mutex
 	cache := map[string]entry{}
-	resolves := func(ctx context.Context, vault string) bool {
-		host := vault + "." + vaultSuffix
+	resolvesHost := func(ctx context.Context, host string) bool {
 		mu.Lock()
 		ent, hit := cache[host]
 		mu.Unlock()
@@ -451,13 +478,30 @@ func NewTransport(emulatorURL string, caPEM []byte, vaultSuffix string) (*http.T
 		mu.Unlock()
 		return ok
 	}
-	return newRoutingTransport(pool, emuHost, vaultSuffix, resolves), nil
+	t := newRoutingTransport(pool, emuHost, vaultSuffix, func(ctx context.Context, vault string) bool {
+		return resolvesHost(ctx, vault+"."+vaultSuffix)
+	})
+	routeHSMHostsCtx(t, emuHost, DefaultHSMSuffix, func(ctx context.Context, name string) bool {
+		return resolvesHost(ctx, name+"."+DefaultHSMSuffix)
+	})
+	routeDiscoveryHost(t, emuHost)
+	return t, nil
 }
 
 // ---- dispatch ----
 
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if name, ok := vaultFromHost(r.Host, e.suffix); ok {
+		if e.isHSMName(name) {
+			name = "" // an HSM does not answer on a vault host
+		}
+		e.serveVault(w, r, name)
+		return
+	}
+	if name, ok := vaultFromHost(r.Host, e.hsmSuffix); ok {
+		if !e.isHSMName(name) {
+			name = ""
+		}
 		e.serveVault(w, r, name)
 		return
 	}
@@ -481,6 +525,7 @@ func (e *Emulator) routes() *http.ServeMux {
 	m.HandleFunc("POST /{tenant}/oauth2/v2.0/authorize", e.handleConsentPost)
 	m.HandleFunc("GET /common/oauth2/authorize", e.handleConsentPage)
 	m.HandleFunc("POST /common/oauth2/authorize", e.handleConsentPost)
+	m.HandleFunc("GET /common/discovery/instance", e.handleInstanceDiscovery)
 	m.HandleFunc("GET /{$}", e.handleIndex)
 	return m
 }

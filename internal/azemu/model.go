@@ -3,7 +3,6 @@ package azemu
 import (
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -121,6 +120,9 @@ type Vault struct {
 	// first; empty means DefaultAPIVersions. A shorter list stands for a
 	// cloud that lags behind (a sovereign cloud, Azure Stack Hub).
 	APIVersions []string `json:"apiVersions,omitempty"`
+	// ManagedHSM marks a Managed HSM (created with CreateManagedHSM, served
+	// on "{name}.{HSM suffix}"); CreateVault refuses it.
+	ManagedHSM bool `json:"managedHsm,omitempty"`
 }
 
 // VaultPatch is the serialisable form of UpdateVault (nil = unchanged).
@@ -163,8 +165,9 @@ func (p VaultPatch) apply(v *Vault) {
 
 // KeyOptions configures CreateKey.
 type KeyOptions struct {
-	Kty       string     `json:"kty,omitempty"`     // RSA (default) or RSA-HSM
-	Bits      int        `json:"bits,omitempty"`    // 2048, 3072 (default) or 4096
+	Kty       string     `json:"kty,omitempty"`     // RSA (default), RSA-HSM, EC, EC-HSM, oct, oct-HSM
+	Bits      int        `json:"bits,omitempty"`    // RSA: 2048, 3072 (default) or 4096; oct: 128, 192, 256 (default)
+	Curve     string     `json:"crv,omitempty"`     // EC: P-256 (default), P-256K, P-384, P-521
 	Ops       []string   `json:"ops,omitempty"`     // default wrapKey,unwrapKey,encrypt,decrypt,sign,verify
 	Enabled   *bool      `json:"enabled,omitempty"` // default true
 	NotBefore *time.Time `json:"notBefore,omitempty"`
@@ -187,6 +190,9 @@ type KeyUpdate struct {
 type RoleAssignment struct {
 	PrincipalObjectID string `json:"principalObjectId"`
 	Role              string `json:"role"`
+	// Scope is used by Managed HSM local RBAC only: "/" (the whole HSM,
+	// also when empty), "/keys" or "/keys/{name}".
+	Scope string `json:"scope,omitempty"`
 }
 
 // Stats are counters since Start (not persisted).
@@ -217,6 +223,7 @@ type KeyVersionInfo struct {
 	KID       string     `json:"kid"`
 	Kty       string     `json:"kty"`
 	Bits      int        `json:"bits"`
+	Curve     string     `json:"crv,omitempty"`
 	Ops       []string   `json:"ops"`
 	Enabled   bool       `json:"enabled"`
 	NotBefore *time.Time `json:"notBefore,omitempty"`
@@ -298,6 +305,11 @@ type keyState struct {
 	Name      string        `json:"name"`
 	Versions  []*keyVersion `json:"versions"`
 	DeletedAt time.Time     `json:"deletedAt,omitzero"`
+	// SettlesAt is when a delete or recover of the key completes (see
+	// Options.KeyStateDelay); until then the key answers as neither live
+	// nor deleted.
+	SettlesAt      time.Time       `json:"settlesAt,omitzero"`
+	RotationPolicy *rotationPolicy `json:"rotationPolicy,omitempty"`
 }
 
 type keyVersion struct {
@@ -310,8 +322,14 @@ type keyVersion struct {
 	Created    time.Time         `json:"created"`
 	Updated    time.Time         `json:"updated"`
 	Tags       map[string]string `json:"tags,omitempty"`
-	PrivateKey []byte            `json:"privateKey"` // PKCS#1 DER
+	PrivateKey []byte            `json:"privateKey,omitempty"` // RSA: PKCS#1 DER
+	Curve      string            `json:"crv,omitempty"`        // EC
+	ECKey      []byte            `json:"ecKey,omitempty"`      // EC: private scalar, big-endian
+	Secret     []byte            `json:"secret,omitempty"`     // oct: AES key
+	Exportable bool              `json:"exportable,omitempty"`
+	Release    *releasePolicy    `json:"releasePolicy,omitempty"`
 	priv       *rsa.PrivateKey
+	ec         *ecKey
 }
 
 func (k *keyState) newest() *keyVersion { return k.Versions[len(k.Versions)-1] }
@@ -357,11 +375,9 @@ func (st *state) fill() error {
 		for _, m := range []map[string]*keyState{v.Keys, v.DeletedKeys} {
 			for _, k := range m {
 				for _, ver := range k.Versions {
-					p, err := x509.ParsePKCS1PrivateKey(ver.PrivateKey)
-					if err != nil {
+					if err := ver.loadMaterial(); err != nil {
 						return fmt.Errorf("key %s/%s/%s: %w", v.Name, k.Name, ver.ID, err)
 					}
-					ver.priv = p
 				}
 			}
 		}
@@ -499,7 +515,12 @@ func recoveryLevel(v *Vault) (string, int) {
 	return prefix + "+Purgeable", days
 }
 
-func (e *Emulator) vaultURLFor(name string) string { return "https://" + name + "." + e.suffix }
+func (e *Emulator) vaultURLFor(name string) string {
+	if e.isHSMName(name) {
+		return "https://" + name + "." + e.hsmSuffix
+	}
+	return "https://" + name + "." + e.suffix
+}
 
 func (e *Emulator) keyInfoLocked(v *vaultState, k *keyState, deleted bool) KeyInfo {
 	ki := KeyInfo{Name: k.Name, Deleted: deleted}
@@ -510,7 +531,7 @@ func (e *Emulator) keyInfoLocked(v *vaultState, k *keyState, deleted bool) KeyIn
 	for _, ver := range k.Versions {
 		ki.Versions = append(ki.Versions, KeyVersionInfo{
 			Version: ver.ID, KID: e.vaultURLFor(v.Name) + "/keys/" + k.Name + "/" + ver.ID,
-			Kty: ver.Kty, Bits: ver.priv.N.BitLen(), Ops: slices.Clone(ver.Ops), Enabled: ver.Enabled,
+			Kty: ver.Kty, Bits: ver.bits(), Curve: ver.Curve, Ops: slices.Clone(ver.Ops), Enabled: ver.Enabled,
 			NotBefore: ver.NotBefore, Expires: ver.Expires, Created: ver.Created, Updated: ver.Updated,
 		})
 	}

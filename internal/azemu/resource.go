@@ -14,7 +14,7 @@ import (
 // e.mu must be held.
 func (e *Emulator) knownResourceLocked(resource string) bool {
 	r := strings.TrimSuffix(resource, "/")
-	if strings.EqualFold(r, e.VaultResource()) {
+	if strings.EqualFold(r, e.VaultResource()) || strings.EqualFold(r, e.HSMResource()) {
 		return true
 	}
 	id := strings.TrimPrefix(strings.ToLower(r), "api://")

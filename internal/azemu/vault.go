@@ -2,8 +2,6 @@ package azemu
 
 import (
 	"crypto"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/base64"
@@ -13,7 +11,6 @@ import (
 	"hash"
 	"io"
 	"math"
-	"math/big"
 	"net"
 	"net/http"
 	"regexp"
@@ -146,9 +143,9 @@ func (e *Emulator) serveVault(w http.ResponseWriter, r *http.Request, name strin
 			remoteIP(r), c, v.Name, v.Location), "ForbiddenByFirewall")
 		return
 	}
-	if !e.rbacAllows(v.Name, c.OID, rt.action) {
+	if !e.allowedFor(v, c.OID, rt) {
 		e.forbidden()
-		res := fmt.Sprintf("/subscriptions/%s/resourcegroups/%s/providers/microsoft.keyvault/vaults/%s", subscriptionID, resourceGroup, v.Name)
+		res := fmt.Sprintf("/subscriptions/%s/resourcegroups/%s/providers/microsoft.keyvault/%s/%s", subscriptionID, resourceGroup, resourceKind(v), v.Name)
 		if rt.key != "" {
 			res += "/keys/" + rt.key
 		}
@@ -156,7 +153,7 @@ func (e *Emulator) serveVault(w http.ResponseWriter, r *http.Request, name strin
 			"Caller is not authorized to perform action on resource.",
 			"If role assignments, deny assignments or role definitions were changed recently, please observe propagation time.",
 			"Caller: " + c.String(),
-			"Action: '" + rt.action + "'",
+			"Action: '" + actionFor(v, rt.action) + "'",
 			"Resource: '" + res + "'",
 			"Assignment: (not found)",
 			"DenyAssignmentId: null",
@@ -184,7 +181,7 @@ func remoteIP(r *http.Request) string {
 }
 
 func (e *Emulator) challenge(w http.ResponseWriter, v Vault, msg string) {
-	w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer authorization="%s/%s", resource="%s"`, e.url, v.TenantID, e.VaultResource()))
+	w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer authorization="%s/%s", resource="%s"`, e.url, v.TenantID, e.resourceFor(v)))
 	writeKVError(w, http.StatusUnauthorized, "Unauthorized", msg, "")
 }
 
@@ -223,7 +220,7 @@ func (e *Emulator) authenticate(w http.ResponseWriter, r *http.Request, v Vault)
 		e.challenge(w, v, "AKV10027: Token is not yet valid.") // emulator's text
 		return caller{}, false
 	}
-	resource := e.VaultResource()
+	resource := e.resourceFor(v)
 	if aud := str("aud"); aud != resource {
 		e.challenge(w, v, fmt.Sprintf("AKV10022: Invalid audience. Expected %s, found: %s.", resource, aud))
 		return caller{}, false
@@ -315,6 +312,9 @@ func parseKVRoute(r *http.Request) *kvRoute {
 	badMethod := &kvRoute{status: http.StatusMethodNotAllowed, code: "MethodNotAllowed", msg: fmt.Sprintf("The requested method %s is not allowed on %s.", m, r.URL.Path)}
 	rt := func(action, op, key, version string, h func(*Emulator, *kvReq, *kvRoute)) *kvRoute {
 		return &kvRoute{action: action, op: op, key: key, version: version, handler: h}
+	}
+	if ext := parseKVRouteExt(r, segs, rt); ext != nil {
+		return ext
 	}
 	switch {
 	case len(segs) == 1 && segs[0] == "keys":
@@ -410,8 +410,11 @@ type jsonWebKey struct {
 	KID    string   `json:"kid"`
 	Kty    string   `json:"kty"`
 	KeyOps []string `json:"key_ops"`
-	N      string   `json:"n"`
-	E      string   `json:"e"`
+	N      string   `json:"n,omitempty"`
+	E      string   `json:"e,omitempty"`
+	Crv    string   `json:"crv,omitempty"`
+	X      string   `json:"x,omitempty"`
+	Y      string   `json:"y,omitempty"`
 }
 
 type keyAttributes struct {
@@ -426,13 +429,14 @@ type keyAttributes struct {
 }
 
 type keyBundle struct {
-	Key                *jsonWebKey       `json:"key,omitempty"`
-	KID                string            `json:"kid,omitempty"` // list items
-	Attributes         keyAttributes     `json:"attributes"`
-	Tags               map[string]string `json:"tags,omitempty"`
-	RecoveryID         string            `json:"recoveryId,omitempty"`
-	DeletedDate        int64             `json:"deletedDate,omitempty"`
-	ScheduledPurgeDate int64             `json:"scheduledPurgeDate,omitempty"`
+	Key                *jsonWebKey        `json:"key,omitempty"`
+	KID                string             `json:"kid,omitempty"` // list items
+	Attributes         keyAttributes      `json:"attributes"`
+	Tags               map[string]string  `json:"tags,omitempty"`
+	ReleasePolicy      *releasePolicyJSON `json:"release_policy,omitempty"`
+	RecoveryID         string             `json:"recoveryId,omitempty"`
+	DeletedDate        int64              `json:"deletedDate,omitempty"`
+	ScheduledPurgeDate int64              `json:"scheduledPurgeDate,omitempty"`
 }
 
 func unixPtr(t *time.Time) *int64 {
@@ -445,7 +449,7 @@ func unixPtr(t *time.Time) *int64 {
 
 func (e *Emulator) attrs(v *Vault, ver *keyVersion) keyAttributes {
 	level, days := recoveryLevel(v)
-	en, exportable := ver.Enabled, false
+	en, exportable := ver.Enabled, ver.Exportable
 	return keyAttributes{Enabled: &en, NotBefore: unixPtr(ver.NotBefore), Expires: unixPtr(ver.Expires),
 		Created: ver.Created.Unix(), Updated: ver.Updated.Unix(), RecoveryLevel: level, RecoverableDays: &days,
 		Exportable: &exportable}
@@ -460,13 +464,11 @@ func (e *Emulator) kid(vault string, k *keyState, ver *keyVersion) string {
 }
 
 func (e *Emulator) bundle(v *Vault, k *keyState, ver *keyVersion) keyBundle {
-	pub := ver.priv.PublicKey
 	return keyBundle{
-		Key: &jsonWebKey{KID: e.kid(v.Name, k, ver), Kty: ver.Kty, KeyOps: slices.Clone(ver.Ops),
-			N: base64.RawURLEncoding.EncodeToString(pub.N.Bytes()),
-			E: base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes())},
-		Attributes: e.attrs(v, ver),
-		Tags:       ver.Tags,
+		Key:           publicJWK(e.kid(v.Name, k, ver), ver),
+		Attributes:    e.attrs(v, ver),
+		Tags:          ver.Tags,
+		ReleasePolicy: ver.Release.bundle(),
 	}
 }
 
@@ -512,7 +514,7 @@ func (e *Emulator) lookupLocked(q *kvReq, name, version string) (*vaultState, *k
 		return nil, nil, nil, false
 	}
 	k := vs.Keys[strings.ToLower(name)]
-	if k == nil {
+	if k == nil || k.settling(e.now()) {
 		writeKVError(q.w, http.StatusNotFound, "KeyNotFound", keyNotFoundMsg(name), "")
 		return nil, nil, nil, false
 	}
@@ -550,6 +552,9 @@ type cryptoBody struct {
 	Alg    string  `json:"alg"`
 	Value  *string `json:"value"`
 	Digest *string `json:"digest"`
+	IV     string  `json:"iv"`
+	AAD    string  `json:"aad"`
+	Tag    string  `json:"tag"`
 }
 
 func decodeB64URL(s string) ([]byte, error) {
@@ -593,12 +598,12 @@ func (e *Emulator) kvCrypto(q *kvReq, rt *kvRoute) {
 		return
 	}
 	var digest []byte
+	if body.Alg == "" {
+		writeKVError(q.w, http.StatusBadRequest, "BadParameter", msgBadAlg, "")
+		return
+	}
 	switch rt.op {
 	case "sign", "verify":
-		if _, ok := signAlgs[body.Alg]; !ok {
-			writeKVError(q.w, http.StatusBadRequest, "BadParameter", msgBadAlg, "")
-			return
-		}
 		if rt.op == "verify" {
 			if body.Digest == nil {
 				writeKVError(q.w, http.StatusBadRequest, "BadParameter", "Content of 'digest' is not base64url.\r\nProperty 'digest' is required.\r\n", "")
@@ -609,9 +614,17 @@ func (e *Emulator) kvCrypto(q *kvReq, rt *kvRoute) {
 				return
 			}
 		}
-	default:
-		if _, _, ok := oaepHash(body.Alg); !ok {
-			writeKVError(q.w, http.StatusBadRequest, "BadParameter", msgBadAlg, "")
+	}
+	oq := opRequest{op: rt.op, alg: body.Alg, value: value, digest: digest}
+	for _, f := range []struct {
+		name, s string
+		dst     *[]byte
+	}{{"iv", body.IV, &oq.iv}, {"aad", body.AAD, &oq.aad}, {"tag", body.Tag, &oq.tag}} {
+		if f.s == "" {
+			continue
+		}
+		if *f.dst, err = decodeB64URL(f.s); err != nil {
+			writeKVError(q.w, http.StatusBadRequest, "BadParameter", "Content of '"+f.name+"' is not base64url.\r\n", "")
 			return
 		}
 	}
@@ -622,7 +635,7 @@ func (e *Emulator) kvCrypto(q *kvReq, rt *kvRoute) {
 		e.mu.Unlock()
 		return
 	}
-	enabled, ops, nbf, exp, priv := ver.Enabled, slices.Clone(ver.Ops), ver.NotBefore, ver.Expires, ver.priv
+	enabled, ops, nbf, exp := ver.Enabled, slices.Clone(ver.Ops), ver.NotBefore, ver.Expires
 	kid := e.kid(q.vault.Name, k, ver)
 	e.mu.Unlock()
 
@@ -654,67 +667,41 @@ func (e *Emulator) kvCrypto(q *kvReq, rt *kvRoute) {
 		}
 	}
 
-	var out any
-	switch rt.op {
-	case "wrapKey", "encrypt":
-		h, _, _ := oaepHash(body.Alg)
-		ct, err := rsa.EncryptOAEP(h, rand.Reader, &priv.PublicKey, value, nil)
-		if err != nil {
-			writeKVError(q.w, http.StatusBadRequest, "BadParameter", "The value is too long for this key and algorithm.", "")
-			return
-		}
-		out = map[string]string{"kid": kid, "value": base64.RawURLEncoding.EncodeToString(ct)}
-	case "unwrapKey", "decrypt":
-		h, _, _ := oaepHash(body.Alg)
-		pt, err := rsa.DecryptOAEP(h, nil, priv, value, nil)
-		if err != nil {
-			writeKVError(q.w, http.StatusBadRequest, "BadParameter", msgUndecryptable, "")
-			return
-		}
-		out = map[string]string{"kid": kid, "value": base64.RawURLEncoding.EncodeToString(pt)}
-	case "sign":
-		sa := signAlgs[body.Alg]
-		if len(value) != sa.h.Size() {
-			writeKVError(q.w, http.StatusBadRequest, "BadParameter", fmt.Sprintf("Invalid digest length for algorithm %s.", body.Alg), "")
-			return
-		}
-		var sig []byte
-		if sa.pss {
-			sig, err = rsa.SignPSS(rand.Reader, priv, sa.h, value, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash})
-		} else {
-			sig, err = rsa.SignPKCS1v15(nil, priv, sa.h, value)
-		}
-		if err != nil {
-			writeKVError(q.w, http.StatusBadRequest, "BadParameter", err.Error(), "")
-			return
-		}
-		out = map[string]string{"kid": kid, "value": base64.RawURLEncoding.EncodeToString(sig)}
-	case "verify":
-		sa := signAlgs[body.Alg]
-		if sa.pss {
-			err = rsa.VerifyPSS(&priv.PublicKey, sa.h, digest, value, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto})
-		} else {
-			err = rsa.VerifyPKCS1v15(&priv.PublicKey, sa.h, digest, value)
-		}
-		out = map[string]bool{"value": err == nil}
+	out, err := runOp(ver, kid, oq)
+	switch {
+	case errors.Is(err, errBadAlg):
+		writeKVError(q.w, http.StatusBadRequest, "BadParameter", msgBadAlg, "")
+		return
+	case errors.Is(err, errUndecryptable):
+		writeKVError(q.w, http.StatusBadRequest, "BadParameter", msgUndecryptable, "")
+		return
+	case errors.Is(err, ErrInvalid):
+		writeKVError(q.w, http.StatusBadRequest, "BadParameter", strings.TrimPrefix(err.Error(), ErrInvalid.Error()+": "), "")
+		return
+	case err != nil:
+		writeKVError(q.w, http.StatusInternalServerError, "InternalServerError", err.Error(), "")
+		return
 	}
 	e.served(q.vault.Name, rt.op)
 	writeJSON(q.w, http.StatusOK, out)
 }
 
 type createBody struct {
-	Kty        string            `json:"kty"`
-	KeySize    int               `json:"key_size"`
-	PublicExp  int               `json:"public_exponent"`
-	KeyOps     []string          `json:"key_ops"`
-	Attributes *attrsBody        `json:"attributes"`
-	Tags       map[string]string `json:"tags"`
+	Kty        string             `json:"kty"`
+	Curve      string             `json:"crv"`
+	Release    *releasePolicyJSON `json:"release_policy"`
+	KeySize    int                `json:"key_size"`
+	PublicExp  int                `json:"public_exponent"`
+	KeyOps     []string           `json:"key_ops"`
+	Attributes *attrsBody         `json:"attributes"`
+	Tags       map[string]string  `json:"tags"`
 }
 
 type attrsBody struct {
-	Enabled   *bool  `json:"enabled"`
-	NotBefore *int64 `json:"nbf"`
-	Expires   *int64 `json:"exp"`
+	Exportable *bool  `json:"exportable"`
+	Enabled    *bool  `json:"enabled"`
+	NotBefore  *int64 `json:"nbf"`
+	Expires    *int64 `json:"exp"`
 }
 
 func fromUnix(p *int64) *time.Time {
@@ -754,7 +741,12 @@ func (e *Emulator) kvCreateKey(q *kvReq, rt *kvRoute) {
 		writeKVError(q.w, http.StatusBadRequest, "BadParameter", "The emulator supports public exponent 65537 only.", "")
 		return
 	}
-	o := KeyOptions{Kty: body.Kty, Bits: body.KeySize, Ops: body.KeyOps}
+	kty, err := ktyForVault(&q.vault, body.Kty)
+	if err != nil {
+		e.writeAdminErrAsKV(q.w, rt.key, err)
+		return
+	}
+	o := KeyOptions{Kty: kty, Bits: body.KeySize, Curve: body.Curve, Ops: body.KeyOps}
 	if body.Attributes != nil {
 		o.Enabled = body.Attributes.Enabled
 		o.NotBefore = fromUnix(body.Attributes.NotBefore)
@@ -762,6 +754,10 @@ func (e *Emulator) kvCreateKey(q *kvReq, rt *kvRoute) {
 	}
 	ver, err := e.newKeyVersion(o)
 	if err != nil {
+		e.writeAdminErrAsKV(q.w, rt.key, err)
+		return
+	}
+	if err := setRelease(ver, body.Attributes, body.Release); err != nil {
 		e.writeAdminErrAsKV(q.w, rt.key, err)
 		return
 	}
@@ -877,7 +873,7 @@ func (e *Emulator) kvGetDeleted(q *kvReq, rt *kvRoute) {
 	if err == nil {
 		k = vs.DeletedKeys[strings.ToLower(rt.key)]
 	}
-	if k == nil {
+	if k == nil || k.settling(e.now()) {
 		e.mu.Unlock()
 		deletedNotFound(q.w, rt.key)
 		return
@@ -976,6 +972,9 @@ func (e *Emulator) kvListKeys(q *kvReq, _ *kvRoute) {
 	if err == nil {
 		for _, n := range sortedKeys(vs.Keys) {
 			k := vs.Keys[n]
+			if k.settling(e.now()) {
+				continue
+			}
 			items = append(items, keyBundle{KID: e.kid(vs.Name, k, nil), Attributes: e.attrs(&vs.Vault, k.newest()), Tags: k.newest().Tags})
 		}
 	}
@@ -989,6 +988,9 @@ func (e *Emulator) kvListDeleted(q *kvReq, _ *kvRoute) {
 	var items []keyBundle
 	if err == nil {
 		for _, n := range sortedKeys(vs.DeletedKeys) {
+			if vs.DeletedKeys[n].settling(e.now()) {
+				continue
+			}
 			items = append(items, e.deletedBundle(&vs.Vault, vs.DeletedKeys[n], false))
 		}
 	}
