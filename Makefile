@@ -1,7 +1,7 @@
 # cmk — build, test, lint.
 #
 #   make test    everything CI runs: installs the test servers (PostgreSQL,
-#                Azurite, Chromium with playwright-core) and staticcheck, then gofmt, vet, staticcheck and
+#                Azurite, Chromium with playwright-core, awscli and boto3) and staticcheck, then gofmt, vet, staticcheck and
 #                every test, with no test allowed to skip for a missing server
 #   make fuzz    every fuzz target for FUZZTIME each (default 3s, as in make test;
 #                longer: make fuzz FUZZTIME=5m)
@@ -20,6 +20,7 @@ deps:
 	bash scripts/install-postgres.sh
 	bash scripts/install-azurite.sh
 	bash scripts/install-chromium.sh
+	bash scripts/install-awscli.sh
 
 build:
 	$(GO) build ./...

@@ -9,11 +9,12 @@ import (
 )
 
 // forbidden are the packages the production server must not link, with
-// everything under them: the local Azure emulator, the benchmarks (and the
+// everything under them: the local Azure and AWS emulators, the benchmarks (and the
 // age library they compare against), the development world and the test
 // service. Tink, also a benchmark comparison, is refused by name below.
 var forbidden = []string{
 	"github.com/cmk-project/cmk/internal/azemu",
+	"github.com/cmk-project/cmk/internal/awsemu",
 	"github.com/cmk-project/cmk/internal/bench",
 	"github.com/cmk-project/cmk/internal/devenv",
 	"github.com/cmk-project/cmk/internal/testsvc",
@@ -63,6 +64,7 @@ func TestRefused(t *testing.T) {
 		"github.com/cmk-project/cmk/internal/azemu":     true,
 		"github.com/cmk-project/cmk/internal/azemu/sub": true,
 		"github.com/cmk-project/cmk/internal/azemux":    false,
+		"github.com/cmk-project/cmk/internal/awsemu":    true,
 		"github.com/cmk-project/cmk/internal/bench":     true,
 		"github.com/cmk-project/cmk/internal/devenv":    true,
 		"github.com/cmk-project/cmk/internal/testsvc":   true,
