@@ -15,10 +15,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cmk-project/cmk/internal/bench"
+	"github.com/cmk-project/cmk/internal/monitor"
 )
 
 // benchNames are the measurements, in the order `all` runs them.
-var benchNames = []string{"enable", "lake", "profile", "vaultcalls", "age", "tink", "revocation", "monitorcost"}
+var benchNames = []string{"enable", "lake", "profile", "vaultcalls", "age", "tink", "revocation", "monitorcost", "rotation"}
 
 func newBenchCmd() *cobra.Command {
 	var (
@@ -33,6 +34,7 @@ func newBenchCmd() *cobra.Command {
 		tinkCfg     bench.TinkConfig
 		rev         bench.RevocationConfig
 		mon         bench.MonitorCostConfig
+		rot         bench.RotationConfig
 	)
 	lakeSize, peakSize, ageSize := sizeFlag(256<<20), sizeFlag(2<<30), sizeFlag(1<<30)
 	cmd := &cobra.Command{
@@ -55,6 +57,8 @@ started in this process on temporary state, as 'cmk dev' does.
                the first refused (and served) read
   monitorcost  key-vault calls per org per hour of monitoring, and state
                changes under a throttled vault
+  rotation     time from a new key version in the vault to cmk picking it up,
+               through Key Vault's event and by polling alone
 
 Comparisons run the two sides in alternating order, pair after pair, and
 print the median with the range [min – max]. Each measurement prints its
@@ -63,6 +67,7 @@ of minutes each and need free disk for the file sizes given.`,
 		Example: `  cmk bench age
   cmk bench lake --lake-size 1GiB --peak-size 2GiB
   cmk bench revocation --revocation-trials 50 --check-interval 1s
+  cmk bench rotation --rotation-trials 20 --rotation-interval 30s
   cmk bench enable --sandboxes 200 --throttle-limit 100 --throttle-window 2s
   cmk bench all --output json > bench.json`,
 		ValidArgs: append(slices.Clone(benchNames), "all"),
@@ -95,6 +100,7 @@ of minutes each and need free disk for the file sizes given.`,
 				"tink":        func() (fmt.Stringer, error) { tinkCfg.Common = common; return bench.Tink(ctx, tinkCfg) },
 				"revocation":  func() (fmt.Stringer, error) { rev.Common = common; return bench.Revocation(ctx, rev) },
 				"monitorcost": func() (fmt.Stringer, error) { mon.Common = common; return bench.MonitorCost(ctx, mon) },
+				"rotation":    func() (fmt.Stringer, error) { rot.Common = common; return bench.Rotation(ctx, rot) },
 			}
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
@@ -173,6 +179,9 @@ of minutes each and need free disk for the file sizes given.`,
 	f.IntVar(&mon.ThrottleLimit, "monitor-throttle-limit", 2, "monitorcost: key operations the throttled vault admits per window")
 	f.DurationVar(&mon.ThrottleWindow, "monitor-throttle-window", time.Second, "monitorcost: the throttled vault's window")
 	f.DurationVar(&mon.ThrottleDuration, "throttle-duration", time.Minute, "monitorcost: length of the throttled run")
+
+	f.IntVar(&rot.Trials, "rotation-trials", 20, "rotation: trials with events and as many without")
+	f.DurationVar(&rot.Interval, "rotation-interval", monitor.DefaultInterval, "rotation: key check interval (the polling side's)")
 	return cmd
 }
 

@@ -148,6 +148,11 @@ The same over HTTP:
   curl -s "$CMK_URL/data/infrastructure/manager/byok/health" %[10]s
   curl -s "$CMK_URL/data/infrastructure/manager/byok/alerts?status=OPEN" %[10]s
 
+The vault's events reach cmk through an Event Grid subscription, so a new key
+version is picked up at once, not at the next check:
+
+  cmk azure-emulator key rotate %[4]s %[5]s
+
 Press Ctrl-C to stop.
 `, in.BaseURL, in.EmulatorURL, in.OrgID, devenv.Vault, devenv.KeyName, in.APIKey, in.Token, caFile, in.KeyIdentifier, hdr, body)
 }

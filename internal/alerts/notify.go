@@ -59,7 +59,13 @@ func (n *Notifier) Raise(ctx context.Context, org, kind, cause string, d cmkapi.
 // Resolve resolves the org's open alerts of the given kinds (all when none)
 // and queues a resolved event for each.
 func (n *Notifier) Resolve(ctx context.Context, org string, kinds ...string) ([]*store.Alert, error) {
-	resolved, err := n.Store.ResolveAlerts(ctx, org, kinds...)
+	return n.ResolveWhere(ctx, org, store.AlertFilter{Kinds: kinds})
+}
+
+// ResolveWhere resolves the org's open alerts the filter picks and queues a
+// resolved event for each.
+func (n *Notifier) ResolveWhere(ctx context.Context, org string, f store.AlertFilter) ([]*store.Alert, error) {
+	resolved, err := n.Store.ResolveAlertsWhere(ctx, org, f)
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,9 @@ type NotifierStore interface {
 	// ResolveAlerts resolves the org's open alerts (all kinds when kinds is
 	// empty) and returns the ones it resolved.
 	ResolveAlerts(ctx context.Context, org string, kinds ...string) ([]*store.Alert, error)
+	// ResolveAlertsWhere resolves the org's open alerts the filter picks
+	// (kinds, causes, causes to keep) and returns the ones it resolved.
+	ResolveAlertsWhere(ctx context.Context, org string, f store.AlertFilter) ([]*store.Alert, error)
 	// EnqueueEvent queues an event for every webhook of the org. Queuing the same
 	// event id twice is a no-op.
 	EnqueueEvent(ctx context.Context, org, eventID, payload string) (int, error)

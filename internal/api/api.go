@@ -63,6 +63,10 @@ type Server struct {
 	// plane to come from Limits.Vaults.
 	Limits *ratelimit.Limits
 
+	// Events verifies deliveries of Key Vault events (nil = the route
+	// answers 404: events are not enabled).
+	Events *EventSource
+
 	// The data plane; nil parts are not served.
 	Lake     *lake.Lake
 	Profiles *profile.Store
@@ -84,7 +88,9 @@ func (s *Server) Handler() http.Handler {
 		case rt == cmkapi.UI:
 			mux.Handle(rt.Path, h)
 			mux.Handle("GET /{$}", http.RedirectHandler(rt.Path, http.StatusFound))
-		case rt.Access == cmkapi.Public:
+		case rt.Access == cmkapi.Public, rt.Access == cmkapi.ServiceCaller:
+			// A service caller's token is checked by the handler, against
+			// that service's own issuer.
 			mux.Handle(rt.Pattern(), h)
 		case rt.Access == cmkapi.Sandboxed:
 			mux.Handle(rt.Pattern(), s.sandboxed(rt, s.limited(rt, h)))
@@ -106,6 +112,7 @@ func (s *Server) handlers() map[string]http.Handler {
 		cmkapi.Healthz.ID:            func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, cmkapi.Status{Status: "ok"}) },
 		cmkapi.GetAppRegistration.ID: s.appRegistration,
 		cmkapi.ConsentCallback.ID:    s.consentCallback,
+		cmkapi.KeyVaultEvents.ID:     s.keyVaultEvents,
 		cmkapi.PreflightKey.ID:       s.preflight,
 		cmkapi.CreateConfig.ID:       s.createConfig,
 		cmkapi.ListConfigs.ID:        s.listConfigs,

@@ -31,6 +31,10 @@ type Claims struct {
 	// ClientID is the JSON claim "client_id"; it should equal the x-api-key
 	// header, which callers check with CheckAPIKey.
 	ClientID string
+	// AppID is the calling application of a Microsoft Entra access token
+	// (claim appid, or azp in v2.0 tokens); TenantID its tid.
+	AppID    string
+	TenantID string
 
 	IssuedAt, NotBefore, ExpiresAt time.Time
 }

@@ -32,6 +32,11 @@ type wireClaims struct {
 	jwt.RegisteredClaims
 	Orgs     map[string][]string `json:"orgs,omitempty"`
 	ClientID string              `json:"client_id,omitempty"`
+	// Microsoft Entra access tokens name the calling app in appid (v1.0)
+	// or azp (v2.0) and the issuing tenant in tid.
+	AppID    string `json:"appid,omitempty"`
+	AZP      string `json:"azp,omitempty"`
+	TenantID string `json:"tid,omitempty"`
 }
 
 // UnmarshalJSON decodes the payload after checking that exp, nbf and iat,
@@ -145,6 +150,11 @@ func (vc verifyConfig) verify(ctx context.Context, token string) (*Claims, error
 		Audience: vc.audience,
 		Orgs:     wc.Orgs,
 		ClientID: wc.ClientID,
+		AppID:    wc.AppID,
+		TenantID: wc.TenantID,
+	}
+	if c.AppID == "" {
+		c.AppID = wc.AZP
 	}
 	if wc.IssuedAt != nil {
 		c.IssuedAt = wc.IssuedAt.UTC()

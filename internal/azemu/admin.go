@@ -318,6 +318,7 @@ func (e *Emulator) AssignRole(vault, principalObjectID, role string) error {
 		if !slices.Contains(vs.Roles, ra) {
 			vs.Roles = append(vs.Roles, ra)
 			e.recordChangeLocked(roleKey(vs.Name, principalObjectID, r), "", present)
+			e.accessChangedLocked(vs.Name)
 		}
 		return nil
 	})
@@ -341,6 +342,7 @@ func (e *Emulator) RemoveRole(vault, principalObjectID, role string) error {
 		}
 		vs.Roles = slices.Delete(vs.Roles, i, i+1)
 		e.recordChangeLocked(roleKey(vs.Name, principalObjectID, r), present, "")
+		e.accessChangedLocked(vs.Name)
 		return nil
 	})
 }
@@ -425,6 +427,7 @@ func (e *Emulator) addVersionLocked(vault, name string, ver *keyVersion) error {
 		vs.Keys[lk] = k
 	}
 	k.Versions = append(k.Versions, ver)
+	e.keyVersionCreatedLocked(vs.Name, k.Name, ver)
 	return nil
 }
 

@@ -246,6 +246,37 @@
 // A Managed HSM's keys, deletion, recovery and purge use the /admin/vaults
 // routes with the HSM's name.
 //
+//	POST   /admin/vaults/{vault}/eventSubscriptions     EventSubscription (validation handshake) -> EventSubscription
+//	GET    /admin/vaults/{vault}/eventSubscriptions     -> [EventSubscription]
+//	GET    /admin/vaults/{vault}/eventSubscriptions/{name}
+//	DELETE /admin/vaults/{vault}/eventSubscriptions/{name}
+//	GET    /admin/eventgrid/validate/{vault}/{name}?code=  the validationUrl: validates by hand
+//	PUT    /admin/eventgrid/delivery                    EventDelivery {"stopped","delayMs"}
+//	POST   /admin/eventgrid/scan                        publish due KeyNearExpiry/KeyExpired now
+//	GET    /admin/eventgrid/stats                       EventStats
+//
+// # Event Grid
+//
+// Each vault publishes Microsoft.KeyVault.KeyNewVersionCreated (a key's
+// first version too), KeyNearExpiry (30 days before the newest version's
+// exp), KeyExpired and VaultAccessPolicyChanged (a role assigned or
+// removed) to its event subscriptions, as a JSON array of one event in the
+// Event Grid schema (id, topic
+// "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{vault}",
+// subject, eventType, eventTime, data {Id, VaultName, ObjectType,
+// ObjectName, Version, NBF, EXP}, dataVersion, metadataVersion "1").
+// Creating a subscription sends the endpoint a SubscriptionValidation
+// request (header aeg-event-type) with data.validationCode and
+// validationUrl; the subscription is validated when the answer is 200
+// {"validationResponse": code} or its validationUrl is fetched, and gets
+// nothing before. Every request carries "Authorization: Bearer" with an
+// access token the emulator signs: iss "https://sts.windows.net/{tenantId}/"
+// and tid of the subscription's tenant, aud its audience, appid Event
+// Grid's (EventGridAppID). A delivery that does not answer 2xx is tried 4
+// times with a doubling pause from 100 ms (Event Grid retries for up to a
+// day; SetEventRetries). Expiry is checked every second on Options.Now
+// (ScanKeyExpiry to check at once). Subscriptions are not persisted.
+//
 // AdminClient calls these endpoints from another process; errors it returns
 // wrap ErrNotFound, ErrInvalid, ErrConflict or ErrForbidden like the Go API.
 package azemu

@@ -81,6 +81,8 @@ type Emulator struct {
 	stats      Stats
 	propDelay  time.Duration           // see propagation.go
 	pending    map[string][]propChange // changes not yet in effect, by setting
+
+	events *eventHub // Event Grid subscriptions and deliveries (events.go)
 }
 
 type vaultFault struct {
@@ -164,6 +166,8 @@ func Start(opts Options) (*Emulator, error) {
 	e.mux = e.routes()
 	e.adminMux = http.NewServeMux()
 	e.adminRoutes(e.adminMux)
+	e.events = newEventHub(e)
+	e.eventRoutes(e.adminMux)
 	e.srv = &http.Server{
 		Handler:           e,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -186,6 +190,7 @@ func Start(opts Options) (*Emulator, error) {
 		}
 	}
 	go func() { _ = e.srv.ServeTLS(ln, "", "") }()
+	go e.events.run()
 	return e, nil
 }
 
@@ -194,6 +199,7 @@ func (e *Emulator) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	e.transport.CloseIdleConnections()
+	e.events.close()
 	err := e.srv.Shutdown(ctx)
 	if err != nil {
 		err = e.srv.Close()

@@ -119,6 +119,17 @@ func BenchmarkRevocation(b *testing.B) {
 	}
 }
 
+func BenchmarkRotation(b *testing.B) {
+	for b.Loop() {
+		r, err := Rotation(context.Background(), RotationConfig{Common: common(b), Trials: 3, Interval: time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(r.Event.P99us/1e3, "event-p99-ms")
+		b.ReportMetric(r.Polling.P99us/1e3, "polling-p99-ms")
+	}
+}
+
 func BenchmarkMonitorCost(b *testing.B) {
 	for b.Loop() {
 		r, err := MonitorCost(context.Background(), MonitorCostConfig{Common: common(b), Orgs: 2, Interval: 200 * time.Millisecond,
@@ -261,5 +272,18 @@ func TestSmallRuns(t *testing.T) {
 	}
 	if !strings.Contains(r.String(), "per 100,000 ops") {
 		t.Errorf("VaultCallsResult.String() = %q, missing the per-100k row", r.String())
+	}
+
+	// Rotation detection, two short trials: the event side picks every
+	// rotation up well within a check interval.
+	rot, err := Rotation(ctx, RotationConfig{Common: Common{Dir: t.TempDir()}, Trials: 2, Interval: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rot.EventMisses+rot.PollingMisses > 0 || rot.Event.N != 2 || rot.Polling.N != 2 || rot.Event.P99us >= 1e6 {
+		t.Errorf("Rotation() = %+v, want 2 trials each, none missed, events picked up within 1 s", rot)
+	}
+	if !strings.Contains(rot.String(), "Key Vault event") {
+		t.Errorf("RotationResult.String() = %q", rot.String())
 	}
 }

@@ -57,6 +57,7 @@ const (
 const (
 	CauseFlapping       = "FLAPPING"        // the key keeps switching between usable and unusable
 	CauseGraceExhausted = "GRACE_EXHAUSTED" // transient failures outlasted the grace: data now refused
+	CauseKeyNearExpiry  = "KEY_NEAR_EXPIRY" // the key's newest version expires within 30, 7 or 1 days
 )
 
 // Alert statuses.

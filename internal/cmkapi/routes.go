@@ -14,6 +14,12 @@ const (
 	// Sandboxed routes are Org routes that also need x-sandbox-name naming a
 	// sandbox of the org.
 	Sandboxed
+	// ServiceCaller routes are called by another service, not for an org: a
+	// token from that service's own issuer (configured apart from the one
+	// of people and integrations), checked by the route itself; no org
+	// headers. A token for an org is refused like any token of another
+	// issuer.
+	ServiceCaller
 )
 
 // Route is one operation of the API. Routes is the only list of them: the
@@ -105,6 +111,10 @@ var (
 	// the link says which org, the authorization code which tenant.
 	ConsentCallback = Route{"consentCallback", "GET", byok + "/consent/callback", Public, "", "", ""}
 
+	// KeyVaultEvents receives Azure Key Vault's events through Event Grid,
+	// authenticated with a Microsoft Entra token issued to Event Grid.
+	KeyVaultEvents = Route{"keyVaultEvents", "POST", byok + "/events/keyvault", ServiceCaller, "", "", ""}
+
 	OpenAPIDocument = Route{"openapi", "GET", "/openapi.json", Public, "", "", ""}
 	Healthz         = Route{"healthz", "GET", "/healthz", Public, "", "", ""}
 	Metrics         = Route{"metrics", "GET", "/metrics", Public, "", "", ""}
@@ -118,5 +128,5 @@ var Routes = []Route{
 	ListSandboxes, CreateSandbox,
 	ListLakeFiles, ListDatasetFiles, PutLakeFile, GetLakeFile, DeleteLakeFile,
 	ListProfiles, PutProfile, GetProfile, DeleteProfile,
-	ConsentCallback, OpenAPIDocument, Healthz, Metrics, UI,
+	ConsentCallback, KeyVaultEvents, OpenAPIDocument, Healthz, Metrics, UI,
 }

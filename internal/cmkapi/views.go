@@ -356,3 +356,9 @@ func WriteAuditCSV(w io.Writer, entries []AuditEntry) error {
 	cw.Flush()
 	return cw.Error()
 }
+
+// EventGridValidation answers Event Grid's subscription-validation
+// handshake: the validation code of the request's event, echoed.
+type EventGridValidation struct {
+	ValidationResponse string `json:"validationResponse"`
+}

@@ -27,6 +27,9 @@ type Store interface {
 	// protects (its job passed validation), and the Azure tenant its vault
 	// was found in then ("" when not recorded).
 	KeyHolderTenant(ctx context.Context, org, vaultURL, keyName string) (tenant string, taken bool, err error)
+	// OrgsUsingKey lists the orgs whose data the vault's key protects (of
+	// every key in the vault when keyName is "").
+	OrgsUsingKey(ctx context.Context, vaultURL, keyName string) ([]string, error)
 	// BindTenant records that org is bound to an Azure tenant and reports
 	// whether the binding is new; store.ErrNotFound when the org is gone.
 	BindTenant(ctx context.Context, org, tenant string) (bool, error)

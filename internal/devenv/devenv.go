@@ -77,6 +77,9 @@ type Options struct {
 	// emulator applies grants within seconds, not Azure's minutes),
 	// negative not at all.
 	PropagationWait time.Duration
+	// NoEvents leaves the demo vault without its Event Grid subscription
+	// to the service (the service still accepts events).
+	NoEvents bool
 }
 
 // DevPropagationWait is the local environment's wait for a role or a
@@ -157,6 +160,11 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		DevLogin: true, DevTokenIssuer: true, LakeAzure: o.LakeAzure, ProfilesDSN: o.ProfilesDSN, DatabaseDSN: o.DatabaseDSN,
 		Monitor: o.Monitor, NoMonitor: o.NoMonitor, VaultTimeout: o.VaultTimeout, WebhookBackoff: o.WebhookBackoff,
 		RateLimits: o.RateLimits, PropagationWait: orDefaultWait(o.PropagationWait),
+		// Key Vault events, as Event Grid delivers them to an endpoint
+		// protected by Microsoft Entra: tokens of the platform's tenant
+		// for the app's URI, issued to Event Grid.
+		EventGridIssuer: "https://sts.windows.net/" + HomeTenant + "/", EventGridJWKSURL: emu.URL() + "/" + HomeTenant + "/discovery/v2.0/keys",
+		EventGridAudience: EventsAudience,
 		// Local receivers (tests, demos) are on loopback over http.
 		WebhookPolicy: alerts.URLPolicy{AllowHTTP: true, AllowPrivateNetworks: true},
 	})
@@ -193,7 +201,35 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 	if _, err := env.BindOrg(ctx, env.Org); err != nil {
 		return fail(fmt.Errorf("bind the demo org to the customer tenant: %w", err))
 	}
+	if !o.NoKey && !o.NoEvents {
+		if err := env.SubscribeEvents(Vault); err != nil {
+			return fail(err)
+		}
+	}
 	return env, nil
+}
+
+// EventsAudience is the audience of the Event Grid delivery tokens the
+// service accepts: the platform app's URI.
+const EventsAudience = AppURI
+
+// EventSubscription is the name of the demo vault's subscription to the
+// service's Key Vault events endpoint.
+const EventSubscription = "cmk-key-events"
+
+// SubscribeEvents subscribes the service's Key Vault events endpoint to the
+// vault's events, as an operator would create the Event Grid subscription;
+// the service answers the validation handshake.
+func (e *Env) SubscribeEvents(vault string) error {
+	s, err := e.Emu.CreateEventSubscription(vault, azemu.EventSubscription{Name: EventSubscription,
+		Endpoint: e.Svc.URL() + cmkapi.KeyVaultEvents.Path, Audience: EventsAudience, TenantID: HomeTenant})
+	if err != nil {
+		return fmt.Errorf("subscribe to the events of vault %s: %w", vault, err)
+	}
+	if !s.Validated() {
+		return fmt.Errorf("the service did not answer the validation of the event subscription of vault %s", vault)
+	}
+	return nil
 }
 
 // BindOrg binds org to the customer tenant as a tenant administrator would:

@@ -199,13 +199,20 @@ func TestAuthorizationMatrix(t *testing.T) {
 					t.Errorf("%s %s (%s) as %q answered %d with the victim's data: %.300s", rt.Method, path, rt.ID, row.name, res.StatusCode, got)
 				}
 				code := errorCode(got)
-				if res.StatusCode == row.status && code == row.code {
+				wantStatus, wantCode := row.status, row.code
+				if rt.Access == cmkapi.ServiceCaller && row.call.token != "" {
+					// A service caller's route takes only its own issuer's
+					// tokens: a token for an org, whatever it holds, is one
+					// of another issuer (events_test.go: the forged ones).
+					wantStatus, wantCode = 401, cmkapi.CodeInvalidToken
+				}
+				if res.StatusCode == wantStatus && code == wantCode {
 					continue
 				}
 				if row.orDenied && res.StatusCode >= 400 && res.StatusCode < 500 {
 					continue
 				}
-				t.Errorf("%s %s (%s) as %q = %d %s, want %d %s", rt.Method, path, rt.ID, row.name, res.StatusCode, code, row.status, row.code)
+				t.Errorf("%s %s (%s) as %q = %d %s, want %d %s", rt.Method, path, rt.ID, row.name, res.StatusCode, code, wantStatus, wantCode)
 			}
 		}
 	}

@@ -228,6 +228,11 @@ var catalog = map[string]entry{
 		title: "Grace period exhausted",
 		cause: "The platform could not reach your key for longer than the grace period, so your data is now refused until the key can be reached again.",
 	},
+	cmkapi.CauseKeyNearExpiry: {
+		title: "Key expiring soon",
+		cause: "The current version of your key has an expiration date that is near; after it the platform can no longer wrap new data keys with it.",
+		steps: expirySteps,
+	},
 }
 
 // newKeySteps fix a key of the wrong type or size: a key's type and size

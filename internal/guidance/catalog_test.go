@@ -46,6 +46,7 @@ func TestEveryOtherCodeHasText(t *testing.T) {
 		{cmkapi.CodePurgeProtectionDisabled, true},
 		{cmkapi.CauseFlapping, false},       // the alert kind's steps apply
 		{cmkapi.CauseGraceExhausted, false}, // the alert kind's steps apply
+		{cmkapi.CauseKeyNearExpiry, true},
 	} {
 		checkText(t, tt.code, tt.withSteps)
 	}

@@ -52,5 +52,14 @@ type Memo struct {
 	LastWrap time.Time   `json:"lastWrap,omitzero"`
 	// Throttled counts the checks in a row the vault throttled, for the
 	// backoff of the next one.
-	Throttled int `json:"throttled,omitempty"`
+	Throttled int        `json:"throttled,omitempty"`
+	Expiry    ExpiryMemo `json:"expiry,omitzero"`
+}
+
+// ExpiryMemo remembers the expiry warnings raised for the key's expiry date:
+// Warned is the smallest threshold, in days, warned of for Expires (0:
+// none yet). Another expiry date starts afresh.
+type ExpiryMemo struct {
+	Expires time.Time `json:"expires,omitzero"`
+	Warned  int       `json:"warned,omitempty"`
 }

@@ -121,6 +121,23 @@ func (p Policy) Parse(raw string) (ID, error) {
 	return id, nil
 }
 
+// ParseVault parses the URL of a vault itself, "https://{vault}.{suffix}"
+// with an optional trailing slash (as Key Vault's events name a vault), with
+// the same rules as Parse. The ID has no key name.
+func (p Policy) ParseVault(raw string) (ID, error) {
+	t := strings.TrimSuffix(strings.TrimSpace(raw), "/")
+	if len(raw) > MaxLength || strings.Count(t, "/") != 2 {
+		return ID{}, &kms.Error{Kind: kms.KindMalformedKeyURI, Op: "parse", Key: printable(raw),
+			Err: &ParseError{Reason: "a vault URL is https://{vault-name}.vault.azure.net, with no path"}}
+	}
+	id, err := p.Parse(t + "/keys/vault")
+	if err != nil {
+		return ID{}, err
+	}
+	id.Name = ""
+	return id, nil
+}
+
 // AllowedHost reports whether host (without a port) is exactly one valid
 // vault label followed by an allowed suffix.
 func (p Policy) AllowedHost(host string) bool {

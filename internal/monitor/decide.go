@@ -20,6 +20,7 @@ import (
 // outcome is what one probe of an org's key found.
 type outcome struct {
 	version    string        // the key's newest version; "" when describe failed
+	expires    *time.Time    // that version's expiry (exp); nil when none or describe failed
 	kind       kms.Kind      // the first failure's kind; "" when every call worked
 	message    string        // that failure, for a person (guidance.Describe)
 	retryAfter time.Duration // the vault's Retry-After of a throttled failure

@@ -39,6 +39,10 @@
 //   - Rotation re-wraps a data key only under a key version Describe shows
 //     usable, and proves each new wrapping unwraps to the same data key
 //     before the old wrapping is replaced (rotate.go).
+//   - A Key Vault event only asks for a check (Nudge): at once, then at
+//     most once per NudgeGap per org however many arrive; the check decides.
+//   - The key's expiry date is warned of 30, 7 and 1 days ahead, once per
+//     threshold and date (expiry.go).
 package monitor
 
 import (
@@ -53,6 +57,7 @@ import (
 
 	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/audit"
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/dekcache"
 	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/keyhealth"
@@ -83,6 +88,9 @@ type Config struct {
 	WrapEvery   int // prove wrap on every Nth check (unwrap is proved every time)
 	FlapWindow  time.Duration
 	FlapCount   int
+	// NudgeGap is the least time between two checks of one org asked for
+	// by Nudge (key events), default DefaultNudgeGap.
+	NudgeGap time.Duration
 }
 
 // Monitor checks keys. Several monitors (replicas) can share one database:
@@ -105,7 +113,8 @@ type Monitor struct {
 	// with ctx).
 	Sleep func(ctx context.Context, d time.Duration) error
 
-	once sync.Once // fills defaults once, before any loop reads the config
+	once  sync.Once // fills defaults once, before any loop reads the config
+	nudge *nudges   // orgs to check now (nudge.go)
 }
 
 func (m *Monitor) defaults() { m.once.Do(m.fillDefaults) }
@@ -135,6 +144,10 @@ func (m *Monitor) fillDefaults() {
 	if m.Now == nil {
 		m.Now = time.Now
 	}
+	if m.NudgeGap == 0 {
+		m.NudgeGap = DefaultNudgeGap
+	}
+	m.nudge = newNudges()
 	if m.Sleep == nil {
 		m.Sleep = sleepCtx
 	}
@@ -230,7 +243,7 @@ func (m *Monitor) prove(ctx context.Context, ref kms.KeyRef, h *keyhealth.Health
 	if err != nil {
 		return err
 	}
-	o.version = info.Version
+	o.version, o.expires = info.Version, info.Expires
 	// The attributes first: Key Vault still wraps under a disabled key
 	// (only unwrap is refused), so a wrap that works proves nothing.
 	if !info.Enabled {
@@ -340,7 +353,19 @@ func (m *Monitor) check(ctx context.Context, h *keyhealth.Health) (*keyhealth.He
 		m.Metrics.CheckDurations.Observe(now.Sub(start).Seconds())
 	}
 	d := decide(*h, o, now, m.policy())
-	return m.apply(ctx, h, ref, d)
+	// The expiry warnings follow the exp the check saw; without an answer
+	// from describe there is nothing to go on, and the memory stays.
+	var exp expiryStep
+	if o.version != "" {
+		exp = expiryWarning(h.Memo.Expiry, o.expires, now)
+		d.next.Memo.Expiry = exp.memo
+	}
+	next, err := m.apply(ctx, h, ref, d)
+	if err != nil {
+		return nil, err
+	}
+	m.applyExpiry(ctx, h.OrgID, ref, exp, o.expires, now)
+	return next, nil
 }
 
 // policy is the configuration as decide takes it, with this check's jitter.
@@ -404,7 +429,10 @@ func (m *Monitor) apply(ctx context.Context, prev *keyhealth.Health, ref kms.Key
 		}
 	}
 	if d.resolve {
-		if _, err := m.Notifier.Resolve(ctx, org, d.resolveKinds...); err != nil {
+		// An expiry warning is about the key's date, not its access: only
+		// a new date closes it (applyExpiry).
+		f := store.AlertFilter{Kinds: d.resolveKinds, KeepCauses: []string{cmkapi.CauseKeyNearExpiry}}
+		if _, err := m.Notifier.ResolveWhere(ctx, org, f); err != nil {
 			m.Log.Error("resolve alerts", "org", org, "err", err)
 		}
 	}

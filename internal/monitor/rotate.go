@@ -48,6 +48,7 @@ func (m *Monitor) RunRotations(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-time.After(poll):
+		case <-m.nudge.kick: // a check found a new version just now
 		}
 	}
 }

@@ -134,6 +134,10 @@ read that file can sign in as any org).`,
 	f.DurationVar(&cfg.BodyReadTimeout, "body-read-timeout", service.DefaultBodyReadTimeout, "a request body must bring --min-transfer-bytes within each such wait, or the request fails with 408 and nothing is stored")
 	f.DurationVar(&cfg.WriteTimeout, "write-timeout", service.DefaultWriteTimeout, "a client must take --min-transfer-bytes of an answer within each such wait, or the answer is cut off")
 	f.IntVar(&cfg.MinTransferBytes, "min-transfer-bytes", service.DefaultMinTransferBytes, "the minimum transfer per --body-read-timeout or --write-timeout")
+	f.StringVar(&cfg.EventGridIssuer, "eventgrid-issuer", os.Getenv("CMK_EVENTGRID_ISSUER"), "accept Key Vault events from Event Grid with Microsoft Entra tokens of this issuer, e.g. https://sts.windows.net/<platform-tenant>/ (off unless set, with --eventgrid-jwks-url and --eventgrid-audience)")
+	f.StringVar(&cfg.EventGridJWKSURL, "eventgrid-jwks-url", os.Getenv("CMK_EVENTGRID_JWKS_URL"), "the issuer's signing keys, e.g. https://login.microsoftonline.com/<platform-tenant>/discovery/v2.0/keys")
+	f.StringVar(&cfg.EventGridAudience, "eventgrid-audience", os.Getenv("CMK_EVENTGRID_AUDIENCE"), "the audience the Event Grid subscription requests tokens for (the receiving app's id or URI)")
+	f.StringVar(&cfg.EventGridAppID, "eventgrid-app-id", EnvOr("CMK_EVENTGRID_APP_ID", service.EventGridAppID), "the app id (appid claim) of the only caller accepted: Event Grid's (the default is the public cloud's; sovereign clouds differ)")
 	f.IntVar(&cfg.Workers, "workers", 2, "enablement workers")
 	f.IntVar(&cfg.Concurrency, "vault-concurrency", 4, "concurrent Key Vault calls per enablement job")
 	return cmd

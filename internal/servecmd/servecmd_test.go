@@ -3,6 +3,7 @@ package servecmd
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -98,5 +99,28 @@ func TestHintOf(t *testing.T) {
 	}
 	if err := WithHint(base, "h"); !errors.Is(err, base) || err.Error() != "no file" {
 		t.Errorf("WithHint(base, h) = %v, want base's text and base in its chain", err)
+	}
+}
+
+// TestEventGridFlags: the Event Grid flags reach the configuration, and a
+// partial set stops the start with the missing flag named.
+func TestEventGridFlags(t *testing.T) {
+	var seen service.Config
+	stop := errors.New("stop here")
+	cmd := New("cmkd", func(cmd *cobra.Command, cfg *service.Config) error { seen = *cfg; return stop })
+	cmd.SetArgs([]string{"--data-dir", t.TempDir(), "--eventgrid-issuer", "https://sts.windows.net/t/", "--eventgrid-jwks-url", "https://login.example/t/keys", "--eventgrid-audience", "api://cmk"})
+	if err := cmd.Execute(); !errors.Is(err, stop) {
+		t.Fatalf("Execute() = %v", err)
+	}
+	if seen.EventGridIssuer != "https://sts.windows.net/t/" || seen.EventGridJWKSURL != "https://login.example/t/keys" || seen.EventGridAudience != "api://cmk" || seen.EventGridAppID != service.EventGridAppID {
+		t.Errorf("Event Grid settings = %q %q %q %q", seen.EventGridIssuer, seen.EventGridJWKSURL, seen.EventGridAudience, seen.EventGridAppID)
+	}
+
+	cmd = New("cmkd")
+	cmd.SetArgs([]string{"--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--dev-token-issuer", "--eventgrid-issuer", "https://sts.windows.net/t/"})
+	cmd.SetErr(io.Discard)
+	err := cmd.Execute()
+	if err == nil || !strings.Contains(err.Error(), "--eventgrid-jwks-url") {
+		t.Errorf("Execute() with only --eventgrid-issuer = %v, want an error naming --eventgrid-jwks-url", err)
 	}
 }

@@ -95,6 +95,17 @@ type Config struct {
 	// development and tests only; New logs a warning when it is set.
 	DevTokenIssuer bool
 
+	// Key Vault events through Event Grid, off unless EventGridIssuer is
+	// set: a delivery must carry a Microsoft Entra access token issued by
+	// EventGridIssuer (e.g. https://sts.windows.net/{platform tenant}/),
+	// signed by a key published at EventGridJWKSURL, for EventGridAudience
+	// (the receiving app's id or URI), to EventGridAppID (default Event
+	// Grid's own app). An event only asks for an immediate key check.
+	EventGridIssuer   string
+	EventGridJWKSURL  string
+	EventGridAudience string
+	EventGridAppID    string
+
 	// The platform's multi-tenant Azure app.
 	AppName        string // default "cmk-multitenant-app"
 	AppURI         string
@@ -164,6 +175,34 @@ type Config struct {
 	// enablement.DefaultPropagationWait, negative not at all.
 	PropagationWait time.Duration
 	Log             *slog.Logger
+}
+
+// EventGridAppID is the application id of Event Grid's first-party app in
+// the Azure public cloud (sovereign clouds have their own): the appid of the
+// tokens it presents to a webhook protected by Microsoft Entra
+// authentication.
+const EventGridAppID = "4962773b-9cdb-44cf-a8bf-237846a00ab7"
+
+// eventSource builds the verifier of Key Vault event deliveries, or nil
+// when events are not configured.
+func eventSource(cfg Config, policy keyid.Policy) (*api.EventSource, error) {
+	if cfg.EventGridIssuer == "" && cfg.EventGridJWKSURL == "" && cfg.EventGridAudience == "" {
+		return nil, nil
+	}
+	for _, f := range []struct{ flag, v string }{{"--eventgrid-issuer", cfg.EventGridIssuer}, {"--eventgrid-jwks-url", cfg.EventGridJWKSURL}, {"--eventgrid-audience", cfg.EventGridAudience}} {
+		if f.v == "" {
+			return nil, fmt.Errorf("accepting Key Vault events needs %s too: set --eventgrid-issuer, --eventgrid-jwks-url and --eventgrid-audience together, or none of them", f.flag)
+		}
+	}
+	v, err := auth.NewJWKSVerifier(cfg.EventGridJWKSURL, cfg.EventGridIssuer, cfg.EventGridAudience, cfg.HTTPClient)
+	if err != nil {
+		return nil, fmt.Errorf("accepting Key Vault events: %w", err)
+	}
+	app := cfg.EventGridAppID
+	if app == "" {
+		app = EventGridAppID
+	}
+	return &api.EventSource{Verifier: v, AppID: app, Keys: policy}, nil
 }
 
 // ErrNoTokenIssuer is returned by New when the configuration names no token
@@ -397,6 +436,12 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		WebhookPolicy: cfg.WebhookPolicy, WebhookSecrets: webhookSecrets, Log: cfg.Log, Keys: s.Keys, Lake: s.Lake, Profiles: s.Profiles, Ownership: ownership, AuditLog: recorder, WebhookTester: s.Webhooks,
 	}
 	s.API = &api.Server{Control: s.Control, Lake: s.Lake, Profiles: s.Profiles, Keys: s.Keys, Verifier: verifier, App: s.App, Log: cfg.Log, Metrics: s.Metrics, Limits: s.Limits}
+	if s.API.Events, err = eventSource(cfg, s.Policy); err != nil {
+		return nil, err
+	}
+	if s.API.Events != nil {
+		cfg.Log.Info("Key Vault events enabled", "issuer", cfg.EventGridIssuer, "audience", cfg.EventGridAudience, "app_id", s.API.Events.AppID, "path", cmkapi.KeyVaultEvents.Path)
+	}
 	uiOpts := web.Options{}
 	if cfg.DevLogin {
 		uiOpts.DevLogin = s.devLogin
@@ -453,7 +498,7 @@ func (s *Service) Start(ctx context.Context) error {
 		s.countStates,
 	}
 	if !s.cfg.NoMonitor {
-		loops = append(loops, s.Monitor.Run, s.Monitor.RunRotations)
+		loops = append(loops, s.Monitor.Run, s.Monitor.RunRotations, s.Monitor.RunNudges)
 	}
 	for _, r := range s.Runners {
 		loops = append(loops, r.Run)

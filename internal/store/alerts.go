@@ -87,14 +87,32 @@ func (s *Store) RaiseAlert(ctx context.Context, a *Alert) (opened bool, err erro
 // ResolveAlerts resolves the org's open alerts (all kinds when kinds is
 // empty) and returns the ones it resolved.
 func (s *Store) ResolveAlerts(ctx context.Context, org string, kinds ...string) ([]*Alert, error) {
+	return s.ResolveAlertsWhere(ctx, org, AlertFilter{Kinds: kinds})
+}
+
+// AlertFilter picks open alerts to resolve: of Kinds (any when empty), of
+// Causes (any when empty), and none of KeepCauses.
+type AlertFilter struct {
+	Kinds, Causes, KeepCauses []string
+}
+
+// ResolveAlertsWhere resolves the org's open alerts the filter picks and
+// returns the ones it resolved.
+func (s *Store) ResolveAlertsWhere(ctx context.Context, org string, f AlertFilter) ([]*Alert, error) {
 	var out []*Alert
 	err := s.tx(ctx, func(tx txn) error {
 		q := `SELECT ` + alertCols + ` FROM alerts WHERE org_id = ? AND status = ?`
 		args := []any{org, AlertOpen}
-		if len(kinds) > 0 {
-			q += ` AND kind IN (?` + strings.Repeat(", ?", len(kinds)-1) + `)`
-			for _, k := range kinds {
-				args = append(args, k)
+		for _, c := range []struct {
+			col, op string
+			vals    []string
+		}{{"kind", "IN", f.Kinds}, {"cause", "IN", f.Causes}, {"cause", "NOT IN", f.KeepCauses}} {
+			if len(c.vals) == 0 {
+				continue
+			}
+			q += ` AND ` + c.col + ` ` + c.op + ` (?` + strings.Repeat(", ?", len(c.vals)-1) + `)`
+			for _, v := range c.vals {
+				args = append(args, v)
 			}
 		}
 		rows, err := tx.QueryContext(ctx, q, args...)
