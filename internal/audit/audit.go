@@ -10,6 +10,8 @@ package audit
 import (
 	"context"
 	"log/slog"
+	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -73,8 +75,9 @@ func RequestID(ctx context.Context) string {
 type Recorder struct {
 	Store Store
 	Log   *slog.Logger
-	// OnCall, when set, is told of every key call and its outcome (metrics).
-	OnCall func(op, outcome string)
+	// OnCall, when set, is told of every key call: its provider, operation,
+	// outcome and duration (metrics).
+	OnCall func(c Call)
 }
 
 // Record writes one entry; failures to record are logged, never returned, so
@@ -114,6 +117,24 @@ func (r *Recorder) add(ctx context.Context, e store.AuditEntry) {
 	}
 }
 
+// Call is one call to a key service, as OnCall is told of it.
+type Call struct {
+	Provider string // "azure_key_vault" or "aws_kms"
+	Op       string // "describe", "wrap", "unwrap"
+	Outcome  string // "ok" or the failure kind
+	Took     time.Duration
+}
+
+// ProviderOf names the key service of ref for metrics: an AWS KMS key is
+// named by its ARN, anything else is an Azure Key Vault (or Managed HSM)
+// key.
+func ProviderOf(ref kms.KeyRef) string {
+	if strings.HasPrefix(ref.VaultURL, "arn:") {
+		return "aws_kms"
+	}
+	return "azure_key_vault"
+}
+
 // Provider wraps a key provider so every call is audited.
 type Provider struct {
 	Inner    kms.Provider
@@ -130,31 +151,34 @@ func outcome(err error) string {
 	return "error"
 }
 
-func (p *Provider) done(ctx context.Context, op string, ref kms.KeyRef, version string, err error) {
+func (p *Provider) done(ctx context.Context, op string, ref kms.KeyRef, version string, start time.Time, err error) {
 	o := outcome(err)
 	p.Recorder.Record(ctx, op, ref, version, o, "")
 	if p.Recorder.OnCall != nil {
-		p.Recorder.OnCall(op, o)
+		p.Recorder.OnCall(Call{Provider: ProviderOf(ref), Op: op, Outcome: o, Took: time.Since(start)})
 	}
 }
 
 // Describe implements kms.Provider.
 func (p *Provider) Describe(ctx context.Context, ref kms.KeyRef) (kms.KeyInfo, error) {
+	start := time.Now()
 	info, err := p.Inner.Describe(ctx, ref)
-	p.done(ctx, "describe", ref, info.Version, err)
+	p.done(ctx, "describe", ref, info.Version, start, err)
 	return info, err
 }
 
 // Wrap implements kms.Provider.
 func (p *Provider) Wrap(ctx context.Context, ref kms.KeyRef, dek []byte) (kms.Wrapped, error) {
+	start := time.Now()
 	w, err := p.Inner.Wrap(ctx, ref, dek)
-	p.done(ctx, "wrap", ref, w.KeyVersion, err)
+	p.done(ctx, "wrap", ref, w.KeyVersion, start, err)
 	return w, err
 }
 
 // Unwrap implements kms.Provider.
 func (p *Provider) Unwrap(ctx context.Context, ref kms.KeyRef, w kms.Wrapped) ([]byte, error) {
+	start := time.Now()
 	dek, err := p.Inner.Unwrap(ctx, ref, w)
-	p.done(ctx, "unwrap", ref, w.KeyVersion, err)
+	p.done(ctx, "unwrap", ref, w.KeyVersion, start, err)
 	return dek, err
 }

@@ -99,6 +99,7 @@ type Cache struct {
 	inflight map[string]*call
 	gen      map[string]uint64 // per org, bumped by WipeOrg
 	loads    int64
+	hits     int64 // lookups answered from the cache
 }
 
 // New returns a cache with the default bounds.
@@ -153,6 +154,7 @@ func (c *Cache) Get(ctx context.Context, org, id string, load Loader) ([]byte, e
 	if e, ok := c.entries[id]; ok {
 		if c.fresh(e) {
 			e.uses++
+			c.hits++
 			out := clone(e.key)
 			c.mu.Unlock()
 			return out, nil
@@ -267,6 +269,7 @@ func (c *Cache) cachedRecordKey(id string, count bool) (*envelope.RecordKey, boo
 	}
 	if count {
 		e.uses++
+		c.hits++
 	}
 	if rec := e.rec; rec != nil {
 		c.mu.Unlock()
@@ -391,6 +394,14 @@ func (c *Cache) Loads() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.loads
+}
+
+// Hits is how many lookups were answered from the cache, without a load.
+// Hits / (Hits + Loads) is the cache's hit ratio.
+func (c *Cache) Hits() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hits
 }
 
 func clone(b []byte) []byte { return append([]byte(nil), b...) }

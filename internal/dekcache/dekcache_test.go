@@ -37,6 +37,10 @@ func TestHitMissAndBounds(t *testing.T) {
 	if got := loads.Load(); got != 3 {
 		t.Errorf("loads after MaxAge = %d, want 3", got)
 	}
+	// Five lookups: three loads, two answered from the cache.
+	if h, l := c.Hits(), c.Loads(); h != 2 || l != 3 {
+		t.Errorf("Hits, Loads = %d, %d; want 2, 3", h, l)
+	}
 }
 
 func TestSingleFlight(t *testing.T) {

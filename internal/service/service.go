@@ -343,7 +343,10 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s.Metrics = metrics.New()
-	recorder := &audit.Recorder{Store: s.Store, Log: cfg.Log, OnCall: func(op, outcome string) { s.Metrics.VaultCalls.WithLabelValues(op, outcome).Inc() }}
+	recorder := &audit.Recorder{Store: s.Store, Log: cfg.Log, OnCall: func(c audit.Call) {
+		s.Metrics.VaultCalls.WithLabelValues(c.Op, c.Outcome).Inc()
+		s.Metrics.VaultCallSeconds.WithLabelValues(c.Provider, c.Op).Observe(c.Took.Seconds())
+	}}
 	// The vault cap sits in front of the audit: a call it refuses never
 	// reached the vault, so there is nothing to record. It charges only the
 	// calls of rate-limited API requests; the monitor and the enablement
@@ -381,6 +384,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		})
 	}
 	s.Cache = dekcache.New()
+	s.Metrics.ObserveDEKCache(s.Cache.Hits, s.Cache.Loads)
 	s.Gate = &keyhealth.Gate{}
 	s.Notifier = &alerts.Notifier{Store: s.Store, Log: cfg.Log, OnEvent: func(ev, kind string) { s.Metrics.Alerts.WithLabelValues(ev, kind).Inc() }}
 	s.Monitor = &monitor.Monitor{
@@ -561,12 +565,34 @@ func (s *Service) countStates(ctx context.Context) {
 				s.Metrics.KeyState.WithLabelValues(st).Set(float64(n))
 			}
 		}
+		if jobs, err := s.Store.UnfinishedJobs(ctx); err == nil {
+			s.countJobs(jobs, time.Now())
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// countJobs sets the enablement-job gauges from the unfinished jobs.
+func (s *Service) countJobs(jobs []*store.Config, now time.Time) {
+	byStatus := map[string]int{cmkapi.StatusNew: 0, cmkapi.StatusRunning: 0, cmkapi.StatusUpdating: 0}
+	var done, total int
+	var oldest time.Duration
+	for _, j := range jobs {
+		byStatus[j.Status]++
+		done += j.ProgressDone
+		total += j.ProgressTotal
+		oldest = max(oldest, now.Sub(j.CreatedAt))
+	}
+	for st, n := range byStatus {
+		s.Metrics.Jobs.WithLabelValues(st).Set(float64(n))
+	}
+	s.Metrics.JobDataKeys.WithLabelValues("done").Set(float64(done))
+	s.Metrics.JobDataKeys.WithLabelValues("total").Set(float64(total))
+	s.Metrics.OldestJobSeconds.Set(oldest.Seconds())
 }
 
 // Config returns the configuration the service runs with.

@@ -157,6 +157,12 @@ func (s *Store) Config(ctx context.Context, id string) (*Config, error) {
 	return c, err
 }
 
+// UnfinishedJobs lists every org's enablement jobs that are neither
+// COMPLETED nor FAILED, oldest first (the operator's view and metrics).
+func (s *Store) UnfinishedJobs(ctx context.Context) ([]*Config, error) {
+	return queryAll(ctx, s.db, scanConfig, `SELECT `+configCols+` FROM configs WHERE status <> ? AND status <> ? ORDER BY created_at, id`, StatusCompleted, StatusFailed)
+}
+
 // Configs lists an org's configurations, newest first.
 func (s *Store) Configs(ctx context.Context, org string) ([]*Config, error) {
 	return queryAll(ctx, s.db, scanConfig, `SELECT `+configCols+` FROM configs WHERE org_id = ? ORDER BY created_at DESC`, org)
