@@ -5,6 +5,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -78,7 +79,7 @@ spreadsheet-safe CSV file with a header row, for an auditor to take away.
 						detail += " (version " + e.KeyVersion + ")"
 					}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", clock(e.At), e.Actor, e.Operation, e.Outcome, oneLine(detail))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", clock(e.At), oneLine(e.Actor), oneLine(e.Operation), oneLine(e.Outcome), oneLine(detail))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -123,7 +124,19 @@ func whenFlag(name, v string, now time.Time) (time.Time, error) {
 	return now.Add(-d), nil
 }
 
-// oneLine keeps a table row on one line whatever a detail holds.
+// oneLine keeps a table cell on one line and inert whatever it holds: runs
+// of white space become one space, and control and format characters
+// (terminal escapes, text-direction overrides) are shown as U+FFFD, so no
+// entry can move the cursor or forge another line on the reader's terminal.
 func oneLine(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsSpace(r) {
+			return ' '
+		}
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+			return unicode.ReplacementChar
+		}
+		return r
+	}, s)
 	return strings.Join(strings.Fields(s), " ")
 }

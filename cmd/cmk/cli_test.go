@@ -201,3 +201,16 @@ a note
 		t.Errorf("progress output =\n%s\nwant\n%s", got, want)
 	}
 }
+
+func TestOneLineIsInert(t *testing.T) {
+	for in, want := range map[string]string{
+		"a  b\n\tc":                      "a b c",
+		"x\x1b[2K\x1b[1Afake system row": "x\ufffd[2K\ufffd[1Afake system row",
+		"abc\u202edef":                   "abc\ufffddef",
+		"\x9b31m":                        "\ufffd31m",
+	} {
+		if got := oneLine(in); got != want {
+			t.Errorf("oneLine(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

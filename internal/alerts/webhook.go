@@ -95,6 +95,11 @@ func (p URLPolicy) Check(raw string) error {
 	if u.User != nil {
 		return errors.New("webhook URL must not carry credentials; use the signing secret to authenticate deliveries")
 	}
+	// Only the standard port: a webhook (and its on-demand test) must not
+	// let an org probe arbitrary ports of hosts from the platform's network.
+	if port := u.Port(); port != "" && !p.AllowPrivateNetworks && !(u.Scheme == "https" && port == "443") && !(u.Scheme == "http" && port == "80") {
+		return fmt.Errorf("webhook URL has port %s; use the standard https port (443)", port)
+	}
 	host := u.Hostname()
 	if ip := net.ParseIP(host); ip != nil {
 		if !p.AllowPrivateNetworks && !public(ip) {
@@ -372,7 +377,30 @@ func (d *Deliverer) Test(ctx context.Context, h store.Webhook) (TestResult, erro
 	status, err := d.post(ctx, h.URL, id, cmkapi.EventWebhookTest, body, secret)
 	res := TestResult{EventID: id, Status: status, Delivered: err == nil, Took: time.Since(start)}
 	if err != nil {
-		res.Error = err.Error()
+		res.Error = testFailure(status, err)
 	}
 	return res, nil
+}
+
+// testFailure says why a test event was not delivered in one of a few fixed
+// phrases. The network error itself is not shown: its text names resolved
+// addresses, the platform's resolver and certificate names, which would
+// make the test a probe of networks the org cannot see.
+func testFailure(status int, err error) string {
+	var dns *net.DNSError
+	var ue interface{ Timeout() bool }
+	switch msg := err.Error(); {
+	case status != 0:
+		return fmt.Sprintf("the receiver answered HTTP %d", status)
+	case errors.As(err, &dns):
+		return "the receiver's host name does not resolve"
+	case strings.Contains(msg, "not a public address"):
+		return "the receiver's address is not a public address"
+	case errors.As(err, &ue) && ue.Timeout(), errors.Is(err, context.DeadlineExceeded):
+		return "the receiver did not answer in time"
+	case strings.Contains(msg, "tls:"), strings.Contains(msg, "x509:"), strings.Contains(msg, "certificate"):
+		return "the TLS handshake with the receiver failed (is its certificate valid for its name?)"
+	default:
+		return "could not connect to the receiver"
+	}
 }

@@ -1,6 +1,7 @@
 package alerts
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/url"
@@ -35,7 +36,7 @@ func TestSignVerify(t *testing.T) {
 
 func TestURLPolicy(t *testing.T) {
 	strict := URLPolicy{}
-	for _, u := range []string{"https://hooks.example.com/cmk", "https://203.0.114.7/x", "https://1st.example.com/x", "https://hooks.example.com./x"} {
+	for _, u := range []string{"https://hooks.example.com/cmk", "https://203.0.114.7/x", "https://1st.example.com/x", "https://hooks.example.com./x", "https://hooks.example.com:443/x"} {
 		if err := strict.Check(u); err != nil {
 			t.Errorf("Check(%q) = %v, want nil", u, err)
 		}
@@ -43,7 +44,8 @@ func TestURLPolicy(t *testing.T) {
 	for _, u := range []string{"http://hooks.example.com/", "ftp://x/", "https://user:pw@hooks.example.com/", "not a url",
 		"https://127.0.0.1/", "https://10.1.2.3/", "https://169.254.169.254/", "https://100.100.100.200/", "https://[::1]/",
 		"https://[64:ff9b::a9fe:a9fe]/", "https://[2002:a00:1::]/", "https://[::ffff:10.0.0.1]/", "https://[fd00::1]/", "https://198.18.0.1/",
-		"https://2130706433/", "https://0x7f000001/", "https://127.1/", "https://0177.0.0.1/", "https://localhost/", "https://a.localhost./"} {
+		"https://2130706433/", "https://0x7f000001/", "https://127.1/", "https://0177.0.0.1/", "https://localhost/", "https://a.localhost./",
+		"https://hooks.example.com:22/", "https://hooks.example.com:8443/", "https://203.0.114.7:6379/"} {
 		if err := strict.Check(u); err == nil {
 			t.Errorf("Check(%q) = nil, want refusal", u)
 		}
@@ -86,4 +88,32 @@ func FuzzURLPolicy(f *testing.F) {
 			t.Fatalf("Check(%q) accepted host %q", raw, host)
 		}
 	})
+}
+
+// TestTestFailureHidesTheNetwork: why a test event failed is told in fixed
+// phrases, never with the addresses, resolver or certificate names the
+// network error holds.
+func TestTestFailureHidesTheNetwork(t *testing.T) {
+	for _, c := range []struct {
+		status int
+		err    error
+		want   string
+	}{
+		{401, errors.New("receiver answered HTTP 401"), "the receiver answered HTTP 401"},
+		{0, &net.OpError{Op: "dial", Err: &net.DNSError{Err: "no such host", Name: "db.corp.internal", Server: "10.255.255.53:53", IsNotFound: true}}, "the receiver's host name does not resolve"},
+		{0, errors.New("Post: dial tcp 10.1.2.3:443: connect to 10.1.2.3 refused: not a public address"), "the receiver's address is not a public address"},
+		{0, context.DeadlineExceeded, "the receiver did not answer in time"},
+		{0, errors.New("Post: tls: failed to verify certificate: x509: certificate is valid for internal.corp, not hooks.example.com"), "the TLS handshake with the receiver failed (is its certificate valid for its name?)"},
+		{0, errors.New("Post: dial tcp 203.0.114.7:443: connect: connection refused"), "could not connect to the receiver"},
+	} {
+		got := testFailure(c.status, c.err)
+		if got != c.want {
+			t.Errorf("testFailure(%d, %v) = %q, want %q", c.status, c.err, got, c.want)
+		}
+		for _, leak := range []string{"10.", "corp", "203.0", ":53", ":443"} {
+			if strings.Contains(got, leak) {
+				t.Errorf("testFailure(%v) = %q shows %q", c.err, got, leak)
+			}
+		}
+	}
 }

@@ -28,6 +28,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/audit"
@@ -220,6 +222,13 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, perm strin
 	claims, err = s.Verifier.Verify(r.Context(), raw)
 	if err != nil {
 		s.tokenError(w, r, err)
+		return nil, "", false
+	}
+	// The subject names the actor of every audit entry and acknowledgement:
+	// a token without one, or with control characters in it, is refused.
+	if !printableSubject(claims.Subject) {
+		writeError(w, r, 401, cmkapi.CodeInvalidToken, "Invalid token", "The token has no subject (sub), or its subject is longer than 256 bytes or holds control characters.",
+			"Use a token issued to a user or an integration; it names who acts.")
 		return nil, "", false
 	}
 	if err := claims.CheckAPIKey(r.Header.Get(auth.HeaderAPIKey)); err != nil {
@@ -540,4 +549,18 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, 200, out)
+}
+
+// printableSubject reports whether a token subject can name an actor: 1 to
+// 256 bytes of valid UTF-8 with no control characters.
+func printableSubject(sub string) bool {
+	if sub == "" || len(sub) > 256 || !utf8.ValidString(sub) {
+		return false
+	}
+	for _, r := range sub {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+			return false
+		}
+	}
+	return true
 }

@@ -35,6 +35,11 @@ const (
 	maxEventBody = 1 << 20
 	// maxValidationCode bounds the code echoed back (Event Grid's is a GUID).
 	maxValidationCode = 256
+	// maxDeliveryEvents bounds the events of one delivery cmk acts on. Event
+	// Grid batches at most 5,000 by default; a vault's events come a few at
+	// a time. The token proves Event Grid, not which topic published, so a
+	// delivery naming thousands of keys is refused rather than looked up.
+	maxDeliveryEvents = 100
 )
 
 // gridEvent is one event of a delivery, in the Event Grid schema; only the
@@ -107,6 +112,11 @@ func (s *Server) keyVaultEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	if kind == eventTypeValidation {
 		s.validateSubscription(w, r, events)
+		return
+	}
+	if len(events) > maxDeliveryEvents {
+		writeError(w, r, 413, cmkapi.CodeTooLarge, "Too many events",
+			fmt.Sprintf("A delivery may hold at most %d events; this one holds %d. Set the subscription's maximum events per batch to %d or fewer.", maxDeliveryEvents, len(events), maxDeliveryEvents), "")
 		return
 	}
 	var keyEvents []control.KeyEvent

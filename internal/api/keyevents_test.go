@@ -70,6 +70,7 @@ func TestKeyVaultEventsEndpoint(t *testing.T) {
 		{"not an array", "app." + eventGridApp, "Notification", `{"eventType":"x"}`, 400, cmkapi.CodeMalformedRequestBody},
 		{"empty array", "app." + eventGridApp, "Notification", `[]`, 400, cmkapi.CodeMalformedRequestBody},
 		{"too large", "app." + eventGridApp, "Notification", "[" + strings.Repeat(" ", 1<<20) + "]", 413, ""},
+		{"too many events", "app." + eventGridApp, "Notification", "[" + strings.Repeat(`{"eventType":"Other"},`, 100) + `{"eventType":"Other"}]`, 413, "at most 100 events"},
 		{"a key outside the allowlist", "app." + eventGridApp, "Notification", keyEvent, 400, "not an allowed key identifier"},
 	} {
 		code, body := postEvent(t, s, tc.token, tc.kind, tc.body)

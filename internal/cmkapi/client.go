@@ -257,3 +257,71 @@ func (c *Client) Audit(ctx context.Context, p AuditParams) (*AuditList, []byte, 
 
 // pathEscape escapes one path segment.
 func pathEscape(s string) string { return url.PathEscape(s) }
+
+// OperatorClient calls the operator listener (cmkapi.OperatorRoutes) with
+// the operator token.
+type OperatorClient struct {
+	BaseURL string
+	Token   string
+	HTTP    *http.Client
+}
+
+// OperatorParams selects orgs of the operator's view.
+type OperatorParams struct {
+	State      string // a key state or SYSTEM_MANAGED; "" = all
+	ActiveJobs bool
+	After      string
+	Limit      int
+}
+
+// Orgs lists orgs by key state with their jobs (one page).
+func (c *OperatorClient) Orgs(ctx context.Context, p OperatorParams) (*OperatorOrgList, []byte, error) {
+	q := url.Values{}
+	if p.State != "" {
+		q.Set("state", p.State)
+	}
+	if p.ActiveJobs {
+		q.Set("jobs", "active")
+	}
+	if p.After != "" {
+		q.Set("after", p.After)
+	}
+	if p.Limit > 0 {
+		q.Set("limit", strconv.Itoa(p.Limit))
+	}
+	u := c.BaseURL + OperatorListOrgs.Path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	req.Header.Set("Accept", "application/json")
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, nil, &ConnError{URL: c.BaseURL, Err: err}
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		e := &Error{Status: resp.StatusCode}
+		if json.Unmarshal(raw, e) != nil || e.Title == "" {
+			e.Title, e.Detail = http.StatusText(resp.StatusCode), strings.TrimSpace(string(raw))
+		}
+		return nil, raw, e
+	}
+	var out OperatorOrgList
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, raw, fmt.Errorf("decode the operator's org list: %w", err)
+	}
+	return &out, raw, nil
+}

@@ -130,3 +130,15 @@ var Routes = []Route{
 	ListProfiles, PutProfile, GetProfile, DeleteProfile,
 	ConsentCallback, KeyVaultEvents, OpenAPIDocument, Healthz, Metrics, UI,
 }
+
+// Operator routes are served on the operator listener only
+// (--operator-addr), never on the API's: they answer across orgs, for the
+// platform's operators, with the operator token (Authorization: Bearer).
+// No org's token is accepted there, and the API's listener does not know
+// these paths.
+var (
+	OperatorListOrgs = Route{"operatorListOrgs", "GET", "/operator/v1/orgs", Public, "", "", ""}
+)
+
+// OperatorRoutes lists the operator listener's routes.
+var OperatorRoutes = []Route{OperatorListOrgs}

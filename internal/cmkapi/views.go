@@ -362,3 +362,42 @@ func WriteAuditCSV(w io.Writer, entries []AuditEntry) error {
 type EventGridValidation struct {
 	ValidationResponse string `json:"validationResponse"`
 }
+
+// OperatorOrg is one org in the operator's view: its key health (absent for
+// an org still on system-managed keys), and its unfinished enablement job.
+type OperatorOrg struct {
+	OrgID         string       `json:"orgId"`
+	State         string       `json:"state"` // a key state, or SYSTEM_MANAGED
+	Cause         string       `json:"cause,omitempty"`
+	Message       string       `json:"message,omitempty"`
+	Since         *time.Time   `json:"since,omitempty"`
+	CoastingUntil *time.Time   `json:"coastingUntil,omitempty"`
+	LastCheck     *time.Time   `json:"lastCheck,omitempty"`
+	LastOK        *time.Time   `json:"lastOk,omitempty"`
+	Key           string       `json:"key,omitempty"` // vault URL and key name
+	KeyVersion    string       `json:"keyVersion,omitempty"`
+	RotatingTo    string       `json:"rotatingTo,omitempty"`
+	Job           *OperatorJob `json:"job,omitempty"`
+}
+
+// OperatorJob is an org's unfinished enablement job.
+type OperatorJob struct {
+	Name      string    `json:"name"`
+	Status    string    `json:"status"`
+	Done      int       `json:"dataKeysDone"`
+	Total     int       `json:"dataKeysTotal"`
+	Attempts  int       `json:"attempts"`
+	CreatedAt time.Time `json:"createdAt"`
+	LastError *Problem  `json:"lastError,omitempty"`
+}
+
+// OperatorOrgList is GET /operator/v1/orgs: the orgs on their own keys and
+// those with an unfinished job, by org id, with the count per state over
+// all of them (not only this page).
+type OperatorOrgList struct {
+	GeneratedAt time.Time      `json:"generatedAt"`
+	Counts      map[string]int `json:"counts"`
+	Orgs        []OperatorOrg  `json:"orgs"`
+	// Next, when set, is the after= of the next page.
+	Next string `json:"next,omitempty"`
+}

@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -77,8 +78,8 @@ func TestAdminActionsAudited(t *testing.T) {
 			t.Errorf("%s entry: outcome %q by %q, want %q by user:alice", op, e.Outcome, e.Actor, want)
 		}
 	}
-	if d := got[audit.OpWebhookAdd].Detail; !strings.Contains(d, "127.0.0.1:9") {
-		t.Errorf("webhook.add detail = %q, want the webhook's host", d)
+	if d := got[audit.OpWebhookAdd].Detail; d != "webhook "+hook.ID {
+		t.Errorf("webhook.add detail = %q, want the webhook id only", d)
 	}
 
 	b := trail(mallory, orgB, AuditQuery{})
@@ -100,4 +101,33 @@ func TestAdminActionsAudited(t *testing.T) {
 	}
 	_, err = s.Audit(alice, orgA, AuditQuery{Since: before, Until: before, Limit: 10})
 	wantProblem(t, "Audit(until = since)", err, ErrInvalidField)
+}
+
+// TestRefusedAttemptsBounded: an org calling refused operations in a loop
+// leaves a bounded number of entries, and a raw key identifier that does not
+// parse never reaches the trail.
+func TestRefusedAttemptsBounded(t *testing.T) {
+	s, st := newService(t)
+	s.AuditLog = &audit.Recorder{Store: st}
+	ctx := audit.WithActor(context.Background(), audit.UserActor("mallory"))
+	for i := range 200 {
+		if _, err := s.AcknowledgeAlert(ctx, orgB, fmt.Sprintf("no-such-alert-%d", i), "mallory"); err == nil {
+			t.Fatal("acknowledged an alert that does not exist")
+		}
+	}
+	_, err := s.SubmitConfig(audit.WithActor(context.Background(), audit.UserActor("alice")), orgA,
+		ConfigInput{Name: "c", Type: ConfigTypeBYOK, OrgID: orgA, ProviderType: ProviderAzure, KeyIdentifier: "https://login.example/consent?state=SECRET-STATE"})
+	wantProblem(t, "SubmitConfig(a link, not a key)", err, ErrInvalidKeyID)
+
+	b, err := s.Audit(ctx, orgB, AuditQuery{Limit: MaxAuditLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(b); n < 10 || n > refusedAuditLimit.N {
+		t.Errorf("200 refused attempts left %d entries, want some and at most %d", n, refusedAuditLimit.N)
+	}
+	a, _ := s.Audit(ctx, orgA, AuditQuery{Limit: 10})
+	if len(a) != 1 || strings.Contains(a[0].Detail, "SECRET") || !strings.Contains(a[0].Detail, "(not a valid key identifier)") {
+		t.Errorf("org A's trail = %+v, want one config.submit without the raw identifier", a)
+	}
 }

@@ -38,8 +38,11 @@ type ConfigInput struct {
 
 // SubmitConfig validates a configuration and starts its enablement job.
 func (s *Service) SubmitConfig(ctx context.Context, org string, in ConfigInput) (_ *store.Config, err error) {
+	// The key as parsed, never the raw field: a pasted link or token must
+	// not land in the trail.
+	key := "(not a valid key identifier)"
 	defer func() {
-		s.action(ctx, org, audit.OpConfigSubmit, fmt.Sprintf("name %q, provider %s, key %s", in.Name, in.ProviderType, in.KeyIdentifier), err)
+		s.action(ctx, org, audit.OpConfigSubmit, fmt.Sprintf("name %q, provider %q, key %s", in.Name, in.ProviderType, key), err)
 	}()
 	if !validConfigName(in.Name) {
 		return nil, problem(ErrInvalidField, "Invalid name", fmt.Sprintf("name must be 1 to %d characters with no surrounding spaces, no control or invisible formatting characters (line breaks, tabs, escapes, text-direction overrides) and none of / ? # %% \\.", MaxConfigNameLen),
@@ -60,6 +63,9 @@ func (s *Service) SubmitConfig(ctx context.Context, org string, in ConfigInput) 
 			`Set "providerType": "AZURE_KEYVAULT".`)
 	}
 	id, err := s.Policy.Parse(in.KeyIdentifier)
+	if err == nil {
+		key = id.String()
+	}
 	if err != nil {
 		return nil, problem(ErrInvalidKeyID, "Invalid key identifier", err.Error(),
 			"Copy the Key Identifier from your key's current version in the Azure portal; it looks like https://<vault>.vault.azure.net/keys/<key>/<version>.")

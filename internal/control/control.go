@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -32,6 +33,7 @@ import (
 	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/orgkeys"
 	"github.com/cmk-project/cmk/internal/profile"
+	"github.com/cmk-project/cmk/internal/ratelimit"
 	"github.com/cmk-project/cmk/internal/store"
 )
 
@@ -65,7 +67,16 @@ type Service struct {
 
 	// WebhookTester sends a webhook its test event (nil: testing is off).
 	WebhookTester WebhookTester
+
+	refusedOnce sync.Once
+	refused     *ratelimit.Limiter // refused attempts recorded per org
 }
+
+// Refused attempts are recorded up to this rate per org: enough to show
+// anyone probing, without letting an org grow the shared database (and
+// flood its own trail) by calling refused operations in a loop. Accepted
+// actions are bounded by their own rules and always recorded.
+var refusedAuditLimit = ratelimit.Limit{N: 60, Per: time.Minute, Burst: 60}
 
 // WebhookTester sends one signed test event to a webhook now and says what
 // happened (alerts.Deliverer). An error means no attempt was made.
@@ -83,6 +94,12 @@ func (s *Service) action(ctx context.Context, org, op, detail string, err error)
 		outcome = "refused: " + p.Err.Error()
 	case err != nil:
 		outcome = "failed"
+	}
+	if p != nil {
+		s.refusedOnce.Do(func() { s.refused = ratelimit.NewLimiter(refusedAuditLimit, 10_000, time.Now) })
+		if _, ok := s.refused.Take(org, 1); !ok {
+			return
+		}
 	}
 	if len(detail) > maxAuditDetail {
 		cut := maxAuditDetail

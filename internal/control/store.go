@@ -68,6 +68,10 @@ type Store interface {
 	// Audit lists an org's audit entries, newest first, optionally filtered by
 	// op and by time (since), at most limit.
 	AuditQuery(ctx context.Context, org string, f store.AuditFilter) ([]store.AuditEntry, error)
+	// AllHealth and UnfinishedJobs read every org (the operator's view).
+	AllHealth(ctx context.Context) ([]*store.Health, error)
+	UnfinishedJobs(ctx context.Context) ([]*store.Config, error)
+	CustomerOrgs(ctx context.Context) ([]store.Org, error)
 }
 
 var _ Store = (*store.Store)(nil)

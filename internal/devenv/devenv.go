@@ -44,7 +44,10 @@ const (
 
 // Options tune the environment.
 type Options struct {
-	Addr        string // service address, default 127.0.0.1:0
+	Addr string // service address, default 127.0.0.1:0
+	// Operator, when set, also serves the operator's view on a loopback
+	// listener with a random token (Env.OperatorToken).
+	Operator    bool
 	EmulatorAdr string // emulator address, default 127.0.0.1:0
 	DataDir     string // required: service state
 	Sandboxes   []string
@@ -97,6 +100,7 @@ type Env struct {
 	KeyIdentifier string // full key identifier of the demo key, with version
 	PrincipalID   string // the app's service principal in the customer tenant
 	Secret        string
+	OperatorToken string // the operator listener's token (Options.Operator)
 }
 
 // Start brings the environment up.
@@ -151,7 +155,14 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		env.KeyIdentifier = emu.VaultURL(Vault) + "/keys/" + KeyName + "/" + version
 	}
 
+	var opAddr string
+	if o.Operator {
+		tok := make([]byte, 24)
+		rand.Read(tok)
+		env.OperatorToken, opAddr = hex.EncodeToString(tok), "127.0.0.1:0"
+	}
 	env.Svc, err = service.New(ctx, service.Config{
+		OperatorAddr: opAddr, OperatorToken: env.OperatorToken,
 		Addr: o.Addr, DataDir: o.DataDir, AppName: AppName, AppURI: AppURI,
 		TenantID: HomeTenant, ClientID: ClientID, ClientSecret: env.Secret,
 		AuthorityHost: emu.AuthorityHost(), HTTPClient: emu.HTTPClient(), DisableInstanceDiscovery: true,

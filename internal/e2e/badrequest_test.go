@@ -39,6 +39,8 @@ func TestBadRequests(t *testing.T) {
 	iss.Now = func() time.Time { return time.Now().Add(-2 * time.Hour) }
 	expired, _ := env.Svc.MintDevToken("x", org, nil, time.Hour)
 	iss.Now = nil
+	noSubject, _ := env.Svc.MintDevToken("", org, nil, time.Hour)
+	escSubject, _ := env.Svc.MintDevToken("admin\x1b[2Ksystem", org, nil, time.Hour)
 
 	with := func(mod func(c *client)) *client {
 		c := *good
@@ -86,6 +88,8 @@ func TestBadRequests(t *testing.T) {
 		{"missing permission", with(func(c *client) { c.token = noPermTok }), "POST", configPath, configBody(org, "New", kid), 403, "PERMISSION_REQUIRED"},
 		{"missing permission (status)", with(func(c *client) { c.token = noPermTok }), "GET", configPath + "/Taken?configType=BYOK_CONFIG", nil, 403, "PERMISSION_REQUIRED"},
 		{"expired token", with(func(c *client) { c.token = expired }), "POST", configPath, configBody(org, "New", kid), 401, "TOKEN_EXPIRED"},
+		{"token without a subject", with(func(c *client) { c.token = noSubject }), "POST", configPath, configBody(org, "New", kid), 401, "INVALID_TOKEN"},
+		{"token subject with a terminal escape", with(func(c *client) { c.token = escSubject }), "POST", configPath, configBody(org, "New", kid), 401, "INVALID_TOKEN"},
 		{"forged token", with(func(c *client) { c.token = forged }), "POST", configPath, configBody(org, "New", kid), 401, "INVALID_TOKEN"},
 		{"garbage token", with(func(c *client) { c.token = "abc.def.ghi" }), "POST", configPath, configBody(org, "New", kid), 401, "INVALID_TOKEN"},
 		{"no token", with(func(c *client) { c.token = "" }), "POST", configPath, configBody(org, "New", kid), 401, "MISSING_TOKEN"},

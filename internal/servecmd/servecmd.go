@@ -39,7 +39,7 @@ type Hook func(cmd *cobra.Command, cfg *service.Config) error
 // Hint method (see HintOf).
 func New(path string, hooks ...Hook) *cobra.Command {
 	var cfg service.Config
-	var certFile, blobURL, blobAccount, blobContainer string
+	var certFile, blobURL, blobAccount, blobContainer, operatorTokenFile string
 	words := strings.Fields(path)
 	cmd := &cobra.Command{
 		Use:   words[len(words)-1],
@@ -72,6 +72,13 @@ read that file can sign in as any org).`,
 					return WithHint(err, "--azure-client-cert takes a PEM file holding the certificate and its private key")
 				}
 				cfg.CertificatePEM = pem
+			}
+			if cfg.OperatorAddr != "" {
+				tok, err := secretFrom("CMK_OPERATOR_TOKEN", operatorTokenFile)
+				if err != nil {
+					return WithHint(err, "put the operator token in CMK_OPERATOR_TOKEN or a file named by --operator-token-file (mode 0600), at least 32 random characters, e.g. openssl rand -hex 32")
+				}
+				cfg.OperatorToken = tok
 			}
 			if blobURL != "" {
 				key := os.Getenv("CMK_LAKE_AZURE_ACCOUNT_KEY")
@@ -122,6 +129,8 @@ read that file can sign in as any org).`,
 	f.StringVar(&blobURL, "lake-azure-url", os.Getenv("CMK_LAKE_AZURE_URL"), "keep the data lake in Azure Blob Storage at this service URL (default: local files)")
 	f.StringVar(&blobAccount, "lake-azure-account", os.Getenv("CMK_LAKE_AZURE_ACCOUNT"), "storage account name (its key in CMK_LAKE_AZURE_ACCOUNT_KEY)")
 	f.StringVar(&blobContainer, "lake-azure-container", EnvOr("CMK_LAKE_AZURE_CONTAINER", "cmk-lake"), "blob container for the data lake")
+	f.StringVar(&cfg.OperatorAddr, "operator-addr", os.Getenv("CMK_OPERATOR_ADDR"), "serve the operator's view across orgs (GET /operator/v1/orgs, cmk orgs) on this address, apart from the API; keep it off the tenants' network (default: off)")
+	f.StringVar(&operatorTokenFile, "operator-token-file", os.Getenv("CMK_OPERATOR_TOKEN_FILE"), "file holding the operator listener's bearer token (or set CMK_OPERATOR_TOKEN)")
 	f.StringVar(&cfg.DatabaseDSN, "database", os.Getenv("CMK_DATABASE_DSN"), "keep the service's state in PostgreSQL at this DSN, shared by replicas (default: SQLite in --data-dir)")
 	f.StringVar(&cfg.SystemKeyFile, "system-key", os.Getenv("CMK_SYSTEM_KEY_FILE"), "the system key file, shared by replicas (default: <data-dir>/system.key)")
 	f.StringVar(&cfg.ProfilesDSN, "profiles-postgres", os.Getenv("CMK_PROFILES_DSN"), "keep profiles in PostgreSQL at this DSN (default: embedded SQLite)")
@@ -172,4 +181,20 @@ func HintOf(err error) string {
 		return h.Hint()
 	}
 	return ""
+}
+
+// secretFrom reads a secret from the environment variable env, or from
+// file when it is set (trailing newlines dropped). Secrets are never flags.
+func secretFrom(env, file string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("read %s: %w", file, err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	if v := os.Getenv(env); v != "" {
+		return v, nil
+	}
+	return "", fmt.Errorf("no operator token: neither %s nor a token file is set", env)
 }

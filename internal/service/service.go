@@ -150,6 +150,11 @@ type Config struct {
 	// Key health monitoring.
 	Monitor   monitor.Config // zero fields take the monitor's defaults
 	NoMonitor bool           // tests that drive checks themselves
+
+	// OperatorAddr, when set, serves the operator's view across orgs
+	// (cmkapi.OperatorRoutes) on its own listener, to callers bearing
+	// OperatorToken; keep it off the tenants' network (operator.go).
+	OperatorAddr, OperatorToken string
 	// Data plane backends. Defaults: files under DataDir/lake, profiles in
 	// SQLite at DataDir/profiles.db.
 	LakeAzure   *blob.AzureConfig // Azure Blob Storage instead of local files
@@ -230,6 +235,8 @@ type Service struct {
 	Lake     *lake.Lake
 	Profiles *profile.Store
 	closers  []func() error
+	opLn     net.Listener // the operator listener, when configured
+	opSrv    *http.Server
 	devOrg   string
 	Policy   keyid.Policy
 	App      cmkapi.App
@@ -253,6 +260,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	if cfg.TokenAudience == "" {
 		cfg.TokenAudience = DevAudience
+	}
+	if err := cfg.checkOperator(); err != nil {
+		return nil, err
 	}
 	if cfg.AppName == "" {
 		cfg.AppName = "cmk-multitenant-app"
@@ -521,7 +531,7 @@ func (s *Service) Start(ctx context.Context) error {
 		}
 	}()
 	s.cfg.Log.Info("cmk listening", "url", s.URL())
-	return nil
+	return s.startOperator()
 }
 
 // AuditRetention is how long audit entries are kept.
@@ -611,6 +621,7 @@ func (s *Service) Close() error {
 		s.srv.Shutdown(ctx)
 		cancel()
 	}
+	s.closeOperator()
 	s.wg.Wait()
 	for _, c := range s.closers {
 		c()

@@ -56,6 +56,18 @@ func (s *Store) Org(ctx context.Context, id string) (Org, error) {
 	return o, nil
 }
 
+// CustomerOrgs lists the orgs on their customer key, by id (the operator's
+// view).
+func (s *Store) CustomerOrgs(ctx context.Context) ([]Org, error) {
+	return queryAll(ctx, s.db, func(sc scanner) (Org, error) {
+		var o Org
+		var created int64
+		err := sc.Scan(&o.ID, &o.KEKMode, &o.VaultURL, &o.KeyName, &created)
+		o.CreatedAt = fromMS(created)
+		return o, err
+	}, `SELECT id, kek_mode, vault_url, key_name, created_at FROM orgs WHERE kek_mode = ? ORDER BY id`, ModeCustomer)
+}
+
 // SetCustomerKEK switches an org to its customer key for all new data keys.
 // It is one-way: there is no function that switches back.
 func (s *Store) SetCustomerKEK(ctx context.Context, org, vaultURL, keyName string) error {

@@ -510,6 +510,8 @@ func TestRetryAfter(t *testing.T) {
 		{map[string]string{"Retry-After": now.Add(-time.Minute).Format(http.TimeFormat)}, 0},
 		{map[string]string{"Retry-After": "12", "Retry-After-Ms": "1500"}, 1500 * time.Millisecond},
 		{map[string]string{"X-Ms-Retry-After-Ms": "250"}, 250 * time.Millisecond},
+		{map[string]string{"Retry-After": "86400"}, MaxRetryAfter},
+		{map[string]string{"Retry-After": now.Add(48 * time.Hour).Format(http.TimeFormat)}, MaxRetryAfter},
 	}
 	for _, tt := range tests {
 		h := http.Header{}

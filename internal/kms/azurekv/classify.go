@@ -300,9 +300,19 @@ func isDNSNotFound(err error) bool {
 	return errors.As(err, &dns) && dns.IsNotFound
 }
 
+// MaxRetryAfter caps the wait a vault's Retry-After can impose: a wrong or
+// hostile value must not push a check, a job's page or a rotation out
+// indefinitely (Key Vault's own backoff advice tops out at 16 s).
+const MaxRetryAfter = 5 * time.Minute
+
 // retryAfter reads how long the server asked us to wait: Retry-After in
-// seconds or as an HTTP date, or Azure's retry-after-ms variants.
+// seconds or as an HTTP date, or Azure's retry-after-ms variants, at most
+// MaxRetryAfter.
 func retryAfter(h http.Header, now time.Time) time.Duration {
+	return min(readRetryAfter(h, now), MaxRetryAfter)
+}
+
+func readRetryAfter(h http.Header, now time.Time) time.Duration {
 	for _, name := range []string{"Retry-After-Ms", "X-Ms-Retry-After-Ms"} {
 		if ms, err := strconv.Atoi(strings.TrimSpace(h.Get(name))); err == nil && ms > 0 {
 			return time.Duration(ms) * time.Millisecond
