@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -20,13 +21,14 @@ func newDoctorCmd() *cobra.Command {
 job runs while its status is RUNNING, in the order a request travels (sign-in,
 network, role, key state, key type, vault settings, a real wrap/unwrap).
 
-Each check prints as
-  ✓  passed
+Every check runs that can: a failure stops only the checks that depend on
+it. The report names the key and the time of the checks, then lists
   ✗  failed: what was found, then numbered steps to fix it
   !  could not tell (throttled or a transient failure): try again
-  -  skipped, because an earlier check did not pass
+  ✓  passed
+  -  not run: it waits for the check it names to pass
 
-Fix the first failure and run doctor again. Nothing is changed on the
+Fix the failures and run doctor again. Nothing is changed on the
 platform or in the vault; a wrap/unwrap round trip of random bytes is the
 only key operation.
 
@@ -96,42 +98,60 @@ var checkMarks = map[string]string{
 	cmkapi.CheckSkipped: "-",
 }
 
-// printReport writes a preflight report for a person.
+// printReport writes a preflight report for a person: which key and when,
+// then the failures first (what was found, numbered steps to fix it), the
+// checks that passed, and the ones not run with what they wait for.
 func printReport(w io.Writer, rep *cmkapi.PreflightReport) {
-	fmt.Fprintf(w, "Preflight of %s\n\n", rep.KeyIdentifier)
+	fmt.Fprintf(w, "Preflight of %s\n", rep.KeyIdentifier)
+	if !rep.CheckedAt.IsZero() {
+		fmt.Fprintf(w, "Checked at %s\n", clock(rep.CheckedAt))
+	}
+	fmt.Fprintln(w)
 	passed, failed, unknown, skipped := 0, 0, 0, 0
 	for _, r := range rep.Results {
-		mark := checkMarks[r.Status]
-		if mark == "" {
-			mark = "?"
-		}
-		fmt.Fprintf(w, "  %s %s\n", mark, r.Title)
 		switch r.Status {
 		case cmkapi.CheckPassed:
 			passed++
 		case cmkapi.CheckSkipped:
 			skipped++
-		case cmkapi.CheckFailed, cmkapi.CheckError:
-			if r.Status == cmkapi.CheckFailed {
-				failed++
-			} else {
-				unknown++
+		case cmkapi.CheckFailed:
+			failed++
+		case cmkapi.CheckError:
+			unknown++
+		}
+	}
+	for _, group := range [][]string{{cmkapi.CheckFailed, cmkapi.CheckError}, {cmkapi.CheckPassed}, {cmkapi.CheckSkipped}} {
+		for _, r := range rep.Results {
+			if !slices.Contains(group, r.Status) {
+				continue
 			}
-			code := r.Code
-			if code != "" {
-				code = " [" + code + "]"
+			mark := checkMarks[r.Status]
+			if mark == "" {
+				mark = "?"
 			}
-			fmt.Fprintf(w, "      %s%s\n", r.Message, code)
-			if len(r.Remedy) > 0 {
-				fmt.Fprintln(w, "      What to do:")
-				printSteps(w, "        ", r.Remedy)
+			fmt.Fprintf(w, "  %s %s\n", mark, r.Title)
+			switch r.Status {
+			case cmkapi.CheckSkipped:
+				if r.Message != "" {
+					fmt.Fprintf(w, "      %s\n", r.Message)
+				}
+			case cmkapi.CheckFailed, cmkapi.CheckError:
+				code := r.Code
+				if code != "" {
+					code = " [" + code + "]"
+				}
+				fmt.Fprintf(w, "      %s%s\n", r.Message, code)
+				if len(r.Remedy) > 0 {
+					fmt.Fprintln(w, "      What to do:")
+					printSteps(w, "        ", r.Remedy)
+				}
 			}
 		}
 	}
 	fmt.Fprintln(w)
 	switch {
 	case failed > 0:
-		fmt.Fprintf(w, "FAILED: %d of %d checks failed (%d passed, %d not run). Fix the first failure above, then run cmk doctor again.\n",
+		fmt.Fprintf(w, "FAILED: %d of %d checks failed (%d passed, %d not run). Fix the failures listed first, then run cmk doctor again.\n",
 			failed, len(rep.Results), passed, skipped)
 	case unknown > 0:
 		fmt.Fprintf(w, "UNKNOWN: %d check(s) could not run for a transient reason (%d passed). Try again in a minute.\n", unknown, passed)

@@ -56,6 +56,11 @@ func (n *Notifier) Raise(ctx context.Context, org, kind, cause string, d cmkapi.
 	return a, nil
 }
 
+// Open lists the org's open alerts, newest first.
+func (n *Notifier) Open(ctx context.Context, org string) ([]*store.Alert, error) {
+	return n.Store.Alerts(ctx, org, store.AlertOpen)
+}
+
 // Resolve resolves the org's open alerts of the given kinds (all when none)
 // and queues a resolved event for each.
 func (n *Notifier) Resolve(ctx context.Context, org string, kinds ...string) ([]*store.Alert, error) {

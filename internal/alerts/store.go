@@ -20,6 +20,8 @@ type NotifierStore interface {
 	// ResolveAlertsWhere resolves the org's open alerts the filter picks
 	// (kinds, causes, causes to keep) and returns the ones it resolved.
 	ResolveAlertsWhere(ctx context.Context, org string, f store.AlertFilter) ([]*store.Alert, error)
+	// Alerts lists the org's alerts of a status ("" for all), newest first.
+	Alerts(ctx context.Context, org, status string) ([]*store.Alert, error)
 	// EnqueueEvent queues an event for every webhook of the org. Queuing the same
 	// event id twice is a no-op.
 	EnqueueEvent(ctx context.Context, org, eventID, payload string) (int, error)

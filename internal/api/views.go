@@ -40,7 +40,7 @@ func checkViews(rs []preflight.Result) []cmkapi.Check {
 }
 
 func reportView(r *preflight.Report) cmkapi.PreflightReport {
-	return cmkapi.PreflightReport{KeyIdentifier: r.KeyIdentifier, Passed: r.Passed, Retryable: r.Retryable, Results: checkViews(r.Results)}
+	return cmkapi.PreflightReport{KeyIdentifier: r.KeyIdentifier, CheckedAt: r.CheckedAt, Passed: r.Passed, Retryable: r.Retryable, Results: checkViews(r.Results)}
 }
 
 func tp(t time.Time) *time.Time {

@@ -129,10 +129,11 @@ type Check struct {
 
 // PreflightReport is the outcome of every check against a key.
 type PreflightReport struct {
-	KeyIdentifier string  `json:"keyIdentifier"`
-	Passed        bool    `json:"passed"`
-	Retryable     bool    `json:"retryable"` // a check could not run for a transient reason
-	Results       []Check `json:"results"`
+	KeyIdentifier string    `json:"keyIdentifier"` // the key checked (canonical once it parses)
+	CheckedAt     time.Time `json:"checkedAt"`     // when the checks were made
+	Passed        bool      `json:"passed"`
+	Retryable     bool      `json:"retryable"` // a check could not run for a transient reason
+	Results       []Check   `json:"results"`
 }
 
 // Health is an org's key health (GET .../byok/health).

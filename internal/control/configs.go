@@ -67,7 +67,7 @@ func (s *Service) SubmitConfig(ctx context.Context, org string, in ConfigInput) 
 		key = id.String()
 	}
 	if err != nil {
-		return nil, problem(ErrInvalidKeyID, "Invalid key identifier", err.Error(),
+		return nil, problem(ErrInvalidKeyID, "Invalid key identifier", preflight.IdentifierMessage(err),
 			"Copy the Key Identifier from your key's current version in the Azure portal; it looks like https://<vault>.vault.azure.net/keys/<key>/<version>.")
 	}
 	if taken, err := s.keyTakenFor(ctx, org, id); err != nil {

@@ -177,7 +177,9 @@ func openAlertsWait(t *testing.T, c *client) []cmkapi.Alert {
 }
 
 // TestFlappingMakesOneNotification: a key switched off and on repeatedly
-// produces one Alert notification for the episode, not an alert per flap.
+// produces one Alert notification for the episode, and each time the data
+// is refused a Key access disabled alert says why (resolved when the key
+// comes back).
 func TestFlappingMakesOneNotification(t *testing.T) {
 	env := fastEnv(t, monitor.Config{FlapCount: 4, FlapWindow: time.Minute})
 	c := adminClient(t, env, env.Org)
@@ -213,11 +215,80 @@ func TestFlappingMakesOneNotification(t *testing.T) {
 	if flapping != 1 {
 		t.Errorf("flapping notifications = %d, want 1 (alerts: %+v)", flapping, all)
 	}
-	if disabled > 2 {
-		t.Errorf("key-access-disabled alerts = %d over 5 flaps, want at most 2 (before flapping was recognised)", disabled)
+	if disabled != 5 {
+		t.Errorf("key-access-disabled alerts = %d over 5 flaps, want 5 (one per time the data was refused)", disabled)
 	}
-	if opened := rv.got(alerts.EventOpened, alerts.KindAccessDisabled) + rv.got(alerts.EventOpened, alerts.KindNotification); opened > 3 {
-		t.Errorf("webhook alert.opened events = %d over 5 flaps, want at most 3", opened)
+	waitFor(t, "webhook events delivered", 5*time.Second, func() bool {
+		return rv.got(alerts.EventOpened, alerts.KindNotification) == 1 && rv.got(alerts.EventOpened, alerts.KindAccessDisabled) == 5
+	})
+	for _, a := range openAlerts(c) {
+		if a.Kind != alerts.KindNotification || a.Cause != cmkapi.CauseFlapping {
+			t.Errorf("open alert %s/%s with the key healthy, want only the flapping notification", a.Kind, a.Cause)
+		}
+	}
+}
+
+// TestFlappingThenDisabledNamesTheCause: after a key is disabled and enabled
+// twice (flapping), healthy checks leave the flapping notification's count
+// alone, and disabling the key again opens a Key access disabled alert
+// naming KEY_DISABLED while the data is refused, beside the notification.
+func TestFlappingThenDisabledNamesTheCause(t *testing.T) {
+	env := fastEnv(t, monitor.Config{FlapCount: 4, FlapWindow: time.Minute})
+	c := adminClient(t, env, env.Org)
+	data := seed(t, c)
+	enable(t, env, c)
+	waitHealth(t, c, "HEALTHY", "", 5*time.Second)
+	yes, no := true, false
+	for range 2 {
+		env.Emu.UpdateKey(devenv.Vault, devenv.KeyName, azemu.KeyUpdate{Enabled: &no})
+		waitHealth(t, c, "REVOKED", "KEY_DISABLED", 8*time.Second)
+		env.Emu.UpdateKey(devenv.Vault, devenv.KeyName, azemu.KeyUpdate{Enabled: &yes})
+		waitHealth(t, c, "HEALTHY", "", 8*time.Second)
+	}
+	flapping := func() *cmkapi.Alert {
+		for _, a := range openAlerts(c) {
+			if a.Kind == alerts.KindNotification && a.Cause == cmkapi.CauseFlapping {
+				return &a
+			}
+		}
+		return nil
+	}
+	var before *cmkapi.Alert
+	waitFor(t, "the flapping notification", 5*time.Second, func() bool { before = flapping(); return before != nil })
+
+	// Several healthy checks, each seen by its own lastCheck.
+	seen := map[time.Time]bool{}
+	waitFor(t, "five healthy checks", 10*time.Second, func() bool {
+		if h := getHealth(c); h.State == "HEALTHY" && h.LastCheck != nil {
+			seen[*h.LastCheck] = true
+		}
+		return len(seen) >= 5
+	})
+	after := flapping()
+	if after == nil || after.Occurrences != before.Occurrences {
+		t.Fatalf("flapping notification after five healthy checks = %+v, want open with %d occurrences", after, before.Occurrences)
+	}
+
+	env.Emu.UpdateKey(devenv.Vault, devenv.KeyName, azemu.KeyUpdate{Enabled: &no})
+	waitHealth(t, c, "REVOKED", "KEY_DISABLED", 8*time.Second)
+	if data.access(t, c) {
+		t.Fatal("data served with the key disabled")
+	}
+	var named *cmkapi.Alert
+	waitFor(t, "an open Key access disabled alert", 5*time.Second, func() bool {
+		for _, a := range openAlerts(c) {
+			if a.Kind == alerts.KindAccessDisabled && a.Cause == "KEY_DISABLED" {
+				named = &a
+				return true
+			}
+		}
+		return false
+	})
+	if !named.DataBlocked {
+		t.Errorf("Key access disabled alert dataBlocked = false while data is refused")
+	}
+	if f := flapping(); f == nil || f.Occurrences != before.Occurrences+1 {
+		t.Errorf("flapping notification after disabling again = %+v, want open with %d occurrences", f, before.Occurrences+1)
 	}
 }
 

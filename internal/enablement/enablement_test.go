@@ -511,8 +511,11 @@ func TestValidationFails(t *testing.T) {
 				// attributes, then FAILED from the vault's answer to the probe.
 				return
 			}
-			// Every check once, in order: passed before the failing one,
-			// skipped after it.
+			// Every check once, in order: passed before the failing one;
+			// after it, the checks of the key's attributes still run when
+			// the failure is one of them (purge protection waits for
+			// soft-delete), the round trip runs after a vault setting's
+			// failure, and the rest wait for it.
 			var got []string
 			for _, res := range checks {
 				got = append(got, res.Check)
@@ -520,13 +523,23 @@ func TestValidationFails(t *testing.T) {
 			if !slices.Equal(got, preflight.Order) {
 				t.Errorf("checks = %v, want %v", got, preflight.Order)
 			}
-			want := preflight.Passed
+			attrs := []string{preflight.CheckKeyEnabled, preflight.CheckKeyActive, preflight.CheckKeyType, preflight.CheckKeyOps, preflight.CheckSoftDelete, preflight.CheckPurgeProtection}
+			after := false
 			for _, res := range checks {
+				want := preflight.Passed
+				if after {
+					want = preflight.Skipped
+					if slices.Contains(attrs, tt.check) && slices.Contains(attrs, res.Check) &&
+						(tt.check != preflight.CheckSoftDelete || res.Check != preflight.CheckPurgeProtection) {
+						want = preflight.Passed
+					}
+					if res.Check == preflight.CheckRoundTrip && (tt.check == preflight.CheckSoftDelete || tt.check == preflight.CheckPurgeProtection) {
+						want = preflight.Passed
+					}
+				}
 				switch {
 				case res.Check == tt.check:
-					if tt.status != preflight.Passed {
-						want = preflight.Skipped
-					}
+					after = tt.status != preflight.Passed
 				case res.Status != want:
 					t.Errorf("check %s = %s, want %s", res.Check, res.Status, want)
 				}

@@ -33,8 +33,8 @@ var catalog = map[string]entry{
 		cause: "The key vault's host name does not resolve: the vault does not exist or was deleted.",
 		steps: func(_ Env, ref kms.KeyRef) []string {
 			return []string{
-				"Check the vault name in the key identifier (" + ref.VaultURL + ").",
-				"If the vault was deleted, recover it: Azure portal > Key vaults > Manage deleted vaults, or `az keyvault recover --name <vault>`.",
+				"Check the vault name in the key identifier (" + orDefault(ref.VaultURL, "https://<vault-name>.vault.azure.net") + ").",
+				"If the vault was deleted, recover it: Azure portal > Key vaults > Manage deleted vaults. With the Azure CLI: " + azVaultRecover(ref),
 				"Run the check again once the vault resolves.",
 			}
 		},
@@ -45,7 +45,7 @@ var catalog = map[string]entry{
 		steps: func(_ Env, ref kms.KeyRef) []string {
 			return []string{
 				"Check the key name " + ref.Name + " in the vault " + ref.VaultURL + ".",
-				"If the key was deleted, recover it: the vault's Keys > Manage deleted keys > Recover, or `az keyvault key recover`.",
+				"If the key was deleted, recover it: the vault's Keys > Manage deleted keys > Recover. With the Azure CLI: " + azKey(ref, "recover"),
 				"Run the check again.",
 			}
 		},
@@ -56,7 +56,7 @@ var catalog = map[string]entry{
 		steps: func(_ Env, ref kms.KeyRef) []string {
 			return []string{
 				"In the Azure portal, open the key vault, select Keys, then " + ref.Name + " and its current version.",
-				"Set Enabled to Yes and save (or `az keyvault key set-attributes --enabled true`).",
+				"Set Enabled to Yes and save. With the Azure CLI: " + azKey(ref, "set-attributes", "--enabled true"),
 				"Make sure no automation or lifecycle policy disables it again, then run the check again.",
 			}
 		},
@@ -90,7 +90,7 @@ var catalog = map[string]entry{
 			if ref.ManagedHSM() {
 				return []string{
 					"A Managed HSM grants roles through its own local RBAC, on the key, not through the resource's Access control (IAM).",
-					"As an administrator of the Managed HSM " + ref.VaultName() + ", give the " + orDefault(e.AppName, "platform's") + " app the " + RequiredRoleHSM + " role on the key: `" + HSMRoleCommand(e, ref) + "`.",
+					"As an administrator of the Managed HSM " + ref.VaultName() + ", give the " + orDefault(e.AppName, "platform's") + " app the " + RequiredRoleHSM + " role on the key. With the Azure CLI: " + HSMRoleCommand(e, ref),
 					"Role assignments can take a few minutes to apply; run the check again.",
 				}
 			}
@@ -120,7 +120,7 @@ var catalog = map[string]entry{
 		steps: func(e Env, ref kms.KeyRef) []string {
 			grant := "Grant the app the " + RequiredRole + " role on the vault, then run the check again."
 			if ref.ManagedHSM() {
-				grant = "Grant the app the " + RequiredRoleHSM + " role on the key (`" + HSMRoleCommand(e, ref) + "`), then run the check again."
+				grant = "Grant the app the " + RequiredRoleHSM + " role on the key, then run the check again. With the Azure CLI: " + HSMRoleCommand(e, ref)
 			}
 			return []string{
 				"Open the consent link (applicationRedirectUrl from the app-registration API" + opt(": ", e.ConsentURL, "") + ") as an administrator of the Azure tenant that owns the key vault.",
@@ -208,7 +208,7 @@ var catalog = map[string]entry{
 		steps: func(_ Env, ref kms.KeyRef) []string {
 			if ref.ManagedHSM() {
 				return []string{
-					"Turn on purge protection for the Managed HSM " + ref.VaultName() + ": `az keyvault update-hsm --hsm-name " + ref.VaultName() + " --enable-purge-protection true` (it cannot be turned off again).",
+					"Turn on purge protection for the Managed HSM " + ref.VaultName() + " (it cannot be turned off again). With the Azure CLI: az keyvault update-hsm --hsm-name " + ref.VaultName() + " --enable-purge-protection true",
 					"Submit the configuration again.",
 				}
 			}
@@ -243,6 +243,31 @@ func newKeySteps(Env, kms.KeyRef) []string {
 		fmt.Sprintf("Create an RSA key with a size of %d or 4096 bits, permitting Wrap Key and Unwrap Key.", kms.MinRSABits),
 		"Copy its Key Identifier and submit a new configuration with it (a key's type and size cannot be changed).",
 	}
+}
+
+// azKey is the Azure CLI command "az keyvault key <sub>" for the key ref
+// names, its vault (or Managed HSM) and name filled in, then extra. The
+// steps are plain text: a command is the end of its step, with nothing
+// after it that could be copied along.
+func azKey(ref kms.KeyRef, sub string, extra ...string) string {
+	where := "--vault-name "
+	if ref.ManagedHSM() {
+		where = "--hsm-name "
+	}
+	cmd := "az keyvault key " + sub + " " + where + orDefault(ref.VaultName(), "<vault-name>") + " --name " + orDefault(ref.Name, "<key-name>")
+	for _, e := range extra {
+		cmd += " " + e
+	}
+	return cmd
+}
+
+// azVaultRecover is the Azure CLI command that recovers the deleted vault
+// (or Managed HSM) of ref.
+func azVaultRecover(ref kms.KeyRef) string {
+	if ref.ManagedHSM() {
+		return "az keyvault recover --hsm-name " + orDefault(ref.VaultName(), "<hsm-name>")
+	}
+	return "az keyvault recover --name " + orDefault(ref.VaultName(), "<vault-name>")
 }
 
 // opt returns prefix+v+suffix, or "" when v is empty.

@@ -12,8 +12,8 @@ import (
 // later expiration date on the current one.
 func expirySteps(_ Env, ref kms.KeyRef) []string {
 	return []string{
-		"Rotate the key: in the Azure portal open the key vault, select Keys, then " + opt("", ref.Name, " and ") + "New Version (or `az keyvault key rotate --vault-name <vault> --name <key>`). The platform picks up the new version by itself and re-wraps every data key to it; nothing else is needed.",
-		"Or extend the current version: open it, set a later Expiration date and save (or `az keyvault key set-attributes --vault-name <vault> --name <key> --expires <date>`).",
+		"Rotate the key: in the Azure portal open the key vault, select Keys, then " + opt("", ref.Name, " and ") + "New Version. The platform picks up the new version by itself and re-wraps every data key to it; nothing else is needed. With the Azure CLI: " + azKey(ref, "rotate"),
+		"Or extend the current version: open it, set a later Expiration date and save. With the Azure CLI (the date in UTC): " + azKey(ref, "set-attributes", "--expires YYYY-MM-DDThh:mm:ssZ"),
 		"A key rotation policy in the vault (Rotation policy: rotate some days before expiry) keeps this from happening again.",
 	}
 }

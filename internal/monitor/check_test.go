@@ -353,6 +353,12 @@ func TestCheckDegradedAndRotation(t *testing.T) {
 	}
 	e.kms.set(func(f *fakeKMS) { delete(f.fail, "wrap") })
 	e.check(t, keyhealth.Healthy, "")
+	if got := e.audits(t, opRecovery); len(got) != 1 || got[0].Detail != "access restored after DEGRADED (KEY_NOT_ACTIVE)" {
+		t.Errorf("recovery audit = %+v, want one entry after DEGRADED (KEY_NOT_ACTIVE)", got)
+	}
+	if got := e.openAlerts(t); len(got) != 0 {
+		t.Errorf("open alerts after recovery from DEGRADED = %v, want none", got)
+	}
 
 	e.kms.addVersion(t, "v2")
 	h := e.check(t, keyhealth.Healthy, "")
@@ -439,5 +445,65 @@ func TestCheckDataKeyUnwrapFailureCoasts(t *testing.T) {
 	e.check(t, keyhealth.Coasting, string(kms.KindUnwrapFailed))
 	if err := e.gate.Allow(e.org); err != nil {
 		t.Errorf("gate.Allow() = %v, want nil", err)
+	}
+}
+
+// TestCheckFlappingTellsTheTruth: after a key flaps, disabling it again
+// opens the Key access disabled alert beside the flapping notification;
+// the notification counts state changes, not healthy checks, and closes
+// once the key has been stable for a whole window.
+func TestCheckFlappingTellsTheTruth(t *testing.T) {
+	e := newCheckEnv(t)
+	e.m.FlapCount, e.m.FlapWindow = 4, 10*time.Minute
+	e.check(t, keyhealth.Healthy, "")
+	step := func(disabled bool, state, cause string) {
+		t.Helper()
+		e.kms.set(func(f *fakeKMS) { f.disabled = disabled })
+		e.now = e.now.Add(30 * time.Second)
+		e.check(t, state, cause)
+	}
+	flapping := func() *store.Alert {
+		t.Helper()
+		as, err := e.st.Alerts(context.Background(), e.org, store.AlertOpen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range as {
+			if a.Cause == cmkapi.CauseFlapping {
+				return a
+			}
+		}
+		return nil
+	}
+	for range 2 {
+		step(true, keyhealth.Revoked, string(kms.KindKeyDisabled))
+		step(false, keyhealth.Healthy, "")
+	}
+	n := flapping()
+	if n == nil {
+		t.Fatalf("open alerts after two disable/enable cycles = %v, want a flapping notification", e.openAlerts(t))
+	}
+	for range 5 {
+		step(false, keyhealth.Healthy, "")
+	}
+	if a := flapping(); a == nil || a.Occurrences != n.Occurrences {
+		t.Fatalf("flapping notification after 5 healthy checks = %+v, want open with %d occurrences", a, n.Occurrences)
+	}
+	step(true, keyhealth.Revoked, string(kms.KindKeyDisabled))
+	if got := e.openAlerts(t); got[alerts.KindAccessDisabled] != string(kms.KindKeyDisabled) {
+		t.Errorf("open alerts while disabled again during flapping = %v, want %s/KEY_DISABLED", got, alerts.KindAccessDisabled)
+	}
+	if a := flapping(); a == nil || a.Occurrences != n.Occurrences+1 {
+		t.Errorf("flapping notification after one more change = %+v, want %d occurrences", a, n.Occurrences+1)
+	}
+	step(false, keyhealth.Healthy, "")
+	if got := e.openAlerts(t); len(got) != 1 || got[alerts.KindNotification] != cmkapi.CauseFlapping {
+		t.Errorf("open alerts on recovery during flapping = %v, want only the flapping notification", got)
+	}
+	// A whole window without a change closes it.
+	e.now = e.now.Add(e.m.FlapWindow)
+	step(false, keyhealth.Healthy, "")
+	if got := e.openAlerts(t); len(got) != 0 {
+		t.Errorf("open alerts after a stable window = %v, want none", got)
 	}
 }

@@ -73,6 +73,10 @@ type alertRaise struct {
 	blocked              bool // the org's data is refused
 }
 
+// openAlert names an alert of the org that was open when the check began
+// (or one the check resolves): its kind and cause.
+type openAlert struct{ kind, cause string }
+
 // decision is the next health of an org and the effects of getting there,
 // in the order check applies them.
 type decision struct {
@@ -87,21 +91,35 @@ type decision struct {
 	wipe bool
 	// audits are written after the wipe, before the save.
 	audits []auditRecord
-	// flapping: the state changed flapCount times within the window.
+	// flapping: a flapping episode is under way (see decide).
 	flapping bool
 	// raise lists the alerts to raise, in order, after the save.
 	raise []alertRaise
-	// resolve closes open alerts after the raises: those of resolveKinds,
-	// or every kind when resolveKinds is nil.
-	resolve      bool
-	resolveKinds []string
+	// resolve lists the open alerts to close, after the raises. It names
+	// only alerts that were open, so a check with nothing to close touches
+	// no alert.
+	resolve []openAlert
 }
 
 // decide is the monitor's policy (see the package doc) as a function of the
-// previous health, the probe's outcome, the time and the configuration; it
-// reads nothing else and changes neither argument (the next health's list
-// of changes is a copy).
-func decide(prev keyhealth.Health, o outcome, now time.Time, p policy) decision {
+// previous health, the org's alerts open when the check began, the probe's
+// outcome, the time and the configuration; it reads nothing else and
+// changes none of its arguments (the next health's list of changes is a
+// copy).
+//
+// Alerts tell the truth about the key at every check:
+//   - While the org's data is refused (REVOKED), the alert naming the
+//     blocking cause is raised at every check (Key access disabled for a
+//     disabled key), flapping or not.
+//   - Flapping is reported in addition: a notification that opens when the
+//     state has changed flapCount times within flapWindow, counts one
+//     occurrence per state change (never per check), and closes once the
+//     state has not changed for a whole window. While it is open and the
+//     org is not blocked, it stands for the cause alerts of each flap.
+//   - A healthy check closes the open alerts about access (not an expiry
+//     warning, which only a new date closes, nor a flapping notification
+//     whose window is still running), and nothing when none is open.
+func decide(prev keyhealth.Health, open []openAlert, o outcome, now time.Time, p policy) decision {
 	var d decision
 	next := prev
 	next.LastCheck = now
@@ -182,21 +200,22 @@ func decide(prev keyhealth.Health, o outcome, now time.Time, p policy) decision 
 		d.audits = append(d.audits, auditRecord{opRecovery, o.version, "ok", "access restored after " + prev.State + " (" + prev.Cause + ")"})
 	}
 
-	d.flapping = len(mem.Changes) >= p.flapCount
-	if d.flapping {
-		d.raise = append(d.raise, alertRaise{alerts.KindNotification, cmkapi.CauseFlapping, next.Message, revoked})
-	}
+	changed := next.State != prev.State
+	flap := openAlert{alerts.KindNotification, cmkapi.CauseFlapping}
+	flapOpen := slices.Contains(open, flap)
+	// An episode starts at flapCount changes within the window and lasts
+	// while its notification is open and a change is still within the
+	// window (older changes were pruned above).
+	d.flapping = len(mem.Changes) >= p.flapCount || (flapOpen && len(mem.Changes) > 0)
 	switch {
 	case next.State == keyhealth.Healthy:
-		if prev.State != keyhealth.Healthy || !d.flapping {
-			d.resolve = true
-			// The flapping notification stays open until the key has
-			// been stable for a whole window.
-			if d.flapping {
-				d.resolveKinds = []string{alerts.KindAccessDisabled, alerts.KindAccessFailure}
+		for _, a := range open {
+			if a.cause == cmkapi.CauseKeyNearExpiry || (a == flap && d.flapping) {
+				continue
 			}
+			d.resolve = append(d.resolve, a)
 		}
-	case !d.flapping: // while flapping, one notification for the whole episode, not one per flap
+	case revoked || !d.flapping:
 		kind := alerts.KindFor(next.Cause)
 		switch {
 		case revoked && kind == alerts.KindNotification:
@@ -206,6 +225,12 @@ func decide(prev keyhealth.Health, o outcome, now time.Time, p policy) decision 
 			kind = alerts.KindNotification
 		}
 		d.raise = append(d.raise, alertRaise{kind, next.Cause, next.Message, revoked})
+	}
+	if d.flapping && (changed || !flapOpen) {
+		d.raise = append(d.raise, alertRaise{flap.kind, flap.cause, next.Message, revoked})
+	}
+	if flapOpen && !d.flapping && next.State != keyhealth.Healthy {
+		d.resolve = append(d.resolve, flap)
 	}
 	return d
 }

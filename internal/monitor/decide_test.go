@@ -111,8 +111,7 @@ type view struct {
 	Audits                   []auditRecord
 	Flapping                 bool
 	Raise                    []alertRaise
-	Resolve                  bool
-	ResolveKinds             []string
+	Resolve                  []openAlert
 }
 
 func viewOf(d decision) view {
@@ -121,7 +120,7 @@ func viewOf(d decision) view {
 		Since: d.next.Since, NextCheck: d.next.NextCheck, LastOK: d.next.LastOK, RotateTo: d.next.RotateTo,
 		Changes:    d.next.Memo.Changes,
 		FailClosed: d.failClosed, Wipe: d.wipe, Audits: d.audits, Flapping: d.flapping,
-		Raise: d.raise, Resolve: d.resolve, ResolveKinds: d.resolveKinds,
+		Raise: d.raise, Resolve: d.resolve,
 	}
 	if len(v.Changes) == 0 {
 		v.Changes = nil
@@ -155,7 +154,6 @@ func healthyAgain(prev keyhealth.Health) view {
 		v.Audits = []auditRecord{{opRecovery, "v1", "ok", "access restored after " + prev.State + " (" + prev.Cause + ")"}}
 	}
 	v.LastOK = t0
-	v.Resolve = true
 	return v
 }
 
@@ -270,9 +268,9 @@ func TestDecide(t *testing.T) {
 
 		// Throttling: the vault answered; only the next check moves.
 		{"throttled: next check at Retry-After", healthy(), throttled(2 * time.Minute),
-			edit(unchanged(healthy()), func(v *view) { v.NextCheck = t0.Add(2 * time.Minute); v.Resolve = true })},
+			edit(unchanged(healthy()), func(v *view) { v.NextCheck = t0.Add(2 * time.Minute) })},
 		{"throttled: next check at least the interval", healthy(), throttled(5 * time.Second),
-			edit(unchanged(healthy()), func(v *view) { v.NextCheck = t0.Add(DefaultInterval); v.Resolve = true })},
+			edit(unchanged(healthy()), func(v *view) { v.NextCheck = t0.Add(DefaultInterval) })},
 		{"throttled while coasting", coasting, throttled(0),
 			edit(unchanged(coasting), func(v *view) { v.NextCheck = t0.Add(DefaultInterval); v.Raise = notice(unavailable) })},
 		{"throttled while revoked", revoked, throttled(0),
@@ -294,30 +292,18 @@ func TestDecide(t *testing.T) {
 		{"degraded to healthy", degraded, ok, healthyAgain(degraded)},
 
 		// Flapping.
-		{"fourth change in the window is flapping", withChanges(healthy(), recent...), disabled,
-			edit(revokedBy(disabled, ""), func(v *view) {
+		{"fourth change in the window is flapping: the blocking alert and the notification", withChanges(healthy(), recent...), disabled,
+			edit(revokedBy(disabled, alerts.KindAccessDisabled), func(v *view) {
 				v.Changes = append(recent[:3:3], t0)
 				v.Flapping = true
-				v.Raise = flapping(disabled.message, true) // and no KEY_ACCESS_DISABLED: one notification per episode
-			})},
-		{"flapping back to healthy keeps the notification open", withChanges(revoked, recent...), ok,
-			edit(healthyAgain(withChanges(revoked, recent...)), func(v *view) {
-				v.Flapping = true
-				v.Raise = flapping("", false)
-				v.ResolveKinds = []string{alerts.KindAccessDisabled, alerts.KindAccessFailure}
-			})},
-		{"healthy while flapping resolves nothing", withChanges(healthy(), append(recent[:3:3], t0.Add(-time.Minute))...), ok,
-			edit(unchanged(withChanges(healthy(), append(recent[:3:3], t0.Add(-time.Minute))...)), func(v *view) {
-				v.LastOK = t0
-				v.Flapping = true
-				v.Raise = flapping("", false)
+				v.Raise = append(v.Raise, flapping(disabled.message, true)...)
 			})},
 		{"coasting while flapping raises only the flapping notification", withChanges(healthy(), recent...), unavailable,
 			edit(becomes(withChanges(healthy(), recent...), keyhealth.Coasting, "TRANSIENT", unavailable.message), func(v *view) {
 				v.Flapping = true
 				v.Raise = flapping(unavailable.message, false)
 			})},
-		{"changes older than the window are pruned; the flapping ends",
+		{"changes older than the window are pruned; no episode",
 			withChanges(healthy(), t0.Add(-20*time.Minute), t0.Add(-DefaultFlapWindow-time.Millisecond), t0.Add(-DefaultFlapWindow), t0.Add(-time.Minute)), ok,
 			edit(healthyAgain(healthy()), func(v *view) { v.Changes = []time.Time{t0.Add(-DefaultFlapWindow), t0.Add(-time.Minute)} })},
 		{"every change pruned", withChanges(healthy(), t0.Add(-time.Hour)), ok, healthyAgain(healthy())},
@@ -370,8 +356,92 @@ func TestDecide(t *testing.T) {
 		}{"healthy to revoked: " + string(f.o.kind), healthy(), f.o, revokedBy(f.o, f.alertKind)})
 	}
 
+	// Rows that depend on the alerts open when the check begins.
+	disabledAlert := openAlert{alerts.KindAccessDisabled, string(kms.KindKeyDisabled)}
+	flapAlert := openAlert{alerts.KindNotification, cmkapi.CauseFlapping}
+	expiryAlert := openAlert{alerts.KindNotification, cmkapi.CauseKeyNearExpiry}
+	// Four changes in the window: an episode under way.
+	four := append(recent[:3:3], t0.Add(-time.Minute))
+	flappingRevoked := withChanges(revoked, four...)
+	flappingRevoked.Since = four[3]
+	stableRevoked := withChanges(revoked, t0.Add(-DefaultFlapWindow-time.Second))
+	withOpen := []struct {
+		name string
+		open []openAlert
+		prev keyhealth.Health
+		o    outcome
+		want view
+	}{
+		{"healthy with nothing open resolves nothing", nil, healthy(), ok, healthyAgain(healthy())},
+		{"healthy keeps an expiry warning open", []openAlert{expiryAlert}, healthy(), ok, healthyAgain(healthy())},
+		{"revoked to healthy resolves the open blocking alert", []openAlert{disabledAlert, expiryAlert}, revoked, ok,
+			edit(healthyAgain(revoked), func(v *view) { v.Resolve = []openAlert{disabledAlert} })},
+		{"degraded to healthy: recovery audited, access failure resolved",
+			[]openAlert{{alerts.KindAccessFailure, "KEY_NOT_ACTIVE"}}, degraded, ok,
+			edit(healthyAgain(degraded), func(v *view) {
+				v.Audits = []auditRecord{{opRecovery, "v1", "ok", "access restored after DEGRADED (KEY_NOT_ACTIVE)"}}
+				v.Resolve = []openAlert{{alerts.KindAccessFailure, "KEY_NOT_ACTIVE"}}
+			})},
+		{"a stray open alert is resolved by the next healthy check", []openAlert{{alerts.KindNotification, "TRANSIENT"}}, healthy(), ok,
+			edit(healthyAgain(healthy()), func(v *view) { v.Resolve = []openAlert{{alerts.KindNotification, "TRANSIENT"}} })},
+		{"disabled again while flapping: the blocking alert as well as the notification", []openAlert{flapAlert},
+			withChanges(healthy(), four...), disabled,
+			edit(revokedBy(disabled, alerts.KindAccessDisabled), func(v *view) {
+				v.Changes = append(four[:4:4], t0)
+				v.Flapping = true
+				v.Raise = append(v.Raise, flapping(disabled.message, true)...)
+			})},
+		{"revoked while flapping raises the blocking alert at every check, the notification only on a change",
+			[]openAlert{flapAlert, disabledAlert}, flappingRevoked, disabled,
+			edit(unchanged(flappingRevoked), func(v *view) {
+				v.Flapping = true
+				v.Raise = []alertRaise{{alerts.KindAccessDisabled, "KEY_DISABLED", disabled.message, true}}
+			})},
+		{"recovery while flapping counts a change and resolves the blocking alert",
+			[]openAlert{flapAlert, disabledAlert}, flappingRevoked, ok,
+			edit(healthyAgain(flappingRevoked), func(v *view) {
+				v.Flapping = true
+				v.Raise = flapping("", false)
+				v.Resolve = []openAlert{disabledAlert}
+			})},
+		{"a healthy check while flapping neither raises nor resolves", []openAlert{flapAlert},
+			withChanges(healthy(), four...), ok,
+			edit(healthyAgain(withChanges(healthy(), four...)), func(v *view) { v.Flapping = true })},
+		{"a healthy check while flapping with the notification missing opens it", nil,
+			withChanges(healthy(), four...), ok,
+			edit(healthyAgain(withChanges(healthy(), four...)), func(v *view) { v.Flapping = true; v.Raise = flapping("", false) })},
+		{"coasting unchanged while flapping raises nothing", []openAlert{flapAlert},
+			withChanges(failing(keyhealth.Coasting, unavailable, four[3]), four...), unavailable,
+			edit(unchanged(withChanges(failing(keyhealth.Coasting, unavailable, four[3]), four...)), func(v *view) { v.Flapping = true })},
+		{"the notification stays open while a change is within the window", []openAlert{flapAlert},
+			withChanges(healthy(), t0.Add(-20*time.Minute), t0.Add(-time.Minute)), ok,
+			edit(healthyAgain(healthy()), func(v *view) { v.Changes = []time.Time{t0.Add(-time.Minute)}; v.Flapping = true })},
+		{"the notification closes after a whole window without a change", []openAlert{flapAlert, expiryAlert},
+			withChanges(healthy(), t0.Add(-DefaultFlapWindow-time.Second)), ok,
+			edit(healthyAgain(healthy()), func(v *view) { v.Resolve = []openAlert{flapAlert} })},
+		{"the notification closes after a stable window while revoked; the blocking alert stays", []openAlert{flapAlert, disabledAlert},
+			stableRevoked, disabled,
+			edit(unchanged(revoked), func(v *view) {
+				v.Changes = nil
+				v.Raise = []alertRaise{{alerts.KindAccessDisabled, "KEY_DISABLED", disabled.message, true}}
+				v.Resolve = []openAlert{flapAlert}
+			})},
+	}
+	for _, row := range withOpen {
+		rows = append(rows, struct {
+			name string
+			prev keyhealth.Health
+			o    outcome
+			want view
+		}{row.name, row.prev, row.o, row.want})
+	}
+	opens := map[string][]openAlert{}
+	for _, row := range withOpen {
+		opens[row.name] = row.open
+	}
+
 	for _, row := range rows {
-		got, want := viewOf(decide(row.prev, row.o, t0, testPolicy)), row.want
+		got, want := viewOf(decide(row.prev, opens[row.name], row.o, t0, testPolicy)), row.want
 		gv, wv := reflect.ValueOf(got), reflect.ValueOf(want)
 		for i := range gv.NumField() {
 			if g, w := gv.Field(i).Interface(), wv.Field(i).Interface(); !reflect.DeepEqual(g, w) {
@@ -412,7 +482,7 @@ func TestDecideBookkeeping(t *testing.T) {
 		{"wrap not proved", ok, prev.Memo.LastWrap, "probe", "v1"},
 		{"failure", disabled, prev.Memo.LastWrap, "probe", "v1"},
 	} {
-		d := decide(prev, row.o, t0, testPolicy)
+		d := decide(prev, nil, row.o, t0, testPolicy)
 		n := d.next
 		if n.LastCheck != t0 || n.UpdatedAt != t0 {
 			t.Errorf("%s: decide().LastCheck, UpdatedAt = %v, %v, want %v", row.name, n.LastCheck, n.UpdatedAt, t0)
@@ -448,7 +518,7 @@ func TestDecideThrottledBackoff(t *testing.T) {
 	h := healthy()
 	var got []time.Duration
 	for _, o := range []outcome{throttled(0), throttled(0), throttled(0), throttled(0), throttled(0), throttled(0), throttled(3 * s), ok, throttled(0)} {
-		d := decide(h, o, t0, p)
+		d := decide(h, nil, o, t0, p)
 		got = append(got, d.next.NextCheck.Sub(t0))
 		h = d.next
 	}
@@ -457,7 +527,7 @@ func TestDecideThrottledBackoff(t *testing.T) {
 		t.Errorf("next checks after throttled checks in a row = %v, want %v", got, want)
 	}
 	// Never sooner than the interval.
-	if d := decide(healthy(), throttled(0), t0, testPolicy); d.next.NextCheck.Sub(t0) != DefaultInterval {
+	if d := decide(healthy(), nil, throttled(0), t0, testPolicy); d.next.NextCheck.Sub(t0) != DefaultInterval {
 		t.Errorf("decide(throttled, 30 s interval).NextCheck = +%v, want +%v", d.next.NextCheck.Sub(t0), DefaultInterval)
 	}
 }

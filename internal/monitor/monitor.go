@@ -34,8 +34,14 @@
 //   - Unwrap working but wrap failing (key expired, wrapKey removed) is
 //     DEGRADED: data stays readable, and the alert says new keys cannot be
 //     made.
-//   - The first successful check after a failure restores access and
-//     resolves the alerts.
+//   - The first successful check after a failure restores access (audited
+//     as a recovery, from DEGRADED and COASTING as from REVOKED) and
+//     resolves the open alerts about access; a check with none open
+//     resolves nothing.
+//   - While data is refused, an open alert names the blocking cause.
+//     Flapping (FlapCount state changes within FlapWindow) is an Alert
+//     notification in addition, counted once per state change and closed
+//     after a whole window without one (decide).
 //   - Rotation re-wraps a data key only under a key version Describe shows
 //     usable, and proves each new wrapping unwraps to the same data key
 //     before the old wrapping is replaced (rotate.go).
@@ -57,7 +63,6 @@ import (
 
 	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/audit"
-	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/dekcache"
 	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/keyhealth"
@@ -352,7 +357,11 @@ func (m *Monitor) check(ctx context.Context, h *keyhealth.Health) (*keyhealth.He
 		m.Metrics.KeyChecks.WithLabelValues(label).Inc()
 		m.Metrics.CheckDurations.Observe(now.Sub(start).Seconds())
 	}
-	d := decide(*h, o, now, m.policy())
+	open, err := m.openAlerts(ctx, h.OrgID)
+	if err != nil {
+		return nil, err
+	}
+	d := decide(*h, open, o, now, m.policy())
 	// The expiry warnings follow the exp the check saw; without an answer
 	// from describe there is nothing to go on, and the memory stays.
 	var exp expiryStep
@@ -428,13 +437,29 @@ func (m *Monitor) apply(ctx context.Context, prev *keyhealth.Health, ref kms.Key
 			m.Log.Error("raise alert", "org", org, "err", err)
 		}
 	}
-	if d.resolve {
-		// An expiry warning is about the key's date, not its access: only
-		// a new date closes it (applyExpiry).
-		f := store.AlertFilter{Kinds: d.resolveKinds, KeepCauses: []string{cmkapi.CauseKeyNearExpiry}}
+	for _, a := range d.resolve {
+		f := store.AlertFilter{Kinds: []string{a.kind}, Causes: []string{a.cause}}
 		if _, err := m.Notifier.ResolveWhere(ctx, org, f); err != nil {
-			m.Log.Error("resolve alerts", "org", org, "err", err)
+			m.Log.Error("resolve alerts", "org", org, "kind", a.kind, "cause", a.cause, "err", err)
 		}
 	}
 	return &next, nil
+}
+
+// openAlerts lists the kind and cause of the org's open alerts, which
+// decide needs to raise and resolve only what the check changes (none
+// without a notifier).
+func (m *Monitor) openAlerts(ctx context.Context, org string) ([]openAlert, error) {
+	if m.Notifier == nil {
+		return nil, nil
+	}
+	as, err := m.Notifier.Open(ctx, org)
+	if err != nil {
+		return nil, fmt.Errorf("open alerts of org %s: %w", org, err)
+	}
+	out := make([]openAlert, 0, len(as))
+	for _, a := range as {
+		out = append(out, openAlert{a.Kind, a.Cause})
+	}
+	return out, nil
 }

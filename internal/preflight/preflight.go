@@ -4,11 +4,17 @@
 //
 // Each check has a stable name, a title, and when it fails a stable code, a
 // message saying what was found and numbered steps saying what to do (the
-// code's steps from package guidance). The checks run in the order a request
-// travels (sign-in, network, permission, key state, crypto), so the first
-// failure is the one to fix first; checks after it are skipped.
-// A throttled or transient failure is reported as such, never as a verdict on
-// the key.
+// code's steps from package guidance). The checks are listed in the order a
+// request travels (sign-in, network, permission, key state, crypto), and
+// every check runs that can: a failure does not stop the checks that do not
+// depend on it, so one run shows everything to fix (a 2048-bit key is still
+// checked for soft-delete and purge protection). A check that depends on
+// one that did not pass is Skipped, its message naming the check it waits
+// for: nothing about the key can be read before the identifier parses, the
+// key's owner is confirmed and the vault answers describe; the round trip
+// needs the key enabled, active, RSA of the right size and permitting the
+// operations. A throttled or transient failure is reported as such, never as
+// a verdict on the key.
 //
 // # Key ownership
 //
@@ -31,6 +37,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -112,6 +119,7 @@ type Result struct {
 // Report is the outcome of all checks.
 type Report struct {
 	KeyIdentifier string        `json:"keyIdentifier"`
+	CheckedAt     time.Time     `json:"checkedAt"` // when the checks ended (env.Now)
 	Passed        bool          `json:"passed"`
 	Retryable     bool          `json:"retryable"` // a check could not run for a transient reason
 	RetryAfter    time.Duration `json:"-"`
@@ -157,66 +165,80 @@ func Run(ctx context.Context, provider kms.Provider, policy keyid.Policy, raw st
 	set := func(check string, st Status, code, msg string, remedy []string) {
 		r.Results = append(r.Results, Result{Check: check, Title: TitleFor(check, key), Status: st, Code: code, Message: msg, Remedy: remedy})
 	}
-	finish := func() *Report {
+	// finish marks every check not run as waiting for the ones named, and
+	// puts the results in Order.
+	finish := func(waitsOn ...string) *Report {
 		seen := map[string]bool{}
 		for _, res := range r.Results {
 			seen[res.Check] = true
 		}
 		for _, c := range Order {
 			if !seen[c] {
-				set(c, Skipped, "", "Not run: an earlier check did not pass.", nil)
+				set(c, Skipped, "", waitingFor(key, waitsOn...), nil)
 			}
 		}
+		slices.SortStableFunc(r.Results, func(a, b Result) int { return slices.Index(Order, a.Check) - slices.Index(Order, b.Check) })
 		r.Passed = r.FirstProblem() == nil
+		r.CheckedAt = env.Now().UTC()
 		return r
 	}
 
 	id, err := policy.Parse(raw)
 	if err != nil {
 		code := string(kms.KindMalformedKeyURI)
-		set(CheckKeyIdentifier, Failed, code, err.Error(), guidance.Steps(code, env, kms.KeyRef{}))
-		return finish()
+		set(CheckKeyIdentifier, Failed, code, IdentifierMessage(err), guidance.Steps(code, env, kms.KeyRef{}))
+		return finish(CheckKeyIdentifier)
 	}
 	ref := id.Ref()
 	key = ref
+	r.KeyIdentifier = id.String()
 	set(CheckKeyIdentifier, Passed, "", "", nil)
 	if !checkOwner(ctx, r, set, owner, env, ref) {
-		return finish()
+		if p := r.FirstProblem(); p != nil {
+			return finish(p.Check)
+		}
+		return finish(CheckKeyOwner)
 	}
 
 	info, err := provider.Describe(ctx, ref)
 	if err != nil {
-		fail(r, set, err, env, ref)
-		return finish()
+		return finish(fail(r, set, err, env, ref))
 	}
 	r.Key = &info
 	for _, c := range []string{CheckSignIn, CheckVaultReachable, CheckRole, CheckKeyExists} {
 		set(c, Passed, "", "", nil)
 	}
-	if !info.Enabled {
-		set(CheckKeyEnabled, Failed, string(kms.KindKeyDisabled), fmt.Sprintf("Key %s is disabled.", ref.Name), guidance.Steps(string(kms.KindKeyDisabled), env, ref))
-		return finish()
+	// Every check of the key's attributes runs; the round trip waits for
+	// those it needs.
+	var blocking []string
+	failed := func(check, code, msg string) {
+		set(check, Failed, code, msg, guidance.Steps(code, env, ref))
+		if check != CheckSoftDelete && check != CheckPurgeProtection {
+			blocking = append(blocking, check)
+		}
 	}
-	set(CheckKeyEnabled, Passed, "", "", nil)
+	if info.Enabled {
+		set(CheckKeyEnabled, Passed, "", "", nil)
+	} else {
+		failed(CheckKeyEnabled, string(kms.KindKeyDisabled), fmt.Sprintf("Key %s is disabled.", ref.Name))
+	}
 	now := env.Now()
 	switch {
 	case info.NotBefore != nil && now.Before(*info.NotBefore):
-		set(CheckKeyActive, Failed, string(kms.KindKeyNotActive), fmt.Sprintf("Key %s is not active until %s.", ref.Name, info.NotBefore.UTC().Format(time.RFC3339)), guidance.Steps(string(kms.KindKeyNotActive), env, ref))
-		return finish()
+		failed(CheckKeyActive, string(kms.KindKeyNotActive), fmt.Sprintf("Key %s is not active until %s.", ref.Name, info.NotBefore.UTC().Format(time.RFC3339)))
 	case info.Expires != nil && !now.Before(*info.Expires):
-		set(CheckKeyActive, Failed, string(kms.KindKeyNotActive), fmt.Sprintf("Key %s expired at %s.", ref.Name, info.Expires.UTC().Format(time.RFC3339)), guidance.Steps(string(kms.KindKeyNotActive), env, ref))
-		return finish()
+		failed(CheckKeyActive, string(kms.KindKeyNotActive), fmt.Sprintf("Key %s expired at %s.", ref.Name, info.Expires.UTC().Format(time.RFC3339)))
+	default:
+		set(CheckKeyActive, Passed, "", "", nil)
 	}
-	set(CheckKeyActive, Passed, "", "", nil)
-	if info.KeyType != "RSA" && info.KeyType != "RSA-HSM" {
-		set(CheckKeyType, Failed, cmkapi.CodeKeyTypeUnsupported, fmt.Sprintf("Key %s is of type %s; an RSA key is required.", ref.Name, info.KeyType), guidance.Steps(cmkapi.CodeKeyTypeUnsupported, env, ref))
-		return finish()
+	switch {
+	case info.KeyType != "RSA" && info.KeyType != "RSA-HSM":
+		failed(CheckKeyType, cmkapi.CodeKeyTypeUnsupported, fmt.Sprintf("Key %s is of type %s; an RSA key is required.", ref.Name, info.KeyType))
+	case info.Bits < kms.MinRSABits:
+		failed(CheckKeyType, cmkapi.CodeKeyTooSmall, fmt.Sprintf("Key %s is %d bits; at least %d are required.", ref.Name, info.Bits, kms.MinRSABits))
+	default:
+		set(CheckKeyType, Passed, "", "", nil)
 	}
-	if info.Bits < kms.MinRSABits {
-		set(CheckKeyType, Failed, cmkapi.CodeKeyTooSmall, fmt.Sprintf("Key %s is %d bits; at least %d are required.", ref.Name, info.Bits, kms.MinRSABits), guidance.Steps(cmkapi.CodeKeyTooSmall, env, ref))
-		return finish()
-	}
-	set(CheckKeyType, Passed, "", "", nil)
 	var missing []string
 	for _, op := range []string{"wrapKey", "unwrapKey"} {
 		if !info.HasOp(op) {
@@ -224,27 +246,31 @@ func Run(ctx context.Context, provider kms.Provider, policy keyid.Policy, raw st
 		}
 	}
 	if len(missing) > 0 {
-		set(CheckKeyOps, Failed, string(kms.KindKeyOperationForbidden), fmt.Sprintf("Key %s does not permit %s (permitted: %s).", ref.Name, strings.Join(missing, " and "), strings.Join(info.Ops, ", ")), guidance.Steps(string(kms.KindKeyOperationForbidden), env, ref))
-		return finish()
+		failed(CheckKeyOps, string(kms.KindKeyOperationForbidden), fmt.Sprintf("Key %s does not permit %s (permitted: %s).", ref.Name, strings.Join(missing, " and "), strings.Join(info.Ops, ", ")))
+	} else {
+		set(CheckKeyOps, Passed, "", "", nil)
 	}
-	set(CheckKeyOps, Passed, "", "", nil)
 	level := info.RecoveryLevel
-	if !strings.Contains(level, "Recoverable") {
-		set(CheckSoftDelete, Failed, cmkapi.CodeSoftDeleteDisabled, fmt.Sprintf("The vault's recovery level is %q: a deleted key would be gone at once.", level),
-			guidance.Steps(cmkapi.CodeSoftDeleteDisabled, env, ref))
-		return finish()
+	switch {
+	case !strings.Contains(level, "Recoverable"):
+		failed(CheckSoftDelete, cmkapi.CodeSoftDeleteDisabled, fmt.Sprintf("The vault's recovery level is %q: a deleted key would be gone at once.", level))
+		// Purge protection exists only with soft-delete.
+		set(CheckPurgeProtection, Skipped, "", waitingFor(ref, CheckSoftDelete), nil)
+	default:
+		set(CheckSoftDelete, Passed, "", "", nil)
+		if strings.Contains(level, "Purgeable") {
+			failed(CheckPurgeProtection, cmkapi.CodePurgeProtectionDisabled, fmt.Sprintf("The vault's recovery level is %q: anyone with purge rights could destroy the key, and with it all your data on the platform.", level))
+		} else {
+			set(CheckPurgeProtection, Passed, "", "", nil)
+		}
 	}
-	set(CheckSoftDelete, Passed, "", "", nil)
-	if strings.Contains(level, "Purgeable") {
-		set(CheckPurgeProtection, Failed, cmkapi.CodePurgeProtectionDisabled, fmt.Sprintf("The vault's recovery level is %q: anyone with purge rights could destroy the key, and with it all your data on the platform.", level),
-			guidance.Steps(cmkapi.CodePurgeProtectionDisabled, env, ref))
-		return finish()
+	if len(blocking) > 0 {
+		return finish(blocking...)
 	}
-	set(CheckPurgeProtection, Passed, "", "", nil)
 
 	probe := make([]byte, 32)
 	if _, err := rand.Read(probe); err != nil {
-		set(CheckRoundTrip, Error, string(kms.KindTransient), err.Error(), nil)
+		set(CheckRoundTrip, Error, string(kms.KindTransient), "The platform could not make random bytes for the round trip; try again.", guidance.RetrySteps())
 		return finish()
 	}
 	w, err := provider.Wrap(ctx, ref, probe)
@@ -261,6 +287,34 @@ func Run(ctx context.Context, provider kms.Provider, policy keyid.Policy, raw st
 	}
 	set(CheckRoundTrip, Passed, "", "", nil)
 	return finish()
+}
+
+// waitingFor is the message of a check not run because the checks named
+// did not pass.
+func waitingFor(ref kms.KeyRef, checks ...string) string {
+	if len(checks) == 0 {
+		return "Not run."
+	}
+	titles := make([]string, len(checks))
+	for i, c := range checks {
+		titles[i] = "\u201c" + TitleFor(c, ref) + "\u201d"
+	}
+	return "Not run: it waits for " + strings.Join(titles, " and ") + " to pass."
+}
+
+// IdentifierMessage is the sentence a person reads when a key identifier
+// does not parse: what is wrong with it, without the error's chain
+// ("This is not a Key Vault key identifier: it has no scheme; …").
+func IdentifierMessage(err error) string {
+	var pe *keyid.ParseError
+	if !errors.As(err, &pe) {
+		return "This is not a Key Vault key identifier."
+	}
+	reason := pe.Reason
+	if rest, ok := strings.CutPrefix(reason, "the key identifier "); ok {
+		reason = "it " + rest
+	}
+	return "This is not a Key Vault key identifier: " + strings.TrimSuffix(reason, ".") + "."
 }
 
 // checkOwner runs key_owner and reports whether the checks may go on. The
@@ -330,8 +384,9 @@ var checkFor = map[kms.Kind]string{
 func CheckFor(k kms.Kind) string { return checkFor[k] }
 
 // fail records a provider failure against the check it belongs to, marking
-// the checks before it as passed (the request got that far).
-func fail(r *Report, set func(string, Status, string, string, []string), err error, env guidance.Env, ref kms.KeyRef) {
+// the checks before it as passed (the request got that far), and returns
+// that check.
+func fail(r *Report, set func(string, Status, string, string, []string), err error, env guidance.Env, ref kms.KeyRef) string {
 	kind := kms.KindOf(err)
 	check := checkFor[kind]
 	status := Failed
@@ -369,4 +424,5 @@ func fail(r *Report, set func(string, Status, string, string, []string), err err
 		steps = guidance.RetrySteps()
 	}
 	set(check, status, code, guidance.Describe(err), steps)
+	return check
 }

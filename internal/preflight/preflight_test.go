@@ -138,3 +138,87 @@ func TestPurgeProtectionOnManagedHSM(t *testing.T) {
 		t.Errorf("Run(purgeable Managed HSM key) first problem = %+v, want purge_protection with the update-hsm command", p)
 	}
 }
+
+// TestEveryIndependentCheckRuns: a failure does not stop the checks that do
+// not depend on it; the ones that do are not run and say what they wait for.
+func TestEveryIndependentCheckRuns(t *testing.T) {
+	env := guidance.Env{Now: func() time.Time { return now }}
+	owner := preflight.Owner{Org: "org", Tenants: []string{tenant}, Finder: finder{}}
+	const raw = "https://contoso.vault.azure.net/keys/cmk-key"
+	status := func(rep *preflight.Report) map[string]preflight.Result {
+		out := map[string]preflight.Result{}
+		for _, r := range rep.Results {
+			out[r.Check] = r
+		}
+		if len(out) != len(preflight.Order) || len(rep.Results) != len(preflight.Order) {
+			t.Errorf("results = %d (%d distinct), want each of %d checks once", len(rep.Results), len(out), len(preflight.Order))
+		}
+		return out
+	}
+
+	// A 2048-bit key in a vault without purge protection: both found in one run.
+	v := newVault(t, "RSA")
+	v.info.Bits = 2048
+	v.info.RecoveryLevel = "Recoverable+Purgeable"
+	rep := preflight.Run(t.Context(), v, keyid.Policy{}, raw, env, owner)
+	got := status(rep)
+	for check, want := range map[string]preflight.Status{
+		preflight.CheckKeyType: preflight.Failed, preflight.CheckKeyOps: preflight.Passed, preflight.CheckSoftDelete: preflight.Passed,
+		preflight.CheckPurgeProtection: preflight.Failed, preflight.CheckRoundTrip: preflight.Skipped,
+	} {
+		if got[check].Status != want {
+			t.Errorf("Run(2048-bit, purgeable) %s = %s, want %s", check, got[check].Status, want)
+		}
+	}
+	if msg := got[preflight.CheckRoundTrip].Message; !strings.Contains(msg, preflight.Title(preflight.CheckKeyType)) {
+		t.Errorf("round trip not run: message %q, want it to name %q", msg, preflight.Title(preflight.CheckKeyType))
+	}
+	if !rep.CheckedAt.Equal(now) || rep.KeyIdentifier != raw {
+		t.Errorf("report labelled %q at %v, want %q at %v", rep.KeyIdentifier, rep.CheckedAt, raw, now)
+	}
+
+	// A disabled key with soft-delete off: the vault settings are still read.
+	v = newVault(t, "RSA")
+	v.info.Enabled = false
+	v.info.RecoveryLevel = "Purgeable"
+	got = status(preflight.Run(t.Context(), v, keyid.Policy{}, raw, env, owner))
+	for check, want := range map[string]preflight.Status{
+		preflight.CheckKeyEnabled: preflight.Failed, preflight.CheckKeyType: preflight.Passed, preflight.CheckSoftDelete: preflight.Failed,
+		preflight.CheckPurgeProtection: preflight.Skipped, preflight.CheckRoundTrip: preflight.Skipped,
+	} {
+		if got[check].Status != want {
+			t.Errorf("Run(disabled, no soft-delete) %s = %s, want %s", check, got[check].Status, want)
+		}
+	}
+
+	// The vault refusing the app: nothing about the key can be read.
+	v = newVault(t, "RSA")
+	v.deny = &kms.Error{Kind: kms.KindIdentityUnauthorized, Status: 403, Code: "Forbidden", InnerCode: "ForbiddenByRbac"}
+	got = status(preflight.Run(t.Context(), v, keyid.Policy{}, raw, env, owner))
+	for _, c := range []string{preflight.CheckKeyExists, preflight.CheckKeyEnabled, preflight.CheckPurgeProtection, preflight.CheckRoundTrip} {
+		if r := got[c]; r.Status != preflight.Skipped || !strings.Contains(r.Message, preflight.Title(preflight.CheckRole)) {
+			t.Errorf("Run(role missing) %s = %s %q, want SKIPPED waiting for %q", c, r.Status, r.Message, preflight.Title(preflight.CheckRole))
+		}
+	}
+}
+
+// TestIdentifierMessage: a key identifier that does not parse is explained
+// in one sentence, without the error's chain.
+func TestIdentifierMessage(t *testing.T) {
+	env := guidance.Env{Now: func() time.Time { return now }}
+	owner := preflight.Owner{Org: "org", Tenants: []string{tenant}, Finder: finder{}}
+	for _, raw := range []string{"not-a-url", "http://contoso.vault.azure.net/keys/k", "https://example.com/keys/k", "", "https://contoso.vault.azure.net/secrets/s"} {
+		rep := preflight.Run(t.Context(), newVault(t, "RSA"), keyid.Policy{}, raw, env, owner)
+		p := rep.FirstProblem()
+		if p == nil || p.Check != preflight.CheckKeyIdentifier {
+			t.Fatalf("Run(%q) first problem = %+v, want key_identifier", raw, p)
+		}
+		if !strings.HasPrefix(p.Message, "This is not a Key Vault key identifier: ") || strings.Contains(p.Message, "parse") || strings.Contains(p.Message, "MALFORMED_KEY_URI") {
+			t.Errorf("Run(%q) message = %q, want a sentence without the error chain", raw, p.Message)
+		}
+	}
+	if got, want := preflight.IdentifierMessage(func() error { _, err := keyid.Parse("not-a-url"); return err }()),
+		"This is not a Key Vault key identifier: it has no scheme; it must start with https://, e.g. https://{vault-name}.vault.azure.net/keys/{key-name}."; got != want {
+		t.Errorf("IdentifierMessage(not-a-url) = %q, want %q", got, want)
+	}
+}

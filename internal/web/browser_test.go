@@ -33,6 +33,7 @@ import (
 	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/devenv"
 	"github.com/cmk-project/cmk/internal/monitor"
+	"github.com/cmk-project/cmk/internal/ratelimit"
 )
 
 const (
@@ -159,6 +160,8 @@ func TestEncryptionPageInBrowser(t *testing.T) {
 		// page can show the job applying the key (see a_full_enablement).
 		Sandboxes:   []string{"prod", "dev", "stage", "qa", "test", "demo"},
 		Concurrency: 1,
+		// The scenarios run many preflights in a row, as no person does.
+		RateLimits: ratelimit.Policy{Preflight: ratelimit.Limit{N: 600, Per: time.Minute, Burst: 100}},
 		// Fast checks so revocation and recovery show within a second.
 		Monitor: monitor.Config{Interval: 300 * time.Millisecond, Grace: 2 * time.Second, WrapEvery: 1},
 	})

@@ -258,35 +258,56 @@ const scenarios = {
     expect((await text(page, '#key-id-error')).includes('https://'), 'an http identifier is refused inline, naming https://');
     expect((await keyId.getAttribute('aria-invalid')) === 'true', 'the field is marked invalid');
 
-    // A 2048-bit key: the size check fails; the checks after it wait.
-    await keyId.fill(mustEnv('CMK_SMALL_KEY_ID'));
+    // A 2048-bit key: the size check fails and is listed first; the
+    // checks that do not depend on it still run; the round trip waits.
+    const small = mustEnv('CMK_SMALL_KEY_ID');
+    await keyId.fill(small);
     await runCheck(page);
     expect(!(await visible(page, '#key-id-error')), 'the inline error clears once the identifier is well-formed');
     await expectFailed(page, 'key_type_and_size', '2048');
+    const first = page.locator('#preflight-results li').first();
+    expect((await first.getAttribute('data-status')) === 'FAILED', 'the failure is listed first');
     const passed = await page.locator('#preflight-results li[data-status="PASSED"] .mark').first().textContent();
     expect(passed === '✓', 'passed checks are marked ✓');
-    const skipped = await page.locator('#preflight-results li[data-status="SKIPPED"]').count();
-    expect(skipped > 0, 'checks after a failure are shown as not run');
+    for (const check of ['soft_delete', 'purge_protection', 'key_operations']) {
+      const st = await page.locator(`#preflight-results li[data-check="${check}"]`).getAttribute('data-status');
+      expect(st === 'PASSED', `${check} is still checked after the size check failed (got ${st})`);
+    }
+    const waits = page.locator('#preflight-results li[data-check="wrap_unwrap_round_trip"]');
+    expect((await waits.getAttribute('data-status')) === 'SKIPPED', 'the round trip is not run');
+    expect(/waits for .*3072 bits/.test(await waits.locator('.check-msg').textContent()), 'the round trip says what it waits for');
+    const label = await text(page, '#preflight-for');
+    expect(label.includes(small), `the results name the key checked (got "${label}")`);
+    expect((await page.locator('#preflight-for time').count()) === 1, 'the results say when they were made');
+    expect(await page.locator('#config-submit').isDisabled(), 'Enable is not offered after a failed check');
     await shot(page, 'b-preflight-small-key');
+
+    // Another identifier clears the results of the previous key.
+    await keyId.fill('not-a-url');
+    expect((await page.locator('#preflight-results').count()) === 0, 'the previous key\'s results are cleared when the field changes');
 
     // A good key in a vault without purge protection.
     await keyId.fill(mustEnv('CMK_NOPURGE_KEY_ID'));
     await runCheck(page);
     await expectFailed(page, 'purge_protection', 'purge');
+    expect(await page.locator('#config-submit').isDisabled(), 'Enable is not offered after a failed check');
     await audit(page);
     await shot(page, 'b-preflight-failed');
     await auditNarrow(page, 'b-preflight-failed-390');
 
     // A well-shaped identifier on a host the service does not allow: the
-    // service's 400 shows under the field, and nothing is enabled.
+    // service says why in a sentence, without an error chain, and nothing
+    // can be enabled.
     await keyId.fill('https://cmkweak.example.com/keys/small-key');
+    await runCheck(page);
+    await expectFailed(page, 'key_identifier', 'not a key vault key identifier');
+    const why = await page.locator('#preflight-results li[data-check="key_identifier"] .check-msg').textContent();
+    expect(!/parse |MALFORMED_KEY_URI:/.test(why), `no error chain reaches the page (got "${why}")`);
+    for (const step of await page.locator('#preflight-results ol.remedy li').allTextContents()) {
+      expect(!step.includes('`'), `remedy steps are plain text (got "${step}")`);
+    }
     await page.locator('#config-name').fill('Rejected');
-    await page.locator('#config-submit').click();
-    await page.locator('#confirm').waitFor({ state: 'visible' });
-    await page.locator('#confirm-ok').click();
-    await page.locator('#key-id-error').waitFor({ state: 'visible' });
-    const serverErr = await text(page, '#key-id-error');
-    expect(/not a Key Vault/i.test(serverErr), `the service's reason is shown inline (got "${serverErr}")`);
+    expect(await page.locator('#config-submit').isDisabled(), 'Enable is not offered for a key that failed');
     expect(!(await visible(page, '#job')), 'no enablement job was started');
     await shot(page, 'b-server-rejects-host');
   },
@@ -310,7 +331,9 @@ const scenarios = {
     await audit(page);
     await shot(page, 'a-system-managed');
 
-    await page.locator('#key-id').fill(mustEnv('CMK_KEY_ID'));
+    const keyId = mustEnv('CMK_KEY_ID');
+    await page.locator('#key-id').fill(keyId);
+    expect(await page.locator('#config-submit').isDisabled(), 'Enable is not offered before the key is checked');
     await page.locator('#preflight-run').click();
     await page.locator('#preflight-summary').waitFor();
     const summary = await text(page, '#preflight-summary');
@@ -318,7 +341,18 @@ const scenarios = {
     const total = await page.locator('#preflight-results li').count();
     const passed = await page.locator('#preflight-results li[data-status="PASSED"]').count();
     expect(total > 5 && passed === total, `every check passed (${passed} of ${total})`);
+    expect((await text(page, '#preflight-for')).includes(keyId), 'the results name the key checked');
+    expect(await page.locator('#config-submit').isEnabled(), 'Enable is offered once the key passed');
     await shot(page, 'a-preflight-passed');
+
+    // Changing the field withdraws Enable and the results, until checked again.
+    await page.locator('#key-id').fill(keyId + 'x');
+    expect(await page.locator('#config-submit').isDisabled(), 'Enable is withdrawn when the field changes');
+    expect((await page.locator('#preflight-results').count()) === 0, 'the results are cleared when the field changes');
+    await page.locator('#key-id').fill(keyId);
+    expect(await page.locator('#config-submit').isDisabled(), 'Enable waits for a new check of the key');
+    await runCheck(page);
+    expect(await page.locator('#config-submit').isEnabled(), 'Enable is offered again once the key passed again');
 
     // The confirm dialog guards the submission; Escape cancels it.
     await page.locator('#config-name').fill('Config1');
@@ -332,10 +366,20 @@ const scenarios = {
     await page.waitForTimeout(300);
     expect(!(await visible(page, '#job')), 'cancelling submits nothing');
 
-    // Confirm with the keyboard.
+    // Confirm with the keyboard: the confirm button waits for the org id
+    // or the word ENABLE to be typed.
     await page.locator('#config-submit').focus();
     await page.keyboard.press('Enter');
     await page.locator('#confirm').waitFor({ state: 'visible' });
+    expect(await page.locator('#confirm-ok').isDisabled(), 'the confirm button waits for the confirmation to be typed');
+    await page.keyboard.press('Shift+Tab');
+    expect((await page.evaluate(() => document.activeElement.id)) === 'confirm-typed', 'Shift+Tab from Cancel reaches the confirmation field');
+    await page.keyboard.type('enable');
+    expect(await page.locator('#confirm-ok').isDisabled(), 'a wrong confirmation keeps the button disabled');
+    await page.locator('#confirm-typed').fill('');
+    await page.keyboard.type('ENABLE');
+    expect(await page.locator('#confirm-ok').isEnabled(), 'typing ENABLE enables the confirm button');
+    await page.keyboard.press('Tab');
     await page.keyboard.press('Tab');
     expect((await page.evaluate(() => document.activeElement.id)) === 'confirm-ok', 'Tab reaches the confirm button');
     await page.keyboard.press('Enter');
@@ -461,6 +505,9 @@ const scenarios = {
     await page.locator('#health-state[data-state="HEALTHY"]').waitFor({ timeout: 15_000 });
     await page.locator('#no-open-alerts').waitFor({ timeout: 15_000 });
     const resolved = page.locator('#alerts-resolved article[data-kind="KEY_ACCESS_DISABLED"]');
+    await resolved.waitFor({ state: 'attached' });
+    expect(!(await visible(page, '#alerts-resolved article')), 'resolved alerts are collapsed');
+    await page.locator('#resolved-summary').click();
     await resolved.waitFor();
     expect((await resolved.locator('.badge.ok').textContent()) === 'Resolved', 'the alert is marked resolved');
     expect((await resolved.textContent()).includes('Resolved'), 'the resolution time is shown');

@@ -50,6 +50,10 @@ const state = {
   jobFinished: false,
   generation: 0, // bumps on sign-in/out so stale responses are dropped
   seen: { healthState: '', jobKey: '', openIds: null },
+  // passedKey is the key identifier (as typed, trimmed) whose check last
+  // passed: Enable is offered for that key only.
+  passedKey: '',
+  resolvedOpen: false, // the reader opened the resolved alerts
 };
 
 // ---------- views ----------
@@ -94,6 +98,8 @@ async function signIn(creds) {
   const gen = ++state.generation;
   stopPolling();
   state.client = new Client(creds);
+  state.passedKey = ''; // a check passed for another sign-in offers nothing here
+  replace($('preflight-body'));
   state.seen = { healthState: '', jobKey: '', openIds: null };
   let app;
   try {
@@ -379,8 +385,13 @@ async function copy(text) {
 
 // ---------- preflight ----------
 
+// checkRank orders results for reading: what needs fixing first, then what
+// passed, then what did not run.
+const checkRank = { FAILED: 0, ERROR: 0, PASSED: 1, SKIPPED: 2 };
+
 function renderChecks(results, id) {
-  return h('ul', { class: 'checks', id }, results.map((r) => {
+  const ordered = [...results].sort((a, b) => (checkRank[a.status] ?? 1) - (checkRank[b.status] ?? 1));
+  return h('ul', { class: 'checks', id }, ordered.map((r) => {
     const m = checkMarks[r.status] || { mark: '?', cls: 'skip', word: r.status };
     return h('li', { class: r.status.toLowerCase(), 'data-check': r.check, 'data-status': r.status },
       h('div', { class: 'check-head' },
@@ -400,15 +411,18 @@ async function runPreflight() {
   }
   const btn = $('preflight-run');
   const gen = state.generation;
+  const keyId = input.value.trim();
+  setPassedKey('');
   btn.disabled = true;
   btn.textContent = 'Checking…';
   replace($('preflight-body'), h('p', { class: 'muted', text: 'Running every check against your key…' }));
-  const r = await call(gen, () => state.client.post(paths.preflight, { keyVaultKeyIdentifier: input.value.trim() }), (err) => {
+  const r = await call(gen, () => state.client.post(paths.preflight, { keyVaultKeyIdentifier: keyId }), (err) => {
     replace($('preflight-body'), h('div', { class: 'notice bad', role: 'alert' }, errorBody(err)));
   });
   btn.disabled = false;
   btn.textContent = 'Check my key';
   if (!r.ok) return;
+  if (input.value.trim() !== keyId) return; // the field changed meanwhile: these results are for another key
   const rep = r.v;
   const results = rep.results || [];
   const bad = results.filter((x) => x.status === 'FAILED' || x.status === 'ERROR').length;
@@ -420,8 +434,27 @@ async function runPreflight() {
       h('p', {}, h('strong', { text: `✗ ${bad} of ${results.length} checks failed.` }), ' Fix what is listed below, then check again.'),
       rep.retryable ? h('p', { text: 'Some checks could not run because of a temporary problem; try again in a moment.' }) : null);
   }
-  replace($('preflight-body'), h('h4', { class: 'visually-hidden', text: 'Key check results' }), summary, renderChecks(results, 'preflight-results'));
+  const label = h('p', { id: 'preflight-for', class: 'small' }, 'Results for ', h('code', { class: 'break', text: rep.keyIdentifier || keyId }), ', checked ', time(rep.checkedAt));
+  replace($('preflight-body'), h('h4', { class: 'visually-hidden', text: 'Key check results' }), label, summary, renderChecks(results, 'preflight-results'));
+  setPassedKey(rep.passed ? keyId : '');
   announce(rep.passed ? `Key check passed: all ${results.length} checks.` : `Key check failed: ${bad} of ${results.length} checks failed.`);
+}
+
+// setPassedKey records the key whose check passed ('' for none) and
+// offers Enable for it alone.
+function setPassedKey(keyId) {
+  state.passedKey = keyId;
+  renderSetup();
+}
+
+// onKeyIdChanged clears the results of the previous key and withdraws
+// Enable until the new one passes a check.
+function onKeyIdChanged() {
+  if ($('key-id').hasAttribute('aria-invalid')) validateKeyField();
+  if (state.passedKey !== '' || $('preflight-body').childElementCount > 0) {
+    replace($('preflight-body'));
+    setPassedKey('');
+  }
 }
 
 // ---------- configuration form ----------
@@ -460,17 +493,31 @@ function validateNameField() {
   return p === '';
 }
 
+// confirmTyped reports whether the confirmation field holds the org id or
+// the word ENABLE.
+function confirmTyped() {
+  const v = $('confirm-typed').value.trim();
+  return v === 'ENABLE' || (v !== '' && v === state.client.creds.org);
+}
+
+function onConfirmTyped() {
+  $('confirm-ok').disabled = !confirmTyped();
+}
+
 function confirmEnable(keyId) {
   const dlg = $('confirm');
   $('confirm-org').textContent = state.client.creds.org;
+  $('confirm-org-typed').textContent = state.client.creds.org;
   $('confirm-key').textContent = keyId;
+  $('confirm-typed').value = '';
+  $('confirm-ok').disabled = true;
   return new Promise((resolve) => {
     if (typeof dlg.showModal !== 'function') {
-      resolve(window.confirm('Enable customer-managed keys permanently? This cannot be undone.'));
+      resolve(window.prompt('Enable customer-managed keys permanently? This cannot be undone. Type ENABLE to confirm.') === 'ENABLE');
       return;
     }
     dlg.returnValue = '';
-    dlg.addEventListener('close', () => resolve(dlg.returnValue === 'ok'), { once: true });
+    dlg.addEventListener('close', () => resolve(dlg.returnValue === 'ok' && confirmTyped()), { once: true });
     dlg.showModal();
     $('confirm-cancel').focus();
   });
@@ -488,6 +535,11 @@ async function onConfigSubmit(ev) {
   }
   const keyId = $('key-id').value.trim();
   const name = $('config-name').value;
+  if (keyId !== state.passedKey) {
+    setFieldError('key-id', 'Check this key first: Enable is offered once every check of this key has passed.');
+    $('preflight-run').focus();
+    return;
+  }
   if (!(await confirmEnable(keyId))) {
     announce('Enablement cancelled; nothing was changed.');
     $('config-submit').focus();
@@ -632,8 +684,10 @@ function renderSetup() {
     ? 'Customer-managed keys are being turned on for this org. This cannot be stopped or undone.'
     : 'Your data is encrypted with your own key. This cannot be turned off.';
   const btn = $('config-submit');
-  btn.disabled = !!active;
-  btn.title = active ? 'An enablement is already running.' : '';
+  const checked = state.passedKey !== '' && state.passedKey === $('key-id').value.trim();
+  btn.disabled = !!active || !checked;
+  btn.title = active ? 'An enablement is already running.' : checked ? '' : 'Check the key first: Enable is offered once every check of this key has passed.';
+  $('config-submit-help').textContent = active || checked ? '' : 'Enable is offered once every check of the key in the field has passed.';
 }
 
 // ---------- alerts ----------
@@ -672,9 +726,15 @@ function renderAlerts() {
     ? state.alertsOpen.map(alertItem)
     : h('p', { class: 'muted', id: 'no-open-alerts', text: 'No open alerts. Your key has nothing that needs attention.' }));
   const shown = state.alertsResolved.slice(0, RESOLVED_SHOWN);
-  replace($('alerts-resolved'), shown.length
-    ? [shown.map(alertItem), state.alertsResolved.length > RESOLVED_SHOWN ? h('p', { class: 'muted', text: `Showing the ${RESOLVED_SHOWN} most recent of ${state.alertsResolved.length} resolved alerts.` }) : null]
-    : h('p', { class: 'muted', text: 'No resolved alerts.' }));
+  // Resolved alerts are history: collapsed, and kept open across refreshes
+  // once the reader opens them.
+  const n = state.alertsResolved.length;
+  const details = h('details', { id: 'resolved-details', open: state.resolvedOpen },
+    h('summary', { id: 'resolved-summary', text: `${n} resolved alert${n === 1 ? '' : 's'}` }),
+    shown.map(alertItem),
+    n > RESOLVED_SHOWN ? h('p', { class: 'muted', text: `Showing the ${RESOLVED_SHOWN} most recent of ${n} resolved alerts.` }) : null);
+  details.addEventListener('toggle', () => { state.resolvedOpen = details.open; });
+  replace($('alerts-resolved'), n ? details : h('p', { class: 'muted', id: 'no-resolved-alerts', text: 'No resolved alerts.' }));
 }
 
 function alertItem(a) {
@@ -858,7 +918,15 @@ async function init() {
   $('config-form').addEventListener('submit', onConfigSubmit);
   $('webhook-form').addEventListener('submit', addWebhook);
   $('key-id').addEventListener('blur', () => { if ($('key-id').value.trim() !== '') validateKeyField(); });
-  $('key-id').addEventListener('input', () => { if ($('key-id').hasAttribute('aria-invalid')) validateKeyField(); });
+  $('key-id').addEventListener('input', onKeyIdChanged);
+  $('confirm-typed').addEventListener('input', onConfirmTyped);
+  // Enter in the confirmation field confirms once it holds the right
+  // words (the form's default button would be Cancel).
+  $('confirm-typed').addEventListener('keydown', (ev) => {
+    if (ev.key !== 'Enter') return;
+    ev.preventDefault();
+    if (confirmTyped()) $('confirm').close('ok');
+  });
   $('config-name').addEventListener('blur', () => { if ($('config-name').value !== '') validateNameField(); });
   $('config-name').addEventListener('input', () => { if ($('config-name').hasAttribute('aria-invalid')) validateNameField(); });
   document.addEventListener('visibilitychange', () => { if (!document.hidden && state.client) refresh(); });
