@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cmk-project/cmk/internal/azemu"
+	"github.com/cmk-project/cmk/internal/config"
 	"github.com/cmk-project/cmk/internal/servecmd"
 	"github.com/cmk-project/cmk/internal/service"
 )
@@ -43,6 +44,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&emulatorURL, "emulator", "", "use a local Azure emulator at this URL (development only)")
 	f.StringVar(&emulatorCA, "emulator-ca", "", "CA certificate of the emulator")
 	f.StringVar(&emulatorSuffix, "emulator-vault-suffix", azemu.DefaultVaultSuffix, "vault host suffix the emulator serves")
+	config.MarkFlagOnly(f, "emulator", "emulator-ca", "emulator-vault-suffix")
 	return cmd
 }
 

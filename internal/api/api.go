@@ -69,6 +69,9 @@ type Server struct {
 	// answers 404: events are not enabled).
 	Events *EventSource
 
+	// Ready answers /readyz (nil = the route is not served).
+	Ready func(ctx context.Context) cmkapi.Readiness
+
 	// The data plane; nil parts are not served.
 	Lake     *lake.Lake
 	Profiles *profile.Store
@@ -112,6 +115,7 @@ func (s *Server) handlers() map[string]http.Handler {
 			w.Write(openAPI)
 		},
 		cmkapi.Healthz.ID:            func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, cmkapi.Status{Status: "ok"}) },
+		cmkapi.Livez.ID:              func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, cmkapi.Status{Status: "ok"}) },
 		cmkapi.GetAppRegistration.ID: s.appRegistration,
 		cmkapi.ConsentCallback.ID:    s.consentCallback,
 		cmkapi.KeyVaultEvents.ID:     s.keyVaultEvents,
@@ -133,6 +137,9 @@ func (s *Server) handlers() map[string]http.Handler {
 		cmkapi.ListAudit.ID:          s.listAudit,
 		cmkapi.ListSandboxes.ID:      s.listSandboxes,
 		cmkapi.CreateSandbox.ID:      s.createSandbox,
+	}
+	if s.Ready != nil {
+		hs[cmkapi.Readyz.ID] = s.readyz
 	}
 	if s.Lake != nil {
 		hs[cmkapi.ListLakeFiles.ID] = s.lakeList
@@ -411,7 +418,7 @@ func (s *Server) deleteOrg(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.Log.Warn("org deleted", "org", org, "request_id", w.Header().Get(cmkapi.HeaderRequestID))
+	s.Log.Warn("org deleted", "org", org, "client", r.RemoteAddr, "request_id", w.Header().Get(cmkapi.HeaderRequestID))
 	writeJSON(w, 200, cmkapi.OrgDeleted{OrgID: org, Deleted: true, Note: control.OrgDeletedNote})
 }
 
@@ -563,4 +570,16 @@ func printableSubject(sub string) bool {
 		}
 	}
 	return true
+}
+
+// readyz answers whether this replica should be sent traffic: 200 when every
+// check passes, 503 with the checks otherwise.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	rd := s.Ready(r.Context())
+	status := http.StatusOK
+	if rd.Status != "ready" {
+		status = http.StatusServiceUnavailable
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, status, rd)
 }

@@ -101,7 +101,9 @@ func retryAfterSeconds(ex *ratelimit.Exceeded) int {
 }
 
 func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {
-	s.Log.Error("request failed", "method", r.Method, "path", r.URL.Path, "request_id", w.Header().Get(cmkapi.HeaderRequestID), "err", err)
+	// r.RemoteAddr is the client's address as a trusted proxy reports it
+	// (service.Serving.TrustedProxies), else the peer's.
+	s.Log.Error("request failed", "method", r.Method, "path", r.URL.Path, "client", r.RemoteAddr, "request_id", w.Header().Get(cmkapi.HeaderRequestID), "err", err)
 	writeError(w, r, 500, cmkapi.CodeInternalError, "Internal error", "The request failed on the server; nothing was changed.", "Try again; if it persists, give the operator the request id.")
 }
 

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -54,7 +55,8 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 // TestEveryRouteHasAHandler checks that a server with every part serves
 // every route of the table, and has no handler for a route not in it.
 func TestEveryRouteHasAHandler(t *testing.T) {
-	s := &Server{Lake: &lake.Lake{}, Profiles: &profile.Store{}, Metrics: metrics.New(), UI: http.NotFoundHandler()}
+	s := &Server{Lake: &lake.Lake{}, Profiles: &profile.Store{}, Metrics: metrics.New(), UI: http.NotFoundHandler(),
+		Ready: func(context.Context) cmkapi.Readiness { return cmkapi.Readiness{} }}
 	hs := s.handlers()
 	ids := map[string]bool{}
 	for _, rt := range cmkapi.Routes {

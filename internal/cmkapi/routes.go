@@ -117,8 +117,15 @@ var (
 
 	OpenAPIDocument = Route{"openapi", "GET", "/openapi.json", Public, "", "", ""}
 	Healthz         = Route{"healthz", "GET", "/healthz", Public, "", "", ""}
-	Metrics         = Route{"metrics", "GET", "/metrics", Public, "", "", ""}
-	UI              = Route{"ui", "GET", "/ui/", Public, "", "", ""}
+	// Livez answers 200 while the process serves requests; Readyz answers
+	// 200 only while the database, the storage and the platform's key are
+	// usable and the process is not draining, else 503 naming what failed.
+	// Both are public, for load balancers and orchestrators; neither says
+	// more than a check's name and whether it passed.
+	Livez   = Route{"livez", "GET", "/livez", Public, "", "", ""}
+	Readyz  = Route{"readyz", "GET", "/readyz", Public, "", "", ""}
+	Metrics = Route{"metrics", "GET", "/metrics", Public, "", "", ""}
+	UI      = Route{"ui", "GET", "/ui/", Public, "", "", ""}
 )
 
 // Routes lists every route.
@@ -128,7 +135,7 @@ var Routes = []Route{
 	ListSandboxes, CreateSandbox,
 	ListLakeFiles, ListDatasetFiles, PutLakeFile, GetLakeFile, DeleteLakeFile,
 	ListProfiles, PutProfile, GetProfile, DeleteProfile,
-	ConsentCallback, KeyVaultEvents, OpenAPIDocument, Healthz, Metrics, UI,
+	ConsentCallback, KeyVaultEvents, OpenAPIDocument, Healthz, Livez, Readyz, Metrics, UI,
 }
 
 // Operator routes are served on the operator listener only

@@ -315,6 +315,21 @@ type Status struct {
 	Status string `json:"status"`
 }
 
+// Readiness is the answer of /readyz: "ready", or "not ready" with the
+// checks that failed. A check's detail is a fixed phrase, never an error's
+// text, so the public answer carries no address, DSN or secret.
+type Readiness struct {
+	Status string       `json:"status"`
+	Checks []ReadyCheck `json:"checks"`
+}
+
+// ReadyCheck is one condition of readiness.
+type ReadyCheck struct {
+	Name   string `json:"name"` // database, storage, platform_key, draining
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail,omitempty"`
+}
+
 // Info is what `cmk dev --info FILE` writes: everything a script needs to
 // call the local service and its emulator.
 type Info struct {

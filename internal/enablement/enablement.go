@@ -112,6 +112,12 @@ type Runner struct {
 	// replaced; an error stops the worker where it stands, without releasing
 	// the lease, as a crash would (fault-injection tests).
 	AfterRewrap func(n int64) error
+	// Stop, when closed, drains the runner: it claims no new job, a job
+	// being re-wrapped finishes the data keys already under way and then
+	// gives its lease up so another replica resumes at once, and Run
+	// returns. Cancelling Run's ctx instead stops at once and leaves the
+	// lease to expire (as a crash would).
+	Stop <-chan struct{}
 	// throttled counts 429 answers seen (benchmarks).
 	throttled atomic.Int64
 }
@@ -160,12 +166,17 @@ func (r *Runner) Throttled() int64 { return r.throttled.Load() }
 // Run claims and runs jobs until ctx ends.
 func (r *Runner) Run(ctx context.Context) {
 	r.defaults()
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !r.stopping() {
 		ran, err := r.RunOnce(ctx)
 		if err != nil && ctx.Err() == nil {
 			r.Log.Warn("enablement job error", "err", err)
 		}
 		if !ran {
+			select {
+			case <-r.Stop:
+				return
+			default:
+			}
 			if r.Sleep(ctx, r.Poll) != nil {
 				return
 			}
@@ -173,10 +184,30 @@ func (r *Runner) Run(ctx context.Context) {
 	}
 }
 
+// stopping reports whether Stop is closed.
+func (r *Runner) stopping() bool {
+	select {
+	case <-r.Stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// yield gives the job's lease up for a drain, due at once so another
+// replica takes it over without waiting for the lease to expire.
+func (r *Runner) yield(ctx context.Context, job *store.Config, log *slog.Logger) error {
+	log.Info("enablement job handed over: this worker is draining")
+	return r.update(ctx, job, store.JobUpdate{NextAttemptAt: ptr(r.Now()), Release: true})
+}
+
 // RunOnce claims one due job and works on it until it finishes, must wait,
 // or loses its lease. It reports whether a job was claimed.
 func (r *Runner) RunOnce(ctx context.Context) (bool, error) {
 	r.defaults()
+	if r.stopping() {
+		return false, nil
+	}
 	job, err := r.Store.ClaimJob(ctx, r.Owner, r.Lease)
 	if errors.Is(err, store.ErrNotFound) {
 		return false, nil
@@ -224,6 +255,9 @@ func ptr[T any](v T) *T { return &v }
 func (r *Runner) work(ctx context.Context, job *store.Config) error {
 	log := r.Log.With("job", job.ID, "org", job.OrgID, "config", job.Name)
 	for {
+		if r.stopping() {
+			return r.yield(ctx, job, log)
+		}
 		switch job.Status {
 		case store.StatusNew:
 			if err := r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusRunning)}); err != nil {
@@ -452,6 +486,9 @@ func (r *Runner) rewrap(ctx context.Context, job *store.Config, log *slog.Logger
 			case jobs <- dk:
 			case <-wctx.Done():
 				break feed
+			case <-r.Stop:
+				// Draining: the keys already handed out finish, no more.
+				break feed
 			}
 		}
 		close(jobs)
@@ -466,6 +503,9 @@ func (r *Runner) rewrap(ctx context.Context, job *store.Config, log *slog.Logger
 		}
 		if err != nil {
 			return err
+		}
+		if r.stopping() {
+			return r.yield(ctx, job, log)
 		}
 	}
 	log.Info("enablement job completed", "data_keys", total, "rewrapped", rewrapped.Load())

@@ -117,6 +117,10 @@ type Monitor struct {
 	// Sleep pauses a rotation the vault throttles (nil: a timer that ends
 	// with ctx).
 	Sleep func(ctx context.Context, d time.Duration) error
+	// Stop, when closed, ends Run after the checks it has started (and
+	// those of the orgs it already claimed) finish; cancelling Run's ctx
+	// cuts them short instead.
+	Stop <-chan struct{}
 
 	once  sync.Once // fills defaults once, before any loop reads the config
 	nudge *nudges   // orgs to check now (nudge.go)
@@ -176,7 +180,7 @@ func (m *Monitor) Run(ctx context.Context) {
 	sem := make(chan struct{}, m.Concurrency)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !closed(m.Stop) {
 		due, err := m.Store.ClaimDueChecks(ctx, m.Owner, max(2*m.Interval, 30*time.Second), m.Concurrency*2)
 		if err != nil && ctx.Err() == nil {
 			m.Log.Error("claim key checks", "err", err)
@@ -194,9 +198,20 @@ func (m *Monitor) Run(ctx context.Context) {
 		if len(due) == 0 {
 			select {
 			case <-ctx.Done():
+			case <-m.Stop:
 			case <-time.After(poll):
 			}
 		}
+	}
+}
+
+// closed reports whether ch is closed (false for nil).
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -9,6 +9,7 @@
 package servecmd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cmk-project/cmk/internal/cmkapi"
+	"github.com/cmk-project/cmk/internal/config"
 	"github.com/cmk-project/cmk/internal/lake/blob"
 	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/service"
@@ -39,7 +41,9 @@ type Hook func(cmd *cobra.Command, cfg *service.Config) error
 // Hint method (see HintOf).
 func New(path string, hooks ...Hook) *cobra.Command {
 	var cfg service.Config
-	var certFile, blobURL, blobAccount, blobContainer, operatorTokenFile string
+	var certFile, blobURL, blobAccount, blobContainer, configFile string
+	var printConfig bool
+	var trustedProxies []string
 	words := strings.Fields(path)
 	cmd := &cobra.Command{
 		Use:   words[len(words)-1],
@@ -47,6 +51,9 @@ func New(path string, hooks ...Hook) *cobra.Command {
 		Long: `Run the cmk service: the control-plane API and the enablement workers.
 
 State (SQLite database, system key, development token key) lives in --data-dir.
+Every flag can also be set by its CMK_* variable or in the JSON file named by
+--config (flag > variable > file > default; see --print-config and
+docs/operations.md). Secrets come only from variables or *-file settings.
 The platform's Azure app is set with --azure-* flags or CMK_AZURE_* variables;
 keep the client secret in CMK_AZURE_CLIENT_SECRET rather than on the command line.
 
@@ -62,9 +69,20 @@ read that file can sign in as any org).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			eff, secrets, err := config.Apply(cmd.Flags(), configFile, os.LookupEnv, Secrets)
+			if err != nil {
+				return err
+			}
+			if printConfig {
+				eff.Print(cmd.OutOrStdout())
+				return nil
+			}
+			if err := validate(&cfg, trustedProxies); err != nil {
+				return err
+			}
 			cfg.Log = slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))
 			if cfg.ClientSecret == "" {
-				cfg.ClientSecret = os.Getenv("CMK_AZURE_CLIENT_SECRET")
+				cfg.ClientSecret = secrets["azure-client-secret"]
 			}
 			if certFile != "" {
 				pem, err := os.ReadFile(certFile)
@@ -74,16 +92,16 @@ read that file can sign in as any org).`,
 				cfg.CertificatePEM = pem
 			}
 			if cfg.OperatorAddr != "" {
-				tok, err := secretFrom("CMK_OPERATOR_TOKEN", operatorTokenFile)
-				if err != nil {
-					return WithHint(err, "put the operator token in CMK_OPERATOR_TOKEN or a file named by --operator-token-file (mode 0600), at least 32 random characters, e.g. openssl rand -hex 32")
+				cfg.OperatorToken = secrets["operator-token"]
+				if cfg.OperatorToken == "" {
+					return WithHint(errors.New("--operator-addr is set but there is no operator token"),
+						"put the operator token in CMK_OPERATOR_TOKEN or a file named by --operator-token-file (mode 0600), at least 32 random characters, e.g. openssl rand -hex 32")
 				}
-				cfg.OperatorToken = tok
 			}
 			if blobURL != "" {
-				key := os.Getenv("CMK_LAKE_AZURE_ACCOUNT_KEY")
+				key := secrets["lake-azure-account-key"]
 				if blobAccount == "" || key == "" {
-					return WithHint(fmt.Errorf("--lake-azure-url needs --lake-azure-account and CMK_LAKE_AZURE_ACCOUNT_KEY"), "set the storage account name and put its key in CMK_LAKE_AZURE_ACCOUNT_KEY")
+					return WithHint(fmt.Errorf("--lake-azure-url needs --lake-azure-account and CMK_LAKE_AZURE_ACCOUNT_KEY"), "set the storage account name and put its key in CMK_LAKE_AZURE_ACCOUNT_KEY or in a file named by --lake-azure-account-key-file")
 				}
 				cfg.LakeAzure = &blob.AzureConfig{ServiceURL: blobURL, AccountName: blobAccount, AccountKey: key, Container: blobContainer}
 			}
@@ -103,37 +121,45 @@ read that file can sign in as any org).`,
 			if err != nil {
 				return err
 			}
-			if err := svc.Start(ctx); err != nil {
+			// The service's loops outlive the signal: Shutdown drains them.
+			if err := svc.Start(context.WithoutCancel(ctx)); err != nil {
 				svc.Close()
 				return err
 			}
 			<-ctx.Done()
-			return svc.Close()
+			stop() // a second signal ends the process at once
+			if err := svc.Shutdown(); err != nil {
+				if errors.Is(err, context.DeadlineExceeded) {
+					return WithHint(fmt.Errorf("the drain did not finish within --shutdown-timeout %s; what was still running was cancelled", cfg.ShutdownTimeout),
+						"a job cut short resumes once its lease expires; raise --shutdown-timeout (below the orchestrator's grace period) if this happens often")
+				}
+				return err
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Addr, "addr", EnvOr("CMK_ADDR", "127.0.0.1:8080"), "listen address")
-	f.StringVar(&cfg.DataDir, "data-dir", EnvOr("CMK_DATA_DIR", "cmk-data"), "directory for the database and local keys")
-	f.StringVar(&cfg.JWKSURL, "jwks-url", os.Getenv("CMK_JWKS_URL"), "verify tokens against this JWKS (required unless --dev-token-issuer)")
+	f.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "listen address")
+	f.StringVar(&cfg.DataDir, "data-dir", "cmk-data", "directory for the database and local keys")
+	f.StringVar(&cfg.JWKSURL, "jwks-url", "", "verify tokens against this JWKS (required unless --dev-token-issuer)")
 	f.BoolVar(&cfg.DevTokenIssuer, "dev-token-issuer", false, "trust tokens signed with the development key in --data-dir instead of a JWKS (development only; warns at start; no environment variable)")
-	f.StringVar(&cfg.TokenIssuer, "token-issuer", EnvOr("CMK_TOKEN_ISSUER", service.DevIssuer), "expected token issuer")
-	f.StringVar(&cfg.TokenAudience, "token-audience", EnvOr("CMK_TOKEN_AUDIENCE", service.DevAudience), "expected token audience")
-	f.StringVar(&cfg.TenantID, "azure-tenant-id", os.Getenv("CMK_AZURE_TENANT_ID"), "home tenant of the platform's multi-tenant app")
-	f.StringVar(&cfg.ClientID, "azure-client-id", os.Getenv("CMK_AZURE_CLIENT_ID"), "application (client) id of the platform's app")
-	f.StringVar(&certFile, "azure-client-cert", os.Getenv("CMK_AZURE_CLIENT_CERT"), "PEM certificate credential (instead of a secret)")
-	f.StringVar(&cfg.AuthorityHost, "azure-authority-host", os.Getenv("CMK_AZURE_AUTHORITY_HOST"), "Entra ID authority (default: public cloud)")
-	f.StringVar(&cfg.AppName, "app-name", EnvOr("CMK_APP_NAME", "cmk-multitenant-app"), "the app's display name")
-	f.StringVar(&cfg.AppURI, "app-uri", os.Getenv("CMK_APP_URI"), "the app's application URI")
-	f.StringVar(&cfg.ConsentURL, "consent-url", os.Getenv("CMK_CONSENT_URL"), "authorization endpoint of the orgs' consent links (default: <authority>/organizations/oauth2/v2.0/authorize)")
-	f.StringVar(&cfg.PublicURL, "public-url", os.Getenv("CMK_PUBLIC_URL"), "base URL browsers reach cmk at; register <public-url>"+cmkapi.ConsentCallback.Path+" as the app's redirect URI (default: http://<addr>)")
-	f.StringVar(&blobURL, "lake-azure-url", os.Getenv("CMK_LAKE_AZURE_URL"), "keep the data lake in Azure Blob Storage at this service URL (default: local files)")
-	f.StringVar(&blobAccount, "lake-azure-account", os.Getenv("CMK_LAKE_AZURE_ACCOUNT"), "storage account name (its key in CMK_LAKE_AZURE_ACCOUNT_KEY)")
-	f.StringVar(&blobContainer, "lake-azure-container", EnvOr("CMK_LAKE_AZURE_CONTAINER", "cmk-lake"), "blob container for the data lake")
-	f.StringVar(&cfg.OperatorAddr, "operator-addr", os.Getenv("CMK_OPERATOR_ADDR"), "serve the operator's view across orgs (GET /operator/v1/orgs, cmk orgs) on this address, apart from the API; keep it off the tenants' network (default: off)")
-	f.StringVar(&operatorTokenFile, "operator-token-file", os.Getenv("CMK_OPERATOR_TOKEN_FILE"), "file holding the operator listener's bearer token (or set CMK_OPERATOR_TOKEN)")
-	f.StringVar(&cfg.DatabaseDSN, "database", os.Getenv("CMK_DATABASE_DSN"), "keep the service's state in PostgreSQL at this DSN, shared by replicas (default: SQLite in --data-dir)")
-	f.StringVar(&cfg.SystemKeyFile, "system-key", os.Getenv("CMK_SYSTEM_KEY_FILE"), "the system key file, shared by replicas (default: <data-dir>/system.key)")
-	f.StringVar(&cfg.ProfilesDSN, "profiles-postgres", os.Getenv("CMK_PROFILES_DSN"), "keep profiles in PostgreSQL at this DSN (default: embedded SQLite)")
+	f.StringVar(&cfg.TokenIssuer, "token-issuer", service.DevIssuer, "expected token issuer")
+	f.StringVar(&cfg.TokenAudience, "token-audience", service.DevAudience, "expected token audience")
+	f.StringVar(&cfg.TenantID, "azure-tenant-id", "", "home tenant of the platform's multi-tenant app")
+	f.StringVar(&cfg.ClientID, "azure-client-id", "", "application (client) id of the platform's app")
+	f.StringVar(&certFile, "azure-client-cert", "", "PEM certificate credential (instead of a secret)")
+	f.StringVar(&cfg.AuthorityHost, "azure-authority-host", "", "Entra ID authority (default: public cloud)")
+	f.StringVar(&cfg.AppName, "app-name", "cmk-multitenant-app", "the app's display name")
+	f.StringVar(&cfg.AppURI, "app-uri", "", "the app's application URI")
+	f.StringVar(&cfg.ConsentURL, "consent-url", "", "authorization endpoint of the orgs' consent links (default: <authority>/organizations/oauth2/v2.0/authorize)")
+	f.StringVar(&cfg.PublicURL, "public-url", "", "base URL browsers reach cmk at; register <public-url>"+cmkapi.ConsentCallback.Path+" as the app's redirect URI (default: http://<addr>)")
+	f.StringVar(&blobURL, "lake-azure-url", "", "keep the data lake in Azure Blob Storage at this service URL (default: local files)")
+	f.StringVar(&blobAccount, "lake-azure-account", "", "storage account name (its key in CMK_LAKE_AZURE_ACCOUNT_KEY)")
+	f.StringVar(&blobContainer, "lake-azure-container", "cmk-lake", "blob container for the data lake")
+	f.StringVar(&cfg.OperatorAddr, "operator-addr", "", "serve the operator's view across orgs (GET /operator/v1/orgs, cmk orgs) on this address, apart from the API; keep it off the tenants' network (default: off)")
+	f.StringVar(&cfg.DatabaseDSN, "database", "", "keep the service's state in PostgreSQL at this DSN, shared by replicas (default: SQLite in --data-dir)")
+	f.StringVar(&cfg.SystemKeyFile, "system-key", "", "the system key file, shared by replicas (default: <data-dir>/system.key)")
+	f.StringVar(&cfg.ProfilesDSN, "profiles-postgres", "", "keep profiles in PostgreSQL at this DSN (default: embedded SQLite)")
 	f.DurationVar(&cfg.Monitor.Interval, "check-interval", monitor.DefaultInterval, "how often each org's key is checked")
 	f.DurationVar(&cfg.Monitor.Grace, "grace", monitor.DefaultGrace, "how long data stays available while the vault is only unreachable")
 	f.BoolVar(&cfg.WebhookPolicy.AllowHTTP, "webhook-allow-http", false, "let tenants register http:// webhooks (development only)")
@@ -143,12 +169,23 @@ read that file can sign in as any org).`,
 	f.DurationVar(&cfg.BodyReadTimeout, "body-read-timeout", service.DefaultBodyReadTimeout, "a request body must bring --min-transfer-bytes within each such wait, or the request fails with 408 and nothing is stored")
 	f.DurationVar(&cfg.WriteTimeout, "write-timeout", service.DefaultWriteTimeout, "a client must take --min-transfer-bytes of an answer within each such wait, or the answer is cut off")
 	f.IntVar(&cfg.MinTransferBytes, "min-transfer-bytes", service.DefaultMinTransferBytes, "the minimum transfer per --body-read-timeout or --write-timeout")
-	f.StringVar(&cfg.EventGridIssuer, "eventgrid-issuer", os.Getenv("CMK_EVENTGRID_ISSUER"), "accept Key Vault events from Event Grid with Microsoft Entra tokens of this issuer, e.g. https://sts.windows.net/<platform-tenant>/ (off unless set, with --eventgrid-jwks-url and --eventgrid-audience)")
-	f.StringVar(&cfg.EventGridJWKSURL, "eventgrid-jwks-url", os.Getenv("CMK_EVENTGRID_JWKS_URL"), "the issuer's signing keys, e.g. https://login.microsoftonline.com/<platform-tenant>/discovery/v2.0/keys")
-	f.StringVar(&cfg.EventGridAudience, "eventgrid-audience", os.Getenv("CMK_EVENTGRID_AUDIENCE"), "the audience the Event Grid subscription requests tokens for (the receiving app's id or URI)")
-	f.StringVar(&cfg.EventGridAppID, "eventgrid-app-id", EnvOr("CMK_EVENTGRID_APP_ID", service.EventGridAppID), "the app id (appid claim) of the only caller accepted: Event Grid's (the default is the public cloud's; sovereign clouds differ)")
+	f.StringVar(&cfg.EventGridIssuer, "eventgrid-issuer", "", "accept Key Vault events from Event Grid with Microsoft Entra tokens of this issuer, e.g. https://sts.windows.net/<platform-tenant>/ (off unless set, with --eventgrid-jwks-url and --eventgrid-audience)")
+	f.StringVar(&cfg.EventGridJWKSURL, "eventgrid-jwks-url", "", "the issuer's signing keys, e.g. https://login.microsoftonline.com/<platform-tenant>/discovery/v2.0/keys")
+	f.StringVar(&cfg.EventGridAudience, "eventgrid-audience", "", "the audience the Event Grid subscription requests tokens for (the receiving app's id or URI)")
+	f.StringVar(&cfg.EventGridAppID, "eventgrid-app-id", service.EventGridAppID, "the app id (appid claim) of the only caller accepted: Event Grid's (the default is the public cloud's; sovereign clouds differ)")
 	f.IntVar(&cfg.Workers, "workers", 2, "enablement workers")
 	f.IntVar(&cfg.Concurrency, "vault-concurrency", 4, "concurrent Key Vault calls per enablement job")
+	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "serve HTTPS with this PEM certificate (chain) file, read again when it changes (with --tls-key)")
+	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "the PEM private key of --tls-cert")
+	f.StringSliceVar(&trustedProxies, "trusted-proxies", nil, "comma-separated CIDRs of the proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (default: none)")
+	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", service.DefaultShutdownTimeout, "on SIGTERM or SIGINT, how long in-flight requests, data keys and checks have to finish before the rest is cancelled")
+	f.String("azure-client-secret-file", "", "a file (mode 0600) holding the app's client secret, instead of CMK_AZURE_CLIENT_SECRET")
+	f.String("operator-token-file", "", "a file (mode 0600) holding the operator listener's bearer token, instead of CMK_OPERATOR_TOKEN")
+	f.String("lake-azure-account-key-file", "", "a file (mode 0600) holding the storage account key, instead of CMK_LAKE_AZURE_ACCOUNT_KEY")
+	f.StringVar(&configFile, "config", "", "read settings from this JSON file (flags and CMK_* variables override it; see docs/operations.md)")
+	f.BoolVar(&printConfig, "print-config", false, "print the effective settings, where each came from, secrets redacted, and exit")
+	config.MarkFlagOnly(f, "dev-token-issuer", "webhook-allow-http", "webhook-allow-private", "config", "print-config")
+	config.MarkRedacted(f, "database", "profiles-postgres")
 	return cmd
 }
 
@@ -181,20 +218,4 @@ func HintOf(err error) string {
 		return h.Hint()
 	}
 	return ""
-}
-
-// secretFrom reads a secret from the environment variable env, or from
-// file when it is set (trailing newlines dropped). Secrets are never flags.
-func secretFrom(env, file string) (string, error) {
-	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return "", fmt.Errorf("read %s: %w", file, err)
-		}
-		return strings.TrimRight(string(b), "\r\n"), nil
-	}
-	if v := os.Getenv(env); v != "" {
-		return v, nil
-	}
-	return "", fmt.Errorf("no operator token: neither %s nor a token file is set", env)
 }

@@ -180,6 +180,9 @@ type Config struct {
 	// enablement.DefaultPropagationWait, negative not at all.
 	PropagationWait time.Duration
 	Log             *slog.Logger
+
+	// Serving: TLS and proxies, and the drain on shutdown (lifecycle.go).
+	Serving
 }
 
 // EventGridAppID is the application id of Event Grid's first-party app in
@@ -245,6 +248,7 @@ type Service struct {
 	srv    *http.Server
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	life   lifecycle
 }
 
 // New opens state and builds the service without starting it.
@@ -461,6 +465,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		uiOpts.DevLogin = s.devLogin
 	}
 	s.API.UI = web.Handler(uiOpts)
+	if err := s.prepareServing(lakeBackend, recs); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -512,21 +519,23 @@ func (s *Service) Start(ctx context.Context) error {
 		s.countStates,
 	}
 	if !s.cfg.NoMonitor {
-		loops = append(loops, s.Monitor.Run, s.Monitor.RunRotations, s.Monitor.RunNudges)
+		loops = append(loops, s.Monitor.RunRotations, s.Monitor.RunNudges)
+		s.life.drained = append(s.life.drained, s.Monitor.Run)
 	}
 	for _, r := range s.Runners {
-		loops = append(loops, r.Run)
+		s.life.drained = append(s.life.drained, r.Run)
 	}
 	for _, loop := range loops {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); loop(ctx) }()
 	}
+	s.startDrained(ctx)
 	limits := transferLimits{read: s.cfg.BodyReadTimeout, write: s.cfg.WriteTimeout, min: s.cfg.MinTransferBytes}
-	s.srv = &http.Server{Handler: limits.wrap(s.API.Handler()), ReadHeaderTimeout: s.cfg.ReadHeaderTimeout, IdleTimeout: s.cfg.IdleTimeout}
+	s.srv = &http.Server{Handler: limits.wrap(s.withProxies(s.API.Handler())), ReadHeaderTimeout: s.cfg.ReadHeaderTimeout, IdleTimeout: s.cfg.IdleTimeout}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.cfg.Log.Error("http server stopped", "err", err)
 		}
 	}()
@@ -609,7 +618,7 @@ func (s *Service) countJobs(jobs []*store.Config, now time.Time) {
 func (s *Service) Config() Config { return s.cfg }
 
 // URL is the base URL the service listens on.
-func (s *Service) URL() string { return "http://" + s.ln.Addr().String() }
+func (s *Service) URL() string { return s.scheme() + "://" + s.ln.Addr().String() }
 
 // Close stops the server and workers and closes the database.
 func (s *Service) Close() error {
@@ -623,6 +632,7 @@ func (s *Service) Close() error {
 	}
 	s.closeOperator()
 	s.wg.Wait()
+	s.life.dwg.Wait()
 	for _, c := range s.closers {
 		c()
 	}
