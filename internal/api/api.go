@@ -135,6 +135,8 @@ func (s *Server) handlers() map[string]http.Handler {
 		cmkapi.DeleteWebhook.ID:      s.deleteWebhook,
 		cmkapi.TestWebhook.ID:        s.testWebhook,
 		cmkapi.ListAudit.ID:          s.listAudit,
+		cmkapi.GetHistory.ID:         s.getHistory,
+		cmkapi.GetAccessReport.ID:    s.getAccessReport,
 		cmkapi.ListSandboxes.ID:      s.listSandboxes,
 		cmkapi.CreateSandbox.ID:      s.createSandbox,
 	}

@@ -255,6 +255,44 @@ func (c *Client) Audit(ctx context.Context, p AuditParams) (*AuditList, []byte, 
 	return &out, raw, err
 }
 
+// HistoryParams selects a period; zero fields are the server's defaults
+// (the last 90 days up to now).
+type HistoryParams struct {
+	Since, Until time.Time
+}
+
+func (p HistoryParams) query() url.Values {
+	q := url.Values{}
+	if !p.Since.IsZero() {
+		q.Set("since", p.Since.UTC().Format(time.RFC3339))
+	}
+	if !p.Until.IsZero() {
+		q.Set("until", p.Until.UTC().Format(time.RFC3339))
+	}
+	return q
+}
+
+// History lists the org's key-health episodes, newest first.
+func (c *Client) History(ctx context.Context, p HistoryParams) (*History, []byte, error) {
+	var out History
+	raw, err := c.JSON(ctx, Request{Route: GetHistory, Query: p.query()}, nil, &out)
+	return &out, raw, err
+}
+
+// AccessReport returns the org's access report as JSON.
+func (c *Client) AccessReport(ctx context.Context, p HistoryParams) (*AccessReport, []byte, error) {
+	var out AccessReport
+	raw, err := c.JSON(ctx, Request{Route: GetAccessReport, Query: p.query()}, nil, &out)
+	return &out, raw, err
+}
+
+// AccessReportHTML returns the org's access report as a printable HTML page.
+func (c *Client) AccessReportHTML(ctx context.Context, p HistoryParams) ([]byte, error) {
+	q := p.query()
+	q.Set("format", "html")
+	return c.Call(ctx, Request{Route: GetAccessReport, Query: q})
+}
+
 // pathEscape escapes one path segment.
 func pathEscape(s string) string { return url.PathEscape(s) }
 

@@ -92,6 +92,8 @@ var (
 	DeleteWebhook      = Route{"deleteWebhook", "DELETE", byok + "/webhooks/{id}", Org, PermManageCMK, "", ""}
 	TestWebhook        = Route{"testWebhook", "POST", byok + "/webhooks/{id}/test", Org, PermManageCMK, "", LimitWebhookTest}
 	ListAudit          = Route{"listAudit", "GET", byok + "/audit", Org, PermManageCMK, "", ""}
+	GetHistory         = Route{"getHistory", "GET", byok + "/history", Org, PermManageCMK, "", ""}
+	GetAccessReport    = Route{"getAccessReport", "GET", byok + "/history/report", Org, PermManageCMK, "", ""}
 	ListSandboxes      = Route{"listSandboxes", "GET", "/data/foundation/sandbox-management/sandboxes", Org, "", "", ""}
 	CreateSandbox      = Route{"createSandbox", "POST", "/data/foundation/sandbox-management/sandboxes", Org, PermManageSandboxes, "", LimitSandbox}
 
@@ -132,6 +134,7 @@ var (
 var Routes = []Route{
 	GetAppRegistration, PreflightKey, CreateConfig, ListConfigs, GetConfig, DeleteConfig, DeleteOrg,
 	GetKeyHealth, RecheckKey, ListAlerts, GetAlert, AcknowledgeAlert, ListWebhooks, CreateWebhook, DeleteWebhook, TestWebhook, ListAudit,
+	GetHistory, GetAccessReport,
 	ListSandboxes, CreateSandbox,
 	ListLakeFiles, ListDatasetFiles, PutLakeFile, GetLakeFile, DeleteLakeFile,
 	ListProfiles, PutProfile, GetProfile, DeleteProfile,

@@ -417,3 +417,70 @@ type OperatorOrgList struct {
 	// Next, when set, is the after= of the next page.
 	Next string `json:"next,omitempty"`
 }
+
+// Episode is one stretch of an org's key not being HEALTHY, from the check
+// that left HEALTHY to the check that returned to it.
+type Episode struct {
+	ID    string     `json:"id"`
+	Start time.Time  `json:"start"`
+	End   *time.Time `json:"end,omitempty"` // absent while the episode goes on
+	// DurationSeconds runs to End, or to the time of the answer while the
+	// episode goes on.
+	DurationSeconds int64          `json:"durationSeconds"`
+	Ongoing         bool           `json:"ongoing"`
+	WorstState      string         `json:"worstState"`
+	Key             string         `json:"key,omitempty"`
+	Causes          []EpisodeCause `json:"causes"`
+	// BlockedFrom is when the org's data was first refused in the episode
+	// (REVOKED, or the grace of COASTING running out), BlockedUntil when it
+	// was served again; BlockedSeconds the total time it was refused.
+	BlockedFrom    *time.Time   `json:"blockedFrom,omitempty"`
+	BlockedUntil   *time.Time   `json:"blockedUntil,omitempty"`
+	BlockedSeconds int64        `json:"blockedSeconds"`
+	Stores         []StoreUsage `json:"stores"`
+}
+
+// EpisodeCause is one state and cause an episode went through.
+type EpisodeCause struct {
+	At      time.Time `json:"at"`
+	State   string    `json:"state"`
+	Cause   string    `json:"cause"`
+	Message string    `json:"message,omitempty"`
+}
+
+// StoreUsage is what one store of the org refused in an episode, counted
+// by every replica: the first and last refusal, how many, and the first
+// request served after them (absent until one is).
+type StoreUsage struct {
+	Store        string     `json:"store"` // lake, profile or profile-cache
+	FirstRefused *time.Time `json:"firstRefused,omitempty"`
+	LastRefused  *time.Time `json:"lastRefused,omitempty"`
+	Refused      int64      `json:"refused"`
+	Resumed      *time.Time `json:"resumed,omitempty"`
+}
+
+// History is GET .../byok/history: the org's episodes, newest first.
+type History struct {
+	Org      string    `json:"org"`
+	Since    time.Time `json:"since"`
+	Until    time.Time `json:"until"`
+	Episodes []Episode `json:"episodes"`
+}
+
+// AccessReport is GET .../byok/history/report: what an auditor takes away
+// about one org's access to its data over a period.
+type AccessReport struct {
+	Org         string    `json:"org"`
+	GeneratedAt time.Time `json:"generatedAt"`
+	Since       time.Time `json:"since"`
+	Until       time.Time `json:"until"`
+	// Keys are the customer keys the org's episodes and current
+	// configuration name.
+	Keys []string `json:"keys"`
+	// BlockedSeconds is the total time within the period the org's data
+	// was refused.
+	BlockedSeconds int64     `json:"blockedSeconds"`
+	Episodes       []Episode `json:"episodes"`
+	// Audit holds the revocation and recovery entries of the period.
+	Audit []AuditEntry `json:"audit"`
+}

@@ -70,6 +70,9 @@ type Service struct {
 
 	refusedOnce sync.Once
 	refused     *ratelimit.Limiter // refused attempts recorded per org
+
+	// Now is the clock of the history's periods (nil: time.Now).
+	Now func() time.Time
 }
 
 // Refused attempts are recorded up to this rate per org: enough to show

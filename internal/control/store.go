@@ -72,6 +72,9 @@ type Store interface {
 	AllHealth(ctx context.Context) ([]*store.Health, error)
 	UnfinishedJobs(ctx context.Context) ([]*store.Config, error)
 	CustomerOrgs(ctx context.Context) ([]store.Org, error)
+	// Episodes lists an org's key-health episodes that overlap [since,
+	// until), newest first, at most limit, each with its stores.
+	Episodes(ctx context.Context, org string, since, until time.Time, limit int) ([]*store.Episode, error)
 }
 
 var _ Store = (*store.Store)(nil)

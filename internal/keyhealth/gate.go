@@ -28,9 +28,13 @@ func (e *Refused) Error() string {
 type Gate struct {
 	Grace time.Duration
 	Now   func() time.Time
+	// MaxTracked bounds the (org, store) pairs whose refusals are counted
+	// between flushes (0: DefaultMaxTracked).
+	MaxTracked int
 
-	mu sync.RWMutex
-	m  map[string]Health
+	mu   sync.RWMutex
+	m    map[string]Health
+	uses uses // refusals and resumes per org and store (uses.go)
 }
 
 func (g *Gate) now() time.Time {
@@ -63,8 +67,9 @@ func (g *Gate) Set(h *Health) bool {
 // the same id starts at a higher version, so nothing stale can win.
 func (g *Gate) Forget(org string) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	delete(g.m, org)
+	g.mu.Unlock()
+	g.forgetUses(org)
 }
 
 // State returns what the gate knows of an org.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cmk-project/cmk/internal/envelope"
+	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/lake/blob"
 	"github.com/cmk-project/cmk/internal/orgkeys"
 )
@@ -225,7 +226,7 @@ func (l *Lake) Open(ctx context.Context, org, sandbox, dataset, file string) (io
 	if err := CheckName("file", file); err != nil {
 		return nil, 0, err
 	}
-	if err := l.Keys.Allow(org); err != nil {
+	if err := l.Keys.AllowStore(org, keyhealth.StoreLake); err != nil {
 		return nil, 0, err
 	}
 	rc, size, err := l.Backend.Get(ctx, objectKey(org, sandbox, dataset, file))
@@ -261,7 +262,7 @@ type gated struct {
 }
 
 func (g gated) Read(p []byte) (int, error) {
-	if err := g.keys.Allow(g.org); err != nil {
+	if err := g.keys.AllowStore(g.org, keyhealth.StoreLake); err != nil {
 		return 0, err
 	}
 	return g.r.Read(p)
@@ -287,7 +288,7 @@ type gatedWriter struct {
 }
 
 func (g gatedWriter) Write(p []byte) (int, error) {
-	if err := g.keys.Allow(g.org); err != nil {
+	if err := g.keys.AllowStore(g.org, keyhealth.StoreLake); err != nil {
 		return 0, err
 	}
 	return g.w.Write(p)
@@ -335,7 +336,7 @@ func (l *Lake) Delete(ctx context.Context, org, sandbox, dataset, file string) e
 	if err := CheckName("file", file); err != nil {
 		return err
 	}
-	if err := l.Keys.Allow(org); err != nil {
+	if err := l.Keys.AllowStore(org, keyhealth.StoreLake); err != nil {
 		return err
 	}
 	err := l.Backend.Delete(ctx, objectKey(org, sandbox, dataset, file))
@@ -362,7 +363,7 @@ func (l *Lake) DeleteOrg(ctx context.Context, org string) error {
 
 // List lists a sandbox's files, of one dataset or ("" ) of all.
 func (l *Lake) List(ctx context.Context, org, sandbox, dataset string) ([]File, error) {
-	if err := l.Keys.Allow(org); err != nil {
+	if err := l.Keys.AllowStore(org, keyhealth.StoreLake); err != nil {
 		return nil, err
 	}
 	prefix := org + "/" + sandbox + "/"

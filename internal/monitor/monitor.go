@@ -433,7 +433,16 @@ func (m *Monitor) apply(ctx context.Context, prev *keyhealth.Health, ref kms.Key
 		}
 		m.Audit.Record(ctx, a.op, ref, a.version, a.outcome, a.detail)
 	}
-	if err := m.Store.SaveHealth(context.WithoutCancel(ctx), &next, m.Owner); err != nil {
+	// The episode history moves with the health row, under the same lease
+	// (keyhealth.StepOf).
+	// Stamped with the check's time, from before the gate closed above, so
+	// refusals the closed gate counts come after the episode's start.
+	at := next.LastCheck
+	if at.IsZero() {
+		at = m.Now()
+	}
+	step := keyhealth.StepOf(*prev, next, at, m.Grace, ref.String())
+	if err := m.Store.SaveHealthStep(context.WithoutCancel(ctx), &next, m.Owner, step); err != nil {
 		if errors.Is(err, store.ErrLeaseLost) {
 			// Another check owns the row now: show what it saved.
 			if cur, rerr := m.Store.Health(context.WithoutCancel(ctx), org); rerr == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/store"
 )
 
@@ -22,6 +23,9 @@ type Store interface {
 	// SaveHealth writes the outcome of a check and releases the lease, if owner
 	// still holds it (store.ErrLeaseLost otherwise: a newer check owns the row).
 	SaveHealth(ctx context.Context, h *store.Health, owner string) error
+	// SaveHealthStep is SaveHealth with the check's step of the org's
+	// episode history, written in the same transaction under the same lease.
+	SaveHealthStep(ctx context.Context, h *store.Health, owner string, step keyhealth.EpisodeStep) error
 	// CustomerKeysNotAt pages through an org's customer-wrapped data keys whose
 	// key version is not version.
 	CustomerKeysNotAt(ctx context.Context, org, version, afterID string, limit int) ([]store.DataKey, error)

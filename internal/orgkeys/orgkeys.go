@@ -87,6 +87,11 @@ func (r *Resolver) init() {
 // Allow says whether the org's data may be served now.
 func (r *Resolver) Allow(org string) error { return r.Gate.Allow(org) }
 
+// AllowStore is Allow for a request of one store (keyhealth.StoreLake, …):
+// the gate counts its refusal, or its being served after refusals, for the
+// org's access history.
+func (r *Resolver) AllowStore(org, store string) error { return r.Gate.AllowStore(org, store) }
+
 // Key is a data key ready for use. Clear Bytes when done.
 type Key struct {
 	ID    string

@@ -16,6 +16,7 @@ import (
 	"fmt"
 
 	"github.com/cmk-project/cmk/internal/envelope"
+	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/orgkeys"
 	"github.com/cmk-project/cmk/internal/profile/records"
 )
@@ -108,14 +109,20 @@ func (s *Store) Upsert(ctx context.Context, org, sandbox, id string, doc []byte)
 
 // Get returns a record's JSON.
 func (s *Store) Get(ctx context.Context, org, sandbox, id string) ([]byte, error) {
-	if err := s.Keys.Allow(org); err != nil {
-		return nil, err
-	}
 	var sealed []byte
 	if s.Cache != nil {
 		if c, ok := s.Cache.Get(org, sandbox, id); ok {
 			sealed = c
 		}
+	}
+	// The cache holds records sealed, so looking first opens nothing; a
+	// refusal is then told apart by where the record would have come from.
+	from := keyhealth.StoreProfile
+	if sealed != nil {
+		from = keyhealth.StoreProfileCache
+	}
+	if err := s.Keys.AllowStore(org, from); err != nil {
+		return nil, err
 	}
 	if sealed == nil {
 		var gen uint64
@@ -147,7 +154,7 @@ func (s *Store) open(ctx context.Context, org, sandbox, id string, sealed []byte
 
 // Delete removes a record.
 func (s *Store) Delete(ctx context.Context, org, sandbox, id string) error {
-	if err := s.Keys.Allow(org); err != nil {
+	if err := s.Keys.AllowStore(org, keyhealth.StoreProfile); err != nil {
 		return err
 	}
 	err := s.Backend.Delete(ctx, org, sandbox, id)
@@ -165,7 +172,7 @@ func (s *Store) Delete(ctx context.Context, org, sandbox, id string) error {
 // one record), so a listing's memory and answer are bounded whatever the
 // records. Each Doc is the record as written.
 func (s *Store) List(ctx context.Context, org, sandbox, cursor string, limit int) ([]Record, string, error) {
-	if err := s.Keys.Allow(org); err != nil {
+	if err := s.Keys.AllowStore(org, keyhealth.StoreProfile); err != nil {
 		return nil, "", err
 	}
 	page, err := s.Backend.List(ctx, org, sandbox, cursor, limit, s.Limits.WithDefaults().PageBytes)

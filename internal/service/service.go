@@ -517,6 +517,9 @@ func (s *Service) Start(ctx context.Context) error {
 			})
 		},
 		s.countStates,
+		func(ctx context.Context) {
+			s.Gate.FlushUses(ctx, s.flushUses, HistoryFlushEvery, s.cfg.Log)
+		},
 	}
 	if !s.cfg.NoMonitor {
 		loops = append(loops, s.Monitor.RunRotations, s.Monitor.RunNudges)
@@ -541,6 +544,33 @@ func (s *Service) Start(ctx context.Context) error {
 	}()
 	s.cfg.Log.Info("cmk listening", "url", s.URL())
 	return s.startOperator()
+}
+
+// HistoryFlushEvery is how often each replica writes the gate's counts of
+// refused and resumed requests into the key history: often enough that the
+// history reads current within seconds, rarely enough that a storm of
+// refused requests costs one small transaction per interval, never a write
+// per request.
+const HistoryFlushEvery = 2 * time.Second
+
+// flushUses adds counts drained from the gate to the key history as this
+// replica's (the monitor's owner id names it).
+func (s *Service) flushUses(ctx context.Context, uses []keyhealth.StoreUse) error {
+	return s.Store.AddStoreUses(ctx, s.Monitor.Owner, uses)
+}
+
+// FlushHistory writes what the gate counted since its last flush now
+// (tests, and anything that must read the history current).
+func (s *Service) FlushHistory(ctx context.Context) error {
+	uses := s.Gate.DrainUses()
+	if len(uses) == 0 {
+		return nil
+	}
+	if err := s.flushUses(ctx, uses); err != nil {
+		s.Gate.RequeueUses(uses)
+		return err
+	}
+	return nil
 }
 
 // AuditRetention is how long audit entries are kept.
@@ -633,6 +663,13 @@ func (s *Service) Close() error {
 	s.closeOperator()
 	s.wg.Wait()
 	s.life.dwg.Wait()
+	// Requests that finished during the shutdown may have been counted
+	// after the flush loop's last flush.
+	fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if err := s.FlushHistory(fctx); err != nil {
+		s.cfg.Log.Error("flush data refusals to the key history", "err", err)
+	}
+	fcancel()
 	for _, c := range s.closers {
 		c()
 	}

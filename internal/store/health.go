@@ -102,6 +102,10 @@ func (s *Store) CheckNow(ctx context.Context, org string) error {
 // SaveHealth writes the outcome of a check and releases the lease, if owner
 // still holds it (ErrLeaseLost otherwise: a newer check owns the row).
 func (s *Store) SaveHealth(ctx context.Context, h *Health, owner string) error {
+	return s.saveHealth(ctx, s.db, h, owner)
+}
+
+func (s *Store) saveHealth(ctx context.Context, x execer, h *Health, owner string) error {
 	h.UpdatedAt = s.now()
 	memo, merr := encodeJSON(h.Memo)
 	if merr != nil {
@@ -110,7 +114,7 @@ func (s *Store) SaveHealth(ctx context.Context, h *Health, owner string) error {
 	// key_version is only moved by FinishRotation, and rotate_to only set
 	// here (never cleared), so a check that read the row before a rotation
 	// finished cannot undo it.
-	res, err := s.db.ExecContext(ctx, `UPDATE key_health SET
+	res, err := x.ExecContext(ctx, `UPDATE key_health SET
 		changed_at = CASE WHEN state <> ? OR cause <> ? THEN ? ELSE changed_at END,
 		state = ?, cause = ?, message = ?, since = ?, last_check = ?, last_ok = ?, next_check = ?,
 		transitions = ?, probe = ?, probe_version = ?, rotate_to = CASE WHEN ? <> '' AND ? <> key_version THEN ? ELSE rotate_to END,

@@ -250,6 +250,8 @@ func (s *Store) DeleteOrg(ctx context.Context, org string) error {
 			`DELETE FROM webhooks WHERE org_id = ?`,
 			`DELETE FROM alerts WHERE org_id = ?`,
 			`DELETE FROM key_health WHERE org_id = ?`,
+			`DELETE FROM key_episode_stores WHERE episode_id IN (SELECT id FROM key_episodes WHERE org_id = ?)`,
+			`DELETE FROM key_episodes WHERE org_id = ?`,
 			`DELETE FROM configs WHERE org_id = ?`,
 			`DELETE FROM org_tenants WHERE org_id = ?`,
 			`DELETE FROM data_keys WHERE org_id = ?`,

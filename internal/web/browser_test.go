@@ -274,4 +274,59 @@ func TestEncryptionPageInBrowser(t *testing.T) {
 		}
 		b.run(t, "key-restored", map[string]string{"CMK_KEY_NAME": devenv.KeyName})
 	})
+
+	t.Run("f_history", func(t *testing.T) {
+		// A revocation during which the lake and the profile store refuse
+		// reads, then the restore and reads served again.
+		token, err := env.Svc.MintDevToken("reader", env.Org, nil, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		read := func(path string) int {
+			req, _ := http.NewRequest("GET", env.Svc.URL()+path, nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			req.Header.Set("x-api-key", env.APIKey)
+			req.Header.Set("x-gw-ims-org-id", env.Org)
+			req.Header.Set("x-sandbox-name", "prod")
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			return res.StatusCode
+		}
+		gate := func(blocked bool) {
+			deadline := time.Now().Add(15 * time.Second)
+			for (env.Svc.Gate.Allow(env.Org) != nil) != blocked {
+				if time.Now().After(deadline) {
+					t.Fatalf("the org's data is not %s within 15s", map[bool]string{true: "refused", false: "served"}[blocked])
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		paths := []string{"/data/lake/datasets/ds/files/f1", "/data/profiles/p1"}
+		no, yes := false, true
+		if err := env.Emu.UpdateKey(devenv.Vault, devenv.KeyName, azemu.KeyUpdate{Enabled: &no}); err != nil {
+			t.Fatal(err)
+		}
+		gate(true)
+		for _, p := range paths {
+			if code := read(p); code != http.StatusForbidden {
+				t.Fatalf("GET %s while revoked = %d, want 403", p, code)
+			}
+		}
+		if err := env.Emu.UpdateKey(devenv.Vault, devenv.KeyName, azemu.KeyUpdate{Enabled: &yes}); err != nil {
+			t.Fatal(err)
+		}
+		gate(false)
+		for _, p := range paths {
+			if code := read(p); code == http.StatusForbidden {
+				t.Fatalf("GET %s after the restore = 403, want it served", p)
+			}
+		}
+		if err := env.Svc.FlushHistory(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		b.run(t, "history", nil)
+	})
 }

@@ -14,7 +14,7 @@
 // saving a screenshot named <scenario>-FAILED.png.
 
 import { createRequire } from 'node:module';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -514,6 +514,57 @@ const scenarios = {
     expect((await text(page, '#health-key')).trim() === mustEnv('CMK_KEY_NAME'), 'health shows the key again');
     await audit(page);
     await shot(page, 'c-resolved');
+  },
+
+  // f: after a revocation during which the lake and the profile store
+  // refused requests, and the restore, the History section lists the
+  // episode with both stores, the access report downloads as a printable
+  // page, and the audit trail filters and downloads as CSV.
+  async history(page) {
+    await devLogin(page);
+    const newest = page.locator('#history-list ol.timeline > li.episode').first();
+    await newest.waitFor({ timeout: 15_000 });
+    const episode = await newest.textContent();
+    expect(episode.includes('Worst: REVOKED'), `the newest episode's worst state is REVOKED (got "${episode.slice(0, 200)}")`);
+    for (const store of ['Data lake', 'Profile store']) {
+      const row = newest.locator('table.stores tbody tr', { hasText: store }).first();
+      expect(await row.count() === 1, `the episode lists the ${store}`);
+      const cells = await row.locator('td').allTextContents();
+      expect(Number(cells[2]) >= 1, `the ${store} refused at least one request (got ${cells[2]})`);
+      expect(cells[3] !== 'not yet', `the ${store} was served again (got "${cells[3]}")`);
+    }
+    expect(await newest.locator('time').count() >= 4, 'the episode shows its times');
+    await auditLabels(page);
+    await page.locator('#history').screenshot({ path: path.join(artifacts, 'f-history.png') });
+    log(`screenshot ${path.join(artifacts, 'f-history.png')}`);
+
+    const [report] = await Promise.all([page.waitForEvent('download'), page.locator('#report-html').click()]);
+    expect(report.suggestedFilename() === 'cmk-access-report.html', `the report downloads as cmk-access-report.html (got ${report.suggestedFilename()})`);
+    const html = readFileSync(await report.path(), 'utf8');
+    expect(html.includes('Customer-managed key access report') && html.includes('<td>lake</td>') && html.includes('<td>profile</td>'), 'the report names the episode\'s stores');
+    expect(!/<script/i.test(html), 'the report holds no script');
+    const reportFile = path.join(artifacts, 'f-access-report.html');
+    writeFileSync(reportFile, html);
+    // The report as a reader sees it, printed.
+    const view = await page.context().newPage();
+    await view.setContent(html);
+    await view.emulateMedia({ media: 'print' });
+    await shot(view, 'f-access-report');
+    await view.close();
+
+    await page.locator('#audit-op').fill('revocation');
+    await page.locator('#audit-apply').click();
+    await page.waitForFunction(() => {
+      const rows = [...document.querySelectorAll('#audit-list table.audit-table tbody tr')];
+      return rows.length > 0 && rows.every((r) => r.children[2].textContent === 'revocation');
+    });
+    const [csv] = await Promise.all([page.waitForEvent('download'), page.locator('#audit-csv').click()]);
+    const body = readFileSync(await csv.path(), 'utf8');
+    expect(body.startsWith('at,actor,operation'), `the CSV has its header row (got "${body.slice(0, 40)}")`);
+    expect(body.includes(',revocation,'), 'the CSV holds the filtered entries');
+    expect(!body.includes(',unwrap,'), 'the CSV keeps the filter');
+    await page.locator('#audit').screenshot({ path: path.join(artifacts, 'f-audit.png') });
+    log(`screenshot ${path.join(artifacts, 'f-audit.png')}`);
   },
 };
 

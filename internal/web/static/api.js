@@ -16,6 +16,9 @@ export const paths = {
   webhooks: `${base}/byok/webhooks`,
   webhook: (id) => `${base}/byok/webhooks/${encodeURIComponent(id)}`,
   webhookTest: (id) => `${base}/byok/webhooks/${encodeURIComponent(id)}/test`,
+  history: `${base}/byok/history`,
+  report: (format) => `${base}/byok/history/report?format=${encodeURIComponent(format)}`,
+  audit: (query) => `${base}/byok/audit?${new URLSearchParams(query)}`,
 };
 
 export class APIError extends Error {
@@ -78,6 +81,27 @@ export class Client {
       throw new APIError(res.status, data && typeof data === 'object' ? data : { detail: text.slice(0, 300) });
     }
     return data;
+  }
+
+  // file fetches a download (a report, a CSV) as a Blob with the same
+  // credentials; errors come back as APIError like every call.
+  async file(path) {
+    let res;
+    try {
+      res = await fetch(path, {
+        headers: { Authorization: `Bearer ${this.creds.token}`, 'x-api-key': this.creds.apiKey, 'x-gw-ims-org-id': this.creds.org },
+        cache: 'no-store',
+        credentials: 'omit',
+      });
+    } catch {
+      throw new APIError(0, { title: 'Service unreachable', detail: 'The page could not reach the service.', hint: 'Check your connection and try again.' });
+    }
+    if (!res.ok) {
+      let data = null;
+      try { data = await res.json(); } catch { data = null; }
+      throw new APIError(res.status, data);
+    }
+    return res.blob();
   }
 
   get(path) { return this.request('GET', path); }

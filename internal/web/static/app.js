@@ -5,6 +5,7 @@
 import { APIError, Client, paths } from './api.js';
 import { checkKeyIdentifier } from './keyid.js';
 import { announce, errorBody, facts, h, replace, steps, time } from './dom.js';
+import { loadAudit, loadHistory, setupHistory } from './history.js';
 
 const $ = (id) => document.getElementById(id);
 const SESSION_KEY = 'cmk.session';
@@ -122,6 +123,7 @@ async function signIn(creds) {
   $('main').focus();
   announce(`Signed in to org ${creds.org}.`);
   await refresh();
+  loadAudit();
   schedule();
 }
 
@@ -210,7 +212,7 @@ function handleError(err) {
 
 async function refresh() {
   const gen = state.generation;
-  await Promise.all([loadHealth(gen), loadConfigs(gen), loadAlerts(gen), loadWebhooks(gen)]);
+  await Promise.all([loadHealth(gen), loadConfigs(gen), loadAlerts(gen), loadWebhooks(gen), loadHistory()]);
   if (gen !== state.generation) return;
   if (state.jobFinished) {
     // The key took over (or the job stopped) while health was being read.
@@ -917,6 +919,7 @@ async function init() {
   $('preflight-run').addEventListener('click', runPreflight);
   $('config-form').addEventListener('submit', onConfigSubmit);
   $('webhook-form').addEventListener('submit', addWebhook);
+  setupHistory({ client: () => state.client, handleError });
   $('key-id').addEventListener('blur', () => { if ($('key-id').value.trim() !== '') validateKeyField(); });
   $('key-id').addEventListener('input', onKeyIdChanged);
   $('confirm-typed').addEventListener('input', onConfirmTyped);
