@@ -54,7 +54,7 @@ started in this process on temporary state, as 'cmk dev' does.
   tink         per-record encrypt+decrypt, our record path vs Tink's KMS
                envelope AEAD calling the vault for every record
   revocation   time from disabling (and re-enabling) the key in the vault to
-               the first refused (and served) read
+               the first refused (and served) read; --aws: a key in AWS KMS
   monitorcost  key-vault calls per org per hour of monitoring, and state
                changes under a throttled vault
   rotation     time from a new key version in the vault to cmk picking it up,
@@ -67,6 +67,7 @@ of minutes each and need free disk for the file sizes given.`,
 		Example: `  cmk bench age
   cmk bench lake --lake-size 1GiB --peak-size 2GiB
   cmk bench revocation --revocation-trials 50 --check-interval 1s
+  cmk bench revocation --aws --revocation-trials 20
   cmk bench rotation --rotation-trials 20 --rotation-interval 30s
   cmk bench enable --sandboxes 200 --throttle-limit 100 --throttle-window 2s
   cmk bench all --output json > bench.json`,
@@ -172,6 +173,7 @@ of minutes each and need free disk for the file sizes given.`,
 	f.IntVar(&rev.Trials, "revocation-trials", 50, "revocation: disable/enable trials")
 	f.DurationVar(&rev.Interval, "check-interval", time.Second, "revocation: key check interval")
 	f.DurationVar(&rev.Poll, "poll", 5*time.Millisecond, "revocation: pause between reads of one probe")
+	f.BoolVar(&rev.AWS, "aws", false, "revocation: measure an org whose key is in the local AWS KMS")
 
 	f.IntVar(&mon.Orgs, "orgs", 4, "monitorcost: orgs on customer keys")
 	f.DurationVar(&mon.Interval, "monitor-interval", 500*time.Millisecond, "monitorcost: check interval of the short run")

@@ -63,6 +63,8 @@ func TestScripts(t *testing.T) {
 //	DEV_URL, DEV_TOKEN, DEV_ORG   the connection settings
 //	PRINCIPAL        the platform app's service principal in the customer tenant
 //	CMK_EMULATOR_URL, CMK_EMULATOR_CA   for 'cmk azure-emulator' subcommands
+//	AWS_ORG, AWS_TOKEN, AWS_KEY_ARN     the org whose key is in the local AWS KMS
+//	CMK_AWS_EMULATOR_URL, CMK_AWS_OWNER_*  for 'cmk aws-emulator' subcommands
 func cmdCmkdev(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 0 {
 		ts.Fatalf("usage: cmkdev")
@@ -75,6 +77,7 @@ func cmdCmkdev(ts *testscript.TestScript, neg bool, args []string) {
 		// The scripts run doctor and recheck back to back; the limits
 		// themselves are tested in internal/ratelimit and internal/service.
 		RateLimits: ratelimit.Policy{Preflight: lots, Recheck: lots, Config: lots, Sandbox: lots, Vault: lots},
+		AWS:        true,
 	})
 	ts.Check(err)
 	ts.Defer(env.Close)
@@ -89,6 +92,8 @@ func cmdCmkdev(ts *testscript.TestScript, neg bool, args []string) {
 		"DEV_URL": info.BaseURL, "DEV_TOKEN": info.Token, "DEV_ORG": info.OrgID,
 		"PRINCIPAL":        info.ServicePrincipal,
 		"CMK_EMULATOR_URL": info.EmulatorURL, "CMK_EMULATOR_CA": ca,
+		"AWS_ORG": info.AWS.OrgID, "AWS_TOKEN": info.AWS.Token, "AWS_KEY_ARN": info.AWS.KeyARN,
+		envAWSEmulatorURL: info.AWS.EmulatorURL, envAWSOwnerKeyID: info.AWS.OwnerAccessKey, envAWSOwnerSecretKey: info.AWS.OwnerSecretKey,
 	} {
 		ts.Setenv(k, v)
 	}

@@ -50,7 +50,7 @@ const (
 const demoSandbox = "prod"
 
 func newDemoCmd() *cobra.Command {
-	var keep, step bool
+	var keep, step, withAWS bool
 	var pause time.Duration
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -68,7 +68,9 @@ customer uses.
 
 Each step says what it proves and ends with PASS or FAIL; a summary follows.
 It takes a few seconds; to narrate it, slow it down with --pause (a wait
-before each step) or --step (wait for Enter before each step). With --keep
+before each step) or --step (wait for Enter before each step). With --aws the
+org's key is in a local AWS KMS instead (step 5 then shows that an AWS
+rotation keeps every data key as it is). With --keep
 the service, the emulator and the Encryption page stay up afterwards, with the
 export line that points the CLI at them, until Ctrl-C.
 
@@ -78,7 +80,8 @@ Exit status:
   2  bad flags, or the demo environment could not start`,
 		Example: `  cmk demo
   cmk demo --step            # press Enter before each step, to narrate
-  cmk demo --pause 5s --keep # 5 s before each step; leave the service and page up afterwards`,
+  cmk demo --pause 5s --keep # 5 s before each step; leave the service and page up afterwards
+  cmk demo --aws             # the org's key in AWS KMS: disable, enable, rotate it there`,
 		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -97,15 +100,21 @@ Exit status:
 			}
 			env, err := devenv.Start(ctx, devenv.Options{
 				DataDir: dir, Poll: 50 * time.Millisecond, Monitor: demoMonitor,
-				Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+				Log: slog.New(slog.NewTextHandler(io.Discard, nil)), AWS: withAWS,
 			})
 			if err != nil {
 				return &exitError{code: exitUsage, err: withHint(fmt.Errorf("start the demo environment: %w", err), "is the temporary directory writable? run with a TMPDIR that is")}
 			}
 			defer env.Close()
 			c := newClient(settings{url: env.Svc.URL(), token: env.Token, org: env.Org, apiKey: env.APIKey})
+			if withAWS {
+				c = newClient(settings{url: env.Svc.URL(), token: env.AWS.Token, org: env.AWS.Org, apiKey: env.APIKey})
+			}
 			c.HTTP.Timeout = demoRequestTimeout
 			d := &demo{w: cmd.OutOrStdout(), env: env, dir: dir, c: c, pause: pause}
+			if withAWS {
+				d.aws = env.AWS
+			}
 			if step {
 				d.enter = bufio.NewReader(cmd.InOrStdin())
 			}
@@ -130,6 +139,7 @@ Exit status:
 	cmd.Flags().BoolVar(&keep, "keep", false, "leave the service, emulator and page up afterwards, and keep the data directory, until Ctrl-C")
 	cmd.Flags().DurationVar(&pause, "pause", 0, "wait this long before each step, to narrate (e.g. 5s)")
 	cmd.Flags().BoolVar(&step, "step", false, "wait for Enter before each step, to narrate")
+	cmd.Flags().BoolVar(&withAWS, "aws", false, "the same walkthrough with an org whose key is in a local AWS KMS")
 	flagErrors(cmd)
 	return cmd
 }
@@ -140,6 +150,7 @@ type demo struct {
 	env *devenv.Env
 	dir string
 	c   *client
+	aws *devenv.AWS // with --aws: the org and key in the local AWS KMS
 
 	pause time.Duration // before each step
 	enter *bufio.Reader // with --step: wait for a line before each step
@@ -168,10 +179,18 @@ type demoStep struct {
 
 func (d *demo) run(ctx context.Context) bool {
 	in := d.env.Info()
-	fmt.Fprintf(d.w, "cmk demo: customer-managed keys end to end, on a local Azure emulator\n\n")
-	fmt.Fprintf(d.w, "  service   %s   org %s, sandboxes prod and dev\n", in.BaseURL, in.OrgID)
-	fmt.Fprintf(d.w, "  vault     %s (soft-delete and purge protection on)\n", in.VaultURL)
-	fmt.Fprintf(d.w, "  key       %s (RSA 3072, role granted to the platform's app)\n", in.KeyIdentifier)
+	rotate := demoStep{"Rotate: add a new key version", "A new version in the vault is picked up and every data key is re-wrapped to it in the background, while reads go on unchanged.", d.rotate}
+	if d.aws != nil {
+		fmt.Fprintf(d.w, "cmk demo: customer-managed keys end to end, on a local AWS KMS\n\n")
+		fmt.Fprintf(d.w, "  service   %s   org %s, sandboxes prod and dev\n", in.BaseURL, d.aws.Org)
+		fmt.Fprintf(d.w, "  key       %s\n            (symmetric; its key policy holds the org's statements: Encrypt/Decrypt only with the org's encryption context)\n", d.aws.KeyARN)
+		rotate = demoStep{"Rotate: new key material in AWS KMS", "AWS rotates the material behind the same ARN and keeps the old one to decrypt: the platform re-wraps nothing, and every read goes on unchanged.", d.rotateAWS}
+	} else {
+		fmt.Fprintf(d.w, "cmk demo: customer-managed keys end to end, on a local Azure emulator\n\n")
+		fmt.Fprintf(d.w, "  service   %s   org %s, sandboxes prod and dev\n", in.BaseURL, in.OrgID)
+		fmt.Fprintf(d.w, "  vault     %s (soft-delete and purge protection on)\n", in.VaultURL)
+		fmt.Fprintf(d.w, "  key       %s (RSA 3072, role granted to the platform's app)\n", in.KeyIdentifier)
+	}
 	fmt.Fprintf(d.w, "  monitor   checks the key every %s\n", demoMonitor.Interval)
 
 	steps := []demoStep{
@@ -179,7 +198,7 @@ func (d *demo) run(ctx context.Context) bool {
 		{"Enable customer-managed keys", "Enabling re-wraps every existing data key with the customer's key, with no downtime and no re-ingesting; the data is unchanged.", d.enable},
 		{"Revoke: disable the key in the vault", "When the customer disables the key, every read and write of the org's data is refused within seconds, caches included, and an alert says why and what to do.", d.revoke},
 		{"Restore: enable the key again", "When access returns, reads work again on their own within seconds, nothing is lost, and the alert is resolved.", d.restore},
-		{"Rotate: add a new key version", "A new version in the vault is picked up and every data key is re-wrapped to it in the background, while reads go on unchanged.", d.rotate},
+		rotate,
 	}
 	type outcome struct {
 		took time.Duration
@@ -380,7 +399,7 @@ func sameJSON(a, b []byte) bool {
 
 func (d *demo) enable(ctx context.Context) (string, error) {
 	name := "Config1"
-	if _, _, err := d.c.SubmitConfig(ctx, name, d.env.KeyIdentifier); err != nil {
+	if _, _, err := d.c.SubmitConfig(ctx, name, d.keyID()); err != nil {
 		return "", fmt.Errorf("submit the configuration: %w", err)
 	}
 	fmt.Fprintf(d.w, "  POST %s with the key identifier -> job created; following it:\n", cmkapi.CreateConfig.Path)
@@ -406,7 +425,11 @@ func (d *demo) enable(ctx context.Context) (string, error) {
 	if h.State != stateHealthy {
 		return "", fmt.Errorf("key health is %s (%s), want %s", h.State, h.Message, stateHealthy)
 	}
-	fmt.Fprintf(d.w, "  Key health %s on version %s.\n", h.State, h.KeyVersion)
+	if d.aws != nil {
+		fmt.Fprintf(d.w, "  Key health %s; every key call carries the org's encryption context.\n", h.State)
+	} else {
+		fmt.Fprintf(d.w, "  Key health %s on version %s.\n", h.State, h.KeyVersion)
+	}
 	if err := d.readAll(ctx); err != nil {
 		return "", err
 	}
@@ -425,7 +448,27 @@ func (d *demo) health(ctx context.Context) (*cmkapi.Health, error) {
 // ---- step 3 ----
 
 func (d *demo) setKeyEnabled(on bool) error {
+	if d.aws != nil {
+		return d.aws.Emu.SetKeyEnabled(d.aws.KeyARN, on)
+	}
 	return d.env.Emu.UpdateKey(devenv.Vault, devenv.KeyName, azemu.KeyUpdate{Enabled: &on})
+}
+
+// keyID is the key the demo enables: the Key Vault key identifier, or
+// with --aws the key ARN.
+func (d *demo) keyID() string {
+	if d.aws != nil {
+		return d.aws.KeyARN
+	}
+	return d.env.KeyIdentifier
+}
+
+// keyWhere names the key and where it is, for the narration.
+func (d *demo) keyWhere() string {
+	if d.aws != nil {
+		return "Key " + d.aws.KeyARN + " (AWS KMS)"
+	}
+	return "Key " + devenv.Vault + "/" + devenv.KeyName + " (Key Vault)"
 }
 
 // revokedErr reports whether err is a read refused because the key is
@@ -459,7 +502,7 @@ func (d *demo) revoke(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("disable the key in the emulator: %w", err)
 	}
 	t0 := time.Now()
-	fmt.Fprintf(d.w, "  Key %s/%s disabled in the vault; reading profile %s until it is refused...\n", devenv.Vault, devenv.KeyName, d.profiles[0].id)
+	fmt.Fprintf(d.w, "  %s disabled; reading profile %s until it is refused...\n", d.keyWhere(), d.profiles[0].id)
 	var refusal *cmkapi.Error
 	err := until(ctx, demoReactDeadline, func() (bool, error) {
 		_, err := d.profileDoc(ctx, cmkapi.GetProfile, d.profiles[0].id, nil)
@@ -533,7 +576,7 @@ func (d *demo) restore(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("enable the key in the emulator: %w", err)
 	}
 	t0 := time.Now()
-	fmt.Fprintf(d.w, "  Key %s/%s enabled again; reading everything until it is served (no re-check asked for)...\n", devenv.Vault, devenv.KeyName)
+	fmt.Fprintf(d.w, "  %s enabled again; reading everything until it is served (no re-check asked for)...\n", d.keyWhere())
 	err := until(ctx, demoReactDeadline, func() (bool, error) {
 		err := d.readAll(ctx)
 		if errors.Is(err, errDemoMismatch) {
@@ -622,6 +665,48 @@ func (d *demo) rotate(ctx context.Context) (string, error) {
 		note = fmt.Sprintf("%d data keys re-wrapped to %s, %d read-backs identical", total, short(newVersion), reads)
 	}
 	return note, nil
+}
+
+// rotateAWS rotates the AWS key's material and shows that nothing is
+// re-wrapped: the same wrapped data keys still open, through AWS KMS, with
+// every read identical.
+func (d *demo) rotateAWS(ctx context.Context) (string, error) {
+	org := d.aws.Org
+	before, err := d.env.Svc.Store.DataKeys(ctx, org)
+	if err != nil {
+		return "", err
+	}
+	if err := d.aws.Emu.RotateKey(d.aws.KeyARN); err != nil {
+		return "", fmt.Errorf("rotate the key in the emulator: %w", err)
+	}
+	fmt.Fprintf(d.w, "  New key material behind %s; re-checking the key and dropping the unwrapped data keys held in memory...\n", d.aws.KeyARN)
+	h, _, err := d.c.Recheck(ctx)
+	if err != nil {
+		return "", fmt.Errorf("re-check: %w", err)
+	}
+	if h.State != stateHealthy || h.Rotation != nil {
+		return "", fmt.Errorf("key health after rotation is %s (rotation %+v), want %s with nothing to re-wrap", h.State, h.Rotation, stateHealthy)
+	}
+	d.env.Svc.Cache.WipeOrg(org)
+	if err := d.readAll(ctx); err != nil {
+		return "", fmt.Errorf("reads after rotation: %w", err)
+	}
+	after, err := d.env.Svc.Store.DataKeys(ctx, org)
+	if err != nil {
+		return "", err
+	}
+	same := len(after) == len(before)
+	for i := 0; same && i < len(after); i++ {
+		same = string(after[i].Wrapped) == string(before[i].Wrapped)
+	}
+	if !same {
+		return "", errors.New("data keys changed after an AWS rotation; none should be re-wrapped")
+	}
+	if h.AWS != nil && h.AWS.KeyMaterialID != "" {
+		fmt.Fprintf(d.w, "  Key health %s on key material %s; %s\n", h.State, short(h.AWS.KeyMaterialID), h.AWS.Rotation)
+	}
+	fmt.Fprintf(d.w, "  All %d data keys unchanged, opened again through AWS KMS; all %d objects identical.\n", len(after), len(d.files)+len(d.profiles))
+	return fmt.Sprintf("%d data keys unchanged and still opening after the rotation", len(after)), nil
 }
 
 func short(version string) string {

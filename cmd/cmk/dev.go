@@ -20,10 +20,10 @@ import (
 
 func newDevCmd() *cobra.Command {
 	var addr, infoFile, dataDir string
-	var verbose, allowRemote bool
+	var verbose, allowRemote, noAWS bool
 	cmd := &cobra.Command{
 		Use:   "dev",
-		Short: "Run cmk and a local Azure emulator with a demo org, ready to enable CMK",
+		Short: "Run cmk, a local Azure emulator and a local AWS KMS with a demo org on each, ready to enable CMK",
 		Long: `Run the service and a local Azure emulator together, on embedded defaults.
 
 The emulator holds a customer tenant that has consented to the platform's app,
@@ -32,6 +32,11 @@ a vault with soft-delete and purge protection, an RSA-3072 key, and the
 has a demo org with two sandboxes, bound to the customer tenant through its
 consent link (so it may use the tenant's keys). The exact curl commands of the
 enablement flow are printed, with host, token and key identifier filled in.
+
+A local AWS KMS runs too, with a second demo org whose key is there: a
+symmetric key in the customer's account whose key policy holds the org's
+statements (as its administrator would paste them from the Encryption page).
+--no-aws leaves it out.
 
 State lives in a temporary directory removed on exit unless --data-dir is set.
 
@@ -65,7 +70,7 @@ on loopback either way.`,
 			if verbose {
 				logOut = os.Stderr
 			}
-			env, err := devenv.Start(ctx, devenv.Options{Addr: addr, DataDir: dir, Log: slog.New(slog.NewTextHandler(logOut, nil))})
+			env, err := devenv.Start(ctx, devenv.Options{Addr: addr, DataDir: dir, Log: slog.New(slog.NewTextHandler(logOut, nil)), AWS: !noAWS})
 			if err != nil {
 				return withHint(err, "is --addr free? pick another with --addr 127.0.0.1:<port>")
 			}
@@ -82,6 +87,9 @@ on loopback either way.`,
 				}
 			}
 			printWalkthrough(cmd.OutOrStdout(), info, caFile)
+			if info.AWS != nil {
+				printAWSWalkthrough(cmd.OutOrStdout(), info)
+			}
 			<-ctx.Done()
 			return nil
 		},
@@ -91,6 +99,7 @@ on loopback either way.`,
 	cmd.Flags().StringVar(&infoFile, "info", "", "write the connection details as JSON to this file")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "keep the service's state here instead of a temporary directory")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the service's logs")
+	cmd.Flags().BoolVar(&noAWS, "no-aws", false, "leave out the local AWS KMS and its demo org")
 	return cmd
 }
 
@@ -155,4 +164,28 @@ version is picked up at once, not at the next check:
 
 Press Ctrl-C to stop.
 `, in.BaseURL, in.EmulatorURL, in.OrgID, devenv.Vault, devenv.KeyName, in.APIKey, in.Token, caFile, in.KeyIdentifier, hdr, body)
+}
+
+// printAWSWalkthrough tells what the AWS demo org is and how to enable and
+// break its key; its token appears once, in its export line.
+func printAWSWalkthrough(w io.Writer, in cmkapi.Info) {
+	a := in.AWS
+	fmt.Fprintf(w, `
+A local AWS KMS runs at %[1]s. Demo org %[2]s (sandboxes prod and dev) has
+its key there: %[3]s
+(symmetric, in customer account %[4]s); the key policy holds the org's statements,
+which grant the platform's account %[5]s DescribeKey, and Encrypt and Decrypt only
+with the org's encryption context. To work as that org, in another terminal:
+
+export CMK_URL=%[6]s CMK_ORG=%[2]s CMK_API_KEY=%[7]s CMK_TOKEN=%[8]s %[9]s=%[1]s %[10]s=%[11]s %[12]s=%[13]s
+
+  cmk doctor --aws-policy                      (the statements to paste into a key policy)
+  cmk doctor %[3]s
+  cmk config create --name AwsConfig --key-id %[3]s --yes --wait
+  cmk aws-emulator key disable %[3]s
+  cmk health
+  cmk aws-emulator key enable %[3]s
+  cmk recheck
+`, a.EmulatorURL, a.OrgID, a.KeyARN, devenv.AWSCustomerAccount, a.PlatformAccount, in.BaseURL, in.APIKey, a.Token,
+		envAWSEmulatorURL, envAWSOwnerKeyID, a.OwnerAccessKey, envAWSOwnerSecretKey, a.OwnerSecretKey)
 }

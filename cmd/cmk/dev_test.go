@@ -73,6 +73,10 @@ func TestDevAddr(t *testing.T) {
 			if !strings.Contains(stdout.String(), "export CMK_URL="+in.BaseURL+" CMK_ORG="+in.OrgID+" ") {
 				t.Errorf("the banner has no export line pointing the CLI at %s:\n%s", in.BaseURL, stdout.String())
 			}
+			if in.AWS == nil || in.AWS.KeyARN == "" || !strings.Contains(stdout.String(), "export CMK_URL="+in.BaseURL+" CMK_ORG="+in.AWS.OrgID+" ") ||
+				!strings.Contains(stdout.String(), "cmk config create --name AwsConfig --key-id "+in.AWS.KeyARN) {
+				t.Errorf("the banner does not present the AWS demo org (info %+v):\n%s", in.AWS, stdout.String())
+			}
 			if strings.Contains(stdout.String(), `\u0026`) {
 				t.Errorf("the banner holds an escaped link")
 			}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -14,9 +15,10 @@ import (
 func newDoctorCmd() *cobra.Command {
 	conn := &connFlags{}
 	var out outputFlag
+	var awsPolicy bool
 	cmd := &cobra.Command{
-		Use:   "doctor [KEY-IDENTIFIER]",
-		Short: "Check a Key Vault key against every requirement before enabling CMK with it",
+		Use:   "doctor [KEY-IDENTIFIER | KEY-ARN]",
+		Short: "Check a Key Vault or AWS KMS key against every requirement before enabling CMK with it",
 		Long: `Run the preflight of a key from the terminal: the same checks the enablement
 job runs while its status is RUNNING, in the order a request travels (sign-in,
 network, role, key state, key type, vault settings, a real wrap/unwrap).
@@ -32,12 +34,21 @@ Fix the failures and run doctor again. Nothing is changed on the
 platform or in the vault; a wrap/unwrap round trip of random bytes is the
 only key operation.
 
+An AWS KMS key is named by its key ARN (or alias ARN); its checks are the
+ARN, the platform's credentials, the key policy's DescribeKey statement, the
+key's existence, state (not pending deletion, enabled), spec and usage, and
+an Encrypt/Decrypt round trip with the org's encryption context, which
+proves the key policy holds this org's statements. --aws-policy prints those
+statements, made for the org, to paste into the key policy.
+
 With --info (a file from 'cmk dev --info') the key identifier defaults to
 the demo key in that file.
 ` + exitHelp("every check passed", "a check failed") + `
      or a check could not run for a transient reason (try again)`,
 		Example: `  cmk doctor https://contoso.vault.azure.net/keys/platform-cmk/0123456789abcdef0123456789abcdef
   cmk doctor --info cmk.json
+  cmk doctor arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab
+  cmk doctor --aws-policy
   cmk doctor --url https://cmk.example.com --token "$TOKEN" --org MYORG@CmkOrg https://contoso.vault.azure.net/keys/platform-cmk
   cmk doctor --info cmk.json --output json | jq '.results[] | select(.status != "PASSED")'`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -47,6 +58,13 @@ the demo key in that file.
 			return nil
 		},
 		RunE: clientRun(conn, &out, func(cmd *cobra.Command, c *client, args []string) error {
+			if awsPolicy {
+				p, raw, err := c.AWSKeyPolicy(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return out.show(cmd.OutOrStdout(), raw, func(w io.Writer) { printAWSPolicy(w, p) })
+			}
 			kid := c.keyIdentifier
 			if len(args) == 1 {
 				kid = args[0]
@@ -65,6 +83,7 @@ the demo key in that file.
 			return doctorVerdict(rep)
 		}),
 	}
+	cmd.Flags().BoolVar(&awsPolicy, "aws-policy", false, "print the key-policy statements the org adds to its AWS KMS key, instead of checking a key")
 	conn.register(cmd)
 	out.register(cmd, false)
 	flagErrors(cmd)
@@ -158,4 +177,15 @@ func printReport(w io.Writer, rep *cmkapi.PreflightReport) {
 	default:
 		fmt.Fprintf(w, "PASSED: all %d checks passed. This key can be used to enable customer-managed keys.\n", passed)
 	}
+}
+
+// printAWSPolicy writes an org's key-policy statements for a person.
+func printAWSPolicy(w io.Writer, p *cmkapi.AWSKeyPolicy) {
+	fmt.Fprintf(w, "Key-policy statements for org %s\n\n", p.IMSOrgID)
+	fmt.Fprintf(w, "Create a symmetric key (key spec %s, usage %s, single-Region) in %s, then add these\n", p.KeySpec, p.KeyUsage, strings.Join(p.Regions, " or "))
+	fmt.Fprintf(w, "statements to its key policy's \"Statement\" list. They grant the platform's account %s\n", p.PlatformAccount)
+	fmt.Fprintln(w, "DescribeKey, and the use of the key only with this org's encryption context, so the key can")
+	fmt.Fprintln(w, "serve this org alone. Removing them (or disabling the key) withdraws the platform's access.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, p.StatementsJSON)
 }

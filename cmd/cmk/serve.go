@@ -8,8 +8,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cmk-project/cmk/internal/awsemu"
 	"github.com/cmk-project/cmk/internal/azemu"
 	"github.com/cmk-project/cmk/internal/config"
+	"github.com/cmk-project/cmk/internal/devenv"
+	"github.com/cmk-project/cmk/internal/kms/awskms"
 	"github.com/cmk-project/cmk/internal/servecmd"
 	"github.com/cmk-project/cmk/internal/service"
 )
@@ -23,8 +26,11 @@ const emulatorWarning = "WARNING: development mode: cmk is using the local Azure
 // by --emulator alone, never by environment variables: the CMK_EMULATOR_*
 // variables 'cmk dev' suggests exporting are for 'cmk azure-emulator'.
 func newServeCmd() *cobra.Command {
-	var emulatorURL, emulatorCA, emulatorSuffix string
+	var emulatorURL, emulatorCA, emulatorSuffix, emulatorAWS string
 	cmd := servecmd.New("cmk serve", func(cmd *cobra.Command, cfg *service.Config) error {
+		if emulatorAWS != "" {
+			useAWSEmulator(cmd, cfg, emulatorAWS)
+		}
 		if emulatorURL == "" {
 			return nil
 		}
@@ -44,8 +50,21 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&emulatorURL, "emulator", "", "use a local Azure emulator at this URL (development only)")
 	f.StringVar(&emulatorCA, "emulator-ca", "", "CA certificate of the emulator")
 	f.StringVar(&emulatorSuffix, "emulator-vault-suffix", azemu.DefaultVaultSuffix, "vault host suffix the emulator serves")
-	config.MarkFlagOnly(f, "emulator", "emulator-ca", "emulator-vault-suffix")
+	f.StringVar(&emulatorAWS, "emulator-aws", "", "use a local AWS KMS ('cmk aws-emulator') at this URL for AWS_KMS keys (development only; --aws-region and --aws-account default to the emulator's)")
+	config.MarkFlagOnly(f, "emulator", "emulator-ca", "emulator-vault-suffix", "emulator-aws")
 	return cmd
+}
+
+// useAWSEmulator points the service's AWS KMS provider at a local AWS KMS.
+// The platform's credentials still come from AWS's standard chain (the
+// AWS_* variables 'cmk aws-emulator' prints).
+func useAWSEmulator(cmd *cobra.Command, cfg *service.Config, url string) {
+	if cfg.AWS == nil {
+		cfg.AWS = &service.AWSConfig{Account: devenv.AWSPlatformAccount, Client: awskms.Config{Region: awsemu.DefaultRegion}}
+	}
+	cfg.AWS.Client.Endpoint = url
+	cfg.Log.Warn("development mode: using a local AWS KMS instead of AWS; never run this in production", "emulator", url)
+	fmt.Fprintf(cmd.ErrOrStderr(), "WARNING: development mode: cmk is using the local AWS KMS at %s instead of AWS; never run this in production\n", url)
 }
 
 // useEmulator points the service at a local Azure emulator.

@@ -117,6 +117,7 @@ func (s *Server) handlers() map[string]http.Handler {
 		cmkapi.Healthz.ID:            func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, cmkapi.Status{Status: "ok"}) },
 		cmkapi.Livez.ID:              func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, cmkapi.Status{Status: "ok"}) },
 		cmkapi.GetAppRegistration.ID: s.appRegistration,
+		cmkapi.GetAWSKeyPolicy.ID:    s.awsKeyPolicy,
 		cmkapi.ConsentCallback.ID:    s.consentCallback,
 		cmkapi.KeyVaultEvents.ID:     s.keyVaultEvents,
 		cmkapi.PreflightKey.ID:       s.preflight,
@@ -323,7 +324,7 @@ func (s *Server) createConfig(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c, err := s.Control.SubmitConfig(r.Context(), orgOf(r), control.ConfigInput{
-		Name: req.Name, Type: req.Type, OrgID: req.IMSOrgID, ProviderType: req.ConfigData.ProviderType, KeyIdentifier: req.ConfigData.KeyVaultKeyIdentifier,
+		Name: req.Name, Type: req.Type, OrgID: req.IMSOrgID, ProviderType: req.ConfigData.ProviderType, KeyIdentifier: keyOf(req.ConfigData),
 	})
 	if err != nil {
 		s.fail(w, r, err)
@@ -370,7 +371,11 @@ func (s *Server) preflight(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, 400, cmkapi.CodeMalformedRequestBody, "Malformed request body", err.Error(), `Send {"keyVaultKeyIdentifier": "https://<vault>.vault.azure.net/keys/<key>"}.`)
 		return
 	}
-	rep, err := s.Control.Preflight(r.Context(), orgOf(r), req.KeyVaultKeyIdentifier)
+	key := req.KeyVaultKeyIdentifier
+	if req.KeyArn != "" {
+		key = req.KeyArn
+	}
+	rep, err := s.Control.Preflight(r.Context(), orgOf(r), key)
 	if s.vaultCapped(w, r) {
 		return
 	}

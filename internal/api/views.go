@@ -14,6 +14,9 @@ import (
 // The encoding of the control plane's results as cmkapi views.
 
 func configDataView(c *store.Config) cmkapi.ConfigData {
+	if c.ProviderType == cmkapi.ProviderAWSKMS {
+		return cmkapi.ConfigData{KeyArn: c.KeyIdentifier, KeyName: c.KeyName, ProviderType: c.ProviderType}
+	}
 	return cmkapi.ConfigData{KeyVaultURI: c.VaultURL, KeyVaultKeyIdentifier: c.KeyIdentifier, KeyVersion: c.KeyVersion, KeyName: c.KeyName, ProviderType: c.ProviderType}
 }
 
@@ -66,6 +69,10 @@ func healthView(h *control.Health) cmkapi.Health {
 	v.CoastingUntil = tp(h.CoastingUntil)
 	if ro := h.Rotation; ro != nil {
 		v.Rotation = &cmkapi.Rotation{TargetVersion: ro.TargetVersion, DataKeysRewrapped: ro.Rewrapped, DataKeysTotal: ro.Total}
+	}
+	v.AWS = h.AWS
+	if v.AWS != nil {
+		v.KeyVaultURI = ""
 	}
 	return v
 }

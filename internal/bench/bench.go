@@ -211,8 +211,11 @@ func (w *world) startEnable(ctx context.Context, org, name, kid string) error {
 	if kid == "" {
 		kid = w.env.KeyIdentifier
 	}
-	body := cmkapi.ConfigRequest{Name: name, Type: cmkapi.ConfigTypeBYOK, IMSOrgID: org,
-		ConfigData: cmkapi.ConfigData{ProviderType: cmkapi.ProviderAzureKeyVault, KeyVaultKeyIdentifier: kid}}
+	data := cmkapi.ConfigData{ProviderType: cmkapi.ProviderAzureKeyVault, KeyVaultKeyIdentifier: kid}
+	if strings.HasPrefix(kid, "arn:") {
+		data = cmkapi.ConfigData{ProviderType: cmkapi.ProviderAWSKMS, KeyArn: kid}
+	}
+	body := cmkapi.ConfigRequest{Name: name, Type: cmkapi.ConfigTypeBYOK, IMSOrgID: org, ConfigData: data}
 	var answer map[string]any
 	code, err := w.call(ctx, http.MethodPost, configPath, org, body, &answer)
 	if err != nil {

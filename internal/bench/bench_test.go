@@ -119,6 +119,19 @@ func BenchmarkRevocation(b *testing.B) {
 	}
 }
 
+func BenchmarkRevocationAWS(b *testing.B) {
+	for b.Loop() {
+		r, err := Revocation(context.Background(), RevocationConfig{Common: common(b), Trials: 5, Interval: 500 * time.Millisecond, AWS: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, p := range r.Probes {
+			name := strings.Fields(p.Name)[0] + "-" + strings.Fields(p.Name)[len(strings.Fields(p.Name))-1]
+			b.ReportMetric(p.Refused.P99us/1e3, name+"-refused-p99-ms")
+		}
+	}
+}
+
 func BenchmarkRotation(b *testing.B) {
 	for b.Loop() {
 		r, err := Rotation(context.Background(), RotationConfig{Common: common(b), Trials: 3, Interval: time.Second})

@@ -31,6 +31,9 @@ type RevocationConfig struct {
 	Poll time.Duration
 	// Seed picks the moments of disabling; 0 = random.
 	Seed uint64
+	// AWS measures an org whose key is in the local AWS KMS (disabled
+	// and enabled there) instead of the Key Vault demo org.
+	AWS bool
 }
 
 func (c *RevocationConfig) defaults() {
@@ -68,6 +71,7 @@ type RevocationProbe struct {
 // RevocationResult is the time from a key change in the vault to the
 // first read that reflects it.
 type RevocationResult struct {
+	Provider        string            `json:"provider"` // AZURE_KEYVAULT or AWS_KMS
 	Trials          int               `json:"trials"`
 	IntervalSeconds float64           `json:"intervalSeconds"`
 	TargetSeconds   float64           `json:"targetP99Seconds"`
@@ -101,6 +105,7 @@ func Revocation(ctx context.Context, cfg RevocationConfig) (*RevocationResult, e
 		// Flapping changes only the alerts; a high count keeps 2×Trials
 		// state changes from raising a notification on every one.
 		Monitor: monitor.Config{Interval: cfg.Interval, WrapEvery: 1, FlapCount: 1 << 20},
+		AWS:     cfg.AWS,
 	})
 	if err != nil {
 		return nil, err
@@ -108,6 +113,27 @@ func Revocation(ctx context.Context, cfg RevocationConfig) (*RevocationResult, e
 	defer done()
 	svc, org := w.env.Svc, w.env.Org
 	const sb = "prod"
+	no, yes := false, true
+	provider := cmkapi.ProviderAzureKeyVault
+	setEnabled := func(on bool) error {
+		enabled := &no
+		if on {
+			enabled = &yes
+		}
+		return w.env.Emu.UpdateKey(devenv.Vault, devenv.KeyName, azemu.KeyUpdate{Enabled: enabled})
+	}
+	if cfg.AWS {
+		// The same measurement for the org whose key is in AWS KMS.
+		a := w.env.AWS
+		org, provider = a.Org, cmkapi.ProviderAWSKMS
+		if err := w.startEnable(ctx, org, "Bench", a.KeyARN); err != nil {
+			return nil, err
+		}
+		if err := w.waitEnabled(ctx, org, "Bench", 10*time.Millisecond); err != nil {
+			return nil, err
+		}
+		setEnabled = func(on bool) error { return a.Emu.SetKeyEnabled(a.KeyARN, on) }
+	}
 
 	// Data to read: a file, a pool of records written around the read
 	// cache, and one record read through it.
@@ -137,7 +163,7 @@ func Revocation(ctx context.Context, cfg RevocationConfig) (*RevocationResult, e
 	}
 	// read answers "ok", "refused" or what else it got.
 	read := func(path string) (string, error) {
-		rq, err := w.request(ctx, http.MethodGet, path, "", sb, nil)
+		rq, err := w.request(ctx, http.MethodGet, path, org, sb, nil)
 		if err != nil {
 			return "", err
 		}
@@ -163,7 +189,7 @@ func Revocation(ctx context.Context, cfg RevocationConfig) (*RevocationResult, e
 		return fmt.Sprintf("%d %.160s", resp.StatusCode, strings.Join(strings.Fields(string(body)), " ")), nil
 	}
 
-	res := &RevocationResult{Trials: cfg.Trials, IntervalSeconds: cfg.Interval.Seconds(), TargetSeconds: 2 * cfg.Interval.Seconds(),
+	res := &RevocationResult{Provider: provider, Trials: cfg.Trials, IntervalSeconds: cfg.Interval.Seconds(), TargetSeconds: 2 * cfg.Interval.Seconds(),
 		PollMillis: float64(cfg.Poll) / float64(time.Millisecond), Seed: cfg.Seed}
 	refused := make([][]time.Duration, len(probes))
 	restored := make([][]time.Duration, len(probes))
@@ -220,7 +246,6 @@ func Revocation(ctx context.Context, cfg RevocationConfig) (*RevocationResult, e
 	}
 
 	rng := rand.New(rand.NewPCG(cfg.Seed, 1))
-	no, yes := false, true
 	start := time.Now()
 	for trial := range cfg.Trials {
 		// Every probe is served (and the cached record is in the cache).
@@ -229,7 +254,7 @@ func Revocation(ctx context.Context, cfg RevocationConfig) (*RevocationResult, e
 		}
 		time.Sleep(time.Duration(rng.Int64N(int64(cfg.Interval))))
 		t0 := time.Now()
-		if err := w.env.Emu.UpdateKey(devenv.Vault, devenv.KeyName, azemu.KeyUpdate{Enabled: &no}); err != nil {
+		if err := setEnabled(false); err != nil {
 			return nil, err
 		}
 		got, err := await(t0, "refused")
@@ -247,7 +272,7 @@ func Revocation(ctx context.Context, cfg RevocationConfig) (*RevocationResult, e
 		// moment of the cycle too.
 		time.Sleep(time.Duration(rng.Int64N(int64(cfg.Interval))))
 		t1 := time.Now()
-		if err := w.env.Emu.UpdateKey(devenv.Vault, devenv.KeyName, azemu.KeyUpdate{Enabled: &yes}); err != nil {
+		if err := setEnabled(true); err != nil {
 			return nil, err
 		}
 		if got, err = await(t1, "ok"); err != nil {
@@ -277,8 +302,12 @@ func (r *RevocationResult) String() string {
 	if !r.Met() {
 		verdict = "MISSED"
 	}
-	t := newTable(fmt.Sprintf("revocation: %d trials, key checked every %.1f s, reads every %.0f ms over HTTP; target p99 ≤ %.1f s: %s",
-		r.Trials, r.IntervalSeconds, r.PollMillis, r.TargetSeconds, verdict))
+	where := "Key Vault"
+	if r.Provider == cmkapi.ProviderAWSKMS {
+		where = "AWS KMS"
+	}
+	t := newTable(fmt.Sprintf("revocation (%s): %d trials, key checked every %.1f s, reads every %.0f ms over HTTP; target p99 ≤ %.1f s: %s",
+		where, r.Trials, r.IntervalSeconds, r.PollMillis, r.TargetSeconds, verdict))
 	t.row("probe", "disable → refused p50 / p99 / max", "enable → served p50 / p99 / max", "missed", "other answers")
 	ms := func(l Latency) string {
 		return fmt.Sprintf("%.0f / %.0f / %.0f ms", l.P50us/1e3, l.P99us/1e3, l.Maxus/1e3)

@@ -154,20 +154,40 @@ func (c *Client) AppRegistration(ctx context.Context) (*App, []byte, error) {
 	return &out, raw, err
 }
 
-// Preflight runs every validation check against a key.
+// AWSKeyPolicy returns the key-policy statements the org adds to its AWS
+// KMS key.
+func (c *Client) AWSKeyPolicy(ctx context.Context) (*AWSKeyPolicy, []byte, error) {
+	var out AWSKeyPolicy
+	raw, err := c.JSON(ctx, Request{Route: GetAWSKeyPolicy}, nil, &out)
+	return &out, raw, err
+}
+
+// isARN reports whether a key identifier is an AWS KMS key ARN.
+func isARN(keyIdentifier string) bool { return strings.HasPrefix(keyIdentifier, "arn:") }
+
+// Preflight runs every validation check against a key: a Key Vault key
+// identifier, or an AWS KMS key ARN.
 func (c *Client) Preflight(ctx context.Context, keyIdentifier string) (*PreflightReport, []byte, error) {
 	var rep PreflightReport
-	raw, err := c.JSON(ctx, Request{Route: PreflightKey}, PreflightRequest{KeyVaultKeyIdentifier: keyIdentifier}, &rep)
+	req := PreflightRequest{KeyVaultKeyIdentifier: keyIdentifier}
+	if isARN(keyIdentifier) {
+		req = PreflightRequest{KeyArn: keyIdentifier}
+	}
+	raw, err := c.JSON(ctx, Request{Route: PreflightKey}, req, &rep)
 	return &rep, raw, err
 }
 
-// SubmitConfig sends the key identifier under a configuration name; the
-// enablement job starts.
+// SubmitConfig sends the key identifier (a Key Vault key identifier, or
+// an AWS KMS key ARN) under a configuration name; the enablement job
+// starts.
 func (c *Client) SubmitConfig(ctx context.Context, name, keyIdentifier string) (*ConfigCreated, []byte, error) {
 	var out ConfigCreated
+	data := ConfigData{ProviderType: ProviderAzureKeyVault, KeyVaultKeyIdentifier: keyIdentifier}
+	if isARN(keyIdentifier) {
+		data = ConfigData{ProviderType: ProviderAWSKMS, KeyArn: keyIdentifier}
+	}
 	raw, err := c.JSON(ctx, Request{Route: CreateConfig}, ConfigRequest{
-		Name: name, Type: ConfigTypeBYOK, IMSOrgID: c.OrgID,
-		ConfigData: ConfigData{ProviderType: ProviderAzureKeyVault, KeyVaultKeyIdentifier: keyIdentifier},
+		Name: name, Type: ConfigTypeBYOK, IMSOrgID: c.OrgID, ConfigData: data,
 	}, &out)
 	return &out, raw, err
 }

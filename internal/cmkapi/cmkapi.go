@@ -29,8 +29,13 @@ const (
 // ConfigTypeBYOK is the only configuration type (seed 001).
 const ConfigTypeBYOK = "BYOK_CONFIG"
 
-// ProviderAzureKeyVault is the only key provider type.
-const ProviderAzureKeyVault = "AZURE_KEYVAULT"
+// The key provider types: a key in Azure Key Vault (or Managed HSM), named
+// by configData.keyVaultKeyIdentifier, or in AWS KMS, named by
+// configData.keyArn.
+const (
+	ProviderAzureKeyVault = "AZURE_KEYVAULT"
+	ProviderAWSKMS        = "AWS_KMS"
+)
 
 // Configuration (enablement job) statuses of seed 001.
 const (

@@ -76,6 +76,7 @@ const (
 // The routes, by operationId.
 var (
 	GetAppRegistration = Route{"getAppRegistration", "GET", byok + "/app-registration", Org, PermManageCMK, "", ""}
+	GetAWSKeyPolicy    = Route{"getAwsKeyPolicy", "GET", byok + "/aws-key-policy", Org, PermManageCMK, "", ""}
 	PreflightKey       = Route{"preflightKey", "POST", byok + "/preflight", Org, PermManageCMK, "", LimitPreflight}
 	CreateConfig       = Route{"createConfig", "POST", manager + "/customer/config", Org, PermManageCMK, "", LimitConfig}
 	ListConfigs        = Route{"listConfigs", "GET", manager + "/customer/config", Org, PermManageCMK, "", ""}
@@ -132,7 +133,7 @@ var (
 
 // Routes lists every route.
 var Routes = []Route{
-	GetAppRegistration, PreflightKey, CreateConfig, ListConfigs, GetConfig, DeleteConfig, DeleteOrg,
+	GetAppRegistration, GetAWSKeyPolicy, PreflightKey, CreateConfig, ListConfigs, GetConfig, DeleteConfig, DeleteOrg,
 	GetKeyHealth, RecheckKey, ListAlerts, GetAlert, AcknowledgeAlert, ListWebhooks, CreateWebhook, DeleteWebhook, TestWebhook, ListAudit,
 	GetHistory, GetAccessReport,
 	ListSandboxes, CreateSandbox,

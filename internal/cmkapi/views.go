@@ -43,6 +43,7 @@ type ConfigRequest struct {
 type ConfigData struct {
 	KeyVaultURI           string `json:"keyVaultUri,omitempty"`
 	KeyVaultKeyIdentifier string `json:"keyVaultKeyIdentifier"`
+	KeyArn                string `json:"keyArn,omitempty"` // AWS_KMS: the key ARN or alias ARN
 	KeyVersion            string `json:"keyVersion,omitempty"`
 	KeyName               string `json:"keyName,omitempty"`
 	ProviderType          string `json:"providerType"`
@@ -114,7 +115,33 @@ type Problem struct {
 
 // PreflightRequest is the body of POST .../byok/preflight.
 type PreflightRequest struct {
-	KeyVaultKeyIdentifier string `json:"keyVaultKeyIdentifier"`
+	KeyVaultKeyIdentifier string `json:"keyVaultKeyIdentifier,omitempty"`
+	KeyArn                string `json:"keyArn,omitempty"` // a key in AWS KMS instead
+}
+
+// AWSKeyPolicy answers GET .../byok/aws-key-policy: the key-policy
+// statements the calling org's administrator adds to its AWS KMS key, made
+// for that org (using the key is bound to its encryption context).
+type AWSKeyPolicy struct {
+	IMSOrgID          string               `json:"imsOrgId"`
+	PlatformAccount   string               `json:"platformAccount"`
+	Region            string               `json:"region"`
+	Regions           []string             `json:"regions"`
+	KeySpec           string               `json:"keySpec"`
+	KeyUsage          string               `json:"keyUsage"`
+	EncryptionContext map[string]string    `json:"encryptionContext"`
+	Statements        []AWSPolicyStatement `json:"statements"`
+	StatementsJSON    string               `json:"statementsJson"` // Statements, indented, to paste
+}
+
+// AWSPolicyStatement is one statement of an AWS key policy.
+type AWSPolicyStatement struct {
+	Sid       string                    `json:"Sid"`
+	Effect    string                    `json:"Effect"`
+	Principal map[string]string         `json:"Principal"`
+	Action    []string                  `json:"Action"`
+	Resource  string                    `json:"Resource"`
+	Condition map[string]map[string]any `json:"Condition"`
 }
 
 // Check is the outcome of one validation check.
@@ -156,6 +183,21 @@ type Health struct {
 	CoastingUntil *time.Time `json:"coastingUntil,omitempty"`
 	Rotation      *Rotation  `json:"rotation,omitempty"`
 	Revocation    Revocation `json:"revocation"`
+	// AWS describes a key in AWS KMS (nil for a Key Vault key).
+	AWS *AWSKeyHealth `json:"aws,omitempty"`
+}
+
+// AWSKeyHealth is what the key health says of a key in AWS KMS beyond its
+// state. AWS rotates key material behind the same ARN and old ciphertexts
+// keep decrypting, so a rotation needs no re-wrap and there is no version
+// to follow.
+type AWSKeyHealth struct {
+	KeyArn        string     `json:"keyArn"`
+	KeyState      string     `json:"keyState,omitempty"`      // as AWS KMS last said: Enabled, Disabled, PendingDeletion
+	LastRotation  *time.Time `json:"lastRotation,omitempty"`  // when AWS lets the platform read it (ListKeyRotations is the key account's)
+	KeyMaterialID string     `json:"keyMaterialId,omitempty"` // the current key material, when AWS says
+	ReadAt        *time.Time `json:"readAt,omitempty"`        // when these were read
+	Rotation      string     `json:"rotation"`                // how rotation works for this key
 }
 
 // Rotation is a re-wrap to a new key version in progress.
@@ -344,6 +386,20 @@ type Info struct {
 	ConsentURL       string `json:"consentUrl"` // the org's consent link, as the app registration gives it
 	CustomerTenant   string `json:"customerTenantId"`
 	ServicePrincipal string `json:"servicePrincipalObjectId"`
+	// The org whose key is in the local AWS KMS, when it runs.
+	AWS *AWSInfo `json:"aws,omitempty"`
+}
+
+// AWSInfo is the AWS half of a local environment: the local AWS KMS, the
+// org whose key is there, and the key owner's credentials (local only).
+type AWSInfo struct {
+	EmulatorURL     string `json:"emulatorUrl"`
+	OrgID           string `json:"orgId"`
+	Token           string `json:"token"`
+	KeyARN          string `json:"keyArn"`
+	OwnerAccessKey  string `json:"ownerAccessKeyId"`
+	OwnerSecretKey  string `json:"ownerSecretAccessKey"`
+	PlatformAccount string `json:"platformAccount"`
 }
 
 // AuditCSVHeader is the header row of the audit trail as CSV.

@@ -55,12 +55,15 @@ func (s *Service) SubmitConfig(ctx context.Context, org string, in ConfigInput) 
 		return nil, problem(ErrOrgMismatch, "Org mismatch", fmt.Sprintf("imsOrgId %q does not equal the x-gw-ims-org-id header %q.", in.OrgID, org),
 			"Send the same org id in the body and in the header.")
 	}
+	if in.ProviderType == ProviderAWS {
+		return s.submitAWS(ctx, org, in)
+	}
 	if in.ProviderType != ProviderAzure {
 		if err := s.revertAttempt(ctx, org, in.ProviderType); err != nil {
 			return nil, err
 		}
-		return nil, problem(ErrUnsupportedProvider, "Unsupported provider type", fmt.Sprintf("configData.providerType is %q; it must be %q.", in.ProviderType, ProviderAzure),
-			`Set "providerType": "AZURE_KEYVAULT".`)
+		return nil, problem(ErrUnsupportedProvider, "Unsupported provider type", fmt.Sprintf("configData.providerType is %q; it must be %q or %q.", in.ProviderType, ProviderAzure, ProviderAWS),
+			`Set "providerType": "AZURE_KEYVAULT" (with keyVaultKeyIdentifier) or "AWS_KMS" (with keyArn).`)
 	}
 	id, err := s.Policy.Parse(in.KeyIdentifier)
 	if err == nil {
@@ -218,7 +221,7 @@ func (s *Service) Preflight(ctx context.Context, org, keyIdentifier string) (*pr
 	if err != nil {
 		return nil, err
 	}
-	owner := preflight.Owner{Org: org, Tenants: bound, Finder: s.Ownership.Tenants}
+	owner := preflight.Owner{Org: org, Tenants: bound, Finder: s.Ownership.Tenants, AsOtherOrg: asOtherOrg}
 	return preflight.Run(ctx, s.Provider, s.Policy, keyIdentifier, env, owner), nil
 }
 
@@ -239,4 +242,10 @@ func (s *Service) keyTakenFor(ctx context.Context, org string, id keyid.ID) (boo
 		return false, err
 	}
 	return taken && holder != "" && slices.Contains(bound, holder), nil
+}
+
+// asOtherOrg acts for an org that does not exist: a key in AWS KMS must be
+// refused under its encryption context (preflight.CheckAWSPolicyBindsOrg).
+func asOtherOrg(ctx context.Context) context.Context {
+	return audit.WithOrg(ctx, audit.BindingProbeOrg)
 }

@@ -73,6 +73,12 @@ type Service struct {
 
 	// Now is the clock of the history's periods (nil: time.Now).
 	Now func() time.Time
+
+	// AWS enables customer keys in AWS KMS (nil: off); AWSKeys reads an
+	// AWS key's details for its health (nil: not shown).
+	AWS      *AWS
+	AWSKeys  AWSKeyReader
+	awsFacts awsKeyFacts
 }
 
 // Refused attempts are recorded up to this rate per org: enough to show

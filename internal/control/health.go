@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cmk-project/cmk/internal/audit"
+	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/keyring"
@@ -27,6 +28,8 @@ type Health struct {
 	CoastingUntil time.Time
 	// The monitor's policy, to say how fast revocation takes effect.
 	CheckInterval, Grace time.Duration
+	// AWS describes a key in AWS KMS (aws.go); nil for a Key Vault key.
+	AWS *cmkapi.AWSKeyHealth
 }
 
 // Rotation is the progress of a re-wrap to a new key version.
@@ -70,6 +73,7 @@ func (s *Service) Health(ctx context.Context, org string) (*Health, error) {
 	if h.State != keyhealth.Healthy {
 		v.Remedy = guidance.Steps(h.Cause, s.Env, keyring.CustomerRef(o))
 	}
+	v.AWS = s.awsKeyHealth(ctx, org, keyring.CustomerRef(o), false)
 	if h.RotateTo != "" {
 		total, at, err := s.Store.CountAtVersion(ctx, org, h.RotateTo)
 		if err == nil {
@@ -92,5 +96,6 @@ func (s *Service) Recheck(ctx context.Context, org string) (_ *Health, err error
 	if err != nil {
 		return nil, err
 	}
+	s.refreshAWSKey(ctx, org)
 	return s.Health(ctx, org)
 }

@@ -83,6 +83,11 @@ type Options struct {
 	// NoEvents leaves the demo vault without its Event Grid subscription
 	// to the service (the service still accepts events).
 	NoEvents bool
+	// AWS also starts the local AWS KMS and a second demo org whose key is
+	// there (Env.AWS); AWSEmulatorAddr is its address (default
+	// 127.0.0.1:0).
+	AWS             bool
+	AWSEmulatorAddr string
 }
 
 // DevPropagationWait is the local environment's wait for a role or a
@@ -101,6 +106,7 @@ type Env struct {
 	PrincipalID   string // the app's service principal in the customer tenant
 	Secret        string
 	OperatorToken string // the operator listener's token (Options.Operator)
+	AWS           *AWS   // the local AWS KMS and its demo org; nil unless Options.AWS
 }
 
 // Start brings the environment up.
@@ -161,8 +167,15 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		rand.Read(tok)
 		env.OperatorToken, opAddr = hex.EncodeToString(tok), "127.0.0.1:0"
 	}
+	var awsCfg *service.AWSConfig
+	if o.AWS {
+		if env.AWS, awsCfg, err = startAWS(o); err != nil {
+			return fail(err)
+		}
+	}
 	env.Svc, err = service.New(ctx, service.Config{
 		OperatorAddr: opAddr, OperatorToken: env.OperatorToken,
+		AWS:  awsCfg,
 		Addr: o.Addr, DataDir: o.DataDir, AppName: AppName, AppURI: AppURI,
 		TenantID: HomeTenant, ClientID: ClientID, ClientSecret: env.Secret,
 		AuthorityHost: emu.AuthorityHost(), HTTPClient: emu.HTTPClient(), DisableInstanceDiscovery: true,
@@ -211,6 +224,11 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 	}
 	if _, err := env.BindOrg(ctx, env.Org); err != nil {
 		return fail(fmt.Errorf("bind the demo org to the customer tenant: %w", err))
+	}
+	if env.AWS != nil {
+		if err := env.setupAWSOrg(ctx, o.Sandboxes); err != nil {
+			return fail(fmt.Errorf("set up the AWS demo org: %w", err))
+		}
 	}
 	if !o.NoKey && !o.NoEvents {
 		if err := env.SubscribeEvents(Vault); err != nil {
@@ -346,6 +364,7 @@ func (e *Env) Info() cmkapi.Info {
 		BaseURL: e.Svc.URL(), OrgID: e.Org, APIKey: e.APIKey, Token: e.Token, KeyIdentifier: e.KeyIdentifier,
 		EmulatorURL: e.Emu.URL(), EmulatorCA: string(e.Emu.CAPEM()), VaultURL: e.Emu.VaultURL(Vault),
 		ConsentURL: e.consentLink(), CustomerTenant: CustomerTenant, ServicePrincipal: e.PrincipalID,
+		AWS: e.awsInfo(),
 	}
 }
 
@@ -362,6 +381,9 @@ func (e *Env) Close() {
 	}
 	if e.Emu != nil {
 		e.Emu.Close()
+	}
+	if e.AWS != nil {
+		e.AWS.Server.Close()
 	}
 }
 

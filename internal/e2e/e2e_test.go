@@ -114,7 +114,8 @@ func waitDone(t *testing.T, c *client, name string) map[string]any {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("config %s did not finish in time (saw %v)", name, seen)
+	_, last := c.do("GET", configPath+"/"+name+"?configType=BYOK_CONFIG", nil)
+	t.Fatalf("config %s did not finish in time (saw %v; last %v)", name, seen, last)
 	return nil
 }
 

@@ -297,7 +297,7 @@ func (r *Runner) validate(ctx context.Context, job *store.Config, log *slog.Logg
 	if err != nil {
 		return "", err
 	}
-	owner := preflight.Owner{Org: job.OrgID, Tenants: bound, Finder: r.Tenants}
+	owner := preflight.Owner{Org: job.OrgID, Tenants: bound, Finder: r.Tenants, AsOtherOrg: func(ctx context.Context) context.Context { return audit.WithOrg(ctx, audit.BindingProbeOrg) }}
 	rep := preflight.Run(audit.WithOrg(ctx, job.OrgID), r.Provider, r.Policy, job.KeyIdentifier, env, owner)
 	if ctx.Err() != nil {
 		return "", ctx.Err()
@@ -333,7 +333,11 @@ func (r *Runner) validate(ctx context.Context, job *store.Config, log *slog.Logg
 		return "", r.update(ctx, job, store.JobUpdate{Checks: rep.Results, LastError: r.problem(p.Code, p.Message, p.Remedy, wait),
 			NextAttemptAt: ptr(r.Now().Add(wait)), Release: true})
 	}
-	if pw, ok := propagating[kms.Kind(p.Code)]; ok {
+	pw, ok := propagating[kms.Kind(p.Code)]
+	if ok && preflight.IsAWSKey(job.KeyIdentifier) {
+		pw.what, pw.who = "the key policy change to take effect", "AWS KMS"
+	}
+	if ok {
 		// Maybe only a grant not yet in effect: re-check with backoff until
 		// the bound, counted from the submission, then fail as usual.
 		now := r.Now()
@@ -423,6 +427,9 @@ func (g *gate) ok() {
 
 // rewrap moves every system-wrapped data key of the org to the customer key.
 func (r *Runner) rewrap(ctx context.Context, job *store.Config, log *slog.Logger) error {
+	// Every key call of the job is for its org (an AWS KMS key binds each
+	// call to the org by its encryption context).
+	ctx = audit.WithOrg(ctx, job.OrgID)
 	org, err := r.Store.Org(ctx, job.OrgID)
 	if err != nil {
 		return err
@@ -577,6 +584,12 @@ func (r *Runner) checkKey(ctx context.Context, g *gate, ref kms.KeyRef) error {
 		return err
 	}
 	switch {
+	case ref.AWS():
+		// A symmetric AWS KMS key has no size to check; its spec was
+		// checked by validation and cannot change.
+		if info.KeyType != "SYMMETRIC_DEFAULT" {
+			return &unsuitable{cmkapi.CodeKeyTypeUnsupported, fmt.Sprintf("key %s is of spec %s; a SYMMETRIC_DEFAULT key is required", ref, info.KeyType)}
+		}
 	case info.KeyType != "RSA" && info.KeyType != "RSA-HSM":
 		return &unsuitable{cmkapi.CodeKeyTypeUnsupported, fmt.Sprintf("key %s version %s is of type %s; an RSA key is required", ref, info.Version, info.KeyType)}
 	case info.Bits < kms.MinRSABits:

@@ -73,6 +73,9 @@ func AlertTitle(kind string) string { return alertKinds[kind].title }
 // re-checked, or, when the cause has no steps of its own, the kind's.
 func Alert(kind, cause, message string, blocked bool, env Env, ref kms.KeyRef) cmkapi.AlertDetail {
 	k := alertKinds[kind]
+	if aws, ok := awsAlertKinds[kind]; ok && ref.AWS() {
+		k.probable, k.steps = aws.probable, aws.steps
+	}
 	d := cmkapi.AlertDetail{Title: k.title, Cause: cause, Message: message, DataBlocked: blocked, ProbableCauses: forKey(k.probable, ref)}
 	switch {
 	case cause == cmkapi.CauseFlapping:
@@ -87,6 +90,9 @@ func Alert(kind, cause, message string, blocked bool, env Env, ref kms.KeyRef) c
 		d.Summary = "The platform could not reach your key for a transient reason. Data stays available from keys already in memory for the grace period."
 	case kind == cmkapi.AlertKeyAccessDisabled:
 		d.Summary = "Your key is disabled in Azure Key Vault, so the platform can no longer use it. Your data is refused until the key is enabled."
+		if ref.AWS() {
+			d.Summary = "Your key is disabled in AWS KMS, so the platform can no longer use it. Your data is refused until the key is enabled."
+		}
 	case blocked:
 		d.Summary = "The platform can no longer use your key. Your data is refused until access is restored; nothing is lost."
 	default:

@@ -88,7 +88,13 @@ func Cause(code string) string { return catalog[code].cause }
 // Steps returns the numbered steps that fix a failure of code for the key
 // ref, or nil when the code has none of its own (see the package doc).
 // The slice is the caller's to change.
+//
+// For a key in AWS KMS (kms.KeyRef.AWS) the steps speak of AWS: the
+// console, the aws CLI and the org's key-policy statements.
 func Steps(code string, env Env, ref kms.KeyRef) []string {
+	if ref.AWS() {
+		return awsSteps(code, ref)
+	}
 	if f := catalog[code].steps; f != nil {
 		return f(env, ref)
 	}
@@ -124,5 +130,12 @@ func Describe(err error) string {
 	} else if ke.InnerCode != "" {
 		detail = fmt.Sprintf(" (%s: %s)", ke.Op, ke.InnerCode)
 	}
-	return strings.TrimSuffix(Cause(string(ke.Kind)), ".") + detail + "."
+	cause := Cause(string(ke.Kind))
+	if strings.HasPrefix(ke.Key, "arn:") {
+		cause = AWSCause(string(ke.Kind))
+		if ke.Code == "KeyPendingDeletion" {
+			cause = AWSCause(CodeKeyPendingDeletion)
+		}
+	}
+	return strings.TrimSuffix(cause, ".") + detail + "."
 }

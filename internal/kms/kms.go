@@ -23,7 +23,19 @@ type KeyRef struct {
 	Name     string
 }
 
-func (r KeyRef) String() string { return r.VaultURL + "/keys/" + r.Name }
+// String is the key's identifier without version: the Key Vault key URI,
+// or for an AWS KMS key the ARN.
+func (r KeyRef) String() string {
+	if r.AWS() {
+		return r.VaultURL + ":" + r.Name
+	}
+	return r.VaultURL + "/keys/" + r.Name
+}
+
+// AWS reports whether ref names a key in AWS KMS: VaultURL is then the
+// ARN's scope (arn:{partition}:kms:{region}:{account}) and Name its
+// resource (key/{id} or alias/{name}), as awskms.KeyARN.Ref makes them.
+func (r KeyRef) AWS() bool { return strings.HasPrefix(r.VaultURL, "arn:") }
 
 // ManagedHSM reports whether the key is in a Managed HSM
 // (https://{hsm}.managedhsm.azure.net and the sovereign clouds' equivalents)
@@ -83,6 +95,8 @@ func CheckUsable(ref KeyRef, info KeyInfo, now time.Time) error {
 	case info.Expires != nil && !now.Before(*info.Expires):
 		return fail(KindKeyNotActive, "key version %s expired at %s", info.Version, info.Expires.UTC().Format(time.RFC3339))
 	case !info.HasOp("wrapKey") || !info.HasOp("unwrapKey"):
+		// An AWS KMS key's Encrypt and Decrypt are how the platform wraps
+		// and unwraps: the provider reports them as wrapKey and unwrapKey.
 		return fail(KindKeyOperationForbidden, "key version %s does not permit both wrapKey and unwrapKey (permitted: %v)", info.Version, info.Ops)
 	}
 	return nil

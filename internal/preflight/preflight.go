@@ -142,6 +142,10 @@ type Owner struct {
 	Org     string
 	Tenants []string
 	Finder  TenantFinder
+	// AsOtherOrg, for a key in AWS KMS, returns ctx acting for an org that
+	// is not Org (one that does not exist), to prove the key policy refuses
+	// any org but Org (CheckAWSPolicyBindsOrg); nil skips that check.
+	AsOtherOrg func(ctx context.Context) context.Context
 }
 
 // FirstProblem returns the first failed (or errored) check, or nil.
@@ -159,6 +163,9 @@ func (r *Report) FirstProblem() *Result {
 func Run(ctx context.Context, provider kms.Provider, policy keyid.Policy, raw string, env guidance.Env, owner Owner) *Report {
 	if env.Now == nil {
 		env.Now = time.Now
+	}
+	if IsAWSKey(raw) {
+		return runAWS(ctx, provider, raw, env, owner) // aws.go: the key policy, not a tenant binding, says which org
 	}
 	r := &Report{KeyIdentifier: raw}
 	var key kms.KeyRef // once parsed: the titles may name its kind of vault

@@ -44,6 +44,7 @@ func New(path string, hooks ...Hook) *cobra.Command {
 	var certFile, blobURL, blobAccount, blobContainer, configFile string
 	var printConfig bool
 	var trustedProxies []string
+	aws := &awsFlags{}
 	words := strings.Fields(path)
 	cmd := &cobra.Command{
 		Use:   words[len(words)-1],
@@ -104,6 +105,9 @@ read that file can sign in as any org).`,
 					return WithHint(fmt.Errorf("--lake-azure-url needs --lake-azure-account and CMK_LAKE_AZURE_ACCOUNT_KEY"), "set the storage account name and put its key in CMK_LAKE_AZURE_ACCOUNT_KEY or in a file named by --lake-azure-account-key-file")
 				}
 				cfg.LakeAzure = &blob.AzureConfig{ServiceURL: blobURL, AccountName: blobAccount, AccountKey: key, Container: blobContainer}
+			}
+			if err := aws.apply(&cfg); err != nil {
+				return err
 			}
 			for _, h := range hooks {
 				if err := h(cmd, &cfg); err != nil {
@@ -186,6 +190,7 @@ read that file can sign in as any org).`,
 	f.BoolVar(&printConfig, "print-config", false, "print the effective settings, where each came from, secrets redacted, and exit")
 	config.MarkFlagOnly(f, "dev-token-issuer", "webhook-allow-http", "webhook-allow-private", "config", "print-config")
 	config.MarkRedacted(f, "database", "profiles-postgres")
+	aws.register(f)
 	return cmd
 }
 

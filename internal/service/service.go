@@ -33,6 +33,7 @@ import (
 	"github.com/cmk-project/cmk/internal/keyid"
 	"github.com/cmk-project/cmk/internal/keyring"
 	"github.com/cmk-project/cmk/internal/kms"
+	"github.com/cmk-project/cmk/internal/kms/awskms"
 	"github.com/cmk-project/cmk/internal/kms/azurekv"
 	"github.com/cmk-project/cmk/internal/lake"
 	"github.com/cmk-project/cmk/internal/lake/blob"
@@ -139,6 +140,10 @@ type Config struct {
 
 	// Provider replaces the Azure provider (tests).
 	Provider kms.Provider
+
+	// AWS configures customer keys in AWS KMS (provider type AWS_KMS):
+	// nil leaves AWS KMS off. See AWSConfig.
+	AWS *AWSConfig
 
 	// RateLimits bounds the API calls that reach a key vault on demand: per
 	// org and route class, and per vault across orgs. Zero fields take
@@ -347,6 +352,17 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if raw == nil {
 		raw = unconfigured{}
 	}
+	rt := &router{azure: raw}
+	if cfg.AWS != nil {
+		if !validAWSAccount(cfg.AWS.Account) {
+			return nil, fmt.Errorf("AWS KMS: the platform's AWS account %q is not a twelve-digit account id: set --aws-account", cfg.AWS.Account)
+		}
+		if rt.aws, err = awskms.New(ctx, cfg.AWS.Client); err != nil {
+			return nil, err
+		}
+	}
+	azure := raw // the Azure provider's other roles (consent codes, a vault's tenant)
+	raw = rt
 
 	if cfg.DatabaseDSN != "" {
 		s.Store, err = store.OpenPostgres(ctx, cfg.DatabaseDSN)
@@ -381,10 +397,10 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		authorize = azurekv.AuthorizeEndpoint(cfg.AuthorityHost)
 	}
 	ownership := control.Ownership{Signer: signer, AuthorizeURL: authorize, ClientID: cfg.ClientID, CallbackURL: s.ConsentCallbackURL, Limits: s.Limits}
-	if r, ok := raw.(control.CodeRedeemer); ok {
+	if r, ok := azure.(control.CodeRedeemer); ok {
 		ownership.Redeemer = r
 	}
-	if f, ok := raw.(preflight.TenantFinder); ok {
+	if f, ok := azure.(preflight.TenantFinder); ok {
 		ownership.Tenants = f
 	}
 	host, _ := os.Hostname()
@@ -452,6 +468,10 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	s.Control = &control.Service{
 		Store: s.Store, Keyring: s.Keyring, Provider: s.Provider, Policy: s.Policy, Env: env, Gate: s.Gate, Monitor: s.Monitor,
 		WebhookPolicy: cfg.WebhookPolicy, WebhookSecrets: webhookSecrets, Log: cfg.Log, Keys: s.Keys, Lake: s.Lake, Profiles: s.Profiles, Ownership: ownership, AuditLog: recorder, WebhookTester: s.Webhooks,
+		AWS: controlAWS(cfg.AWS),
+	}
+	if rt.aws != nil {
+		s.Control.AWSKeys = awsKeys{r: rt, recorder: recorder}
 	}
 	s.API = &api.Server{Control: s.Control, Lake: s.Lake, Profiles: s.Profiles, Keys: s.Keys, Verifier: verifier, App: s.App, Log: cfg.Log, Metrics: s.Metrics, Limits: s.Limits}
 	if s.API.Events, err = eventSource(cfg, s.Policy); err != nil {

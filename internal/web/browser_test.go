@@ -164,6 +164,7 @@ func TestEncryptionPageInBrowser(t *testing.T) {
 		RateLimits: ratelimit.Policy{Preflight: ratelimit.Limit{N: 600, Per: time.Minute, Burst: 100}},
 		// Fast checks so revocation and recovery show within a second.
 		Monitor: monitor.Config{Interval: 300 * time.Millisecond, Grace: 2 * time.Second, WrapEvery: 1},
+		AWS:     true,
 	})
 	if err != nil {
 		t.Fatalf("start local cmk: %v", err)
@@ -252,6 +253,10 @@ func TestEncryptionPageInBrowser(t *testing.T) {
 		}
 	})
 
+	t.Run("f_aws_enablement", func(t *testing.T) {
+		b.run(t, "aws-enable", map[string]string{"CMK_APIKEY": env.APIKey, "CMK_AWS_ORG": env.AWS.Org, "CMK_AWS_TOKEN": env.AWS.Token, "CMK_AWS_KEY_ARN": env.AWS.KeyARN})
+	})
+
 	enabled := t.Run("a_full_enablement", func(t *testing.T) {
 		// Slow the demo vault down so that re-wrapping takes a few seconds
 		// and the page's progress bar is seen moving.
@@ -328,5 +333,35 @@ func TestEncryptionPageInBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 		b.run(t, "history", nil)
+	})
+
+	t.Run("g_flapping_then_disabled", func(t *testing.T) {
+		// The key is disabled and enabled twice (flapping), then disabled
+		// again: the page must name the blocking cause, not only the
+		// flapping notification.
+		setKey := func(on bool, want string) {
+			t.Helper()
+			if err := env.Emu.UpdateKey(devenv.Vault, devenv.KeyName, azemu.KeyUpdate{Enabled: &on}); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(15 * time.Second)
+			for {
+				h, err := env.Svc.Store.Health(context.Background(), env.Org)
+				if err == nil && h.State == want {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("health did not reach %s (last %v, %v)", want, h, err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		for range 2 {
+			setKey(false, "REVOKED")
+			setKey(true, "HEALTHY")
+		}
+		setKey(false, "REVOKED")
+		b.run(t, "flapping-then-disabled", nil)
+		setKey(true, "HEALTHY")
 	})
 }

@@ -8,7 +8,8 @@
 //   PLAYWRIGHT_CORE  path of the playwright-core package
 //   CHROMIUM         the browser binary (Debian's /usr/bin/chromium)
 //   plus per scenario: CMK_APIKEY, CMK_TOKEN, CMK_KEY_ID, CMK_KEY_NAME, CMK_BAD_KEY_ID,
-//   CMK_HOOK_URL and CMK_SECRET_OUT (where the webhook secret shown is written)
+//   CMK_HOOK_URL and CMK_SECRET_OUT (where the webhook secret shown is written),
+//   CMK_AWS_ORG, CMK_AWS_TOKEN and CMK_AWS_KEY_ARN (the org whose key is in AWS KMS)
 //
 // Usage: node run.mjs <scenario>. Exits non-zero when a check fails, after
 // saving a screenshot named <scenario>-FAILED.png.
@@ -452,6 +453,21 @@ const scenarios = {
     await shot(page, 'c-acknowledged');
   },
 
+  // g: after the key flapped, disabling it again shows "Key access
+  // disabled" as an open alert next to the flapping notification.
+  async 'flapping-then-disabled'(page) {
+    await devLogin(page);
+    await page.locator('#health-state[data-state="REVOKED"]').waitFor({ timeout: 15_000 });
+    const blocking = page.locator('#alerts-open article[data-kind="KEY_ACCESS_DISABLED"]');
+    await blocking.waitFor({ timeout: 15_000 });
+    const flapping = page.locator('#alerts-open article[data-kind="ALERT_NOTIFICATION"]');
+    await flapping.first().waitFor({ timeout: 15_000 });
+    expect((await flapping.first().textContent()).includes('FLAPPING'), 'the flapping notification names its cause');
+    expect((await blocking.textContent()).includes('Your data is unavailable'), 'the blocking alert says the data is unavailable');
+    await audit(page);
+    await shot(page, 'g-flapping-then-disabled');
+  },
+
   // e: webhooks added, tested and deleted from the page with the keyboard
   // alone; the signing secret is shown once.
   async webhooks(page) {
@@ -497,6 +513,56 @@ const scenarios = {
     await page.keyboard.press('Enter');
     await page.locator('#no-webhooks').waitFor();
     await shot(page, 'e-webhook-deleted');
+  },
+
+  // f: an org whose key is in AWS KMS, signed in with its own token:
+  // provider choice, its statements with a copy button, the ARN checked as
+  // typed, the key checked, enabled, and shown in the health card.
+  async 'aws-enable'(page) {
+    await gotoPage(page);
+    await page.locator('#in-org').fill(mustEnv('CMK_AWS_ORG'));
+    await page.locator('#in-apikey').fill(mustEnv('CMK_APIKEY'));
+    await page.locator('#in-token').fill(mustEnv('CMK_AWS_TOKEN'));
+    await page.locator('#signin-submit').click();
+    await page.locator('#health-state[data-state="SYSTEM_MANAGED"]').waitFor();
+
+    await page.locator('input[name="provider"][value="AWS_KMS"]').focus();
+    await page.keyboard.press('Space');
+    await page.locator('#aws-policy').waitFor();
+    const policy = JSON.parse(await text(page, '#aws-policy'));
+    const org = mustEnv('CMK_AWS_ORG');
+    expect(policy.length === 3 && policy.some((st) => st.Condition.StringEquals['kms:EncryptionContext:cmk:org'] === org),
+      'the statements bind the key to this org\'s encryption context');
+    expect(!(await visible(page, '#app-body')), 'the Azure steps are hidden');
+    await page.locator('#copy-aws-policy').click();
+    await page.waitForFunction(() => document.getElementById('copy-aws-policy').textContent === 'Copied');
+    expect((await text(page, '#key-id-label')) === 'Key ARN', 'the field asks for a key ARN');
+
+    await page.locator('#key-id').fill('arn:aws:kms:eu-north-9:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab');
+    await page.locator('#preflight-run').click();
+    const err = await text(page, '#key-id-error');
+    expect(/platform uses keys in/.test(err), `an ARN in another Region is refused before any call (got "${err}")`);
+    await audit(page);
+    await shot(page, 'f-aws-setup');
+
+    await page.locator('#key-id').fill(mustEnv('CMK_AWS_KEY_ARN'));
+    await runCheck(page);
+    const summary = await text(page, '#preflight-summary');
+    expect(/All \d+ checks passed/.test(summary), `the AWS key passes every check (got "${summary}")`);
+    expect((await page.locator('#preflight-results li[data-check="aws_key_policy_org_context"][data-status="PASSED"]').count()) === 1, 'the org-context check is listed');
+    expect((await page.locator('#preflight-results li[data-check="aws_key_policy_binds_org"][data-status="PASSED"]').count()) === 1, 'the check that the policy binds the org is listed');
+
+    await page.locator('#config-name').fill('AwsConfig');
+    await page.locator('#config-submit').click();
+    await page.locator('#confirm').waitFor({ state: 'visible' });
+    await page.locator('#confirm-typed').fill('ENABLE');
+    await page.locator('#confirm-ok').click();
+    await page.locator('#job-status[data-status="COMPLETED"]').waitFor({ timeout: 30_000 });
+    await page.locator('#health-state[data-state="HEALTHY"]').waitFor({ timeout: 15_000 });
+    expect((await text(page, '#health-key-arn')).trim() === mustEnv('CMK_AWS_KEY_ARN'), 'health shows the key ARN');
+    expect((await text(page, '#health-aws-state')).trim() === 'Enabled', 'health shows the AWS key state');
+    await audit(page);
+    await shot(page, 'f-aws-enabled');
   },
 
   // c, second half: the key was enabled again; the page notices by itself.

@@ -4,6 +4,7 @@
 
 import { APIError, Client, paths } from './api.js';
 import { checkKeyIdentifier } from './keyid.js';
+import * as aws from './aws.js';
 import { announce, errorBody, facts, h, replace, steps, time } from './dom.js';
 import { loadAudit, loadHistory, setupHistory } from './history.js';
 
@@ -18,7 +19,7 @@ const POLL_IDLE_MS = 5000;
 const ACTIVE_STATUSES = new Set(['NEW', 'RUNNING', 'UPDATE_EXISTING_RESOURCES']);
 
 const healthStates = {
-  SYSTEM_MANAGED: { label: 'System-managed', tone: 'neutral', text: 'Your data is encrypted with keys the platform manages for you. You can switch to a key you hold in your own Azure key vault with the steps below.' },
+  SYSTEM_MANAGED: { label: 'System-managed', tone: 'neutral', text: 'Your data is encrypted with keys the platform manages for you. You can switch to a key you hold in your own Azure key vault or AWS KMS with the steps below.' },
   HEALTHY: { label: 'Healthy', tone: 'ok', text: 'Your data is encrypted with your own key, and the platform can use it.' },
   DEGRADED: { label: 'Degraded', tone: 'warn', text: 'Your data can still be read, but the key cannot protect new data keys. New sandboxes and some writes may fail until this is fixed.' },
   COASTING: { label: 'Coasting', tone: 'warn', text: 'The key vault cannot be reached right now. Your data stays available for a limited grace period; if the vault is still unreachable when it ends, access to your data is refused.' },
@@ -137,6 +138,7 @@ function showNoPermission(err) {
 
 function signOut() {
   sessionStorage.removeItem(SESSION_KEY);
+  aws.signedOut();
   $('in-token').value = '';
   showSignIn(null);
   $('in-org').focus();
@@ -254,7 +256,7 @@ function renderHealth(hv) {
   const customer = hv.state !== 'SYSTEM_MANAGED';
   const parts = [
     h('p', { class: 'state-line' },
-      h('span', { text: customer ? 'Customer-managed key (Azure Key Vault)' : 'System-managed key' }), ' ',
+      h('span', { text: customer ? (hv.aws ? 'Customer-managed key (AWS KMS)' : 'Customer-managed key (Azure Key Vault)') : 'System-managed key' }), ' ',
       badge(st.tone, st.label, { id: 'health-state', 'data-state': hv.state })),
     h('p', { text: applying() && hv.state === 'HEALTHY' ? 'Your key is in place and the platform can use it. It is being applied to your data now; follow the progress under Enablement.' : st.text }),
   ];
@@ -269,7 +271,7 @@ function renderHealth(hv) {
         hv.remedy && hv.remedy.length ? [h('p', {}, h('strong', { text: 'How to fix it:' })), steps(hv.remedy, { id: 'health-remedy' })] : null,
         h('p', { text: 'Access comes back by itself at the next check after the problem is fixed; nothing is lost.' })));
     }
-    parts.push(facts([
+    parts.push(aws.healthFacts(hv) || facts([
       ['Key vault', h('code', { text: hv.keyVaultUri || '—', id: 'health-vault' })],
       ['Key name', h('code', { text: hv.keyName || '—', id: 'health-key' })],
       ['Key version in use', h('code', { text: hv.keyVersion || '—', id: 'health-version' })],
@@ -418,7 +420,7 @@ async function runPreflight() {
   btn.disabled = true;
   btn.textContent = 'Checking…';
   replace($('preflight-body'), h('p', { class: 'muted', text: 'Running every check against your key…' }));
-  const r = await call(gen, () => state.client.post(paths.preflight, { keyVaultKeyIdentifier: keyId }), (err) => {
+  const r = await call(gen, () => state.client.post(paths.preflight, aws.preflightBody(keyId)), (err) => {
     replace($('preflight-body'), h('div', { class: 'notice bad', role: 'alert' }, errorBody(err)));
   });
   btn.disabled = false;
@@ -476,7 +478,7 @@ function setFieldError(field, message) {
 }
 
 function validateKeyField() {
-  const r = checkKeyIdentifier($('key-id').value);
+  const r = aws.checkKey($('key-id').value, checkKeyIdentifier);
   setFieldError('key-id', r.ok ? '' : r.error);
   return r;
 }
@@ -554,7 +556,7 @@ async function onConfigSubmit(ev) {
     name,
     type: 'BYOK_CONFIG',
     imsOrgId: state.client.creds.org,
-    configData: { providerType: 'AZURE_KEYVAULT', keyVaultKeyIdentifier: keyId },
+    configData: aws.configData(keyId),
   };
   const r = await call(gen, () => state.client.post(paths.configs, body), (err) => {
     const text = [err.detail, err.hint].filter(Boolean).join(' ');
@@ -655,8 +657,8 @@ function renderJob() {
       steps(p.remedy)));
   }
   parts.push(facts([
-    ['Key vault', h('code', { text: cd.keyVaultUri || '—' })],
-    ['Key name', h('code', { text: cd.keyName || '—' })],
+    cd.keyArn ? ['Key ARN (AWS KMS)', h('code', { text: cd.keyArn, class: 'break' })] : ['Key vault', h('code', { text: cd.keyVaultUri || '—' })],
+    cd.keyArn ? null : ['Key name', h('code', { text: cd.keyName || '—' })],
     ['Submitted', time(c.createdAt)],
     ['Last update', time(c.updatedAt)],
   ]));
@@ -682,6 +684,7 @@ function renderSetup() {
   $('setup-done').hidden = !enabled;
   $('setup-steps').hidden = !!enabled;
   $('setup-title').textContent = enabled ? 'Your own key' : 'Use your own key';
+  if (state.health && state.health.aws) $('setup-done-rotate').textContent = aws.ROTATE_TEXT;
   $('setup-done-text').textContent = active
     ? 'Customer-managed keys are being turned on for this org. This cannot be stopped or undone.'
     : 'Your data is encrypted with your own key. This cannot be turned off.';
@@ -917,6 +920,7 @@ async function init() {
   $('dev-login').addEventListener('click', devLogin);
   $('recheck').addEventListener('click', recheck);
   $('preflight-run').addEventListener('click', runPreflight);
+  aws.initProvider(() => state.client);
   $('config-form').addEventListener('submit', onConfigSubmit);
   $('webhook-form').addEventListener('submit', addWebhook);
   setupHistory({ client: () => state.client, handleError });
