@@ -90,6 +90,7 @@ on loopback either way.`,
 			if info.AWS != nil {
 				printAWSWalkthrough(cmd.OutOrStdout(), info)
 			}
+			fmt.Fprintln(cmd.OutOrStdout(), "\nPress Ctrl-C to stop.")
 			<-ctx.Done()
 			return nil
 		},
@@ -161,8 +162,6 @@ The vault's events reach cmk through an Event Grid subscription, so a new key
 version is picked up at once, not at the next check:
 
   cmk azure-emulator key rotate %[4]s %[5]s
-
-Press Ctrl-C to stop.
 `, in.BaseURL, in.EmulatorURL, in.OrgID, devenv.Vault, devenv.KeyName, in.APIKey, in.Token, caFile, in.KeyIdentifier, hdr, body)
 }
 
