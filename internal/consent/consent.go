@@ -174,6 +174,12 @@ func (s *Signer) Open(state string) (org string, expires time.Time, err error) {
 	if err1 != nil || err2 != nil || len(mac) != macLen || len(payload) <= headerLen || len(payload) > headerLen+MaxOrgLen {
 		return "", time.Time{}, ErrMalformed
 	}
+	// Only the one spelling Seal writes: the decoder skips CR and LF, so
+	// without this a state with one inserted would open too, under another
+	// StateID, and a used state could bind again.
+	if b64.EncodeToString(payload) != p64 || b64.EncodeToString(mac) != m64 {
+		return "", time.Time{}, ErrMalformed
+	}
 	if !hmac.Equal(mac, s.mac(payload)) {
 		return "", time.Time{}, ErrForged
 	}

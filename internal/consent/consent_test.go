@@ -271,3 +271,31 @@ func TestPlausibleCode(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenOnlyTheCanonicalSpelling: a state opens only as Seal wrote it.
+// Base64 decoders skip CR and LF, so without this a used state with one
+// inserted would open under another StateID and bind again.
+func TestOpenOnlyTheCanonicalSpelling(t *testing.T) {
+	now := t0
+	s := newSigner(t, &now)
+	st, err := s.Seal("ORGA@CmkOrg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, variant := range []string{
+		st[:10] + "\r" + st[10:],
+		st[:10] + "\n" + st[10:],
+		st[:len(st)-5] + "\r\n" + st[len(st)-5:],
+		st + "\n",
+	} {
+		if StateID(variant) == StateID(st) {
+			t.Fatalf("variant %q has the same StateID; the test proves nothing", variant)
+		}
+		if org, _, err := s.Open(variant); err == nil {
+			t.Errorf("Open(%q) = %q, nil; want it refused as malformed", variant, org)
+		}
+	}
+	if _, _, err := s.Open(st); err != nil {
+		t.Errorf("Open(the state as sealed) = %v", err)
+	}
+}
