@@ -363,19 +363,19 @@ func (c *OperatorClient) Orgs(ctx context.Context, p OperatorParams) (*OperatorO
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return nil, nil, &ConnError{URL: c.BaseURL, Err: err}
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, &ConnError{URL: c.BaseURL, Err: err}
 	}
-	if resp.StatusCode != http.StatusOK {
-		e := &Error{Status: resp.StatusCode}
-		if json.Unmarshal(raw, e) != nil || e.Title == "" {
-			e.Title, e.Detail = http.StatusText(resp.StatusCode), strings.TrimSpace(string(raw))
-		}
-		return nil, raw, e
+	if resp.StatusCode/100 != 2 {
+		return nil, raw, ErrorOf(resp.StatusCode, raw, OperatorListOrgs)
 	}
 	var out OperatorOrgList
 	if err := json.Unmarshal(raw, &out); err != nil {
