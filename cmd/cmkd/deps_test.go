@@ -10,14 +10,15 @@ import (
 
 // forbidden are the packages the production server must not link, with
 // everything under them: the local Azure and AWS emulators, the benchmarks (and the
-// age library they compare against), the development world and the test
-// service. Tink, also a benchmark comparison, is refused by name below.
+// age library they compare against), the development world, the test
+// service and the process harness. Tink, also a benchmark comparison, is refused by name below.
 var forbidden = []string{
 	"github.com/cmk-project/cmk/internal/azemu",
 	"github.com/cmk-project/cmk/internal/awsemu",
 	"github.com/cmk-project/cmk/internal/bench",
 	"github.com/cmk-project/cmk/internal/devenv",
 	"github.com/cmk-project/cmk/internal/testsvc",
+	"github.com/cmk-project/cmk/internal/cluster",
 	"filippo.io/age",
 }
 
@@ -68,6 +69,7 @@ func TestRefused(t *testing.T) {
 		"github.com/cmk-project/cmk/internal/bench":     true,
 		"github.com/cmk-project/cmk/internal/devenv":    true,
 		"github.com/cmk-project/cmk/internal/testsvc":   true,
+		"github.com/cmk-project/cmk/internal/cluster":   true,
 		"filippo.io/age":                                       true,
 		"filippo.io/age/internal/format":                       true,
 		"filippo.io/hpke":                                      false,

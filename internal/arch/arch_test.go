@@ -16,7 +16,7 @@ const module = "github.com/cmk-project/cmk/"
 var layers = [][]string{
 	// Contracts, formats and primitives: they import nothing of cmk but kms.
 	{"internal/cmkapi", "internal/kms", "internal/envelope", "internal/systemkey", "internal/metrics", "internal/auth",
-		"internal/lake/blob", "internal/web", "internal/azemu", "internal/awsemu", "internal/testsvc", "internal/consent", "internal/privfile", "internal/config"},
+		"internal/lake/blob", "internal/web", "internal/azemu", "internal/awsemu", "internal/testsvc", "internal/cluster", "internal/consent", "internal/privfile", "internal/config"},
 	// Values and small mechanisms built on those.
 	{"internal/keyid", "internal/dekcache", "internal/keyhealth", "internal/guidance", "internal/ratelimit", "internal/usage",
 		"internal/profile/records", "internal/lake/blob/blobtest"},
@@ -49,7 +49,7 @@ var layers = [][]string{
 // world and the benchmarks. Only these may import them, and the production
 // server (cmd/cmkd) must not link them (cmd/cmkd's own test checks its
 // whole dependency list).
-var devOnly = map[string]bool{"internal/azemu": true, "internal/awsemu": true, "internal/testsvc": true, "internal/devenv": true, "internal/bench": true}
+var devOnly = map[string]bool{"internal/azemu": true, "internal/awsemu": true, "internal/testsvc": true, "internal/cluster": true, "internal/devenv": true, "internal/bench": true}
 var devUsers = map[string]bool{"cmd/cmk": true, "internal/devenv": true, "internal/bench": true, "internal/e2e": true}
 
 // noHTTP are packages that hold product rules and must not speak HTTP.

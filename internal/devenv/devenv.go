@@ -16,6 +16,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -366,6 +368,21 @@ func (e *Env) Info() cmkapi.Info {
 		ConsentURL: e.consentLink(), CustomerTenant: CustomerTenant, ServicePrincipal: e.PrincipalID,
 		AWS: e.awsInfo(),
 	}
+}
+
+// ServeFlags are the command line and environment with which a 'cmk serve'
+// process reaches this environment's emulator as the platform's app: the
+// emulator's address and CA (written to dir), its vault suffix, the home
+// tenant and client id, and the client secret in the environment (never on
+// the command line). The caller adds the address, the state and the rest.
+func (e *Env) ServeFlags(dir string) (args, env []string, err error) {
+	ca := filepath.Join(dir, "emulator-ca.pem")
+	if err := os.WriteFile(ca, e.Emu.CAPEM(), 0o600); err != nil {
+		return nil, nil, fmt.Errorf("write the emulator's CA: %w", err)
+	}
+	args = []string{"--emulator", e.Emu.URL(), "--emulator-ca", ca, "--emulator-vault-suffix", e.Emu.VaultSuffix(),
+		"--azure-tenant-id", HomeTenant, "--azure-client-id", ClientID}
+	return args, []string{"CMK_AZURE_CLIENT_SECRET=" + e.Secret}, nil
 }
 
 // consentLink is the demo org's consent link ("" if it cannot be made).

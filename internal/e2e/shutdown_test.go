@@ -9,15 +9,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cmk-project/cmk/internal/cluster"
 	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/devenv"
 	"github.com/cmk-project/cmk/internal/store"
@@ -57,28 +54,31 @@ func TestGracefulShutdownAsAProcess(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close() })
 
-	bin := filepath.Join(t.TempDir(), "cmk")
-	build := exec.Command("go", "build", "-o", bin, "github.com/cmk-project/cmk/cmd/cmk")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin, err := cluster.Build(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
-	caFile := filepath.Join(t.TempDir(), "emu-ca.pem")
-	if err := os.WriteFile(caFile, env.Emu.CAPEM(), 0o600); err != nil {
+	emuArgs, emuEnv, err := env.ServeFlags(t.TempDir())
+	if err != nil {
 		t.Fatal(err)
 	}
 	const shutdownTimeout = 15 * time.Second
-	serve := func() *serveProc {
-		return startServe(t, bin, []string{"CMK_AZURE_CLIENT_SECRET=" + env.Secret}, "serve", "--addr", "127.0.0.1:0", "--data-dir", dir, "--dev-token-issuer",
-			"--emulator", env.Emu.URL(), "--emulator-ca", caFile, "--emulator-vault-suffix", env.Emu.VaultSuffix(),
-			"--azure-tenant-id", devenv.HomeTenant, "--azure-client-id", devenv.ClientID,
-			"--workers", "1", "--vault-concurrency", "2", "--check-interval", "1h", "--shutdown-timeout", shutdownTimeout.String())
+	serve := func(name string) *cluster.Proc {
+		args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dir, "--dev-token-issuer"}, emuArgs...)
+		args = append(args, "--workers", "1", "--vault-concurrency", "2", "--check-interval", "1h", "--shutdown-timeout", shutdownTimeout.String())
+		p, err := cluster.Start(name, bin, emuEnv, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Kill() })
+		return p
 	}
-	first := serve()
+	first := serve("first")
 
 	// Every vault call now takes 100 ms: the re-wrap of 120 data keys at
 	// two at a time lasts several seconds.
 	env.Emu.SetVaultFault(devenv.Vault, 0, 100*time.Millisecond)
-	if code, body := first.call(t, env, "POST", configPath, configBody(env.Org, "Drain", env.KeyIdentifier)); code != 201 {
+	if code, body := call(t, first, env, "POST", configPath, configBody(env.Org, "Drain", env.KeyIdentifier)); code != 201 {
 		t.Fatalf("POST config = %d %s", code, body)
 	}
 	// Wait until the job is re-wrapping, a few keys in.
@@ -92,7 +92,7 @@ func TestGracefulShutdownAsAProcess(t *testing.T) {
 			break
 		}
 		if cfg.Status == store.StatusCompleted || cfg.Status == store.StatusFailed || time.Now().After(deadline) {
-			t.Fatalf("job is %s (%d/%d) before the drain could begin; stderr:\n%s", cfg.Status, cfg.ProgressDone, cfg.ProgressTotal, first.logText())
+			t.Fatalf("job is %s (%d/%d) before the drain could begin; stderr:\n%s", cfg.Status, cfg.ProgressDone, cfg.ProgressTotal, first.Log())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -100,7 +100,7 @@ func TestGracefulShutdownAsAProcess(t *testing.T) {
 	// An upload in flight: headers sent, the server has asked for the body
 	// (100 Continue), which follows only after SIGTERM.
 	payload := bytes.Repeat([]byte("drain "), 1000)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(first.base, "http://"))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(first.URL(), "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,13 +115,12 @@ func TestGracefulShutdownAsAProcess(t *testing.T) {
 	}
 
 	start := time.Now()
-	if err := first.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- first.Stop(shutdownTimeout + 10*time.Second) }()
 	// The drain has begun once the process says so; the upload goes on.
-	for !strings.Contains(first.logText(), "draining") {
+	for !strings.Contains(first.Log(), "draining") {
 		if time.Since(start) > 10*time.Second {
-			t.Fatalf("no drain logged after SIGTERM; stderr:\n%s", first.logText())
+			t.Fatalf("no drain logged after SIGTERM; stderr:\n%s", first.Log())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -130,28 +129,21 @@ func TestGracefulShutdownAsAProcess(t *testing.T) {
 	}
 	res, err := http.ReadResponse(br, nil)
 	if err != nil {
-		t.Fatalf("upload answer after SIGTERM: %v; stderr:\n%s", err, first.logText())
+		t.Fatalf("upload answer after SIGTERM: %v; stderr:\n%s", err, first.Log())
 	}
 	res.Body.Close()
 	if res.StatusCode/100 != 2 {
 		t.Errorf("the in-flight upload answered %d, want it to complete", res.StatusCode)
 	}
 
-	done := make(chan error, 1)
-	go func() { done <- first.cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("cmk serve exited with %v after SIGTERM, want status 0; stderr:\n%s", err, first.logText())
-		}
-	case <-time.After(shutdownTimeout + 10*time.Second):
-		t.Fatalf("cmk serve still running %s after SIGTERM; stderr:\n%s", time.Since(start), first.logText())
+	if err := <-stopped; err != nil {
+		t.Fatalf("after SIGTERM: %v", err)
 	}
 	elapsed := time.Since(start)
 	if elapsed >= shutdownTimeout {
 		t.Errorf("shutdown took %s, want it within --shutdown-timeout %s", elapsed, shutdownTimeout)
 	}
-	if logs := first.logText(); !strings.Contains(logs, "enablement job handed over") || !strings.Contains(logs, `"msg":"drained"`) {
+	if logs := first.Log(); !strings.Contains(logs, "enablement job handed over") || !strings.Contains(logs, `"msg":"drained"`) {
 		t.Errorf("stderr lacks the hand-over and the end of the drain:\n%s", logs)
 	}
 
@@ -171,7 +163,7 @@ func TestGracefulShutdownAsAProcess(t *testing.T) {
 	// Another replica takes the job over at once: well before the 30 s a
 	// lease left to expire would hold it.
 	env.Emu.SetVaultFault(devenv.Vault, 0, 0)
-	second := serve()
+	second := serve("second")
 	takeover := time.Now()
 	for {
 		cfg, err = st.ConfigByName(ctx, env.Org, "Drain")
@@ -182,11 +174,11 @@ func TestGracefulShutdownAsAProcess(t *testing.T) {
 			break
 		}
 		if time.Since(takeover) > 20*time.Second {
-			t.Fatalf("the second process has not completed the job after %s (status %s, lease owner %q); stderr:\n%s", time.Since(takeover), cfg.Status, cfg.LeaseOwner, second.logText())
+			t.Fatalf("the second process has not completed the job after %s (status %s, lease owner %q); stderr:\n%s", time.Since(takeover), cfg.Status, cfg.LeaseOwner, second.Log())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if code, body := second.call(t, env, "GET", "/data/lake/datasets/ds/files/inflight.txt", nil); code != 200 || body != string(payload) {
+	if code, body := call(t, second, env, "GET", "/data/lake/datasets/ds/files/inflight.txt", nil); code != 200 || body != string(payload) {
 		t.Errorf("the upload made during the drain reads back as %d (%d bytes), want 200 with its %d bytes", code, len(body), len(payload))
 	}
 	if n := customerWrapped(t, st, env.Org); n != len(sandboxes)*2 {
@@ -195,62 +187,15 @@ func TestGracefulShutdownAsAProcess(t *testing.T) {
 	t.Logf("drained in %s, job handed over at %d/%d, completed by the second process %s after it started", elapsed, handedAt, cfg.ProgressTotal, time.Since(takeover))
 }
 
-// serveProc is a running 'cmk serve' process.
-type serveProc struct {
-	cmd  *exec.Cmd
-	base string
-	mu   sync.Mutex
-	logs bytes.Buffer
-}
-
-func (p *serveProc) logText() string { p.mu.Lock(); defer p.mu.Unlock(); return p.logs.String() }
-
-// startServe starts bin with args and env added, and waits until it
-// listens; the process is killed when the test ends.
-func startServe(t *testing.T, bin string, env []string, args ...string) *serveProc {
-	t.Helper()
-	p := &serveProc{cmd: exec.Command(bin, args...)}
-	p.cmd.Env = append(os.Environ(), env...)
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.cmd.Process.Kill(); p.cmd.Wait() })
-	urlCh := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			p.mu.Lock()
-			p.logs.WriteString(line + "\n")
-			p.mu.Unlock()
-			var rec struct{ Msg, URL string }
-			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "cmk listening" {
-				urlCh <- rec.URL
-			}
-		}
-	}()
-	select {
-	case p.base = <-urlCh:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("%s did not listen within 30s; stderr:\n%s", bin, p.logText())
-	}
-	return p
-}
-
-// call makes an API call as the demo org's administrator.
-func (p *serveProc) call(t *testing.T, env *devenv.Env, method, path string, body any) (int, string) {
+// call makes an API call to p as the demo org's administrator.
+func call(t *testing.T, p *cluster.Proc, env *devenv.Env, method, path string, body any) (int, string) {
 	t.Helper()
 	var r io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
 		r = bytes.NewReader(b)
 	}
-	req, _ := http.NewRequest(method, p.base+path, r)
+	req, _ := http.NewRequest(method, p.URL()+path, r)
 	req.Header.Set("Authorization", "Bearer "+env.Token)
 	req.Header.Set(cmkapi.HeaderAPIKey, env.APIKey)
 	req.Header.Set(cmkapi.HeaderOrgID, env.Org)
