@@ -124,7 +124,7 @@ func repoRoot() (string, error) {
 	}
 }
 
-func azuriteStart(t testing.TB, bin string) (AzuriteInfo, error) {
+func azuriteStart(t scope, bin string) (AzuriteInfo, error) {
 	port, err := azuriteFreePort()
 	if err != nil {
 		return AzuriteInfo{}, err

@@ -4,7 +4,7 @@
 // Each helper finds the server's binaries, starts a private instance on
 // 127.0.0.1 and a free port with its data in a temp directory, waits until
 // it accepts connections, and stops it when the test (or test binary) is
-// done.
+// done. A program (a benchmark) starts them in a Scope, which Close stops.
 //
 // When a server is not installed, the test is skipped loudly, with a
 // message that starts with "SKIPPED:" and says how to install it. When the

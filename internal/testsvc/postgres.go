@@ -247,7 +247,7 @@ func (s *pgServer) dsn(db string) string {
 }
 
 // createDB creates a database for t and drops it when t ends.
-func (s *pgServer) createDB(t testing.TB) (string, error) {
+func (s *pgServer) createDB(t scope) (string, error) {
 	var b [8]byte
 	rand.Read(b[:])
 	name := "t_" + hex.EncodeToString(b[:])
