@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/config"
 )
 
@@ -101,8 +100,9 @@ func TestOperationsSettingsTable(t *testing.T) {
 	}
 }
 
-// TestOperationsExamples: every key, flag, variable and probe path in the
-// examples is a real one, and the example file's values are accepted.
+// TestOperationsExamples: every key, flag and variable in the examples is
+// a real one, and the example file's values are accepted. The deployment
+// files the docs link are checked by deploy_test.go.
 func TestOperationsExamples(t *testing.T) {
 	d := readOperationsDoc(t)
 	names, fs := envNames()
@@ -111,12 +111,6 @@ func TestOperationsExamples(t *testing.T) {
 			t.Errorf("%s uses --%s, which is not a flag", where, name)
 		}
 	}
-	isEnv := func(where, name string) {
-		if _, ok := names[name]; !ok {
-			t.Errorf("%s sets %s, which no setting reads", where, name)
-		}
-	}
-	flagRe := regexp.MustCompile(`(?:^|\s|- )--([a-z0-9-]+)`)
 
 	// The configuration file example: every key a setting, every value
 	// accepted (the secret's file aside, which does not exist here).
@@ -150,39 +144,6 @@ func TestOperationsExamples(t *testing.T) {
 			if m := regexp.MustCompile(`^error: setting ([a-z0-9-]+) `).FindStringSubmatch(line); m != nil {
 				isFlag("the error example", m[1])
 			}
-		}
-	}
-
-	// The systemd unit.
-	if len(d.blocks["ini"]) == 0 {
-		t.Fatal("docs/operations.md has no systemd unit")
-	}
-	for _, line := range strings.Split(d.blocks["ini"][0], "\n") {
-		if strings.HasPrefix(line, "ExecStart=") {
-			for _, m := range flagRe.FindAllStringSubmatch(line, -1) {
-				isFlag("the systemd unit", m[1])
-			}
-		}
-		if v, ok := strings.CutPrefix(line, "Environment="); ok {
-			isEnv("the systemd unit", strings.SplitN(v, "=", 2)[0])
-		}
-	}
-
-	// The Kubernetes Deployment.
-	if len(d.blocks["yaml"]) == 0 {
-		t.Fatal("docs/operations.md has no Kubernetes example")
-	}
-	k8s := d.blocks["yaml"][0]
-	for _, m := range regexp.MustCompile(`(?m)^\s*- --([a-z0-9-]+)`).FindAllStringSubmatch(k8s, -1) {
-		isFlag("the Deployment", m[1])
-	}
-	for _, m := range regexp.MustCompile(`(?m)- name: (CMK_[A-Z0-9_]+)`).FindAllStringSubmatch(k8s, -1) {
-		isEnv("the Deployment", m[1])
-	}
-	for probe, rt := range map[string]cmkapi.Route{"livenessProbe": cmkapi.Livez, "readinessProbe": cmkapi.Readyz} {
-		m := regexp.MustCompile(probe + `:\s*\n\s*httpGet: \{path: (\S+),`).FindStringSubmatch(k8s)
-		if m == nil || m[1] != rt.Path {
-			t.Errorf("the Deployment's %s = %v, want httpGet on %s", probe, m, rt.Path)
 		}
 	}
 }
