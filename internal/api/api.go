@@ -56,6 +56,10 @@ type Server struct {
 	App      cmkapi.App
 	Log      *slog.Logger
 	Metrics  *metrics.Metrics
+	// MetricsOnOperator serves Metrics on the operator listener only
+	// (OperatorHandler), not to the API's callers: the figures are the
+	// whole fleet's.
+	MetricsOnOperator bool
 
 	// UI serves the Encryption page under /ui/ (nil = not served).
 	UI http.Handler
@@ -161,7 +165,7 @@ func (s *Server) handlers() map[string]http.Handler {
 	for id, h := range hs {
 		out[id] = h
 	}
-	if s.Metrics != nil {
+	if s.Metrics != nil && !s.MetricsOnOperator {
 		out[cmkapi.Metrics.ID] = s.Metrics.Handler()
 	}
 	if s.UI != nil {

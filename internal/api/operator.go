@@ -22,6 +22,9 @@ func (s *Server) OperatorHandler(token string) http.Handler {
 	want := sha256.Sum256([]byte(token))
 	mux := http.NewServeMux()
 	mux.HandleFunc(cmkapi.OperatorListOrgs.Pattern(), s.operatorOrgs)
+	if s.Metrics != nil && s.MetricsOnOperator {
+		mux.Handle(cmkapi.OperatorMetrics.Pattern(), s.Metrics.Handler())
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("Cache-Control", "no-store")

@@ -125,8 +125,11 @@ var (
 	// usable and the process is not draining, else 503 naming what failed.
 	// Both are public, for load balancers and orchestrators; neither says
 	// more than a check's name and whether it passed.
-	Livez   = Route{"livez", "GET", "/livez", Public, "", "", ""}
-	Readyz  = Route{"readyz", "GET", "/readyz", Public, "", "", ""}
+	Livez  = Route{"livez", "GET", "/livez", Public, "", "", ""}
+	Readyz = Route{"readyz", "GET", "/readyz", Public, "", "", ""}
+	// Metrics are the fleet's figures (orgs per key state, vault calls),
+	// not one org's: served here only while no operator listener is
+	// configured, else there (OperatorMetrics), out of tenants' reach.
 	Metrics = Route{"metrics", "GET", "/metrics", Public, "", "", ""}
 	UI      = Route{"ui", "GET", "/ui/", Public, "", "", ""}
 )
@@ -149,7 +152,8 @@ var Routes = []Route{
 // these paths.
 var (
 	OperatorListOrgs = Route{"operatorListOrgs", "GET", "/operator/v1/orgs", Public, "", "", ""}
+	OperatorMetrics  = Route{"operatorMetrics", "GET", "/metrics", Public, "", "", ""}
 )
 
 // OperatorRoutes lists the operator listener's routes.
-var OperatorRoutes = []Route{OperatorListOrgs}
+var OperatorRoutes = []Route{OperatorListOrgs, OperatorMetrics}

@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,5 +81,30 @@ func TestOperatorView(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 404 {
 		t.Errorf("the tenants' API answers %s with %d, want 404", cmkapi.OperatorListOrgs.Path, resp.StatusCode)
+	}
+
+	// The fleet's metrics are the operators' too: with an operator
+	// listener, the tenants' API no longer serves them.
+	get := func(url, token string) (int, string) {
+		req, _ := http.NewRequest("GET", url, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get(env.Svc.URL()+cmkapi.Metrics.Path, c.token); code != 404 {
+		t.Errorf("the tenants' API answers /metrics with %d, want 404 while the operator listener serves them", code)
+	}
+	if code, _ := get(env.Svc.OperatorURL()+cmkapi.OperatorMetrics.Path, c.token); code != 401 {
+		t.Errorf("the operator listener answers /metrics to an org's token with %d, want 401", code)
+	}
+	if code, body := get(env.Svc.OperatorURL()+cmkapi.OperatorMetrics.Path, env.OperatorToken); code != 200 || !strings.Contains(body, "cmk_orgs_by_key_state") {
+		t.Errorf("the operator listener answers /metrics with %d (%d bytes), want 200 with cmk_orgs_by_key_state", code, len(body))
 	}
 }

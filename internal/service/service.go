@@ -473,7 +473,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if rt.aws != nil {
 		s.Control.AWSKeys = awsKeys{r: rt, recorder: recorder}
 	}
-	s.API = &api.Server{Control: s.Control, Lake: s.Lake, Profiles: s.Profiles, Keys: s.Keys, Verifier: verifier, App: s.App, Log: cfg.Log, Metrics: s.Metrics, Limits: s.Limits}
+	s.API = &api.Server{Control: s.Control, Lake: s.Lake, Profiles: s.Profiles, Keys: s.Keys, Verifier: verifier, App: s.App, Log: cfg.Log, Metrics: s.Metrics, MetricsOnOperator: cfg.OperatorAddr != "", Limits: s.Limits}
 	if s.API.Events, err = eventSource(cfg, s.Policy); err != nil {
 		return nil, err
 	}
