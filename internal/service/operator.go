@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -29,7 +30,8 @@ func (c Config) checkOperator() error {
 }
 
 // startOperator serves the operator routes on their own listener, when one
-// is configured.
+// is configured: over TLS with the API's certificate when the API has one,
+// so the operator token never crosses the network in the clear.
 func (s *Service) startOperator() error {
 	if s.cfg.OperatorAddr == "" {
 		return nil
@@ -39,11 +41,17 @@ func (s *Service) startOperator() error {
 		return fmt.Errorf("listen on %s (operator): %w", s.cfg.OperatorAddr, err)
 	}
 	s.opLn = ln
-	s.opSrv = &http.Server{Handler: s.API.OperatorHandler(s.cfg.OperatorToken), ReadHeaderTimeout: s.cfg.ReadHeaderTimeout, IdleTimeout: s.cfg.IdleTimeout}
+	s.opSrv = &http.Server{Handler: s.API.OperatorHandler(s.cfg.OperatorToken), ReadHeaderTimeout: s.cfg.ReadHeaderTimeout, IdleTimeout: s.cfg.IdleTimeout,
+		ErrorLog: slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelWarn)}
+	serve := func() error { return s.opSrv.Serve(ln) }
+	if s.life.certs != nil {
+		s.opSrv.TLSConfig = s.life.certs.tlsConfig()
+		serve = func() error { return s.opSrv.ServeTLS(ln, "", "") }
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if err := s.opSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.cfg.Log.Error("operator server stopped", "err", err)
 		}
 	}()
@@ -56,7 +64,7 @@ func (s *Service) OperatorURL() string {
 	if s.opLn == nil {
 		return ""
 	}
-	return "http://" + s.opLn.Addr().String()
+	return s.scheme() + "://" + s.opLn.Addr().String()
 }
 
 func (s *Service) closeOperator() {

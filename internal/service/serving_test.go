@@ -89,10 +89,11 @@ func TestTLSServesAndReloads(t *testing.T) {
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	first := writePair(t, certFile, keyFile, "first")
 	var logs bytes.Buffer
-	s, _ := startLimited(t, Config{Serving: Serving{TLSCertFile: certFile, TLSKeyFile: keyFile, TLSReloadInterval: -1}})
+	opToken := strings.Repeat("o", MinOperatorTokenLen)
+	s, _ := startLimited(t, Config{Serving: Serving{TLSCertFile: certFile, TLSKeyFile: keyFile, TLSReloadInterval: -1}, OperatorAddr: "127.0.0.1:0", OperatorToken: opToken})
 	s.life.certs.log = slog.New(slog.NewTextHandler(&logs, nil))
-	if !strings.HasPrefix(s.URL(), "https://") {
-		t.Fatalf("URL() = %q, want https", s.URL())
+	if !strings.HasPrefix(s.URL(), "https://") || !strings.HasPrefix(s.OperatorURL(), "https://") {
+		t.Fatalf("URL() = %q, OperatorURL() = %q, want both https", s.URL(), s.OperatorURL())
 	}
 
 	pool := x509.NewCertPool()
@@ -108,6 +109,24 @@ func TestTLSServesAndReloads(t *testing.T) {
 	}
 	if res.TLS == nil || res.TLS.Version < tls.VersionTLS12 {
 		t.Errorf("TLS state = %+v, want TLS 1.2 or later", res.TLS)
+	}
+	// The operator listener speaks TLS with the same certificate: its
+	// token never travels in the clear.
+	req, _ := http.NewRequest("GET", s.OperatorURL()+cmkapi.OperatorListOrgs.Path, nil)
+	req.Header.Set("Authorization", "Bearer "+opToken)
+	if res, err := client.Do(req); err != nil {
+		t.Errorf("operator listener over TLS: %v", err)
+	} else {
+		res.Body.Close()
+		if res.StatusCode != 200 || res.TLS == nil {
+			t.Errorf("operator listener = %d (TLS %v), want 200 over TLS", res.StatusCode, res.TLS != nil)
+		}
+	}
+	if res, err := http.Get("http://" + strings.TrimPrefix(s.OperatorURL(), "https://") + cmkapi.OperatorListOrgs.Path); err == nil {
+		if res.StatusCode != http.StatusBadRequest {
+			t.Errorf("plain HTTP to the operator listener = %d, want the TLS server's 400", res.StatusCode)
+		}
+		res.Body.Close()
 	}
 
 	// TLS 1.1 is refused.
