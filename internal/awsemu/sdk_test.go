@@ -26,16 +26,19 @@ const (
 )
 
 // clock is a settable clock for the emulator.
+// clock is the real time moved forward by what tests Add: it keeps running,
+// because the clients sign with the real time, and a test that takes
+// minutes on a loaded machine must not see its signatures expire.
 type clock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu     sync.Mutex
+	offset time.Duration
 }
 
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return time.Now().Add(c.offset) }
 func (c *clock) Add(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+	c.offset += d
 }
 
 type world struct {
@@ -48,9 +51,9 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	// The SDK signs with the real time; the emulator's clock starts there
+	// The SDK signs with the real time; the emulator's clock follows it,
 	// and tests move it forward only where the signature skew is the point.
-	clk := &clock{t: time.Now()}
+	clk := &clock{}
 	emu := awsemu.New(awsemu.Options{Now: clk.Now})
 	srv := httptest.NewServer(emu)
 	t.Cleanup(srv.Close)
