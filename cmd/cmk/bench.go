@@ -21,6 +21,10 @@ import (
 // benchNames are the measurements, in the order `all` runs them.
 var benchNames = []string{"enable", "lake", "profile", "vaultcalls", "age", "tink", "revocation", "monitorcost", "rotation"}
 
+// soloBenchNames are measurements that run only when named, not in `all`:
+// they start processes and servers of their own.
+var soloBenchNames = []string{"failover"}
+
 func newBenchCmd() *cobra.Command {
 	var (
 		output, dir string
@@ -35,10 +39,11 @@ func newBenchCmd() *cobra.Command {
 		rev         bench.RevocationConfig
 		mon         bench.MonitorCostConfig
 		rot         bench.RotationConfig
+		fail        bench.FailoverConfig
 	)
 	lakeSize, peakSize, ageSize := sizeFlag(256<<20), sizeFlag(2<<30), sizeFlag(1<<30)
 	cmd := &cobra.Command{
-		Use:   "bench [" + strings.Join(benchNames, "|") + "|all]...",
+		Use:   "bench [" + strings.Join(append(slices.Clone(benchNames), soloBenchNames...), "|") + "|all]...",
 		Short: "Measure cmk against its performance and key-health targets",
 		Long: `Run benchmarks against a local cmk: the Azure emulator and the whole service,
 started in this process on temporary state, as 'cmk dev' does.
@@ -59,6 +64,9 @@ started in this process on temporary state, as 'cmk dev' does.
                changes under a throttled vault
   rotation     time from a new key version in the vault to cmk picking it up,
                through Key Vault's event and by polling alone
+  failover     time from SIGKILL of the 'cmk serve' process holding an
+               enablement job's lease to the job moving on another replica,
+               on PostgreSQL (not in all: it starts its own servers)
 
 Comparisons run the two sides in alternating order, pair after pair, and
 print the median with the range [min – max]. Each measurement prints its
@@ -70,8 +78,9 @@ of minutes each and need free disk for the file sizes given.`,
   cmk bench revocation --aws --revocation-trials 20
   cmk bench rotation --rotation-trials 20 --rotation-interval 30s
   cmk bench enable --sandboxes 200 --throttle-limit 100 --throttle-window 2s
+  cmk bench failover --failover-trials 10 --lease 2s
   cmk bench all --output json > bench.json`,
-		ValidArgs: append(slices.Clone(benchNames), "all"),
+		ValidArgs: append(append(slices.Clone(benchNames), soloBenchNames...), "all"),
 		Args:      cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if output != "text" && output != "json" {
@@ -102,6 +111,14 @@ of minutes each and need free disk for the file sizes given.`,
 				"revocation":  func() (fmt.Stringer, error) { rev.Common = common; return bench.Revocation(ctx, rev) },
 				"monitorcost": func() (fmt.Stringer, error) { mon.Common = common; return bench.MonitorCost(ctx, mon) },
 				"rotation":    func() (fmt.Stringer, error) { rot.Common = common; return bench.Rotation(ctx, rot) },
+				"failover": func() (fmt.Stringer, error) {
+					fail.Common = common
+					// This very binary is the cmk the replicas run.
+					if exe, err := os.Executable(); err == nil {
+						fail.Binary = exe
+					}
+					return bench.Failover(ctx, fail)
+				},
 			}
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
@@ -184,6 +201,12 @@ of minutes each and need free disk for the file sizes given.`,
 
 	f.IntVar(&rot.Trials, "rotation-trials", 20, "rotation: trials with events and as many without")
 	f.DurationVar(&rot.Interval, "rotation-interval", monitor.DefaultInterval, "rotation: key check interval (the polling side's)")
+
+	f.IntVar(&fail.Trials, "failover-trials", 10, "failover: trials (an org each)")
+	f.DurationVar(&fail.Lease, "lease", 5*time.Second, "failover: the replicas' --job-lease")
+	f.IntVar(&fail.Replicas, "replicas", 3, "failover: 'cmk serve' processes")
+	f.IntVar(&fail.Sandboxes, "failover-sandboxes", 100, "failover: sandboxes per org (2 data keys each)")
+	f.DurationVar(&fail.VaultDelay, "vault-delay", 50*time.Millisecond, "failover: delay added to every vault call, so a job is mid-way when its holder is killed")
 	return cmd
 }
 
@@ -194,10 +217,10 @@ func benchSelection(args []string) ([]string, error) {
 		switch {
 		case a == "all":
 			names = append(names, benchNames...)
-		case slices.Contains(benchNames, a):
+		case slices.Contains(benchNames, a), slices.Contains(soloBenchNames, a):
 			names = append(names, a)
 		default:
-			return nil, withHint(fmt.Errorf("no benchmark %q", a), "choose from "+strings.Join(benchNames, ", ")+" or all")
+			return nil, withHint(fmt.Errorf("no benchmark %q", a), "choose from "+strings.Join(append(slices.Clone(benchNames), soloBenchNames...), ", ")+" or all")
 		}
 	}
 	return names, nil

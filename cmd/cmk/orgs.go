@@ -85,6 +85,18 @@ CMK_OPERATOR_TOKEN.
 	return cmd
 }
 
+// leaseText says which worker holds a job's lease and until when, or that
+// the lease was left to expire by a worker that stopped.
+func leaseText(j *cmkapi.OperatorJob, now time.Time) string {
+	if j.LeaseHolder == "" || j.LeaseUntil == nil {
+		return ""
+	}
+	if j.LeaseUntil.Before(now) {
+		return fmt.Sprintf(", lease of %s expired %s", j.LeaseHolder, clock(*j.LeaseUntil))
+	}
+	return fmt.Sprintf(", held by %s until %s", j.LeaseHolder, clock(*j.LeaseUntil))
+}
+
 func printOrgs(w interface{ Write([]byte) (int, error) }, l *cmkapi.OperatorOrgList) {
 	var parts []string
 	for _, st := range []string{cmkapi.StateHealthy, cmkapi.StateDegraded, cmkapi.StateCoasting, cmkapi.StateRevoked, cmkapi.StateSystemManaged} {
@@ -111,6 +123,7 @@ func printOrgs(w interface{ Write([]byte) (int, error) }, l *cmkapi.OperatorOrgL
 				job += " (" + j.LastError.Code + ")"
 			}
 			job += ", for " + guidance.Duration(time.Since(j.CreatedAt))
+			job += leaseText(j, time.Now())
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", oneLine(o.OrgID), o.State, oneLine(o.Cause), since, until, oneLine(job))
 	}

@@ -74,6 +74,9 @@ func (s *Server) operatorOrgs(w http.ResponseWriter, r *http.Request) {
 		if j := o.Job; j != nil {
 			v.Job = &cmkapi.OperatorJob{Name: j.Name, Status: j.Status, Done: j.ProgressDone, Total: j.ProgressTotal, Attempts: j.Attempts,
 				CreatedAt: j.CreatedAt.UTC(), LastError: j.LastError}
+			if j.LeaseOwner != "" {
+				v.Job.LeaseHolder, v.Job.LeaseUntil = j.LeaseOwner, tp(j.LeaseUntil)
+			}
 		}
 		out.Orgs = append(out.Orgs, v)
 	}

@@ -143,6 +143,21 @@ func BenchmarkRotation(b *testing.B) {
 	}
 }
 
+func BenchmarkFailover(b *testing.B) {
+	for b.Loop() {
+		r, err := Failover(context.Background(), FailoverConfig{Common: common(b), Trials: 2, Lease: time.Second, Sandboxes: 20})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if r.Misses != 0 {
+			b.Errorf("%d of %d trials did not move after the kill", r.Misses, r.Trials)
+		}
+		b.ReportMetric(r.Moved.P50us/1e6, "moved-p50-s")
+		b.ReportMetric(r.Moved.Maxus/1e6, "moved-max-s")
+		b.ReportMetric(r.Moved.Maxus/1e6/r.LeaseSeconds, "moved-max-leases")
+	}
+}
+
 func BenchmarkMonitorCost(b *testing.B) {
 	for b.Loop() {
 		r, err := MonitorCost(context.Background(), MonitorCostConfig{Common: common(b), Orgs: 2, Interval: 200 * time.Millisecond,

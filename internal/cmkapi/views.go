@@ -461,6 +461,13 @@ type OperatorJob struct {
 	Attempts  int       `json:"attempts"`
 	CreatedAt time.Time `json:"createdAt"`
 	LastError *Problem  `json:"lastError,omitempty"`
+	// LeaseHolder is the worker holding the job's lease, as
+	// "<host>/<pid>/<worker>/<random>", and LeaseUntil when that lease
+	// ends unless renewed; both are absent while no worker holds it. A
+	// LeaseUntil in the past is a lease left by a worker that stopped:
+	// another replica takes the job over at its next poll.
+	LeaseHolder string     `json:"leaseHolder,omitempty"`
+	LeaseUntil  *time.Time `json:"leaseUntil,omitempty"`
 }
 
 // OperatorOrgList is GET /operator/v1/orgs: the orgs on their own keys and

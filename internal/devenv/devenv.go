@@ -322,6 +322,50 @@ func (e *Env) BindOrgTo(ctx context.Context, org, tenant string) (*cmkapi.Consen
 	return &b, nil
 }
 
+// Org is one more org of the environment, bound to the customer tenant,
+// with its own key in the demo vault (one key serves one org) and an
+// administrator's token.
+type Org struct {
+	ID            string
+	Token         string // an administrator's token, valid for a day
+	KeyIdentifier string // its key, with version, in the demo vault
+}
+
+// AddOrg adds an org with sandboxes, binds it to the customer tenant
+// through its consent link (BindOrg) and creates its key, keyName, in the
+// demo vault, where the app's service principal already holds the role. It
+// needs the service running; several may run at once (an RSA key takes a
+// while to make).
+func (e *Env) AddOrg(ctx context.Context, org, keyName string, sandboxes []string) (*Org, error) {
+	if _, err := e.Svc.Store.EnsureOrg(ctx, org); err != nil {
+		return nil, fmt.Errorf("add org %s: %w", org, err)
+	}
+	have, err := e.Svc.Store.Sandboxes(ctx, org)
+	if err != nil {
+		return nil, err
+	}
+	for _, sb := range sandboxes {
+		if contains(have, sb) {
+			continue
+		}
+		if err := e.Svc.Keyring.CreateSandbox(ctx, org, sb); err != nil && !errors.Is(err, store.ErrDuplicateName) {
+			return nil, fmt.Errorf("add sandbox %s of %s: %w", sb, org, err)
+		}
+	}
+	if _, err := e.BindOrg(ctx, org); err != nil {
+		return nil, fmt.Errorf("bind %s to the customer tenant: %w", org, err)
+	}
+	version, err := e.Emu.CreateKey(Vault, keyName, azemu.KeyOptions{Kty: "RSA", Bits: 3072})
+	if err != nil {
+		return nil, fmt.Errorf("create key %s for %s: %w", keyName, org, err)
+	}
+	token, err := e.Svc.MintDevToken("dev-admin", org, nil, 24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	return &Org{ID: org, Token: token, KeyIdentifier: e.Emu.VaultURL(Vault) + "/keys/" + keyName + "/" + version}, nil
+}
+
 type answer struct {
 	StatusCode int
 	body       []byte

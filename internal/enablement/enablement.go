@@ -68,6 +68,12 @@ const (
 	// wrappings a disable can race with at a cost of half a percent more
 	// calls.
 	DefaultPageSize = 200
+	// DefaultProgressEvery is how often the progress of a page being
+	// re-wrapped is written to the job, besides at the end of each page: a
+	// page of a slow vault takes minutes, and an operator (or a replica
+	// watching for a failed-over job) should see it move meanwhile. One
+	// count and one row update a second per job.
+	DefaultProgressEvery = time.Second
 	// A job whose validation cannot get a definite answer (throttling,
 	// timeouts) is retried this many times before it fails, about 10 minutes.
 	maxValidationAttempts = 12
@@ -96,6 +102,9 @@ type Runner struct {
 	Poll        time.Duration // default DefaultPoll
 	Concurrency int           // concurrent vault calls per job, default DefaultConcurrency
 	PageSize    int           // data keys re-wrapped between two checks of the key, default DefaultPageSize
+	// ProgressEvery is how often progress is written during a page,
+	// default DefaultProgressEvery.
+	ProgressEvery time.Duration
 	// PropagationWait bounds how long, counted from the configuration's
 	// submission, validation waits for a role assignment or an admin
 	// consent to take effect before the job fails; 0 means
@@ -134,6 +143,9 @@ func (r *Runner) defaults() {
 	}
 	if r.PageSize == 0 {
 		r.PageSize = DefaultPageSize
+	}
+	if r.ProgressEvery == 0 {
+		r.ProgressEvery = DefaultProgressEvery
 	}
 	if r.PropagationWait == 0 {
 		r.PropagationWait = DefaultPropagationWait
@@ -464,6 +476,8 @@ func (r *Runner) rewrap(ctx context.Context, job *store.Config, log *slog.Logger
 		jobs := make(chan store.DataKey)
 		var wg sync.WaitGroup
 		wctx, stop := context.WithCancel(ctx)
+		progressed := make(chan struct{})
+		go func() { defer close(progressed); r.writeProgress(wctx, job, done) }()
 		for range r.Concurrency {
 			wg.Add(1)
 			go func() {
@@ -501,6 +515,7 @@ func (r *Runner) rewrap(ctx context.Context, job *store.Config, log *slog.Logger
 		close(jobs)
 		wg.Wait()
 		stop()
+		<-progressed
 		total, done, err = r.Store.CountDataKeys(ctx, job.OrgID)
 		if err == nil {
 			err = r.update(ctx, job, store.JobUpdate{ProgressDone: &done, ProgressTotal: &total})
@@ -517,6 +532,30 @@ func (r *Runner) rewrap(ctx context.Context, job *store.Config, log *slog.Logger
 	}
 	log.Info("enablement job completed", "data_keys", total, "rewrapped", rewrapped.Load())
 	return r.update(ctx, job, store.JobUpdate{Status: ptr(store.StatusCompleted), ClearLastError: true, Release: true})
+}
+
+// writeProgress writes the job's progress every ProgressEvery while a page
+// is re-wrapped, when it has moved since done, until ctx ends. A failed
+// write is left to the end of the page (a lost lease is keepLease's
+// business). It runs on the wall clock, not r.Sleep: it decides nothing,
+// and a test's fake clock must not be advanced by it.
+func (r *Runner) writeProgress(ctx context.Context, job *store.Config, done int) {
+	tick := time.NewTicker(r.ProgressEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		total, now, err := r.Store.CountDataKeys(ctx, job.OrgID)
+		if err != nil || now == done {
+			continue
+		}
+		if r.update(ctx, job, store.JobUpdate{ProgressDone: &now, ProgressTotal: &total}) == nil {
+			done = now
+		}
+	}
 }
 
 func (r *Runner) rewrapOne(ctx context.Context, g *gate, ref kms.KeyRef, dk store.DataKey) error {

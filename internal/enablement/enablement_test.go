@@ -867,6 +867,39 @@ func TestSandboxCreatedDuringRewrap(t *testing.T) {
 	f.checkCompleted()
 }
 
+// TestProgressWithinAPage: while a page of data keys is re-wrapped, the
+// job's progress is written as it moves, not only at the page's end, so
+// that a job on a slow vault (or one taken over from a dead replica) is
+// seen moving.
+func TestProgressWithinAPage(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 10, 0) // 20 data keys: one page
+	f.submit(f.keyID())
+	r := f.runner("worker-a", 1)
+	r.ProgressEvery = 5 * time.Millisecond
+	seen := -1
+	r.AfterRewrap = func(n int64) error {
+		if n != 10 {
+			return nil
+		}
+		// Half the page is done: its progress must show before the rest is.
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if c := f.config(); c.ProgressDone >= 10 {
+				seen = c.ProgressDone
+				return nil
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return nil
+	}
+	f.mustRun(r)
+	if seen < 10 || seen >= 20 {
+		t.Errorf("progress written within the page = %d, want from 10 to 19 of 20", seen)
+	}
+	f.checkCompleted()
+}
+
 // TestCrashResumes stops a worker at points of the job, as a crash or a
 // shutdown would, and has a second worker resume it once the first one's
 // lease expires: no data key is lost, none is re-wrapped twice, and the

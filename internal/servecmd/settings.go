@@ -4,9 +4,21 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/cmk-project/cmk/internal/config"
+	"github.com/cmk-project/cmk/internal/enablement"
 	"github.com/cmk-project/cmk/internal/service"
+)
+
+// Bounds of job-lease. A holder renews its lease every third of it, so a
+// lease under a second would have a replica renew several times a second
+// per job and lose its jobs to one slow database write; above ten minutes
+// a job held by a dead replica would wait longer than a tenant admin
+// watching it would believe.
+const (
+	MinJobLease = time.Second
+	MaxJobLease = 10 * time.Minute
 )
 
 // Secrets are the settings read only from the environment or from a file
@@ -52,6 +64,10 @@ func validate(cfg *service.Config, proxies []string) error {
 			missing, given = given, missing
 		}
 		return &config.Error{Setting: missing, Problem: "is not set while " + given + " is", Advice: "set tls-cert and tls-key together (a PEM certificate and its private key), or neither to serve plain HTTP behind a proxy"}
+	}
+	if cfg.Lease < MinJobLease || cfg.Lease > MaxJobLease {
+		return &config.Error{Setting: "job-lease", Value: cfg.Lease.String(), Problem: fmt.Sprintf("must be from %s to %s", MinJobLease, MaxJobLease),
+			Advice: fmt.Sprintf("set job-lease to a duration from %s to %s, such as %s", MinJobLease, MaxJobLease, enablement.DefaultLease)}
 	}
 	cfg.TrustedProxies = nil
 	for _, p := range proxies {
