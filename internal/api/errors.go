@@ -7,10 +7,12 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/control"
 	"github.com/cmk-project/cmk/internal/orgkeys"
+	"github.com/cmk-project/cmk/internal/outage"
 	"github.com/cmk-project/cmk/internal/ratelimit"
 )
 
@@ -100,7 +102,30 @@ func retryAfterSeconds(ex *ratelimit.Exceeded) int {
 	return max(1, int(math.Ceil(ex.RetryAfter.Seconds())))
 }
 
+// outageRetryAfter is the Retry-After of an answer refused because the
+// database is unreachable. A restart or fail-over of PostgreSQL takes
+// seconds; clients that wait this long before trying again do not pile
+// onto a database coming back, and are not kept waiting much past it.
+const outageRetryAfter = 5 * time.Second
+
+// internal answers a failure no table knew: a database or disk outage as
+// such (503 with Retry-After, or 507), anything else as a logged 500.
 func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {
+	switch outage.Of(err) {
+	case outage.Unavailable:
+		s.Log.Warn("request refused: database unreachable", "method", r.Method, "path", r.URL.Path, "request_id", w.Header().Get(cmkapi.HeaderRequestID), "err", err)
+		w.Header().Set("Retry-After", strconv.Itoa(int(outageRetryAfter/time.Second)))
+		writeError(w, r, 503, cmkapi.CodeServiceUnavailable, "Service unavailable",
+			"The service cannot reach its database right now, so the request was not completed.",
+			"Send the request again after the Retry-After time.")
+		return
+	case outage.Full:
+		s.Log.Error("request refused: storage full", "method", r.Method, "path", r.URL.Path, "request_id", w.Header().Get(cmkapi.HeaderRequestID), "err", err)
+		writeError(w, r, 507, cmkapi.CodeStorageFull, "Storage full",
+			"The service's storage has no room left. Nothing was stored by this request.",
+			"Try again later. If it persists, give the platform operator the request id: space must be freed or added.")
+		return
+	}
 	// r.RemoteAddr is the client's address as a trusted proxy reports it
 	// (service.Serving.TrustedProxies), else the peer's.
 	s.Log.Error("request failed", "method", r.Method, "path", r.URL.Path, "client", r.RemoteAddr, "request_id", w.Header().Get(cmkapi.HeaderRequestID), "err", err)

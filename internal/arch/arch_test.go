@@ -16,7 +16,7 @@ const module = "github.com/cmk-project/cmk/"
 var layers = [][]string{
 	// Contracts, formats and primitives: they import nothing of cmk but kms.
 	{"internal/cmkapi", "internal/kms", "internal/envelope", "internal/systemkey", "internal/metrics", "internal/auth",
-		"internal/lake/blob", "internal/web", "internal/azemu", "internal/awsemu", "internal/testsvc", "internal/cluster", "internal/consent", "internal/privfile", "internal/config"},
+		"internal/lake/blob", "internal/web", "internal/azemu", "internal/awsemu", "internal/testsvc", "internal/cluster", "internal/consent", "internal/privfile", "internal/config", "internal/outage"},
 	// Values and small mechanisms built on those.
 	{"internal/keyid", "internal/dekcache", "internal/keyhealth", "internal/guidance", "internal/ratelimit", "internal/usage",
 		"internal/profile/records", "internal/lake/blob/blobtest"},

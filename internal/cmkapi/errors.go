@@ -45,7 +45,7 @@ const (
 	CodeCMKIrreversible         = "CMK_IRREVERSIBLE"
 	CodeNotFound                = "NOT_FOUND"
 	CodeSandboxExists           = "SANDBOX_EXISTS"
-	CodeServiceUnavailable      = "SERVICE_UNAVAILABLE"
+	CodeServiceUnavailable      = "SERVICE_UNAVAILABLE" // 503, with Retry-After when the database is unreachable
 	CodeInternalError           = "INTERNAL_ERROR"
 	CodeCMKNotEnabled           = "CMK_NOT_ENABLED"
 	CodeCMKKeyRevoked           = "CMK_KEY_REVOKED"
@@ -69,4 +69,5 @@ const (
 	CodeFileTooLarge         = "FILE_TOO_LARGE"         // 413: a lake file over the size limit
 	CodeLakeQuotaExceeded    = "LAKE_QUOTA_EXCEEDED"    // 507: the org's lake files' bytes
 	CodeConsentInvalid       = "CONSENT_INVALID"        // a consent redirect that binds nothing
+	CodeStorageFull          = "STORAGE_FULL"           // 507: the service's disk or database has no room; nothing was stored
 )

@@ -122,8 +122,81 @@ type Monitor struct {
 	// cuts them short instead.
 	Stop <-chan struct{}
 
-	once  sync.Once // fills defaults once, before any loop reads the config
-	nudge *nudges   // orgs to check now (nudge.go)
+	once   sync.Once // fills defaults once, before any loop reads the config
+	nudge  *nudges   // orgs to check now (nudge.go)
+	leases leaseBook // the check leases this monitor holds
+}
+
+// leaseBook counts the orgs whose check lease this monitor holds and uses,
+// and remembers that a claim or a check failed, after which it may hold
+// leases it does not use.
+type leaseBook struct {
+	mu       sync.Mutex
+	held     map[string]int
+	stranded bool
+}
+
+func (b *leaseBook) hold(org string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.held == nil {
+		b.held = map[string]int{}
+	}
+	b.held[org]++
+}
+
+// done ends the use of org's lease; failed says the claim or the check
+// failed, so the lease may be left behind.
+func (b *leaseBook) done(org string, failed bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.held[org]--; b.held[org] <= 0 {
+		delete(b.held, org)
+	}
+	b.stranded = b.stranded || failed
+}
+
+func (b *leaseBook) failed() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.stranded = true
+}
+
+// strandedExcept reports whether leases may be left behind, and the orgs
+// whose leases are in use.
+func (b *leaseBook) strandedExcept() (bool, []string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.stranded {
+		return false, nil
+	}
+	keep := make([]string, 0, len(b.held))
+	for org := range b.held {
+		keep = append(keep, org)
+	}
+	return true, keep
+}
+
+func (b *leaseBook) released() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.stranded = false
+}
+
+// releaseStranded gives back the check leases a failed claim or check may
+// have left behind (the database unreachable when the answer or the save
+// was due), so that the orgs are checked again as soon as the database
+// answers rather than when the leases expire. Failures leave the work for
+// the next call.
+func (m *Monitor) releaseStranded(ctx context.Context) {
+	stranded, keep := m.leases.strandedExcept()
+	if !stranded {
+		return
+	}
+	if err := m.Store.ReleaseChecks(ctx, m.Owner, keep); err != nil {
+		return // still unreachable: the claim below says so in the log
+	}
+	m.leases.released()
 }
 
 func (m *Monitor) defaults() { m.once.Do(m.fillDefaults) }
@@ -181,18 +254,25 @@ func (m *Monitor) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for ctx.Err() == nil && !closed(m.Stop) {
+		m.releaseStranded(ctx)
 		due, err := m.Store.ClaimDueChecks(ctx, m.Owner, max(2*m.Interval, 30*time.Second), m.Concurrency*2)
 		if err != nil && ctx.Err() == nil {
 			m.Log.Error("claim key checks", "err", err)
+			m.leases.failed()
+		}
+		for _, h := range due {
+			m.leases.hold(h.OrgID)
 		}
 		for _, h := range due {
 			sem <- struct{}{}
 			wg.Add(1)
 			go func() {
 				defer func() { <-sem; wg.Done() }()
-				if _, err := m.check(ctx, h); err != nil && ctx.Err() == nil {
+				_, err := m.check(ctx, h)
+				if err != nil && ctx.Err() == nil {
 					m.Log.Error("key check", "org", h.OrgID, "err", err)
 				}
+				m.leases.done(h.OrgID, err != nil)
 			}()
 		}
 		if len(due) == 0 {
@@ -221,10 +301,14 @@ func (m *Monitor) CheckOrg(ctx context.Context, org string) (*keyhealth.Health, 
 	m.defaults()
 	deadline := m.Now().Add(10 * time.Second)
 	for {
+		m.leases.hold(org)
 		h, err := m.Store.ClaimCheck(ctx, org, m.Owner, max(2*m.Interval, 30*time.Second))
 		if err == nil {
-			return m.check(ctx, h)
+			h, err = m.check(ctx, h)
+			m.leases.done(org, err != nil)
+			return h, err
 		}
+		m.leases.done(org, !errors.Is(err, store.ErrLeaseLost))
 		if !errors.Is(err, store.ErrLeaseLost) {
 			return nil, err
 		}

@@ -20,6 +20,9 @@ type Store interface {
 	// ClaimCheck leases one org's check now (an on-demand re-check), if no
 	// other check holds it.
 	ClaimCheck(ctx context.Context, org, owner string, lease time.Duration) (*store.Health, error)
+	// ReleaseChecks gives up owner's check leases on every org but those
+	// in keep.
+	ReleaseChecks(ctx context.Context, owner string, keep []string) error
 	// SaveHealth writes the outcome of a check and releases the lease, if owner
 	// still holds it (store.ErrLeaseLost otherwise: a newer check owns the row).
 	SaveHealth(ctx context.Context, h *store.Health, owner string) error

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cmk-project/cmk/internal/keyhealth"
@@ -127,6 +128,27 @@ func (s *Store) saveHealth(ctx context.Context, x execer, h *Health, owner strin
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
 		return fmt.Errorf("save key health of %s: %w", h.OrgID, ErrLeaseLost)
+	}
+	return nil
+}
+
+// ReleaseChecks gives up owner's check leases on every org but those in
+// keep (the checks owner still runs). A monitor calls it when a claim or a
+// save failed, for instance while the database was unreachable: a claim
+// may have been committed without its answer arriving, or a check may have
+// ended without saving, and either would hold its org's lease until it
+// expired, leaving the org unchecked that long.
+func (s *Store) ReleaseChecks(ctx context.Context, owner string, keep []string) error {
+	q := `UPDATE key_health SET lease_owner = '', lease_until = 0 WHERE lease_owner = ?`
+	args := []any{owner}
+	if len(keep) > 0 {
+		q += ` AND org_id NOT IN (?` + strings.Repeat(`, ?`, len(keep)-1) + `)`
+		for _, org := range keep {
+			args = append(args, org)
+		}
+	}
+	if _, err := s.db.ExecContext(ctx, q, args...); err != nil {
+		return fmt.Errorf("release the check leases of %s: %w", owner, err)
 	}
 	return nil
 }

@@ -10,4 +10,8 @@
 // message that starts with "SKIPPED:" and says how to install it. When the
 // environment variable CI is set, or CMK_REQUIRE_SERVERS=1, the test fails
 // instead: nothing is silently skipped in CI.
+//
+// For fault tests: PostgresCluster is a PostgreSQL server of one test's own,
+// which it may stop, kill and start again; SmallFS mounts a small tmpfs
+// (root only) that Fill fills to the last byte.
 package testsvc

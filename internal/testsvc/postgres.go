@@ -37,7 +37,7 @@ import (
 // in $CMK_PG_BIN, then the newest /usr/lib/postgresql/*/bin, then PATH.
 func Postgres(t testing.TB) string {
 	t.Helper()
-	pgShared.once.Do(func() { pgShared.srv, pgShared.err = pgStart() })
+	pgShared.once.Do(func() { pgShared.srv, pgShared.err = pgStart(pgSettings) })
 	if err := pgShared.err; err != nil {
 		if errors.Is(err, errPGMissing) {
 			if pgRequired() {
@@ -72,15 +72,20 @@ const pgSettings = "-c synchronous_commit=off -c max_connections=200"
 
 type pgServer struct {
 	port int
+	// How to run the cluster's tools again (PostgresCluster's Start, Stop
+	// and Kill).
+	bin, root, data, logFile, opts string
+	cred                           *syscall.Credential
 }
 
 func pgRequired() bool {
 	return os.Getenv("CI") != "" || os.Getenv("CMK_REQUIRE_SERVERS") == "1"
 }
 
-// pgStart creates a cluster and starts it. The directory layout is
-// ROOT/data (the cluster), ROOT/log (server log) and the socket in ROOT.
-func pgStart() (*pgServer, error) {
+// pgStart creates a cluster and starts it with the server settings given.
+// The directory layout is ROOT/data (the cluster), ROOT/log (server log)
+// and the socket in ROOT.
+func pgStart(settings string) (*pgServer, error) {
 	bin, err := pgBinDir()
 	if err != nil {
 		return nil, err
@@ -132,10 +137,10 @@ func pgStart() (*pgServer, error) {
 		if err != nil {
 			return nil, err
 		}
-		opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s %s", port, root, pgSettings)
+		opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s %s", port, root, settings)
 		out, err := pgRun(cred, root, filepath.Join(bin, "pg_ctl"), "-D", data, "-o", opts, "-l", logFile, "-w", "-t", "60", "start")
 		if err == nil {
-			return &pgServer{port: port}, nil
+			return &pgServer{port: port, bin: bin, root: root, data: data, logFile: logFile, opts: opts, cred: cred}, nil
 		}
 		log, _ := os.ReadFile(logFile)
 		lastErr = fmt.Errorf("pg_ctl start on port %d: %w\n%s\nserver log:\n%s", port, err, out, pgTail(log, 2000))

@@ -90,7 +90,7 @@ func AzuriteIn(s *Scope) (AzuriteInfo, error) {
 // PostgresIn makes a database on the shared test PostgreSQL server (see
 // Postgres) for s, dropped by s.Close, and returns its DSN.
 func PostgresIn(s *Scope) (string, error) {
-	pgShared.once.Do(func() { pgShared.srv, pgShared.err = pgStart() })
+	pgShared.once.Do(func() { pgShared.srv, pgShared.err = pgStart(pgSettings) })
 	if err := pgShared.err; err != nil {
 		if errors.Is(err, errPGMissing) {
 			return "", fmt.Errorf("%w: %v (run scripts/install-postgres.sh or set CMK_PG_BIN)", ErrMissing, err)

@@ -2,6 +2,8 @@ package blob
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -38,7 +40,11 @@ func DefaultFSOptions() FSOptions { return FSOptions{Fsync: true} }
 // Azure. A Put writes a temp file in staging/ (same file system), fsyncs
 // it, renames it into place and fsyncs the directory; rename replaces the
 // old object atomically, so a crash leaves either the old or the new
-// object, never a mix.
+// object, never a mix. A Put that fails to make its object durable (the
+// file's fsync, the rename, or the directory's fsync fails, for a full disk
+// or an I/O error) returns the error and leaves the key as it was: until
+// the directory is synced, the object being replaced is kept under a second
+// name in staging/, and put back if the sync fails.
 //
 // Only one FS may have a directory open at a time, in any process: NewFS
 // takes an exclusive lock, which Close (or the process's death) releases.
@@ -48,6 +54,7 @@ type FS struct {
 	staging string
 	opts    FSOptions
 	lock    *os.File
+	ops     fsOps
 
 	// dirs orders directory creation in Put against pruning of empty
 	// directories in Delete, so that Delete never removes a directory
@@ -56,6 +63,16 @@ type FS struct {
 }
 
 var _ Backend = (*FS)(nil)
+
+// fsOps are the calls on which a Put's durability rests. They are the
+// operating system's; tests replace them to make one fail.
+type fsOps struct {
+	syncFile func(*os.File) error
+	rename   func(oldpath, newpath string) error
+	syncDir  func(dir string) error
+}
+
+var osOps = fsOps{syncFile: (*os.File).Sync, rename: os.Rename, syncDir: syncDir}
 
 const (
 	dirSuffix  = ".d"
@@ -71,6 +88,7 @@ func NewFS(dir string, opts FSOptions) (*FS, error) {
 		objects: filepath.Join(dir, "objects"),
 		staging: filepath.Join(dir, "staging"),
 		opts:    opts,
+		ops:     osOps,
 	}
 	for _, d := range []string{dir, b.objects, b.staging} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -148,7 +166,7 @@ func (b *FS) Put(ctx context.Context, key string, r io.Reader) (int64, error) {
 		return 0, fmt.Errorf("put %q: %w", key, err)
 	}
 	if b.opts.Fsync {
-		if err := tmp.Sync(); err != nil {
+		if err := b.ops.syncFile(tmp); err != nil {
 			return 0, fmt.Errorf("put %q: sync: %w", key, err)
 		}
 	}
@@ -167,7 +185,23 @@ func (b *FS) Put(ctx context.Context, key string, r io.Reader) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("put %q: %w", key, err)
 	}
-	if err := os.Rename(tmp.Name(), file); err != nil {
+	// The object this Put replaces, if any, is kept under a second name
+	// until the new one is durable, so that a failed directory sync can
+	// put it back.
+	var prev string
+	var mine os.FileInfo
+	if b.opts.Fsync {
+		if mine, err = os.Stat(tmp.Name()); err != nil {
+			return 0, fmt.Errorf("put %q: %w", key, err)
+		}
+		if prev, err = b.keep(file); err != nil {
+			return 0, fmt.Errorf("put %q: %w", key, err)
+		}
+	}
+	if err := b.ops.rename(tmp.Name(), file); err != nil {
+		if prev != "" {
+			os.Remove(prev)
+		}
 		return 0, fmt.Errorf("put %q: %w", key, err)
 	}
 	committed = true
@@ -175,12 +209,58 @@ func (b *FS) Put(ctx context.Context, key string, r io.Reader) (int64, error) {
 		// The new entry lives in dir; each directory we created lives in its
 		// parent. Sync them all so the object survives a power loss.
 		for _, d := range append([]string{dir}, created...) {
-			if err := syncDir(d); err != nil {
+			if err := b.ops.syncDir(d); err != nil {
+				// The new object may not survive a power loss, so it must not
+				// be acknowledged, nor stay visible as if it had been.
+				b.undo(file, mine, prev)
 				return 0, fmt.Errorf("put %q: %w", key, err)
 			}
 		}
+		if prev != "" {
+			os.Remove(prev)
+		}
 	}
 	return n, nil
+}
+
+// keep links the object at file, if there is one, to a new name in
+// staging/ and returns that name ("" if there was no object).
+func (b *FS) keep(file string) (string, error) {
+	for {
+		var r [8]byte
+		rand.Read(r[:])
+		name := filepath.Join(b.staging, "prev-"+hex.EncodeToString(r[:]))
+		err := os.Link(file, name)
+		switch {
+		case err == nil:
+			return name, nil
+		case errors.Is(err, fs.ErrNotExist):
+			return "", nil
+		case errors.Is(err, fs.ErrExist):
+			continue
+		default:
+			return "", fmt.Errorf("keep the object being replaced: %w", err)
+		}
+	}
+}
+
+// undo takes back a Put whose rename happened but whose directory sync
+// failed: the previous object returns (or, if there was none, the new one
+// goes), but only if the name still holds this Put's file; a concurrent
+// Put that replaced it since owns it now.
+func (b *FS) undo(file string, mine os.FileInfo, prev string) {
+	if now, err := os.Stat(file); err == nil && os.SameFile(mine, now) {
+		if prev != "" {
+			if os.Rename(prev, file) == nil {
+				prev = ""
+			}
+		} else {
+			os.Remove(file)
+		}
+	}
+	if prev != "" {
+		os.Remove(prev)
+	}
 }
 
 // copyCtx copies r to w in copyBufSize chunks, stopping when ctx is done.
