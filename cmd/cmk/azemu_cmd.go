@@ -393,6 +393,7 @@ func azemuVaultCmd() *cobra.Command {
   cmk azure-emulator vault firewall demo on
   cmk azure-emulator vault throttle demo --limit 5 --window 10s
   cmk azure-emulator vault fault demo --status 503
+  cmk azure-emulator vault fault demo --reset
   cmk azure-emulator vault delete demo     # its host stops resolving
   cmk azure-emulator vault recover demo`, conn)
 
@@ -456,15 +457,23 @@ func azemuVaultCmd() *cobra.Command {
 
 	var status int
 	var delay time.Duration
-	fault := azemuAction(conn, "fault NAME", "Make the vault slow (--delay) and/or fail (--status 500/503); no flags = healthy again", cobra.ExactArgs(1),
+	var reset bool
+	fault := azemuAction(conn, "fault NAME", "Make the vault slow (--delay), fail (--status 500/503) or reset connections (--reset); no flags = healthy again", cobra.ExactArgs(1),
 		func(cmd *cobra.Command, c *azemu.AdminClient, args []string) error {
+			if err := c.SetVaultReset(args[0], reset); err != nil {
+				return err
+			}
 			if err := c.SetVaultFault(args[0], status, delay); err != nil {
 				return err
+			}
+			if reset {
+				return azemuDone(cmd, "vault %s fault: connections reset", args[0])
 			}
 			return azemuDone(cmd, "vault %s fault: status %d, delay %s", args[0], status, delay)
 		})
 	fault.Flags().IntVar(&status, "status", 0, "HTTP status to answer with (0 = normal)")
 	fault.Flags().DurationVar(&delay, "delay", 0, "delay before answering")
+	fault.Flags().BoolVar(&reset, "reset", false, "reset every request's connection (TCP RST) instead of answering")
 
 	show := azemuAction(conn, "show NAME", "Print a vault (settings, roles, keys) as JSON", cobra.ExactArgs(1),
 		func(cmd *cobra.Command, c *azemu.AdminClient, args []string) error {

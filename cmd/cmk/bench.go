@@ -21,9 +21,9 @@ import (
 // benchNames are the measurements, in the order `all` runs them.
 var benchNames = []string{"enable", "lake", "profile", "vaultcalls", "age", "tink", "revocation", "monitorcost", "rotation"}
 
-// soloBenchNames are measurements that run only when named, not in `all`:
-// they start processes and servers of their own.
-var soloBenchNames = []string{"failover"}
+// soloBenchNames are measurements `all` leaves out: they start processes
+// and servers of their own, or load the machine for their whole run.
+var soloBenchNames = []string{"failover", "load"}
 
 func newBenchCmd() *cobra.Command {
 	var (
@@ -40,6 +40,7 @@ func newBenchCmd() *cobra.Command {
 		mon         bench.MonitorCostConfig
 		rot         bench.RotationConfig
 		fail        bench.FailoverConfig
+		load        bench.LoadConfig
 	)
 	lakeSize, peakSize, ageSize := sizeFlag(256<<20), sizeFlag(2<<30), sizeFlag(1<<30)
 	cmd := &cobra.Command{
@@ -67,6 +68,11 @@ started in this process on temporary state, as 'cmk dev' does.
   failover     time from SIGKILL of the 'cmk serve' process holding an
                enablement job's lease to the job moving on another replica,
                on PostgreSQL (not in all: it starts its own servers)
+  load         many clients' lake and profile traffic over several orgs while
+               one org's key rotates and another's is revoked and comes back:
+               errors of the unaffected orgs (exit status 1 unless none),
+               latency, refusals, rotation and revocation times, peak memory;
+               not part of all
 
 Comparisons run the two sides in alternating order, pair after pair, and
 print the median with the range [min – max]. Each measurement prints its
@@ -79,6 +85,7 @@ of minutes each and need free disk for the file sizes given.`,
   cmk bench rotation --rotation-trials 20 --rotation-interval 30s
   cmk bench enable --sandboxes 200 --throttle-limit 100 --throttle-window 2s
   cmk bench failover --failover-trials 10 --lease 2s
+  cmk bench load --clients 200 --duration 60s
   cmk bench all --output json > bench.json`,
 		ValidArgs: append(append(slices.Clone(benchNames), soloBenchNames...), "all"),
 		Args:      cobra.MinimumNArgs(1),
@@ -89,6 +96,11 @@ of minutes each and need free disk for the file sizes given.`,
 			names, err := benchSelection(args)
 			if err != nil {
 				return err
+			}
+			if slices.Contains(names, "load") {
+				if err := checkLoadFlags(load); err != nil {
+					return err
+				}
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -119,6 +131,7 @@ of minutes each and need free disk for the file sizes given.`,
 					}
 					return bench.Failover(ctx, fail)
 				},
+				"load": func() (fmt.Stringer, error) { load.Common = common; return bench.Load(ctx, load) },
 			}
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
@@ -133,6 +146,7 @@ of minutes each and need free disk for the file sizes given.`,
 			}
 			out := cmd.OutOrStdout()
 			results := map[string]any{}
+			var missed error
 			for _, name := range names {
 				start := time.Now()
 				res, err := run[name]()
@@ -141,6 +155,10 @@ of minutes each and need free disk for the file sizes given.`,
 				}
 				if !quiet {
 					fmt.Fprintf(cmd.ErrOrStderr(), "%s: done in %s\n", name, time.Since(start).Round(time.Second))
+				}
+				if r, ok := res.(*bench.LoadResult); ok && !r.Met() {
+					missed = fmt.Errorf("bench load: %d of %d requests of the unaffected orgs not served: %w",
+						r.Unaffected.Errors+r.Unaffected.Refused, r.Unaffected.Requests, bench.ErrLoadMissed)
 				}
 				if output == "json" {
 					results[name] = res
@@ -151,9 +169,11 @@ of minutes each and need free disk for the file sizes given.`,
 			if output == "json" {
 				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
-				return enc.Encode(results)
+				if err := enc.Encode(results); err != nil {
+					return err
+				}
 			}
-			return nil
+			return missed
 		},
 	}
 	f := cmd.Flags()
@@ -207,7 +227,28 @@ of minutes each and need free disk for the file sizes given.`,
 	f.IntVar(&fail.Replicas, "replicas", 3, "failover: 'cmk serve' processes")
 	f.IntVar(&fail.Sandboxes, "failover-sandboxes", 100, "failover: sandboxes per org (2 data keys each)")
 	f.DurationVar(&fail.VaultDelay, "vault-delay", 50*time.Millisecond, "failover: delay added to every vault call, so a job is mid-way when its holder is killed")
+	f.IntVar(&load.Clients, "clients", 200, "load: concurrent clients")
+	f.DurationVar(&load.Duration, "duration", time.Minute, "load: length of the traffic")
+	f.IntVar(&load.Orgs, "load-orgs", 5, "load: orgs on customer keys (at least 3: one rotates, one is revoked)")
+	f.DurationVar(&load.Interval, "load-interval", time.Second, "load: key check interval")
+	f.Uint64Var(&load.Seed, "load-seed", 0, "load: seed of the clients' request mix (0 = random; the result names it)")
 	return cmd
+}
+
+// checkLoadFlags refuses a load run that could not measure what it says.
+func checkLoadFlags(c bench.LoadConfig) error {
+	switch {
+	case c.Orgs < 3:
+		return usageError(fmt.Errorf("--load-orgs %d: the load run needs at least 3 orgs (one key rotates, one is revoked, the others are unaffected)", c.Orgs),
+			"use --load-orgs 3 or more")
+	case c.Clients < c.Orgs:
+		return usageError(fmt.Errorf("--clients %d for %d orgs: every org needs at least one client", c.Clients, c.Orgs),
+			fmt.Sprintf("use --clients %d or more, or fewer --load-orgs", c.Orgs))
+	case c.Duration <= 0 || c.Interval <= 0:
+		return usageError(fmt.Errorf("--duration %s, --load-interval %s: both must be positive", c.Duration, c.Interval),
+			"give durations such as 60s and 1s")
+	}
+	return nil
 }
 
 // benchSelection expands "all" and rejects unknown names.
@@ -220,7 +261,7 @@ func benchSelection(args []string) ([]string, error) {
 		case slices.Contains(benchNames, a), slices.Contains(soloBenchNames, a):
 			names = append(names, a)
 		default:
-			return nil, withHint(fmt.Errorf("no benchmark %q", a), "choose from "+strings.Join(append(slices.Clone(benchNames), soloBenchNames...), ", ")+" or all")
+			return nil, usageError(fmt.Errorf("no benchmark %q", a), "choose from "+strings.Join(append(slices.Clone(benchNames), soloBenchNames...), ", ")+" or all")
 		}
 	}
 	return names, nil

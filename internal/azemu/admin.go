@@ -368,6 +368,23 @@ func (e *Emulator) SetVaultFault(vault string, status int, delay time.Duration) 
 	e.faults[strings.ToLower(vault)] = vaultFault{status: status, delay: delay}
 }
 
+// SetVaultReset makes the vault reset the connection of every data-plane
+// request (on) instead of answering, as a load balancer or a middlebox that
+// drops a connection does: the request is read, the connection hijacked and
+// closed with a TCP RST (SO_LINGER 0), so the client sees "connection reset
+// by peer" or an unexpected EOF and no HTTP answer. SetVaultReset(v, false)
+// restores normal behaviour. The reset comes before any other check (see the
+// order of checks in the package doc) and is counted in VaultStats.Resets.
+func (e *Emulator) SetVaultReset(vault string, on bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !on {
+		delete(e.resets, strings.ToLower(vault))
+		return
+	}
+	e.resets[strings.ToLower(vault)] = true
+}
+
 // ---- keys ----
 
 func generateRSA(bits int) (*rsa.PrivateKey, error) {

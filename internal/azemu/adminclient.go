@@ -242,6 +242,12 @@ func (c *AdminClient) SetVaultFault(vault string, status int, delay time.Duratio
 	return c.do(bg(), http.MethodPut, "/admin/vaults"+p(vault, "fault"), statusReq{status, delay.Milliseconds()}, nil)
 }
 
+// SetVaultReset mirrors Emulator.SetVaultReset; an unknown vault is
+// ErrNotFound.
+func (c *AdminClient) SetVaultReset(vault string, on bool) error {
+	return c.do(bg(), http.MethodPut, "/admin/vaults"+p(vault, "reset"), resetReq{on}, nil)
+}
+
 // CreateKey mirrors Emulator.CreateKey.
 func (c *AdminClient) CreateKey(vault, name string, o KeyOptions) (string, error) {
 	var r versionResp

@@ -71,6 +71,11 @@ type tenantReq struct {
 	TenantID string `json:"tenantId"`
 }
 
+// resetReq switches a vault's connection resets on or off.
+type resetReq struct {
+	Reset bool `json:"reset"`
+}
+
 type statusReq struct {
 	Status  int   `json:"status"`
 	DelayMs int64 `json:"delayMs,omitempty"`
@@ -216,6 +221,17 @@ func (e *Emulator) adminRoutes(m *http.ServeMux) {
 			return nil, err
 		}
 		e.SetVaultFault(r.PathValue("vault"), q.Status, time.Duration(q.DelayMs)*time.Millisecond)
+		return nil, nil
+	})
+	h("PUT /admin/vaults/{vault}/reset", func(r *http.Request) (any, error) {
+		var q resetReq
+		if err := readJSON(r, &q); err != nil {
+			return nil, err
+		}
+		if !e.VaultExists(r.PathValue("vault")) {
+			return nil, fmt.Errorf("%w: vault %q", ErrNotFound, r.PathValue("vault"))
+		}
+		e.SetVaultReset(r.PathValue("vault"), q.Reset)
 		return nil, nil
 	})
 	h("POST /admin/vaults/{vault}/keys/{key}", func(r *http.Request) (any, error) {

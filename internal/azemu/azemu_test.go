@@ -597,6 +597,44 @@ func TestVaultDelayHonoursContext(t *testing.T) {
 	}
 }
 
+// TestVaultReset: with the switch on, a request gets its connection reset
+// (no HTTP answer at all), is counted, and other vaults are untouched; off
+// again, the vault answers.
+func TestVaultReset(t *testing.T) {
+	f := newFixture(t)
+	must(t, f.emu.CreateVault(Vault{Name: "v9", TenantID: customerTenant}))
+	must(t, f.emu.AssignRole("v9", f.oid, RoleCryptoServiceEncryptionUser))
+	_, err := f.emu.CreateKey("v9", "cmk", KeyOptions{Bits: 2048})
+	must(t, err)
+	c := f.keys("v1")
+	if _, err := c.GetKey(ctx, "cmk", "", nil); err != nil { // a token first, so the reset meets a key call
+		t.Fatal(err)
+	}
+	f.emu.SetVaultReset("v1", true)
+	for range 3 {
+		_, err := c.GetKey(ctx, "cmk", "", nil)
+		var re *azcore.ResponseError
+		if err == nil || errors.As(err, &re) {
+			t.Fatalf("GetKey under reset = %v, want a transport error", err)
+		}
+		if msg := err.Error(); !strings.Contains(msg, "reset") && !strings.Contains(msg, "EOF") {
+			t.Errorf("GetKey under reset = %q, want a connection reset or EOF", msg)
+		}
+	}
+	// Go's transport retries an idempotent request once when a reused
+	// connection fails before any answer, so 3 calls are 3 to 6 resets.
+	if got := f.emu.Stats().Vaults["v1"].Resets; got < 3 || got > 6 {
+		t.Errorf("resets counted = %d, want 3 to 6", got)
+	}
+	if _, err := f.keys("v9").GetKey(ctx, "cmk", "", nil); err != nil {
+		t.Errorf("another vault under v1's reset: %v", err)
+	}
+	f.emu.SetVaultReset("v1", false)
+	if _, err := c.GetKey(ctx, "cmk", "", nil); err != nil {
+		t.Errorf("GetKey after the reset switch is off: %v", err)
+	}
+}
+
 func TestRotationAndVersions(t *testing.T) {
 	f := newFixture(t)
 	c := f.keys("v1")
@@ -868,6 +906,14 @@ func TestAdminClientOverHTTP(t *testing.T) {
 	}
 	must(t, ac.SetVaultFault("v2", 500, 0))
 	must(t, ac.SetVaultFault("v2", 0, 0))
+	must(t, ac.SetVaultReset("v2", true))
+	if got := f.emu.resets["v2"]; !got {
+		t.Error("reset switch not on after SetVaultReset(v2, true) over HTTP")
+	}
+	must(t, ac.SetVaultReset("v2", false))
+	if err := ac.SetVaultReset("nope", true); !errors.Is(err, ErrNotFound) {
+		t.Errorf("reset of a missing vault: got %v, want ErrNotFound", err)
+	}
 	must(t, ac.SetTokenEndpointFault(0))
 
 	// A transport built for another process resolves through /admin/dns.

@@ -140,7 +140,8 @@
 //
 // The order of checks on each request is:
 //
-//  1. injected fault (SetVaultFault);
+//  1. injected faults: a connection reset (SetVaultReset), then the delay
+//     and status of SetVaultFault;
 //  2. api-version: missing, or not one the vault accepts, is 400
 //     BadParameter naming it. A vault accepts DefaultAPIVersions (7.0-7.6,
 //     the previews azkeys sent, and 2025-07-01, which azkeys v1.5.0 sends)
@@ -230,6 +231,7 @@
 //	DELETE /admin/vaults/{vault}/roles                  {"principalObjectId","role"}
 //	PUT    /admin/vaults/{vault}/throttle               {"limit","windowMs","retryAfter"}
 //	PUT    /admin/vaults/{vault}/fault                  {"status","delayMs"}
+//	PUT    /admin/vaults/{vault}/reset                  {"reset"} (true: every request's connection is reset)
 //	POST   /admin/vaults/{vault}/keys/{key}             KeyOptions -> {"version"}
 //	GET    /admin/vaults/{vault}/keys/{key}             KeyInfo
 //	PATCH  /admin/vaults/{vault}/keys/{key}             KeyUpdate

@@ -76,6 +76,7 @@ type Emulator struct {
 	st         *state
 	tokenFault int
 	faults     map[string]vaultFault
+	resets     map[string]bool // vaults whose connections are reset (SetVaultReset)
 	windows    map[string]*throttleWindow
 	codes      map[string]authCode // authorization codes not yet redeemed
 	stats      Stats
@@ -116,7 +117,7 @@ func Start(opts Options) (*Emulator, error) {
 		opts.Now = time.Now
 	}
 	e := &Emulator{opts: opts, now: opts.Now, suffix: opts.VaultSuffix, hsmSuffix: opts.HSMSuffix,
-		faults: map[string]vaultFault{}, windows: map[string]*throttleWindow{}, codes: map[string]authCode{},
+		faults: map[string]vaultFault{}, resets: map[string]bool{}, windows: map[string]*throttleWindow{}, codes: map[string]authCode{},
 		stats: Stats{Vaults: map[string]VaultStats{}}, propDelay: max(opts.PropagationDelay, 0), pending: map[string][]propChange{}}
 
 	st := newState()

@@ -215,6 +215,7 @@ type VaultStats struct {
 	Other     int `json:"other"` // encrypt/decrypt/sign/verify/create/update/delete...
 	Throttled int `json:"throttled"`
 	Requests  int `json:"requests"` // every data-plane request that reached the vault
+	Resets    int `json:"resets"`   // connections reset instead of answered (SetVaultReset)
 }
 
 // KeyVersionInfo describes one key version (no private material).

@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/sha1"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -71,6 +72,30 @@ type kvReq struct {
 	apiVer string
 }
 
+// resetConn hijacks the request's connection and closes it with a TCP RST
+// (SO_LINGER 0) under its TLS layer, so the client reads "connection reset
+// by peer" rather than an answer or a clean close. It reports false when the
+// connection cannot be hijacked (the caller then answers normally).
+func resetConn(w http.ResponseWriter) bool {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		return false
+	}
+	c, _, err := hj.Hijack()
+	if err != nil {
+		return false
+	}
+	raw := c
+	if tc, ok := c.(*tls.Conn); ok {
+		raw = tc.NetConn()
+	}
+	if tcp, ok := raw.(*net.TCPConn); ok {
+		_ = tcp.SetLinger(0)
+	}
+	_ = raw.Close()
+	return true
+}
+
 func (e *Emulator) serveVault(w http.ResponseWriter, r *http.Request, name string) {
 	e.mu.Lock()
 	vs := e.st.Vaults[name]
@@ -82,7 +107,15 @@ func (e *Emulator) serveVault(w http.ResponseWriter, r *http.Request, name strin
 		e.bumpVault(v.Name, func(s *VaultStats) { s.Requests++ })
 	}
 	fault := e.faults[name]
+	reset := live && e.resets[name]
+	if reset {
+		e.bumpVault(v.Name, func(s *VaultStats) { s.Resets++ })
+	}
 	e.mu.Unlock()
+
+	if reset && resetConn(w) {
+		return
+	}
 
 	if !live {
 		// The host would not resolve; a client that still holds a

@@ -315,3 +315,22 @@ func TestSmallRuns(t *testing.T) {
 		t.Errorf("RotationResult.String() = %q", rot.String())
 	}
 }
+
+// TestLoadMet: the load run is met only when the unaffected orgs sent
+// requests and every one was served; the other orgs do not count.
+func TestLoadMet(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		r    LoadResult
+		want bool
+	}{
+		{"all served", LoadResult{Unaffected: LoadOrgs{Requests: 10, Served: 10}, Revoked: LoadOrgs{Requests: 5, Refused: 3, Errors: 1}}, true},
+		{"one error", LoadResult{Unaffected: LoadOrgs{Requests: 10, Served: 9, Errors: 1}}, false},
+		{"one refused", LoadResult{Unaffected: LoadOrgs{Requests: 10, Served: 9, Refused: 1}}, false},
+		{"no requests", LoadResult{}, false},
+	} {
+		if got := tc.r.Met(); got != tc.want {
+			t.Errorf("%s: Met() = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -114,27 +114,62 @@ func (c *Cache) now() time.Time {
 	return coarseNow()
 }
 
-// coarseNow is the time to within clockTick. A lookup needs the time only
-// to compare a key's age with MaxAge (an hour by default), and reading the
-// clock took about a tenth of a record lookup; a ticker refreshes it
-// instead, from the first use on.
+// coarseNow is the time to within about clockTick. A lookup needs the time
+// only to compare a key's age with MaxAge (an hour by default), and reading
+// the clock took about a tenth of a record lookup; a ticker refreshes it
+// instead, from the first use on. The ticker stops after a tick in which
+// nothing asked for the time, and the next use starts it again, so an idle
+// process (or a test binary at its end) runs no goroutine for it.
 func coarseNow() time.Time {
-	clock.once.Do(func() {
-		clock.ns.Store(time.Now().UnixNano())
-		go func() {
-			for t := range time.Tick(clockTick) {
-				clock.ns.Store(t.UnixNano())
-			}
-		}()
-	})
+	if !clock.running.Load() {
+		startClock()
+	} else if !clock.used.Load() {
+		clock.used.Store(true) // stored only when unset: no shared write per lookup
+	}
 	return time.Unix(0, clock.ns.Load())
 }
 
 const clockTick = 100 * time.Millisecond
 
 var clock struct {
-	once sync.Once
-	ns   atomic.Int64
+	ns      atomic.Int64
+	running atomic.Bool // the ticker goroutine runs
+	used    atomic.Bool // the time was asked for since the last tick
+	mu      sync.Mutex  // serializes starting and stopping the ticker
+}
+
+func startClock() {
+	clock.mu.Lock()
+	defer clock.mu.Unlock()
+	clock.ns.Store(time.Now().UnixNano())
+	clock.used.Store(true)
+	if clock.running.Load() {
+		return
+	}
+	clock.running.Store(true)
+	go tickClock()
+}
+
+// tickClock refreshes the coarse time every clockTick until a tick finds
+// it unused.
+func tickClock() {
+	t := time.NewTicker(clockTick)
+	defer t.Stop()
+	for now := range t.C {
+		clock.ns.Store(now.UnixNano())
+		if clock.used.Swap(false) {
+			continue
+		}
+		clock.mu.Lock()
+		idle := !clock.used.Load()
+		if idle {
+			clock.running.Store(false)
+		}
+		clock.mu.Unlock()
+		if idle {
+			return
+		}
+	}
 }
 
 func (c *Cache) init() {

@@ -286,3 +286,22 @@ func TestMaxAgeOnTheRealClock(t *testing.T) {
 		t.Errorf("loads = %d after twice MaxAge, want 2", got)
 	}
 }
+
+// TestCoarseClockStops: the coarse clock's ticker stops once nothing asks
+// for the time, and the first use after that reads the time afresh.
+func TestCoarseClockStops(t *testing.T) {
+	coarseNow()
+	if !clock.running.Load() {
+		t.Fatal("coarse clock not running after a use")
+	}
+	for deadline := time.Now().Add(5 * time.Second); clock.running.Load(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("coarse clock still running 5 s after its last use")
+		}
+	}
+	time.Sleep(3 * clockTick)
+	got, now := coarseNow(), time.Now()
+	if d := now.Sub(got); d < 0 || d > clockTick {
+		t.Errorf("coarseNow() after a restart is %s behind time.Now(), want at most %s", d, clockTick)
+	}
+}

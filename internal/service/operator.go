@@ -72,5 +72,6 @@ func (s *Service) closeOperator() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		s.opSrv.Shutdown(ctx)
 		cancel()
+		s.opSrv.Close() // connections that never sent a request, as in Close
 	}
 }

@@ -257,7 +257,7 @@ type Service struct {
 }
 
 // New opens state and builds the service without starting it.
-func New(ctx context.Context, cfg Config) (*Service, error) {
+func New(ctx context.Context, cfg Config) (_ *Service, err error) {
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:8080"
 	}
@@ -372,6 +372,14 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil { // what was opened so far, or its goroutines and files stay behind
+			for _, c := range s.closers {
+				c()
+			}
+			s.Store.Close()
+		}
+	}()
 	s.Metrics = metrics.New()
 	recorder := &audit.Recorder{Store: s.Store, Log: cfg.Log, OnCall: func(c audit.Call) {
 		s.Metrics.VaultCalls.WithLabelValues(c.Op, c.Outcome).Inc()
@@ -679,6 +687,10 @@ func (s *Service) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		s.srv.Shutdown(ctx)
 		cancel()
+		// Shutdown leaves a connection that has not sent a request yet
+		// (one a client dialed and kept for later) open for its first
+		// 5 s, and with it its goroutine; nothing is served after Close.
+		s.srv.Close()
 	}
 	s.closeOperator()
 	s.wg.Wait()
