@@ -36,7 +36,7 @@ func newRootCmd() *cobra.Command {
 		Version:       servecmd.VersionLine("cmk"),
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
-	root.AddCommand(newServeCmd(), newDevCmd(), newTokenCmd(), newAzureEmulatorCmd(), newAWSEmulatorCmd(), newDoctorCmd(), newConfigCmd(), newAlertsCmd(), newRecheckCmd(), newHealthCmd(), newDemoCmd(), newBenchCmd(), newAuditCmd(), newOrgsCmd(), newHistoryCmd())
+	root.AddCommand(newServeCmd(), newDevCmd(), newTokenCmd(), newAzureEmulatorCmd(), newAWSEmulatorCmd(), newDoctorCmd(), newConfigCmd(), newAlertsCmd(), newRecheckCmd(), newHealthCmd(), newDemoCmd(), newBenchCmd(), newAuditCmd(), newOrgsCmd(), newHistoryCmd(), newPlatformKeyCmd())
 	return root
 }
 

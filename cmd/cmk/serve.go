@@ -26,8 +26,20 @@ const emulatorWarning = "WARNING: development mode: cmk is using the local Azure
 // by --emulator alone, never by environment variables: the CMK_EMULATOR_*
 // variables 'cmk dev' suggests exporting are for 'cmk azure-emulator'.
 func newServeCmd() *cobra.Command {
+	return newServeCmdWith("cmk serve", nil)
+}
+
+// newPlatformKeyCmd is 'cmkd platform-key' with the emulator flags of
+// 'cmk serve' as well.
+func newPlatformKeyCmd() *cobra.Command {
+	return servecmd.PlatformKeyCommand("cmk", newServeCmdWith)
+}
+
+// newServeCmdWith is 'cmk serve' (path names it) running run in place of
+// the service; nil runs the service.
+func newServeCmdWith(path string, run servecmd.RunFunc) *cobra.Command {
 	var emulatorURL, emulatorCA, emulatorSuffix, emulatorAWS string
-	cmd := servecmd.New("cmk serve", func(cmd *cobra.Command, cfg *service.Config) error {
+	hook := func(cmd *cobra.Command, cfg *service.Config) error {
 		if emulatorAWS != "" {
 			useAWSEmulator(cmd, cfg, emulatorAWS)
 		}
@@ -40,7 +52,13 @@ func newServeCmd() *cobra.Command {
 		cfg.Log.Warn("development mode: using a local Azure emulator instead of Azure; never run this in production", "emulator", emulatorURL, "vault_suffix", emulatorSuffix)
 		fmt.Fprintf(cmd.ErrOrStderr(), emulatorWarning+"\n", emulatorURL)
 		return nil
-	})
+	}
+	var cmd *cobra.Command
+	if run == nil {
+		cmd = servecmd.New(path, hook)
+	} else {
+		cmd = servecmd.NewWith(path, run, hook)
+	}
 	cmd.Example += `
 
   # against a local emulator started with 'cmk azure-emulator --state emu.json'

@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/spf13/cobra"
+
 	"github.com/cmk-project/cmk/internal/servecmd"
 )
 
@@ -22,6 +24,9 @@ func run(args []string) int {
 	cmd := servecmd.New("cmkd")
 	cmd.Version = servecmd.VersionLine("cmkd")
 	cmd.SetVersionTemplate("{{.Version}}\n")
+	cmd.AddCommand(servecmd.PlatformKeyCommand("cmkd", func(path string, run servecmd.RunFunc) *cobra.Command {
+		return servecmd.NewWith(path, run)
+	}))
 	cmd.SetArgs(args)
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)

@@ -27,8 +27,8 @@ var layers = [][]string{
 	// Key operations recorded, data keys made and wrapped.
 	{"internal/audit"},
 	{"internal/keyring"},
-	// The data path's key resolver; alerts.
-	{"internal/orgkeys", "internal/alerts"},
+	// The data path's key resolver; alerts; the platform key.
+	{"internal/orgkeys", "internal/alerts", "internal/platformkey"},
 	// The stores of data, the enablement job, the monitor.
 	{"internal/lake", "internal/profile", "internal/enablement", "internal/monitor"},
 	// The control plane's operations.

@@ -119,6 +119,9 @@ func (s *Service) submitAWS(ctx context.Context, org string, in ConfigInput) (*s
 			"Copy the key's ARN from the AWS KMS console (Customer managed keys > your key > ARN), e.g. arn:aws:kms:"+s.AWS.Region+":111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab, and send it as configData.keyArn.")
 	}
 	ref := a.Ref()
+	if s.platformOwned(ref) {
+		return nil, platformKeyProblem()
+	}
 	c := &store.Config{
 		ID: uuid.NewString(), OrgID: org, Name: in.Name, Type: in.Type, ProviderType: ProviderAWS,
 		KeyIdentifier: a.String(), VaultURL: ref.VaultURL, KeyName: ref.Name,

@@ -16,6 +16,7 @@ import (
 	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/keyid"
+	"github.com/cmk-project/cmk/internal/kms"
 	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/store"
 )
@@ -72,6 +73,9 @@ func (s *Service) SubmitConfig(ctx context.Context, org string, in ConfigInput) 
 	if err != nil {
 		return nil, problem(ErrInvalidKeyID, "Invalid key identifier", preflight.IdentifierMessage(err),
 			"Copy the Key Identifier from your key's current version in the Azure portal; it looks like https://<vault>.vault.azure.net/keys/<key>/<version>.")
+	}
+	if s.platformOwned(id.Ref()) {
+		return nil, platformKeyProblem()
 	}
 	if taken, err := s.keyTakenFor(ctx, org, id); err != nil {
 		return nil, err
@@ -201,6 +205,9 @@ func (s *Service) DeleteConfig(ctx context.Context, org, name string) error {
 // org that could own it (see keyTakenFor) is told so.
 func (s *Service) Preflight(ctx context.Context, org, keyIdentifier string) (*preflight.Report, error) {
 	if id, err := s.Policy.Parse(keyIdentifier); err == nil {
+		if s.platformOwned(id.Ref()) {
+			return nil, platformKeyProblem()
+		}
 		if taken, err := s.keyTakenFor(ctx, org, id); err != nil {
 			return nil, err
 		} else if taken {
@@ -248,4 +255,27 @@ func (s *Service) keyTakenFor(ctx context.Context, org string, id keyid.ID) (boo
 // refused under its encryption context (preflight.CheckAWSPolicyBindsOrg).
 func asOtherOrg(ctx context.Context) context.Context {
 	return audit.WithOrg(ctx, audit.BindingProbeOrg)
+}
+
+// platformOwned reports whether ref is in the platform's own key vault
+// (any key in it, the platform key's or not) or, for AWS KMS, in the
+// platform key's AWS account (any Region): keys an org must never be able
+// to name as its own, so no org's data is ever tied to the platform's keys
+// and no org learns anything about them through validation.
+func (s *Service) platformOwned(ref kms.KeyRef) bool {
+	p := s.PlatformKey
+	switch {
+	case p.Name == "" || ref.AWS() != p.AWS():
+		return false
+	case !p.AWS():
+		return strings.EqualFold(strings.TrimSuffix(ref.VaultURL, "/"), strings.TrimSuffix(p.VaultURL, "/"))
+	}
+	// arn:{partition}:kms:{region}:{account}
+	a, b := strings.Split(ref.VaultURL, ":"), strings.Split(p.VaultURL, ":")
+	return len(a) == 5 && len(b) == 5 && a[1] == b[1] && a[4] == b[4]
+}
+
+func platformKeyProblem() error {
+	return problem(ErrKeyInUse, guidance.Title(cmkapi.CodeKeyInUse), "This key is in a key vault or account that holds the platform's own keys; it cannot protect an org's data.",
+		"Create a key in a vault (or AWS account) of your own and submit its identifier.")
 }

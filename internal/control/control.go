@@ -79,6 +79,11 @@ type Service struct {
 	AWS      *AWS
 	AWSKeys  AWSKeyReader
 	awsFacts awsKeyFacts
+
+	// PlatformKey is the platform's own key (zero: a key file). No org may
+	// configure it, nor any key in its vault or its AWS account, as its
+	// customer key (platformOwned).
+	PlatformKey kms.KeyRef
 }
 
 // Refused attempts are recorded up to this rate per org: enough to show

@@ -125,7 +125,7 @@ func TestAWSEnableEndToEnd(t *testing.T) {
 		if err != nil || len(dek) != 32 {
 			t.Errorf("unwrap %s through AWS KMS = %d bytes, %v", dk.ID, len(dek), err)
 		}
-		if _, err := env.Svc.Keyring.System.Unwrap(dk.Wrapped, keyring.AAD(dk)); err == nil {
+		if _, err := env.Svc.Keyring.System.Current().Unwrap(dk.Wrapped, keyring.AAD(dk)); err == nil {
 			t.Errorf("system key still unwraps data key %s", dk.ID)
 		}
 	}

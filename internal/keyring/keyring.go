@@ -34,7 +34,7 @@ var ErrNoCustomerProvider = errors.New("no customer key provider is configured")
 // Keyring ties the stored data keys to the key-encryption keys.
 type Keyring struct {
 	Store    Store
-	System   *systemkey.Key
+	System   SystemKeys
 	Customer kms.Provider // nil when the service has no Key Vault access configured
 	Rand     io.Reader    // nil = crypto/rand
 }
@@ -51,6 +51,20 @@ func (k *Keyring) rand() io.Reader {
 func AAD(dk store.DataKey) []byte {
 	return []byte("cmk data key v1\x00" + dk.OrgID + "\x00" + dk.Sandbox + "\x00" + dk.Store + "\x00" + dk.ID)
 }
+
+// SystemKeys is the system key as the keyring uses it: a set of
+// generations (a *systemkey.Key from a file is a set of one; with the
+// platform key in a KMS, platformkey.Ring holds several).
+type SystemKeys interface {
+	// Current is the generation new data keys are wrapped under.
+	Current() *systemkey.Key
+	// Key returns the generation named id (a data key's KEKRef), or an
+	// error when it is not held; it may load generations another replica
+	// added.
+	Key(ctx context.Context, id string) (*systemkey.Key, error)
+}
+
+var _ SystemKeys = (*systemkey.Key)(nil)
 
 // CustomerRef is the key reference of an org that uses its customer key.
 func CustomerRef(o store.Org) kms.KeyRef { return kms.KeyRef{VaultURL: o.VaultURL, Name: o.KeyName} }
@@ -144,14 +158,26 @@ func (k *Keyring) ProveCustomer(ctx context.Context, ref kms.KeyRef, dk store.Da
 	return nil
 }
 
-// WrapSystem returns dk wrapped by the system key.
+// WrapSystem returns dk wrapped by the current generation of the system key.
 func (k *Keyring) WrapSystem(dk store.DataKey, dek []byte) (store.DataKey, error) {
-	w, err := k.System.Wrap(dek, AAD(dk))
+	return WrapUnder(k.System.Current(), dk, dek)
+}
+
+// WrapUnder returns dk wrapped by one generation of the system key: its
+// KEKRef names the generation.
+func WrapUnder(sys *systemkey.Key, dk store.DataKey, dek []byte) (store.DataKey, error) {
+	w, err := sys.Wrap(dek, AAD(dk))
 	if err != nil {
 		return dk, err
 	}
-	dk.KEK, dk.KEKRef, dk.KEKVersion, dk.Alg, dk.Wrapped = store.KEKSystem, k.System.ID(), "1", systemkey.Alg, w
+	dk.KEK, dk.KEKRef, dk.KEKVersion, dk.Alg, dk.Wrapped = store.KEKSystem, sys.ID(), "1", systemkey.Alg, w
 	return dk, nil
+}
+
+// UnwrapUnder opens a system-wrapped dk with the generation sys; the caller
+// checks that dk names it.
+func UnwrapUnder(sys *systemkey.Key, dk store.DataKey) ([]byte, error) {
+	return sys.Unwrap(dk.Wrapped, AAD(dk))
 }
 
 // WrapCustomer returns dk wrapped by the newest version of the customer key.
@@ -172,10 +198,11 @@ func (k *Keyring) WrapCustomer(ctx context.Context, ref kms.KeyRef, dk store.Dat
 func (k *Keyring) Unwrap(ctx context.Context, dk store.DataKey) ([]byte, error) {
 	switch dk.KEK {
 	case store.KEKSystem:
-		if dk.KEKRef != k.System.ID() {
-			return nil, fmt.Errorf("data key %s is wrapped by system key %s, but this service holds %s", dk.ID, dk.KEKRef, k.System.ID())
+		sys, err := k.System.Key(ctx, dk.KEKRef)
+		if err != nil {
+			return nil, fmt.Errorf("data key %s: %w", dk.ID, err)
 		}
-		return k.System.Unwrap(dk.Wrapped, AAD(dk))
+		return UnwrapUnder(sys, dk)
 	case store.KEKCustomer:
 		if k.Customer == nil {
 			return nil, ErrNoCustomerProvider

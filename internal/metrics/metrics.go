@@ -33,6 +33,11 @@ type Metrics struct {
 	Jobs             *prometheus.GaugeVec
 	JobDataKeys      *prometheus.GaugeVec
 	OldestJobSeconds prometheus.Gauge
+	// PlatformKeyDataKeys counts the system-managed data keys under each
+	// generation of the system key (its fingerprint, never key material)
+	// and whether it is the current one: after a rotation the others fall
+	// to zero as the background re-wrap runs.
+	PlatformKeyDataKeys *prometheus.GaugeVec
 
 	// own lists cmk's collectors (not the Go and process ones), so a test
 	// can check the deploy files' queries against the metrics that exist.
@@ -65,12 +70,13 @@ func New() *Metrics {
 		CheckDurations: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cmk_key_check_seconds", Help: "Duration of key health checks.", Buckets: prometheus.DefBuckets}),
 		VaultCallSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "cmk_vault_call_seconds", Help: "Latency of calls to customer key services, by provider and operation.",
 			Buckets: VaultCallBuckets}, []string{"provider", "op"}),
-		Jobs:             prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cmk_enablement_jobs", Help: "Unfinished enablement jobs, by status."}, []string{"status"}),
-		JobDataKeys:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cmk_enablement_data_keys", Help: "Data keys of unfinished enablement jobs: re-wrapped so far (done) and in all (total)."}, []string{"kind"}),
-		OldestJobSeconds: prometheus.NewGauge(prometheus.GaugeOpts{Name: "cmk_enablement_oldest_job_seconds", Help: "Age of the oldest unfinished enablement job, 0 when none."}),
+		Jobs:                prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cmk_enablement_jobs", Help: "Unfinished enablement jobs, by status."}, []string{"status"}),
+		JobDataKeys:         prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cmk_enablement_data_keys", Help: "Data keys of unfinished enablement jobs: re-wrapped so far (done) and in all (total)."}, []string{"kind"}),
+		OldestJobSeconds:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "cmk_enablement_oldest_job_seconds", Help: "Age of the oldest unfinished enablement job, 0 when none."}),
+		PlatformKeyDataKeys: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cmk_platform_key_data_keys", Help: "System-managed data keys per generation of the system key (current: true or false)."}, []string{"generation", "current"}),
 	}
 	m.register(m.KeyChecks, m.KeyState, m.Alerts, m.Webhooks, m.VaultCalls, m.DataRefused, m.DataOps, m.DEKCacheLoads, m.RewrappedKeys, m.CheckDurations,
-		m.VaultCallSeconds, m.Jobs, m.JobDataKeys, m.OldestJobSeconds)
+		m.VaultCallSeconds, m.Jobs, m.JobDataKeys, m.OldestJobSeconds, m.PlatformKeyDataKeys)
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -41,6 +41,17 @@ type Hook func(cmd *cobra.Command, cfg *service.Config) error
 // Errors that come with advice for the person at the terminal carry it in a
 // Hint method (see HintOf).
 func New(path string, hooks ...Hook) *cobra.Command {
+	return NewWith(path, runService, hooks...)
+}
+
+// A RunFunc runs with the configuration the serve command's flags built,
+// once the hooks have run: the service itself, or a command that works on
+// its state (platform-key).
+type RunFunc func(ctx context.Context, cmd *cobra.Command, cfg service.Config) error
+
+// NewWith is New with run in place of running the service: the same flags,
+// environment, configuration file and hooks.
+func NewWith(path string, run RunFunc, hooks ...Hook) *cobra.Command {
 	var cfg service.Config
 	var certFile, blobURL, blobAccount, blobContainer, configFile string
 	var printConfig bool
@@ -69,8 +80,7 @@ read that file can sign in as any org).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
+			ctx := cmd.Context()
 			eff, secrets, err := config.Apply(cmd.Flags(), configFile, os.LookupEnv, Secrets)
 			if err != nil {
 				return err
@@ -115,32 +125,7 @@ read that file can sign in as any org).`,
 					return err
 				}
 			}
-			if cfg.DevTokenIssuer && cfg.JWKSURL == "" {
-				fmt.Fprintln(cmd.ErrOrStderr(), "WARNING: "+service.DevTokenIssuerWarning)
-			}
-			svc, err := service.New(ctx, cfg)
-			if errors.Is(err, service.ErrNoTokenIssuer) {
-				return WithHint(fmt.Errorf("%w: --jwks-url is not set", err),
-					"point --jwks-url (or CMK_JWKS_URL) at your identity provider's JWKS, with --token-issuer and --token-audience; for local development only, --dev-token-issuer trusts tokens signed with the key in --data-dir")
-			}
-			if err != nil {
-				return err
-			}
-			// The service's loops outlive the signal: Shutdown drains them.
-			if err := svc.Start(context.WithoutCancel(ctx)); err != nil {
-				svc.Close()
-				return err
-			}
-			<-ctx.Done()
-			stop() // a second signal ends the process at once
-			if err := svc.Shutdown(); err != nil {
-				if errors.Is(err, context.DeadlineExceeded) {
-					return WithHint(fmt.Errorf("the drain did not finish within --shutdown-timeout %s; what was still running was cancelled", cfg.ShutdownTimeout),
-						"a job cut short resumes once its lease expires; raise --shutdown-timeout (below the orchestrator's grace period) if this happens often")
-				}
-				return err
-			}
-			return nil
+			return run(ctx, cmd, cfg)
 		},
 	}
 	f := cmd.Flags()
@@ -164,6 +149,7 @@ read that file can sign in as any org).`,
 	f.StringVar(&cfg.OperatorAddr, "operator-addr", "", "serve the operator's view across orgs (GET /operator/v1/orgs, cmk orgs) on this address, apart from the API; keep it off the tenants' network (default: off)")
 	f.StringVar(&cfg.DatabaseDSN, "database", "", "keep the service's state in PostgreSQL at this DSN, shared by replicas (default: SQLite in --data-dir)")
 	f.StringVar(&cfg.SystemKeyFile, "system-key", "", "the system key file, shared by replicas (default: <data-dir>/system.key)")
+	f.StringVar(&cfg.PlatformKey, "platform-key", "", "keep the system key under this key of the platform's own KMS: an Azure Key Vault key identifier without version, or an AWS KMS key ARN (see 'platform-key --help'; default: the --system-key file)")
 	f.StringVar(&cfg.ProfilesDSN, "profiles-postgres", "", "keep profiles in PostgreSQL at this DSN (default: embedded SQLite)")
 	f.DurationVar(&cfg.Monitor.Interval, "check-interval", monitor.DefaultInterval, "how often each org's key is checked")
 	f.DurationVar(&cfg.Monitor.Grace, "grace", monitor.DefaultGrace, "how long data stays available while the vault is only unreachable")
@@ -194,6 +180,38 @@ read that file can sign in as any org).`,
 	config.MarkRedacted(f, "database", "profiles-postgres")
 	aws.register(f)
 	return cmd
+}
+
+// runService runs the service until SIGINT or SIGTERM, then drains it.
+func runService(ctx context.Context, cmd *cobra.Command, cfg service.Config) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if cfg.DevTokenIssuer && cfg.JWKSURL == "" {
+		fmt.Fprintln(cmd.ErrOrStderr(), "WARNING: "+service.DevTokenIssuerWarning)
+	}
+	svc, err := service.New(ctx, cfg)
+	if errors.Is(err, service.ErrNoTokenIssuer) {
+		return WithHint(fmt.Errorf("%w: --jwks-url is not set", err),
+			"point --jwks-url (or CMK_JWKS_URL) at your identity provider's JWKS, with --token-issuer and --token-audience; for local development only, --dev-token-issuer trusts tokens signed with the key in --data-dir")
+	}
+	if err != nil {
+		return err
+	}
+	// The service's loops outlive the signal: Shutdown drains them.
+	if err := svc.Start(context.WithoutCancel(ctx)); err != nil {
+		svc.Close()
+		return err
+	}
+	<-ctx.Done()
+	stop() // a second signal ends the process at once
+	if err := svc.Shutdown(); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return WithHint(fmt.Errorf("the drain did not finish within --shutdown-timeout %s; what was still running was cancelled", cfg.ShutdownTimeout),
+				"a job cut short resumes once its lease expires; raise --shutdown-timeout (below the orchestrator's grace period) if this happens often")
+		}
+		return err
+	}
+	return nil
 }
 
 // EnvOr returns the environment variable name, or def when it is unset or empty.

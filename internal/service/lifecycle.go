@@ -81,10 +81,10 @@ func (s *Service) prepareServing(lake blob.Backend, recs records.Backend) error 
 			return nil
 		}},
 		{"platform_key", "the platform's system key is not loaded", func(context.Context) error {
-			if s.Keyring == nil || s.Keyring.System == nil {
+			if s.PlatformKey == nil || s.PlatformKey.Current() == nil {
 				return errors.New("no system key")
 			}
-			return nil
+			return s.PlatformKey.Err()
 		}},
 	}
 	s.API.Ready = s.Readiness

@@ -33,19 +33,18 @@ import (
 	"github.com/cmk-project/cmk/internal/keyid"
 	"github.com/cmk-project/cmk/internal/keyring"
 	"github.com/cmk-project/cmk/internal/kms"
-	"github.com/cmk-project/cmk/internal/kms/awskms"
 	"github.com/cmk-project/cmk/internal/kms/azurekv"
 	"github.com/cmk-project/cmk/internal/lake"
 	"github.com/cmk-project/cmk/internal/lake/blob"
 	"github.com/cmk-project/cmk/internal/metrics"
 	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/orgkeys"
+	"github.com/cmk-project/cmk/internal/platformkey"
 	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/profile"
 	"github.com/cmk-project/cmk/internal/profile/records"
 	"github.com/cmk-project/cmk/internal/ratelimit"
 	"github.com/cmk-project/cmk/internal/store"
-	"github.com/cmk-project/cmk/internal/systemkey"
 	"github.com/cmk-project/cmk/internal/web"
 )
 
@@ -81,8 +80,17 @@ type Config struct {
 	// in DataDir; replicas sharing it share the work. Replicas must also
 	// share the system key (SystemKeyFile) and token keys.
 	DatabaseDSN   string
-	SystemKeyFile string // default DataDir/system.key
-	TokenKeyFile  string // development issuer key, default DataDir/token-signing.pem
+	SystemKeyFile string // default DataDir/system.key; not used with PlatformKey
+	// PlatformKey puts the system key under a key in the platform's own
+	// KMS: an Azure Key Vault key identifier without version
+	// (https://{vault}.vault.azure.net/keys/{name}, reached with the
+	// platform app's credentials) or an AWS KMS key ARN (AWS must be
+	// configured). See internal/platformkey.
+	PlatformKey string
+	// PlatformKeyEvery is the pause between the platform key's re-wrap
+	// passes (default platformkey.DefaultEvery); tests shorten it.
+	PlatformKeyEvery time.Duration
+	TokenKeyFile     string // development issuer key, default DataDir/token-signing.pem
 
 	// Token verification: a JWKS URL for a real issuer, or the development
 	// issuer whose key lives in DataDir (TokenKeyFile). One of JWKSURL and
@@ -224,30 +232,35 @@ var ErrNoTokenIssuer = errors.New("no token issuer is configured")
 
 // Service is a running cmk.
 type Service struct {
-	cfg      Config
-	Store    *store.Store
-	Keyring  *keyring.Keyring
-	Issuer   *auth.Issuer // nil when a JWKS issuer is configured
-	Provider kms.Provider // the key provider, behind the vault cap of Limits and audited
-	Limits   *ratelimit.Limits
-	Runners  []*enablement.Runner
-	Control  *control.Service
-	API      *api.Server
-	Metrics  *metrics.Metrics
-	Cache    *dekcache.Cache
-	Gate     *keyhealth.Gate
-	Monitor  *monitor.Monitor
-	Notifier *alerts.Notifier
-	Webhooks *alerts.Deliverer
-	Keys     *orgkeys.Resolver
-	Lake     *lake.Lake
-	Profiles *profile.Store
-	closers  []func() error
-	opLn     net.Listener // the operator listener, when configured
-	opSrv    *http.Server
-	devOrg   string
-	Policy   keyid.Policy
-	App      cmkapi.App
+	cfg     Config
+	Store   *store.Store
+	Keyring *keyring.Keyring
+	// PlatformKey is the system key: its generations under the platform's
+	// KMS key, or the key file's one; Rewrapper moves data keys between
+	// generations (nil with a key file).
+	PlatformKey *platformkey.Ring
+	Rewrapper   *platformkey.Rewrapper
+	Issuer      *auth.Issuer // nil when a JWKS issuer is configured
+	Provider    kms.Provider // the key provider, behind the vault cap of Limits and audited
+	Limits      *ratelimit.Limits
+	Runners     []*enablement.Runner
+	Control     *control.Service
+	API         *api.Server
+	Metrics     *metrics.Metrics
+	Cache       *dekcache.Cache
+	Gate        *keyhealth.Gate
+	Monitor     *monitor.Monitor
+	Notifier    *alerts.Notifier
+	Webhooks    *alerts.Deliverer
+	Keys        *orgkeys.Resolver
+	Lake        *lake.Lake
+	Profiles    *profile.Store
+	closers     []func() error
+	opLn        net.Listener // the operator listener, when configured
+	opSrv       *http.Server
+	devOrg      string
+	Policy      keyid.Policy
+	App         cmkapi.App
 
 	ln     net.Listener
 	srv    *http.Server
@@ -314,15 +327,8 @@ func New(ctx context.Context, cfg Config) (_ *Service, err error) {
 	}
 	s := &Service{cfg: cfg, Policy: keyid.Policy{ExtraSuffixes: cfg.ExtraVaultSuffixes}}
 
-	if cfg.SystemKeyFile == "" {
-		cfg.SystemKeyFile = filepath.Join(cfg.DataDir, "system.key")
-	}
 	if cfg.TokenKeyFile == "" {
 		cfg.TokenKeyFile = filepath.Join(cfg.DataDir, "token-signing.pem")
-	}
-	sys, err := systemkey.LoadOrCreate(cfg.SystemKeyFile)
-	if err != nil {
-		return nil, err
 	}
 	var verifier auth.Verifier
 	if cfg.JWKSURL != "" {
@@ -337,41 +343,23 @@ func New(ctx context.Context, cfg Config) (_ *Service, err error) {
 	if err != nil {
 		return nil, err
 	}
-
-	raw := cfg.Provider
-	if raw == nil && cfg.ClientID != "" {
-		raw, err = azurekv.New(azurekv.Config{
-			TenantID: cfg.TenantID, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, CertificatePEM: cfg.CertificatePEM,
-			AuthorityHost: cfg.AuthorityHost, HTTPClient: cfg.HTTPClient, DisableInstanceDiscovery: cfg.DisableInstanceDiscovery,
-			ExtraVaultSuffixes: cfg.ExtraVaultSuffixes, Timeout: cfg.VaultTimeout,
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	if raw == nil {
-		raw = unconfigured{}
-	}
-	rt := &router{azure: raw}
-	if cfg.AWS != nil {
-		if !validAWSAccount(cfg.AWS.Account) {
-			return nil, fmt.Errorf("AWS KMS: the platform's AWS account %q is not a twelve-digit account id: set --aws-account", cfg.AWS.Account)
-		}
-		if rt.aws, err = awskms.New(ctx, cfg.AWS.Client); err != nil {
-			return nil, err
-		}
-	}
-	azure := raw // the Azure provider's other roles (consent codes, a vault's tenant)
-	raw = rt
-
-	if cfg.DatabaseDSN != "" {
-		s.Store, err = store.OpenPostgres(ctx, cfg.DatabaseDSN)
-	} else {
-		s.Store, err = store.Open(ctx, filepath.Join(cfg.DataDir, "cmk.db"))
-	}
+	platformRef, err := PlatformKeyRef(cfg)
 	if err != nil {
 		return nil, err
 	}
+	rt, azure, err := buildProviders(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	var raw kms.Provider = rt
+	if s.Store, err = openStore(ctx, cfg); err != nil {
+		return nil, err
+	}
+	if s.PlatformKey, err = openRing(ctx, cfg, s.Store, rt, platformRef, false); err != nil {
+		s.Store.Close()
+		return nil, err
+	}
+	sys := s.PlatformKey.Root() // secrets derived from the system key stay as they were across rotations
 	defer func() {
 		if err != nil { // what was opened so far, or its goroutines and files stay behind
 			for _, c := range s.closers {
@@ -391,7 +379,7 @@ func New(ctx context.Context, cfg Config) (_ *Service, err error) {
 	// jobs pass through.
 	s.Limits = ratelimit.New(cfg.RateLimits)
 	s.Provider = s.Limits.Vaults(&audit.Provider{Inner: raw, Recorder: recorder})
-	s.Keyring = &keyring.Keyring{Store: s.Store, System: sys, Customer: s.Provider}
+	s.Keyring = &keyring.Keyring{Store: s.Store, System: s.PlatformKey, Customer: s.Provider}
 	s.App = cmkapi.App{ID: "byok", Name: cfg.AppName, ApplicationURI: cfg.AppURI, ApplicationID: cfg.ClientID}
 	// Each org has its own consent link (the API and the checks give it per
 	// org), so the words shared by every org name none.
@@ -429,6 +417,10 @@ func New(ctx context.Context, cfg Config) (_ *Service, err error) {
 		Config: cfg.Monitor,
 		Store:  s.Store, Provider: s.Provider, Keyring: s.Keyring, Cache: s.Cache, Gate: s.Gate, Notifier: s.Notifier, Audit: recorder,
 		Env: env, Metrics: s.Metrics, Log: cfg.Log, Owner: fmt.Sprintf("%s/%d/monitor/%s", host, os.Getpid(), uuid.NewString()[:8]),
+	}
+	if s.PlatformKey.KMS() {
+		s.Rewrapper = &platformkey.Rewrapper{Ring: s.PlatformKey, Owner: fmt.Sprintf("%s/%d/platform-key/%s", host, os.Getpid(), uuid.NewString()[:8]),
+			Every: cfg.PlatformKeyEvery, OnCounts: s.countGenerations}
 	}
 	s.Monitor.Config.Interval, s.Monitor.Config.Grace = orDefault(cfg.Monitor.Interval, monitor.DefaultInterval), orDefault(cfg.Monitor.Grace, monitor.DefaultGrace)
 	s.Gate.Grace = s.Monitor.Grace
@@ -476,7 +468,7 @@ func New(ctx context.Context, cfg Config) (_ *Service, err error) {
 	s.Control = &control.Service{
 		Store: s.Store, Keyring: s.Keyring, Provider: s.Provider, Policy: s.Policy, Env: env, Gate: s.Gate, Monitor: s.Monitor,
 		WebhookPolicy: cfg.WebhookPolicy, WebhookSecrets: webhookSecrets, Log: cfg.Log, Keys: s.Keys, Lake: s.Lake, Profiles: s.Profiles, Ownership: ownership, AuditLog: recorder, WebhookTester: s.Webhooks,
-		AWS: controlAWS(cfg.AWS),
+		AWS: controlAWS(cfg.AWS), PlatformKey: platformRef,
 	}
 	if rt.aws != nil {
 		s.Control.AWSKeys = awsKeys{r: rt, recorder: recorder}
@@ -548,6 +540,9 @@ func (s *Service) Start(ctx context.Context) error {
 		func(ctx context.Context) {
 			s.Gate.FlushUses(ctx, s.flushUses, HistoryFlushEvery, s.cfg.Log)
 		},
+	}
+	if s.Rewrapper != nil {
+		loops = append(loops, s.Rewrapper.Run)
 	}
 	if !s.cfg.NoMonitor {
 		loops = append(loops, s.Monitor.RunRotations, s.Monitor.RunNudges)
@@ -750,4 +745,13 @@ func (u unconfigured) Wrap(_ context.Context, ref kms.KeyRef, _ []byte) (kms.Wra
 }
 func (u unconfigured) Unwrap(_ context.Context, ref kms.KeyRef, _ kms.Wrapped) ([]byte, error) {
 	return nil, u.err("unwrap", ref)
+}
+
+// countGenerations sets the gauge of data keys per system key generation.
+func (s *Service) countGenerations(counts map[string]int) {
+	s.Metrics.PlatformKeyDataKeys.Reset()
+	cur := s.PlatformKey.Current().ID()
+	for _, g := range s.PlatformKey.Generations() {
+		s.Metrics.PlatformKeyDataKeys.WithLabelValues(g.ID, fmt.Sprint(g.ID == cur)).Set(float64(counts[g.ID]))
+	}
 }

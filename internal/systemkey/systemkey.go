@@ -12,6 +12,7 @@
 package systemkey
 
 import (
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -173,4 +174,21 @@ func (k *Key) Unwrap(wrapped, aad []byte) ([]byte, error) {
 		return nil, ErrUnwrap
 	}
 	return dek, nil
+}
+
+// ErrUnknownKey is returned by Key when no key of the given id is held.
+var ErrUnknownKey = errors.New("no system key of this id is held")
+
+// Current returns k: a key from a file is a set of one generation, always
+// the current one (the keyring's view of the system key; with a platform
+// key in a KMS, internal/platformkey holds several).
+func (k *Key) Current() *Key { return k }
+
+// Key returns k when id is its ID, and an error wrapping ErrUnknownKey
+// otherwise.
+func (k *Key) Key(_ context.Context, id string) (*Key, error) {
+	if id != k.id {
+		return nil, fmt.Errorf("system key %s is not held (this service holds %s): %w", id, k.id, ErrUnknownKey)
+	}
+	return k, nil
 }
