@@ -17,6 +17,7 @@ import (
 	"github.com/cmk-project/cmk/internal/guidance"
 	"github.com/cmk-project/cmk/internal/keyid"
 	"github.com/cmk-project/cmk/internal/kms"
+	"github.com/cmk-project/cmk/internal/kms/awskms"
 	"github.com/cmk-project/cmk/internal/preflight"
 	"github.com/cmk-project/cmk/internal/store"
 )
@@ -212,6 +213,10 @@ func (s *Service) Preflight(ctx context.Context, org, keyIdentifier string) (*pr
 			return nil, err
 		} else if taken {
 			return nil, problem(ErrKeyInUse, guidance.Title(cmkapi.CodeKeyInUse), "This key is already configured for another organization.", "Use a key dedicated to this org.")
+		}
+	} else if preflight.IsAWSKey(keyIdentifier) && s.AWS != nil {
+		if a, err := awskms.ParseARN(keyIdentifier, s.AWS.regions()); err == nil && s.platformOwned(a.Ref()) {
+			return nil, platformKeyProblem()
 		}
 	}
 	timeout := s.PreflightTimeout

@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
 	"github.com/cmk-project/cmk/internal/awsemu"
+	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/control"
 	"github.com/cmk-project/cmk/internal/devenv"
 	"github.com/cmk-project/cmk/internal/kms/awskms"
@@ -86,6 +87,10 @@ func TestPlatformKeyInAWSKMS(t *testing.T) {
 	_, err = svc.Control.SubmitConfig(ctx, org, control.ConfigInput{Name: "steal", Type: control.ConfigTypeBYOK, OrgID: org, ProviderType: control.ProviderAWS, KeyIdentifier: key.ARN})
 	if !errors.Is(err, control.ErrKeyInUse) {
 		t.Fatalf("SubmitConfig(the platform key) = %v, want ErrKeyInUse", err)
+	}
+	// Nor may an org's validation probe it: no call reaches the key.
+	if rep, err := svc.Control.Preflight(audit.WithOrg(ctx, org), org, key.ARN); !errors.Is(err, control.ErrKeyInUse) {
+		t.Fatalf("Preflight(the platform key) = %+v, %v, want ErrKeyInUse", rep, err)
 	}
 	svc.Close()
 
