@@ -50,6 +50,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -77,6 +78,9 @@ var (
 	// ErrNoPlatformKey: the operation needs a platform key in a KMS and the
 	// service uses a key file.
 	ErrNoPlatformKey = errors.New("no platform key in a KMS is configured")
+	// ErrWrongKeyFile: Migrate was given a key file that wraps none of
+	// the state's system-wrapped data keys.
+	ErrWrongKeyFile = errors.New("the key file is not this installation's system key")
 )
 
 // Store is the part of the state store the ring and the rewrapper use
@@ -477,6 +481,22 @@ func Migrate(ctx context.Context, cfg Config, raw []byte) (*Ring, store.Platform
 			}
 			return r, g, err
 		}
+	}
+	// A file that wraps none of the state's data keys is another
+	// installation's (or a stray copy): importing it, as the root of an
+	// empty list, would derive the platform's secrets from it for good.
+	counts, err := cfg.Store.CountSystemKeys(ctx)
+	if err != nil {
+		return nil, store.PlatformGeneration{}, err
+	}
+	if len(counts) > 0 && counts[fileKey.ID()] == 0 {
+		held := make([]string, 0, len(counts))
+		for ref := range counts {
+			held = append(held, ref)
+		}
+		slices.Sort(held)
+		return nil, store.PlatformGeneration{}, fmt.Errorf("%w: it is system key %s, and the state's system-wrapped data keys are under %s; give the file the service runs with (--system-key-file)",
+			ErrWrongKeyFile, fileKey.ID(), strings.Join(held, ", "))
 	}
 	g, err := r.add(ctx, raw, len(rows) == 0)
 	if err != nil {

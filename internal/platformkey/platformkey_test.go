@@ -392,6 +392,15 @@ func TestMigrateFromFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := w.orgs(file, 3)
+	// Another installation's key file is refused, and nothing is stored.
+	stray := make([]byte, 32)
+	io.ReadFull(rand.Reader, stray)
+	if _, _, err := Migrate(w.ctx, Config{Store: w.st, Provider: w.kms, Key: platformRef}, stray); !errors.Is(err, ErrWrongKeyFile) {
+		t.Fatalf("Migrate(a stray key file) = %v, want ErrWrongKeyFile", err)
+	}
+	if n := len(mustGenerations(t, w)); n != 0 {
+		t.Fatalf("%d generations stored after a refused Migrate, want 0", n)
+	}
 	r, imported, err := Migrate(w.ctx, Config{Store: w.st, Provider: w.kms, Key: platformRef}, raw)
 	if err != nil {
 		t.Fatal(err)

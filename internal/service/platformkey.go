@@ -179,14 +179,11 @@ func (t *PlatformKeyTool) Migrate(ctx context.Context, path string) (*platformke
 	if t.Key.Name == "" {
 		return nil, fmt.Errorf("%w: set --platform-key (CMK_PLATFORM_KEY) to the key to move to", platformkey.ErrNoPlatformKey)
 	}
-	sys, err := os.ReadFile(path)
+	sys, err := systemkey.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read system key file: %w", err)
+		return nil, err
 	}
 	defer clear(sys)
-	if len(sys) != 32 {
-		return nil, fmt.Errorf("system key file %s holds %d bytes; a system key is exactly 32", path, len(sys))
-	}
 	r, _, err := platformkey.Migrate(ctx, platformkey.Config{Store: t.Store, Provider: t.p, Key: t.Key, Log: t.cfg.Log}, sys)
 	return r, err
 }

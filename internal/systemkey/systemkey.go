@@ -47,7 +47,7 @@ const deriveSalt = "cmk system key derivation v1"
 // LoadOrCreate reads the key file at path, creating it (0600, directory 0700)
 // when it does not exist. A key file readable by group or others is refused.
 func LoadOrCreate(path string) (*Key, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		raw = make([]byte, 32)
 		defer clear(raw)
@@ -75,20 +75,37 @@ func LoadOrCreate(path string) (*Key, error) {
 		return New(raw)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read system key file %s: %w", path, err)
+		return nil, err
 	}
 	defer clear(raw)
-	st, err := os.Stat(path)
+	return New(raw)
+}
+
+// ReadFile reads an existing key file's 32 bytes, refusing a file readable
+// by group or others, or of another size. The caller clears what it gets.
+func ReadFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read system key file %s: %w", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
 	if st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("system key file %s has mode %v; it must be readable by its owner only (chmod 600 %s)", path, st.Mode().Perm(), path)
 	}
-	if len(raw) != 32 {
-		return nil, fmt.Errorf("system key file %s holds %d bytes; a system key is exactly 32", path, len(raw))
+	raw, err := io.ReadAll(io.LimitReader(f, 33))
+	if err != nil {
+		clear(raw)
+		return nil, fmt.Errorf("read system key file %s: %w", path, err)
 	}
-	return New(raw)
+	if len(raw) != 32 {
+		clear(raw)
+		return nil, fmt.Errorf("system key file %s holds %d bytes or more; a system key is exactly 32", path, len(raw))
+	}
+	return raw, nil
 }
 
 // New builds a Key from 32 raw bytes. It keeps no reference to raw, which

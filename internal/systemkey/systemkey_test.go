@@ -175,3 +175,31 @@ func TestDerive(t *testing.T) {
 		t.Error("Derive returned the system key itself")
 	}
 }
+
+func TestReadFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		name string
+		size int
+		mode os.FileMode
+		ok   bool
+	}{
+		{"good", 32, 0o600, true},
+		{"short", 31, 0o600, false},
+		{"long", 4096, 0o600, false},
+		{"group-readable", 32, 0o640, false},
+	} {
+		path := filepath.Join(dir, c.name)
+		if err := os.WriteFile(path, make([]byte, c.size), c.mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(path, c.mode)
+		raw, err := ReadFile(path)
+		if (err == nil) != c.ok || (c.ok && len(raw) != 32) {
+			t.Errorf("ReadFile(%s) = %d bytes, %v; want ok %v", c.name, len(raw), err, c.ok)
+		}
+	}
+	if _, err := ReadFile(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ReadFile(missing) = %v, want ErrNotExist", err)
+	}
+}
