@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -23,7 +25,7 @@ var benchNames = []string{"enable", "lake", "profile", "vaultcalls", "age", "tin
 
 // soloBenchNames are measurements `all` leaves out: they start processes
 // and servers of their own, or load the machine for their whole run.
-var soloBenchNames = []string{"failover", "load"}
+var soloBenchNames = []string{"failover", "load", "fleet", "enablescale"}
 
 func newBenchCmd() *cobra.Command {
 	var (
@@ -41,6 +43,11 @@ func newBenchCmd() *cobra.Command {
 		rot         bench.RotationConfig
 		fail        bench.FailoverConfig
 		load        bench.LoadConfig
+		fleet       bench.FleetConfig
+		fleetCounts string
+		scale       bench.EnableScaleConfig
+		scaleCounts string
+		interval    time.Duration
 	)
 	lakeSize, peakSize, ageSize := sizeFlag(256<<20), sizeFlag(2<<30), sizeFlag(1<<30)
 	cmd := &cobra.Command{
@@ -73,6 +80,15 @@ started in this process on temporary state, as 'cmk dev' does.
                errors of the unaffected orgs (exit status 1 unless none),
                latency, refusals, rotation and revocation times, peak memory;
                not part of all
+  fleet        10,000 orgs on customer keys in many vaults, checked every 30 s
+               by 1 and by 3 'cmk serve' processes on one PostgreSQL: each
+               replica's CPU, memory, share of the checks and their lateness,
+               vault calls per org per hour, memory per org with warm data keys
+               (not in all: about 15 minutes)
+  enablescale  enablement of 3,000 sandboxes over 30 orgs, all submitted at once,
+               on 1 and on 3 replicas: against one throttled vault (time over
+               the throttle's bound) and with a vault per org (speed-up)
+               (not in all: about 12 minutes)
 
 Comparisons run the two sides in alternating order, pair after pair, and
 print the median with the range [min – max]. Each measurement prints its
@@ -86,6 +102,8 @@ of minutes each and need free disk for the file sizes given.`,
   cmk bench enable --sandboxes 200 --throttle-limit 100 --throttle-window 2s
   cmk bench failover --failover-trials 10 --lease 2s
   cmk bench load --clients 200 --duration 60s
+  cmk bench fleet --fleet-orgs 10000 --fleet-replicas 1,3 --check-interval 30s
+  cmk bench enablescale --scale-sandboxes 3000 --scale-orgs 30 --scale-replicas 1,3
   cmk bench all --output json > bench.json`,
 		ValidArgs: append(append(slices.Clone(benchNames), soloBenchNames...), "all"),
 		Args:      cobra.MinimumNArgs(1),
@@ -113,6 +131,24 @@ of minutes each and need free disk for the file sizes given.`,
 				lake.PeakSize = -1 // the config's zero means the default
 			}
 			tinkCfg.RecordSize = prof.RecordSize
+			if interval < 0 {
+				return withHint(fmt.Errorf("--check-interval %s is negative", interval), "give a positive duration such as 30s")
+			}
+			rev.Interval, fleet.Interval = interval, interval
+			if fleet.ReplicaCounts, err = replicaCounts("--fleet-replicas", fleetCounts); err != nil {
+				return err
+			}
+			if scale.ReplicaCounts, err = replicaCounts("--scale-replicas", scaleCounts); err != nil {
+				return err
+			}
+			scale.ThrottleLimit, scale.ThrottleWindow = enable.ThrottleLimit, enable.ThrottleWindow
+			// The replicas run this very program as 'cmk serve'.
+			if slices.Contains(names, "fleet") || slices.Contains(names, "enablescale") {
+				if fleet.Bin, err = selfPath(); err != nil {
+					return err
+				}
+				scale.Bin = fleet.Bin
+			}
 			run := map[string]func() (fmt.Stringer, error){
 				"enable":      func() (fmt.Stringer, error) { enable.Common = common; return bench.Enable(ctx, enable) },
 				"lake":        func() (fmt.Stringer, error) { lake.Common = common; return bench.Lake(ctx, lake) },
@@ -126,12 +162,14 @@ of minutes each and need free disk for the file sizes given.`,
 				"failover": func() (fmt.Stringer, error) {
 					fail.Common = common
 					// This very binary is the cmk the replicas run.
-					if exe, err := os.Executable(); err == nil {
+					if exe, err := selfPath(); err == nil {
 						fail.Binary = exe
 					}
 					return bench.Failover(ctx, fail)
 				},
-				"load": func() (fmt.Stringer, error) { load.Common = common; return bench.Load(ctx, load) },
+				"load":        func() (fmt.Stringer, error) { load.Common = common; return bench.Load(ctx, load) },
+				"fleet":       func() (fmt.Stringer, error) { fleet.Common = common; return bench.Fleet(ctx, fleet) },
+				"enablescale": func() (fmt.Stringer, error) { scale.Common = common; return bench.EnableScale(ctx, scale) },
 			}
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
@@ -183,8 +221,8 @@ of minutes each and need free disk for the file sizes given.`,
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (read it with go tool pprof)")
 
 	f.IntVar(&enable.Sandboxes, "sandboxes", 1000, "enable: sandboxes of the org (2 data keys each)")
-	f.IntVar(&enable.ThrottleLimit, "throttle-limit", 1000, "enable: key operations the vault admits per window")
-	f.DurationVar(&enable.ThrottleWindow, "throttle-window", 10*time.Second, "enable: the vault's throttle window")
+	f.IntVar(&enable.ThrottleLimit, "throttle-limit", 1000, "enable, enablescale: key operations the throttled vault admits per window")
+	f.DurationVar(&enable.ThrottleWindow, "throttle-window", 10*time.Second, "enable, enablescale: the throttled vault's window")
 
 	f.Var(&lakeSize, "lake-size", "lake: size of the file ingested and read (e.g. 256MiB, 1GiB)")
 	f.IntVar(&lake.Trials, "lake-trials", 11, "lake: interleaved pairs per comparison")
@@ -208,7 +246,7 @@ of minutes each and need free disk for the file sizes given.`,
 	f.IntVar(&tinkCfg.Rounds, "tink-rounds", 3, "tink: interleaved rounds")
 
 	f.IntVar(&rev.Trials, "revocation-trials", 50, "revocation: disable/enable trials")
-	f.DurationVar(&rev.Interval, "check-interval", time.Second, "revocation: key check interval")
+	f.DurationVar(&interval, "check-interval", 0, "revocation, fleet: key check interval (default 1s for revocation, 30s for fleet)")
 	f.DurationVar(&rev.Poll, "poll", 5*time.Millisecond, "revocation: pause between reads of one probe")
 	f.BoolVar(&rev.AWS, "aws", false, "revocation: measure an org whose key is in the local AWS KMS")
 
@@ -232,6 +270,16 @@ of minutes each and need free disk for the file sizes given.`,
 	f.IntVar(&load.Orgs, "load-orgs", 5, "load: orgs on customer keys (at least 3: one rotates, one is revoked)")
 	f.DurationVar(&load.Interval, "load-interval", time.Second, "load: key check interval")
 	f.Uint64Var(&load.Seed, "load-seed", 0, "load: seed of the clients' request mix (0 = random; the result names it)")
+	f.IntVar(&fleet.Orgs, "fleet-orgs", 10_000, "fleet: orgs on customer keys, one key each")
+	f.IntVar(&fleet.Vaults, "fleet-vaults", 100, "fleet: emulator vaults the keys are spread over")
+	f.StringVar(&fleetCounts, "fleet-replicas", "1,3", "fleet: replica counts to run, in order, on the same orgs (1, 3 or 1,3)")
+	f.DurationVar(&fleet.Duration, "fleet-duration", 0, "fleet: measured window of each run, after its warm-up (default three check intervals)")
+	f.IntVar(&scale.Sandboxes, "scale-sandboxes", 3000, "enablescale: sandboxes in all (2 data keys each)")
+	f.IntVar(&scale.Orgs, "scale-orgs", 30, "enablescale: orgs the sandboxes are spread over")
+	f.StringVar(&scaleCounts, "scale-replicas", "1,3", "enablescale: replica counts to run each layout with, in order (the first is the speed-up's base)")
+	f.IntVar(&fleet.CheckConcurrency, "fleet-check-concurrency", 0, "fleet: the replicas' --check-concurrency (default: theirs)")
+	f.IntVar(&fleet.WarmOrgs, "fleet-warm-orgs", 2000, "fleet: orgs whose data keys the first run's replica loads to measure memory per org (-1: none)")
+	f.IntVar(&fleet.KeyBits, "fleet-key-bits", 2048, "fleet: size of the orgs' RSA keys (2048, 3072 or 4096; the emulator's cost, not the replicas', grows with it)")
 	return cmd
 }
 
@@ -249,6 +297,28 @@ func checkLoadFlags(c bench.LoadConfig) error {
 			"give durations such as 60s and 1s")
 	}
 	return nil
+}
+
+// replicaCounts parses a flag of replica counts separated by commas.
+func replicaCounts(flag, v string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 16 {
+			return nil, withHint(fmt.Errorf("%s %q: %q is not a replica count from 1 to 16", flag, v, f), "use "+flag+" 1, 3 or 1,3")
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// selfPath is the path of this program, to run it again as 'cmk serve'.
+func selfPath() (string, error) {
+	p, err := exec.LookPath(os.Args[0])
+	if err != nil {
+		return "", fmt.Errorf("find this program to run its replicas: %w", err)
+	}
+	return filepath.Abs(p)
 }
 
 // benchSelection expands "all" and rejects unknown names.

@@ -20,6 +20,7 @@ import (
 	"github.com/cmk-project/cmk/internal/devenv"
 	"github.com/cmk-project/cmk/internal/monitor"
 	"github.com/cmk-project/cmk/internal/ratelimit"
+	"github.com/cmk-project/cmk/internal/testsvc"
 )
 
 // TestMain lets the scripts run "cmk": the test binary, re-executed under
@@ -49,6 +50,19 @@ func TestScripts(t *testing.T) {
 			"cmkdev":   cmdCmkdev,
 			"exitcode": cmdExitcode,
 			"jsonget":  cmdJSONGet,
+		},
+		// [postgres]: PostgreSQL is installed, for scripts whose cmk
+		// starts it (the replica benchmarks); missing, it is an error
+		// where servers are required.
+		Condition: func(cond string) (bool, error) {
+			if cond != "postgres" {
+				return false, fmt.Errorf("unknown condition %q", cond)
+			}
+			ok, required := testsvc.PostgresInstalled()
+			if !ok && required {
+				return false, errors.New("PostgreSQL is required (CI or CMK_REQUIRE_SERVERS=1 is set) but was not found; run scripts/install-postgres.sh or set CMK_PG_BIN")
+			}
+			return ok, nil
 		},
 	})
 }

@@ -414,6 +414,12 @@ func (e *Emulator) newKeyVersion(o KeyOptions) (*keyVersion, error) {
 	}
 	ver := &keyVersion{ID: newVersionID(), Kty: kty, Ops: slices.Clone(ops), Enabled: enabled,
 		NotBefore: utcPtr(o.NotBefore), Expires: utcPtr(o.Expires), Created: now, Updated: now}
+	if o.RSA != nil {
+		if err := importRSA(ver, o.RSA); err != nil {
+			return nil, err
+		}
+		return ver, nil
+	}
 	if err := generateMaterial(ver, o.Bits, o.Curve); err != nil {
 		return nil, err
 	}

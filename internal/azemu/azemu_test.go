@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"io"
@@ -1152,5 +1154,38 @@ func TestAuthorizationCodeConsent(t *testing.T) {
 	bad := url.Values{"client_id": {appClientID}, "response_type": {"code"}, "redirect_uri": {"https://evil.example/cb"}}
 	if r := f.raw(http.MethodGet, authz+"?"+bad.Encode(), "", ""); r.status != 400 || !strings.Contains(r.body, "AADSTS50011") {
 		t.Errorf("authorize with an unregistered redirect: got %d, want 400 AADSTS50011", r.status)
+	}
+}
+
+// TestImportRSAMaterial: a key created with KeyOptions.RSA has that
+// material: what is wrapped locally under its public key unwraps in the
+// vault, and material Key Vault would refuse is refused.
+func TestImportRSAMaterial(t *testing.T) {
+	f := newFixture(t)
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	must(t, err)
+	ver, err := f.emu.CreateKey("v1", "imported", KeyOptions{RSA: priv})
+	must(t, err)
+	c := f.keys("v1")
+	k, err := c.GetKey(ctx, "imported", "", nil)
+	must(t, err)
+	if !bytes.Equal(k.Key.N, priv.N.Bytes()) {
+		t.Fatalf("the key's modulus is not the imported key's")
+	}
+	plain := dek()
+	ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, &priv.PublicKey, plain, nil)
+	must(t, err)
+	u, err := unwrap(c, "imported", ver, ct)
+	must(t, err)
+	if !bytes.Equal(u.Result, plain) {
+		t.Errorf("unwrap of a local wrapping = %x, want %x", u.Result, plain)
+	}
+	small, err := rsa.GenerateKey(rand.Reader, 1024)
+	must(t, err)
+	if _, err := f.emu.CreateKey("v1", "small", KeyOptions{RSA: small}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("CreateKey with a 1024-bit key = %v, want ErrInvalid", err)
+	}
+	if _, err := f.emu.CreateKey("v1", "ec", KeyOptions{Kty: "EC", RSA: priv}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("CreateKey of an EC key with RSA material = %v, want ErrInvalid", err)
 	}
 }

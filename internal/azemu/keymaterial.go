@@ -240,6 +240,22 @@ func publicJWK(kid string, v *keyVersion) *jsonWebKey {
 	return j
 }
 
+// importRSA gives ver the RSA key priv, checked as an imported key is.
+func importRSA(ver *keyVersion, priv *rsa.PrivateKey) error {
+	if keyFamily(ver.Kty) != "RSA" {
+		return fmt.Errorf("%w: RSA material for a key of type %s", ErrInvalid, ver.Kty)
+	}
+	if err := priv.Validate(); err != nil {
+		return fmt.Errorf("%w: the imported RSA key is inconsistent: %v", ErrInvalid, err)
+	}
+	if b := priv.N.BitLen(); b != 2048 && b != 3072 && b != 4096 {
+		return fmt.Errorf("%w: the imported RSA key has %d bits (2048, 3072 or 4096)", ErrInvalid, b)
+	}
+	priv.Precompute()
+	ver.PrivateKey, ver.priv = x509.MarshalPKCS1PrivateKey(priv), priv
+	return nil
+}
+
 // importJWK is the body of PUT /keys/{name}: a JSON web key with its
 // private parts.
 type importJWK struct {
@@ -287,14 +303,7 @@ func materialFromJWK(ver *keyVersion, j importJWK) error {
 		}
 		priv := &rsa.PrivateKey{PublicKey: rsa.PublicKey{N: parts[0], E: int(parts[1].Int64())}, D: parts[2],
 			Primes: []*big.Int{parts[3], parts[4]}}
-		if err := priv.Validate(); err != nil {
-			return fmt.Errorf("%w: the imported RSA key is inconsistent: %v", ErrInvalid, err)
-		}
-		if b := priv.N.BitLen(); b != 2048 && b != 3072 && b != 4096 {
-			return fmt.Errorf("%w: the imported RSA key has %d bits (2048, 3072 or 4096)", ErrInvalid, b)
-		}
-		priv.Precompute()
-		ver.PrivateKey, ver.priv = x509.MarshalPKCS1PrivateKey(priv), priv
+		return importRSA(ver, priv)
 	case "EC":
 		crv, ok := canonicalCurve(j.Crv)
 		if !ok {

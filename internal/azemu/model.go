@@ -172,6 +172,10 @@ type KeyOptions struct {
 	Enabled   *bool      `json:"enabled,omitempty"` // default true
 	NotBefore *time.Time `json:"notBefore,omitempty"`
 	Expires   *time.Time `json:"expires,omitempty"`
+	// RSA, for an RSA key type, is the material to import instead of
+	// generating it (as PUT /keys/{name} imports a key): tests that need
+	// thousands of keys make a few and import them under many names.
+	RSA *rsa.PrivateKey `json:"-"`
 }
 
 // KeyUpdate changes the newest version of a key. Nil fields are unchanged.

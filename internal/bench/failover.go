@@ -195,7 +195,7 @@ func Failover(ctx context.Context, cfg FailoverConfig) (*FailoverResult, error) 
 			return nil, err
 		}
 		env.Emu.SetVaultFault(devenv.Vault, 0, cfg.VaultDelay)
-		if err := submitConfig(ctx, cl.Procs[trial%len(cl.Procs)], env.APIKey, org); err != nil {
+		if err := enableThrough(ctx, cl.Procs[trial%len(cl.Procs)], env.APIKey, org); err != nil {
 			return nil, err
 		}
 		// Wait for the job to be a few data keys into its re-wrap.
@@ -294,8 +294,8 @@ func until(ctx context.Context, within, pause time.Duration, cond func() (bool, 
 	}
 }
 
-// submitConfig enables org's key through replica p.
-func submitConfig(ctx context.Context, p *cluster.Proc, apiKey string, org *devenv.Org) error {
+// enableThrough enables org's key through replica p.
+func enableThrough(ctx context.Context, p *cluster.Proc, apiKey string, org *devenv.Org) error {
 	c := &cmkapi.Client{BaseURL: p.URL(), Token: org.Token, OrgID: org.ID, APIKey: apiKey}
 	if _, _, err := c.SubmitConfig(ctx, "Failover", org.KeyIdentifier); err != nil {
 		return fmt.Errorf("submit the configuration of %s: %w", org.ID, err)

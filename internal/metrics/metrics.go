@@ -24,6 +24,10 @@ type Metrics struct {
 	DEKCacheLoads  prometheus.Counter
 	RewrappedKeys  *prometheus.CounterVec // reason: enablement | rotation
 	CheckDurations prometheus.Histogram
+	// CheckLateness is how long after its scheduled time each scheduled
+	// key check started (claim, queue for a free slot): the measure of
+	// whether a replica keeps every org's check on schedule.
+	CheckLateness prometheus.Histogram
 	// VaultCallSeconds is the latency of each call to a customer key
 	// service, by provider (azure_key_vault, aws_kms) and operation.
 	VaultCallSeconds *prometheus.HistogramVec
@@ -49,6 +53,11 @@ func (m *Metrics) register(cs ...prometheus.Collector) {
 	m.own = append(m.own, cs...)
 }
 
+// LatenessBuckets are the bounds of cmk_check_lateness_seconds: fine below
+// a second, where a replica that keeps up lands, and up to five minutes;
+// 3 s is a tenth of the default 30 s check interval, the lateness allowed.
+var LatenessBuckets = []float64{.01, .025, .05, .1, .25, .5, 1, 2, 3, 5, 10, 30, 60, 300}
+
 // VaultCallBuckets span a fast vault answer (tens of milliseconds) to the
 // vault timeout (seconds).
 var VaultCallBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
@@ -68,6 +77,8 @@ func New() *Metrics {
 		DEKCacheLoads:  prometheus.NewCounter(prometheus.CounterOpts{Name: "cmk_dek_cache_loads_total", Help: "Data keys unwrapped on a cache miss."}),
 		RewrappedKeys:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cmk_data_keys_rewrapped_total", Help: "Data keys re-wrapped, by reason."}, []string{"reason"}),
 		CheckDurations: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cmk_key_check_seconds", Help: "Duration of key health checks.", Buckets: prometheus.DefBuckets}),
+		CheckLateness: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cmk_check_lateness_seconds",
+			Help: "How long after its scheduled time each scheduled key check started.", Buckets: LatenessBuckets}),
 		VaultCallSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "cmk_vault_call_seconds", Help: "Latency of calls to customer key services, by provider and operation.",
 			Buckets: VaultCallBuckets}, []string{"provider", "op"}),
 		Jobs:                prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cmk_enablement_jobs", Help: "Unfinished enablement jobs, by status."}, []string{"status"}),
@@ -75,7 +86,7 @@ func New() *Metrics {
 		OldestJobSeconds:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "cmk_enablement_oldest_job_seconds", Help: "Age of the oldest unfinished enablement job, 0 when none."}),
 		PlatformKeyDataKeys: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cmk_platform_key_data_keys", Help: "System-managed data keys per generation of the system key (current: true or false)."}, []string{"generation", "current"}),
 	}
-	m.register(m.KeyChecks, m.KeyState, m.Alerts, m.Webhooks, m.VaultCalls, m.DataRefused, m.DataOps, m.DEKCacheLoads, m.RewrappedKeys, m.CheckDurations,
+	m.register(m.KeyChecks, m.KeyState, m.Alerts, m.Webhooks, m.VaultCalls, m.DataRefused, m.DataOps, m.DEKCacheLoads, m.RewrappedKeys, m.CheckDurations, m.CheckLateness,
 		m.VaultCallSeconds, m.Jobs, m.JobDataKeys, m.OldestJobSeconds, m.PlatformKeyDataKeys)
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

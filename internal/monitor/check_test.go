@@ -15,12 +15,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/cmk-project/cmk/internal/alerts"
 	"github.com/cmk-project/cmk/internal/audit"
 	"github.com/cmk-project/cmk/internal/cmkapi"
 	"github.com/cmk-project/cmk/internal/dekcache"
 	"github.com/cmk-project/cmk/internal/keyhealth"
 	"github.com/cmk-project/cmk/internal/kms"
+	"github.com/cmk-project/cmk/internal/metrics"
 	"github.com/cmk-project/cmk/internal/store"
 )
 
@@ -505,5 +509,110 @@ func TestCheckFlappingTellsTheTruth(t *testing.T) {
 	step(false, keyhealth.Healthy, "")
 	if got := e.openAlerts(t); len(got) != 0 {
 		t.Errorf("open alerts after a stable window = %v, want none", got)
+	}
+}
+
+// TestRunRecordsLateness: a scheduled check that starts late is observed in
+// cmk_check_lateness_seconds by how late it is; the first check after
+// enablement, due "now", is not.
+func TestRunRecordsLateness(t *testing.T) {
+	e := newCheckEnv(t)
+	e.m.Metrics = metrics.New()
+	e.m.Interval = time.Second
+	// The first check runs, by the monitor's clock, ten seconds ago: the
+	// next one was due about nine seconds ago (the interval ±10 %).
+	e.now = time.Now().Add(-10 * time.Second)
+	e.check(t, "HEALTHY", "")
+	if got := histogramCount(t, e.m.Metrics.CheckLateness); got != 0 {
+		t.Fatalf("lateness observations after a re-check = %d, want 0", got)
+	}
+	e.m.Now = time.Now
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.m.Run(ctx); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for histogramCount(t, e.m.Metrics.CheckLateness) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	var m dto.Metric
+	if err := e.m.Metrics.CheckLateness.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	h := m.GetHistogram()
+	if h.GetSampleCount() != 1 {
+		t.Fatalf("lateness observations = %d, want 1", h.GetSampleCount())
+	}
+	// Due at 10 s ago + 0.9..1.1 s; started now (plus the claim's poll).
+	if got := h.GetSampleSum(); got < 8.8 || got > 9.6 {
+		t.Errorf("lateness = %.2f s, want about 9 s", got)
+	}
+}
+
+func histogramCount(t *testing.T, h prometheus.Histogram) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
+
+// claimRecorder records the limit of every claim of due checks.
+type claimRecorder struct {
+	Store
+	mu     sync.Mutex
+	limits []int
+}
+
+func (c *claimRecorder) ClaimDueChecks(ctx context.Context, owner string, lease time.Duration, limit int) ([]*store.Health, error) {
+	c.mu.Lock()
+	c.limits = append(c.limits, limit)
+	c.mu.Unlock()
+	return c.Store.ClaimDueChecks(ctx, owner, lease, limit)
+}
+
+// TestRunClaimsOnlyWhatItCanStart: a replica claims no more due checks
+// than it has free slots, so none waits under its lease while another
+// replica could run it; with every slot busy it claims nothing.
+func TestRunClaimsOnlyWhatItCanStart(t *testing.T) {
+	e := newCheckEnv(t)
+	e.m.Now = time.Now
+	e.m.Concurrency = 1
+	e.m.Interval = time.Hour
+	rec := &claimRecorder{Store: e.st}
+	e.m.Store = rec
+	// The org's check hangs in describe until released.
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	e.kms.set(func(f *fakeKMS) {
+		f.during = func(f *fakeKMS, op string, n int) *kms.Error {
+			if op == "describe" {
+				started <- struct{}{}
+				f.mu.Unlock()
+				<-release
+				f.mu.Lock()
+			}
+			return nil
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.m.Run(ctx); close(done) }()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the due check did not start")
+	}
+	time.Sleep(300 * time.Millisecond) // several polls, were it polling
+	rec.mu.Lock()
+	limits := slices.Clone(rec.limits)
+	rec.mu.Unlock()
+	close(release)
+	cancel()
+	<-done
+	if !slices.Equal(limits, []int{1}) {
+		t.Errorf("claims while the only slot was busy: limits %v, want [1] (one claim, for the one free slot)", limits)
 	}
 }

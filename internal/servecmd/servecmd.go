@@ -152,6 +152,7 @@ read that file can sign in as any org).`,
 	f.StringVar(&cfg.PlatformKey, "platform-key", "", "keep the system key under this key of the platform's own KMS: an Azure Key Vault key identifier without version, or an AWS KMS key ARN (see 'platform-key --help'; default: the --system-key file)")
 	f.StringVar(&cfg.ProfilesDSN, "profiles-postgres", "", "keep profiles in PostgreSQL at this DSN (default: embedded SQLite)")
 	f.DurationVar(&cfg.Monitor.Interval, "check-interval", monitor.DefaultInterval, "how often each org's key is checked")
+	f.IntVar(&cfg.Monitor.Concurrency, "check-concurrency", monitor.DefaultConcurrency, "key checks one replica runs at once; with the interval it bounds the orgs a replica can keep on schedule")
 	f.DurationVar(&cfg.Monitor.Grace, "grace", monitor.DefaultGrace, "how long data stays available while the vault is only unreachable")
 	f.BoolVar(&cfg.WebhookPolicy.AllowHTTP, "webhook-allow-http", false, "let tenants register http:// webhooks (development only)")
 	f.BoolVar(&cfg.WebhookPolicy.AllowPrivateNetworks, "webhook-allow-private", false, "let webhooks reach loopback and private addresses (development only)")

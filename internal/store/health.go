@@ -54,7 +54,14 @@ func (s *Store) ClaimDueChecks(ctx context.Context, owner string, lease time.Dur
 	var out []*Health
 	err := s.tx(ctx, func(tx txn) error {
 		now := s.now()
-		rows, err := tx.QueryContext(ctx, `SELECT org_id FROM key_health WHERE next_check <= ? AND (lease_owner = '' OR lease_until < ?) ORDER BY next_check LIMIT ?`, ms(now), ms(now), limit)
+		q := `SELECT org_id FROM key_health WHERE next_check <= ? AND (lease_owner = '' OR lease_until < ?) ORDER BY next_check LIMIT ?`
+		if tx.d == postgres {
+			// Replicas claiming at the same moment take different rows
+			// instead of queueing behind one another's locks on the same
+			// first rows and coming away with nothing.
+			q += ` FOR UPDATE SKIP LOCKED`
+		}
+		rows, err := tx.QueryContext(ctx, q, ms(now), ms(now), limit)
 		if err != nil {
 			return err
 		}

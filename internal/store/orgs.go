@@ -107,16 +107,37 @@ func (s *Store) BeginCustomerKEK(ctx context.Context, jobID, owner string, c *Co
 		if others > 0 {
 			return ErrKeyInUse
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE orgs SET kek_mode = ?, vault_url = ?, key_name = ?, vault_tenant = ? WHERE id = ?`,
-			ModeCustomer, c.VaultURL, c.KeyName, strings.ToLower(vaultTenant), c.OrgID); err != nil {
-			return err
-		}
-		// The first version is the time in microseconds, so a row of an org
-		// deleted and created again never sorts behind what replicas
-		// remember of the old one.
-		_, err = tx.ExecContext(ctx, `INSERT INTO key_health (org_id, state, key_version, since, last_ok, next_check, updated_at, changed_at, version) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)
-			ON CONFLICT (org_id) DO NOTHING`, c.OrgID, keyhealth.Healthy, keyVersion, now, now, now, now, s.now().UnixMicro())
+		return s.switchToCustomer(ctx, tx, c.OrgID, c.VaultURL, c.KeyName, keyVersion, vaultTenant)
+	})
+}
+
+// switchToCustomer moves org to its customer key and creates its health
+// row, due for a check at once, within tx.
+func (s *Store) switchToCustomer(ctx context.Context, tx txn, org, vaultURL, keyName, keyVersion, vaultTenant string) error {
+	now := s.now().UnixMilli()
+	if _, err := tx.ExecContext(ctx, `UPDATE orgs SET kek_mode = ?, vault_url = ?, key_name = ?, vault_tenant = ? WHERE id = ?`,
+		ModeCustomer, vaultURL, keyName, strings.ToLower(vaultTenant), org); err != nil {
 		return err
+	}
+	// The first version is the time in microseconds, so a row of an org
+	// deleted and created again never sorts behind what replicas
+	// remember of the old one.
+	_, err := tx.ExecContext(ctx, `INSERT INTO key_health (org_id, state, key_version, since, last_ok, next_check, updated_at, changed_at, version) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)
+		ON CONFLICT (org_id) DO NOTHING`, org, keyhealth.Healthy, keyVersion, now, now, now, now, s.now().UnixMicro())
+	return err
+}
+
+// SeedCustomerOrg creates org on its customer key, monitored from now on,
+// in one transaction and without an enablement job: what a completed
+// enablement leaves, for measurements that need thousands of orgs (the
+// fleet benchmark). The caller then adds sandboxes whose data keys are
+// already wrapped by that key. An org that exists is refused.
+func (s *Store) SeedCustomerOrg(ctx context.Context, org, vaultURL, keyName, keyVersion, vaultTenant string) error {
+	return s.tx(ctx, func(tx txn) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO orgs (id, created_at) VALUES (?, ?)`, org, s.now().UnixMilli()); err != nil {
+			return fmt.Errorf("seed org %s: %w", org, err)
+		}
+		return s.switchToCustomer(ctx, tx, org, vaultURL, keyName, keyVersion, vaultTenant)
 	})
 }
 

@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -289,5 +291,105 @@ func testTenantBindings(t *testing.T, s *Store) {
 	s.EnsureOrg(ctx, "o1")
 	if got, _ := s.OrgTenants(ctx, "o1"); len(got) != 0 {
 		t.Errorf("OrgTenants(o1 deleted and created again) = %v, want none", got)
+	}
+}
+
+func TestSeedCustomerOrg(t *testing.T) { each(t, testSeedCustomerOrg) }
+
+// testSeedCustomerOrg: a seeded org is on its customer key with a health
+// row due at once, takes customer-wrapped data keys only, and cannot be
+// seeded twice.
+func testSeedCustomerOrg(t *testing.T, s *Store) {
+	ctx := context.Background()
+	if err := s.SeedCustomerOrg(ctx, "o1", "https://v1.vault.example", "k1", "ver1", "Tenant-1"); err != nil {
+		t.Fatal(err)
+	}
+	o, err := s.Org(ctx, "o1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.KEKMode != ModeCustomer || o.VaultURL != "https://v1.vault.example" || o.KeyName != "k1" {
+		t.Errorf("Org(o1) = %+v, want on key https://v1.vault.example/k1", o)
+	}
+	h, err := s.Health(ctx, "o1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.KeyVersion != "ver1" || h.State != "HEALTHY" || !h.NextCheck.IsZero() {
+		t.Errorf("Health(o1) = version %q, %s, next check %v; want ver1, HEALTHY, due at once", h.KeyVersion, h.State, h.NextCheck)
+	}
+	sys := DataKey{ID: "d1", OrgID: "o1", Sandbox: "prod", Store: "lake", KEK: KEKSystem, KEKRef: "sys", KEKVersion: "1", Alg: "A256GCM", Wrapped: []byte{1}}
+	if err := s.CreateSandbox(ctx, "o1", "prod", []DataKey{sys}); !errors.Is(err, ErrModeChanged) {
+		t.Errorf("CreateSandbox with a system-wrapped key = %v, want ErrModeChanged", err)
+	}
+	if err := s.SeedCustomerOrg(ctx, "o1", "https://v1.vault.example", "k2", "ver2", ""); err == nil {
+		t.Errorf("seeding o1 twice succeeded")
+	}
+}
+
+// TestClaimDueChecksSkipsRowsBeingClaimed: on PostgreSQL, a replica
+// claiming checks while another replica's claim holds the first due rows
+// takes the next ones at once, instead of waiting for that claim and
+// finding nothing left.
+func TestClaimDueChecksSkipsRowsBeingClaimed(t *testing.T) {
+	ctx := context.Background()
+	s := backends[1].open(t)
+	t.Cleanup(func() { s.Close() })
+	for i := range 4 {
+		if err := s.SeedCustomerOrg(ctx, fmt.Sprintf("o%d", i), "https://v.vault.example", fmt.Sprintf("k%d", i), "v1", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Another replica's claim, in the middle of its transaction, holding
+	// two due rows.
+	other, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback()
+	if _, err := other.ExecContext(ctx, `SELECT org_id FROM key_health WHERE org_id IN ('o0', 'o1') FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	due, err := s.ClaimDueChecks(cctx, "replica-b", time.Minute, 10)
+	if err != nil {
+		t.Fatalf("ClaimDueChecks while another claim holds o0 and o1: %v", err)
+	}
+	var got []string
+	for _, h := range due {
+		got = append(got, h.OrgID)
+	}
+	slices.Sort(got)
+	if want := []string{"o2", "o3"}; !slices.Equal(got, want) {
+		t.Errorf("ClaimDueChecks() = %v, want %v", got, want)
+	}
+}
+
+// TestPostgresKeepsConnections: queries run at once by many goroutines
+// (the key checks of one replica) leave their connections open for the
+// next ones instead of closing all but two.
+func TestPostgresKeepsConnections(t *testing.T) {
+	ctx := context.Background()
+	s := backends[1].open(t)
+	t.Cleanup(func() { s.Close() })
+	const n = 32
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			<-start
+			_, err := s.db.ExecContext(ctx, `SELECT pg_sleep(0.2)`)
+			errs <- err
+		}()
+	}
+	close(start)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := s.db.Stats(); st.MaxIdleClosed != 0 || st.Idle < n {
+		t.Errorf("after %d concurrent queries: %d connections idle, %d closed for want of idle room; want %d idle, 0 closed", n, st.Idle, st.MaxIdleClosed, n)
 	}
 }

@@ -282,3 +282,12 @@ func (s *pgServer) admin(stmt string) error {
 	}
 	return nil
 }
+
+// PostgresInstalled reports whether PostgreSQL's binaries are found (see
+// Postgres), for tests whose server is started by another process (a
+// script running a program that calls PostgresIn), and whether a missing
+// server must fail them rather than skip (CI or CMK_REQUIRE_SERVERS=1).
+func PostgresInstalled() (ok, required bool) {
+	_, err := pgBinDir()
+	return err == nil, pgRequired()
+}
