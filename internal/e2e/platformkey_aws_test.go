@@ -10,8 +10,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
-	"github.com/cmk-project/cmk/internal/awsemu"
 	"github.com/cmk-project/cmk/internal/audit"
+	"github.com/cmk-project/cmk/internal/awsemu"
 	"github.com/cmk-project/cmk/internal/control"
 	"github.com/cmk-project/cmk/internal/devenv"
 	"github.com/cmk-project/cmk/internal/kms/awskms"
