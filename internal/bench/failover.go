@@ -23,7 +23,7 @@ type FailoverConfig struct {
 	Common
 	// Trials, each with an org of its own. Default 10.
 	Trials int
-	// Lease is the replicas' --job-lease. Default 5 s.
+	// Lease is the replicas' --lease. Default 5 s.
 	Lease time.Duration
 	// Replicas is how many 'cmk serve' processes run. Default 3.
 	Replicas int
@@ -90,7 +90,7 @@ func Failover(ctx context.Context, cfg FailoverConfig) (*FailoverResult, error) 
 	case cfg.Trials < 1 || cfg.Sandboxes < 4:
 		return nil, fmt.Errorf("%d trials of %d sandboxes; at least 1 trial of 4 sandboxes is needed", cfg.Trials, cfg.Sandboxes)
 	case cfg.Lease < time.Second || cfg.Lease > 10*time.Minute:
-		return nil, fmt.Errorf("lease %s; 'cmk serve' takes a --job-lease from 1s to 10m", cfg.Lease)
+		return nil, fmt.Errorf("lease %s; 'cmk serve' takes a --lease from 1s to 10m", cfg.Lease)
 	}
 	res := &FailoverResult{Trials: cfg.Trials, Replicas: cfg.Replicas, LeaseSeconds: cfg.Lease.Seconds(), Sandboxes: cfg.Sandboxes,
 		VaultDelayMS: float64(cfg.VaultDelay) / float64(time.Millisecond), Load: loadAvg()}
@@ -180,7 +180,7 @@ func Failover(ctx context.Context, cfg FailoverConfig) (*FailoverResult, error) 
 	cl, err := cluster.StartN(cfg.Replicas, bin, append(emuEnv, "CMK_DATABASE_DSN="+dsn), func(i int) []string {
 		return append([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dirs[i], "--dev-token-issuer",
 			"--system-key", filepath.Join(worldDir, "system.key"), "--workers", "1", "--vault-concurrency", "2",
-			"--check-interval", "1h", "--job-lease", cfg.Lease.String()}, emuArgs...)
+			"--check-interval", "1h", "--lease", cfg.Lease.String()}, emuArgs...)
 	})
 	if err != nil {
 		return nil, err

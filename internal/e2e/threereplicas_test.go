@@ -131,7 +131,7 @@ func TestThreeReplicaProcesses(t *testing.T) {
 	cl, err := cluster.StartN(replicaCount, bin, procEnv, func(int) []string {
 		args := []string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dir, "--dev-token-issuer", "--operator-addr", "127.0.0.1:0",
 			"--lake-azure-url", az.ServiceURL, "--lake-azure-account", az.AccountName, "--lake-azure-container", "lake",
-			"--workers", "2", "--vault-concurrency", "2", "--check-interval", replicaCheck.String(), "--job-lease", replicaLease.String(),
+			"--workers", "2", "--vault-concurrency", "2", "--check-interval", replicaCheck.String(), "--lease", replicaLease.String(),
 			"--webhook-allow-http", "--webhook-allow-private"}
 		return append(args, emuArgs...)
 	})

@@ -88,6 +88,12 @@ const (
 	DefaultWrapEvery   = 10
 	DefaultFlapWindow  = 15 * time.Minute
 	DefaultFlapCount   = 4
+	// DefaultLease is how long a replica's claim on an org's check
+	// lasts (at least two intervals), and half of how long its claim on
+	// a rotation lasts (renewed every page of data keys): the time after
+	// which another replica, or this one restarted, takes over what a
+	// crashed replica was doing.
+	DefaultLease = 30 * time.Second
 )
 
 // Config tunes the monitor.
@@ -101,6 +107,10 @@ type Config struct {
 	// NudgeGap is the least time between two checks of one org asked for
 	// by Nudge (key events), default DefaultNudgeGap.
 	NudgeGap time.Duration
+	// Lease bounds how long the work of a crashed replica waits for
+	// another: a check is claimed for max(2×Interval, Lease), a rotation
+	// for 2×Lease. Default DefaultLease.
+	Lease time.Duration
 }
 
 // Monitor checks keys. Several monitors (replicas) can share one database:
@@ -231,6 +241,9 @@ func (m *Monitor) fillDefaults() {
 	if m.Now == nil {
 		m.Now = time.Now
 	}
+	if m.Lease == 0 {
+		m.Lease = DefaultLease
+	}
 	if m.NudgeGap == 0 {
 		m.NudgeGap = DefaultNudgeGap
 	}
@@ -271,7 +284,7 @@ func (m *Monitor) Run(ctx context.Context) {
 			return
 		}
 		free := 1 + cap(sem) - len(sem)
-		due, err := m.Store.ClaimDueChecks(ctx, m.Owner, max(2*m.Interval, 30*time.Second), free)
+		due, err := m.Store.ClaimDueChecks(ctx, m.Owner, max(2*m.Interval, m.Lease), free)
 		if err != nil && ctx.Err() == nil {
 			m.Log.Error("claim key checks", "err", err)
 			m.leases.failed()
@@ -334,7 +347,7 @@ func (m *Monitor) CheckOrg(ctx context.Context, org string) (*keyhealth.Health, 
 	deadline := m.Now().Add(10 * time.Second)
 	for {
 		m.leases.hold(org)
-		h, err := m.Store.ClaimCheck(ctx, org, m.Owner, max(2*m.Interval, 30*time.Second))
+		h, err := m.Store.ClaimCheck(ctx, org, m.Owner, max(2*m.Interval, m.Lease))
 		if err == nil {
 			h, err = m.check(ctx, h)
 			m.leases.done(org, err != nil)

@@ -28,7 +28,7 @@ func (m *Monitor) RunRotations(ctx context.Context) {
 	poll := min(m.Interval/2, time.Second)
 	failures := map[string]int{}
 	for ctx.Err() == nil {
-		h, err := m.Store.ClaimRotation(ctx, m.Owner, time.Minute)
+		h, err := m.Store.ClaimRotation(ctx, m.Owner, 2*m.Lease)
 		if err == nil {
 			if err := m.rotate(ctx, h); err != nil && ctx.Err() == nil {
 				// Keep the lease through a backoff so a failing rotation
@@ -71,7 +71,7 @@ func (m *Monitor) rotate(ctx context.Context, h *keyhealth.Health) error {
 		if len(keys) == 0 {
 			break
 		}
-		if err := m.Store.RenewRotation(ctx, h.OrgID, m.Owner, time.Minute); err != nil {
+		if err := m.Store.RenewRotation(ctx, h.OrgID, m.Owner, 2*m.Lease); err != nil {
 			return err
 		}
 		// Before every page (so on start and on resume too): is the target

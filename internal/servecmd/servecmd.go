@@ -167,7 +167,7 @@ read that file can sign in as any org).`,
 	f.StringVar(&cfg.EventGridAppID, "eventgrid-app-id", service.EventGridAppID, "the app id (appid claim) of the only caller accepted: Event Grid's (the default is the public cloud's; sovereign clouds differ)")
 	f.IntVar(&cfg.Workers, "workers", 2, "enablement workers")
 	f.IntVar(&cfg.Concurrency, "vault-concurrency", 4, "concurrent Key Vault calls per enablement job")
-	f.DurationVar(&cfg.Lease, "job-lease", enablement.DefaultLease, "how long an enablement job's lease lasts unrenewed (renewed every third of it): a replica that dies holding a job leaves it for this long before another takes it over")
+	f.DurationVar(&cfg.Lease, "lease", enablement.DefaultLease, "how long a replica's claim on an enablement job or a key check lasts unrenewed (renewed every third of it; a key rotation's, twice that): a replica that dies holding one leaves it for this long before another takes it over")
 	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "serve HTTPS with this PEM certificate (chain) file, read again when it changes (with --tls-key)")
 	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "the PEM private key of --tls-cert")
 	f.StringSliceVar(&trustedProxies, "trusted-proxies", nil, "comma-separated CIDRs of the proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (default: none)")

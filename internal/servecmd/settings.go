@@ -11,14 +11,14 @@ import (
 	"github.com/cmk-project/cmk/internal/service"
 )
 
-// Bounds of job-lease. A holder renews its lease every third of it, so a
+// Bounds of lease. A holder renews its lease every third of it, so a
 // lease under a second would have a replica renew several times a second
 // per job and lose its jobs to one slow database write; above ten minutes
 // a job held by a dead replica would wait longer than a tenant admin
 // watching it would believe.
 const (
-	MinJobLease = time.Second
-	MaxJobLease = 10 * time.Minute
+	MinLease = time.Second
+	MaxLease = 10 * time.Minute
 )
 
 // Secrets are the settings read only from the environment or from a file
@@ -65,9 +65,9 @@ func validate(cfg *service.Config, proxies []string) error {
 		}
 		return &config.Error{Setting: missing, Problem: "is not set while " + given + " is", Advice: "set tls-cert and tls-key together (a PEM certificate and its private key), or neither to serve plain HTTP behind a proxy"}
 	}
-	if cfg.Lease < MinJobLease || cfg.Lease > MaxJobLease {
-		return &config.Error{Setting: "job-lease", Value: cfg.Lease.String(), Problem: fmt.Sprintf("must be from %s to %s", MinJobLease, MaxJobLease),
-			Advice: fmt.Sprintf("set job-lease to a duration from %s to %s, such as %s", MinJobLease, MaxJobLease, enablement.DefaultLease)}
+	if cfg.Lease < MinLease || cfg.Lease > MaxLease {
+		return &config.Error{Setting: "lease", Value: cfg.Lease.String(), Problem: fmt.Sprintf("must be from %s to %s", MinLease, MaxLease),
+			Advice: fmt.Sprintf("set lease to a duration from %s to %s, such as %s", MinLease, MaxLease, enablement.DefaultLease)}
 	}
 	cfg.TrustedProxies = nil
 	for _, p := range proxies {

@@ -180,8 +180,8 @@ func TestConfigErrors(t *testing.T) {
 		{name: "zero shutdown timeout", file: `{"shutdown-timeout": "0s"}`, want: []string{`setting shutdown-timeout is "0s": must be a positive duration`}},
 		{name: "tls key without cert", args: []string{"--tls-key", "k.pem"}, want: []string{"setting tls-cert: is not set while tls-key is"}, hint: "together"},
 		{name: "concurrency", env: map[string]string{"CMK_VAULT_CONCURRENCY": "0"}, want: []string{`setting vault-concurrency is "0": must be at least 1`}},
-		{name: "job lease too short", env: map[string]string{"CMK_JOB_LEASE": "500ms"}, want: []string{`setting job-lease is "500ms": must be from 1s to 10m0s`}, hint: "30s"},
-		{name: "job lease too long", file: `{"job-lease": "1h"}`, want: []string{`setting job-lease is "1h0m0s": must be from 1s to 10m0s`}},
+		{name: "lease too short", env: map[string]string{"CMK_LEASE": "500ms"}, want: []string{`setting lease is "500ms": must be from 1s to 10m0s`}, hint: "30s"},
+		{name: "lease too long", file: `{"lease": "1h"}`, want: []string{`setting lease is "1h0m0s": must be from 1s to 10m0s`}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, _, err := run(t, c.env, c.file, c.args...)

@@ -186,8 +186,12 @@ type Config struct {
 	WebhookPolicy  alerts.URLPolicy
 	WebhookBackoff time.Duration
 	Concurrency    int // vault calls per job, default enablement.DefaultConcurrency
-	Lease          time.Duration
-	Poll           time.Duration
+	// Lease is how long a replica's claim on an enablement job lasts
+	// without renewal, and the monitor's lease unless Monitor.Lease is
+	// set: the time after which a crashed replica's work is resumed
+	// (default enablement.DefaultLease).
+	Lease time.Duration
+	Poll  time.Duration
 	// PropagationWait bounds how long validation waits for a role
 	// assignment or consent to take effect (enablement.Runner); 0 means
 	// enablement.DefaultPropagationWait, negative not at all.
@@ -423,6 +427,9 @@ func New(ctx context.Context, cfg Config) (_ *Service, err error) {
 			Every: cfg.PlatformKeyEvery, OnCounts: s.countGenerations}
 	}
 	s.Monitor.Config.Interval, s.Monitor.Config.Grace = orDefault(cfg.Monitor.Interval, monitor.DefaultInterval), orDefault(cfg.Monitor.Grace, monitor.DefaultGrace)
+	if s.Monitor.Config.Lease == 0 {
+		s.Monitor.Config.Lease = cfg.Lease // zero: the monitor's default
+	}
 	s.Gate.Grace = s.Monitor.Grace
 	webhookSecrets, err := alerts.NewSecretBox(sys)
 	if err != nil {
