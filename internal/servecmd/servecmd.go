@@ -160,6 +160,7 @@ read that file can sign in as any org).`,
 	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", service.DefaultIdleTimeout, "how long a keep-alive connection stays open with no request")
 	f.DurationVar(&cfg.BodyReadTimeout, "body-read-timeout", service.DefaultBodyReadTimeout, "a request body must bring --min-transfer-bytes within each such wait, or the request fails with 408 and nothing is stored")
 	f.DurationVar(&cfg.WriteTimeout, "write-timeout", service.DefaultWriteTimeout, "a client must take --min-transfer-bytes of an answer within each such wait, or the answer is cut off")
+	f.IntVar(&cfg.LakeMinFreeMiB, "lake-min-free-mib", service.DefaultLakeMinFreeMiB, "MiB the local-files lake leaves free on its volume: an upload that would go below is refused (507 STORAGE_FULL), so one org cannot take the last of the disk from the databases and the other orgs; 0: no floor")
 	f.IntVar(&cfg.MinTransferBytes, "min-transfer-bytes", service.DefaultMinTransferBytes, "the minimum transfer per --body-read-timeout or --write-timeout")
 	f.StringVar(&cfg.EventGridIssuer, "eventgrid-issuer", "", "accept Key Vault events from Event Grid with Microsoft Entra tokens of this issuer, e.g. https://sts.windows.net/<platform-tenant>/ (off unless set, with --eventgrid-jwks-url and --eventgrid-audience)")
 	f.StringVar(&cfg.EventGridJWKSURL, "eventgrid-jwks-url", "", "the issuer's signing keys, e.g. https://login.microsoftonline.com/<platform-tenant>/discovery/v2.0/keys")

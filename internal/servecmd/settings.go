@@ -53,7 +53,7 @@ func validate(cfg *service.Config, proxies []string) error {
 		key string
 		v   int
 		min int
-	}{{"vault-concurrency", cfg.Concurrency, 1}, {"check-concurrency", cfg.Monitor.Concurrency, 1}, {"min-transfer-bytes", cfg.MinTransferBytes, 1}} {
+	}{{"vault-concurrency", cfg.Concurrency, 1}, {"check-concurrency", cfg.Monitor.Concurrency, 1}, {"min-transfer-bytes", cfg.MinTransferBytes, 1}, {"lake-min-free-mib", cfg.LakeMinFreeMiB, 0}} {
 		if n.v < n.min {
 			return &config.Error{Setting: n.key, Value: fmt.Sprint(n.v), Problem: fmt.Sprintf("must be at least %d", n.min), Advice: fmt.Sprintf("set %s to a whole number of at least %d", n.key, n.min)}
 		}

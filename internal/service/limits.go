@@ -162,3 +162,8 @@ func (w *slowWriter) Flush() {
 
 // Unwrap lets http.ResponseController reach the server's writer.
 func (w *slowWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// DefaultLakeMinFreeMiB is the space the local-files lake leaves free on
+// its volume by default: 1 GiB, room for the databases to keep writing
+// (key health, audit, job progress) when uploads have filled the rest.
+const DefaultLakeMinFreeMiB = 1024

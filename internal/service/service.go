@@ -173,6 +173,9 @@ type Config struct {
 	LakeAzure   *blob.AzureConfig // Azure Blob Storage instead of local files
 	ProfilesDSN string            // PostgreSQL instead of SQLite
 	NoFsync     bool              // local lake without fsync (benchmarks of the raw cost only)
+	// LakeMinFreeMiB is what the local-files lake leaves free on its
+	// volume, in MiB (blob.FSOptions.MinFree); 0: no floor.
+	LakeMinFreeMiB int
 	// ProfileLimits bound a profile record's size and nesting, a listing
 	// page's bytes, and each org's records and their bytes; zero fields
 	// take the profile package's defaults (1 MiB, 64 levels, 4 MiB, a
@@ -443,7 +446,7 @@ func New(ctx context.Context, cfg Config) (_ *Service, err error) {
 		lakeBackend, err = blob.NewAzure(ctx, *cfg.LakeAzure)
 	} else {
 		var fs *blob.FS
-		fs, err = blob.NewFS(filepath.Join(cfg.DataDir, "lake"), blob.FSOptions{Fsync: !cfg.NoFsync})
+		fs, err = blob.NewFS(filepath.Join(cfg.DataDir, "lake"), blob.FSOptions{Fsync: !cfg.NoFsync, MinFree: int64(cfg.LakeMinFreeMiB) << 20})
 		if fs != nil {
 			s.closers = append(s.closers, fs.Close)
 		}

@@ -8,6 +8,7 @@ type Faults struct {
 	SyncFile func(*os.File) error
 	Rename   func(oldpath, newpath string) error
 	SyncDir  func(dir string) error
+	Free     func(dir string) (int64, error)
 }
 
 // SetFaults replaces b's calls with those of f; zero fields keep the
@@ -22,5 +23,8 @@ func SetFaults(b *FS, f Faults) {
 	}
 	if f.SyncDir != nil {
 		b.ops.syncDir = f.SyncDir
+	}
+	if f.Free != nil {
+		b.ops.free = f.Free
 	}
 }

@@ -109,3 +109,60 @@ func get(b blob.Backend, key string) ([]byte, error) {
 	defer rc.Close()
 	return io.ReadAll(rc)
 }
+
+// TestFSFloor: with MinFree set, a Put that finds no more free space than
+// the floor, before it starts or while it writes, fails as storage full and
+// stores nothing; without a floor, free space is never looked at.
+func TestFSFloor(t *testing.T) {
+	ctx := context.Background()
+	const floor = 1 << 30
+	for _, tc := range []struct {
+		name   string
+		free   []int64 // answers of the free-space call, in turn; the last repeats
+		size   int
+		stored bool
+	}{
+		{"room", []int64{floor + 64<<20}, 40 << 20, true},
+		{"at the floor before it starts", []int64{floor}, 10, false},
+		{"the floor reached while it writes", []int64{floor + 64<<20, floor - 1}, 40 << 20, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			opts := blob.DefaultFSOptions()
+			opts.MinFree = floor
+			b := newFS(t, dir, opts)
+			calls := 0
+			blob.SetFaults(b, blob.Faults{Free: func(string) (int64, error) {
+				v := tc.free[min(calls, len(tc.free)-1)]
+				calls++
+				return v, nil
+			}})
+			data := bytes.Repeat([]byte{9}, tc.size)
+			_, err := b.Put(ctx, "o/s/d/f", bytes.NewReader(data))
+			if tc.stored {
+				if err != nil {
+					t.Fatalf("Put with room above the floor = %v", err)
+				}
+				if got, err := get(b, "o/s/d/f"); err != nil || !bytes.Equal(got, data) {
+					t.Errorf("Get = %d bytes, %v; want the %d written", len(got), err, len(data))
+				}
+				return
+			}
+			if outage.Of(err) != outage.Full || !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("Put at the floor = %v, want ENOSPC, classified full", err)
+			}
+			if _, err := get(b, "o/s/d/f"); err == nil {
+				t.Error("the refused object is visible")
+			}
+			if left, _ := os.ReadDir(filepath.Join(dir, "staging")); len(left) != 0 {
+				t.Errorf("staging holds %d entries after the refused Put, want none", len(left))
+			}
+		})
+	}
+
+	b := newFS(t, t.TempDir(), blob.DefaultFSOptions())
+	blob.SetFaults(b, blob.Faults{Free: func(string) (int64, error) { t.Error("free space looked at with no floor"); return 0, nil }})
+	if _, err := b.Put(ctx, "o/s/d/f", bytes.NewReader(make([]byte, 20<<20))); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // FSOptions configures an FS backend.
@@ -21,7 +22,19 @@ type FSOptions struct {
 	// returns: the data and the directory entries are fsynced. Turn it off
 	// only for tests and scratch data. DefaultFSOptions sets it.
 	Fsync bool
+	// MinFree is how many bytes of its volume the lake leaves to
+	// everything else (the state and profile databases when they share
+	// the disk, the other orgs): a Put that finds fewer free, before it
+	// starts or at any point while it writes, fails with ENOSPC (a
+	// storage-full error) and stores nothing. One org's uploads cannot
+	// take the last of the disk from the rest. Zero: no floor.
+	MinFree int64
 }
+
+// floorCheckEvery is how much a Put writes between two looks at the free
+// space: a statfs call per 16 MiB costs nothing next to the writes, and
+// bounds how far below the floor concurrent uploads can go.
+const floorCheckEvery = 16 << 20
 
 // DefaultFSOptions returns the options an FS backend should use in
 // production: Fsync on.
@@ -70,9 +83,54 @@ type fsOps struct {
 	syncFile func(*os.File) error
 	rename   func(oldpath, newpath string) error
 	syncDir  func(dir string) error
+	free     func(dir string) (int64, error)
 }
 
-var osOps = fsOps{syncFile: (*os.File).Sync, rename: os.Rename, syncDir: syncDir}
+var osOps = fsOps{syncFile: (*os.File).Sync, rename: os.Rename, syncDir: syncDir, free: freeBytes}
+
+// freeBytes is the space an unprivileged writer may still use on dir's
+// volume.
+func freeBytes(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+// aboveFloor fails with ENOSPC when the volume has no more than MinFree
+// bytes free.
+func (b *FS) aboveFloor() error {
+	if b.opts.MinFree <= 0 {
+		return nil
+	}
+	free, err := b.ops.free(b.root)
+	if err != nil {
+		return fmt.Errorf("free space of the lake's volume: %w", err)
+	}
+	if free <= b.opts.MinFree {
+		return fmt.Errorf("the lake's volume has %d bytes free, at or below the %d it keeps free: %w", free, b.opts.MinFree, syscall.ENOSPC)
+	}
+	return nil
+}
+
+// floorWriter writes to w and looks at the free space every
+// floorCheckEvery bytes.
+type floorWriter struct {
+	w     io.Writer
+	b     *FS
+	since int64
+}
+
+func (f *floorWriter) Write(p []byte) (int, error) {
+	if f.since += int64(len(p)); f.since >= floorCheckEvery {
+		f.since = 0
+		if err := f.b.aboveFloor(); err != nil {
+			return 0, err
+		}
+	}
+	return f.w.Write(p)
+}
 
 const (
 	dirSuffix  = ".d"
@@ -149,6 +207,9 @@ func (b *FS) Put(ctx context.Context, key string, r io.Reader) (int64, error) {
 	if err := ValidateKey(key); err != nil {
 		return 0, err
 	}
+	if err := b.aboveFloor(); err != nil {
+		return 0, fmt.Errorf("put %q: %w", key, err)
+	}
 	tmp, err := os.CreateTemp(b.staging, "put-*")
 	if err != nil {
 		return 0, fmt.Errorf("put %q: %w", key, err)
@@ -161,7 +222,11 @@ func (b *FS) Put(ctx context.Context, key string, r io.Reader) (int64, error) {
 		}
 	}()
 
-	n, err := copyCtx(ctx, tmp, r)
+	var w io.Writer = tmp
+	if b.opts.MinFree > 0 {
+		w = &floorWriter{w: tmp, b: b}
+	}
+	n, err := copyCtx(ctx, w, r)
 	if err != nil {
 		return 0, fmt.Errorf("put %q: %w", key, err)
 	}
